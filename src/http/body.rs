@@ -1,0 +1,106 @@
+//! One body reader for both directions: it finds where a message body ends, whichever way it
+//! is framed, without buffering it.
+
+use super::chunked::{ChunkError, ChunkedDecoder};
+
+pub use super::chunked::Progress;
+
+#[derive(Debug, Clone)]
+pub enum BodyReader {
+    Length { remaining: u64 },
+    Chunked(ChunkedDecoder),
+    UntilClose { seen: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    Chunk(ChunkError),
+    /// The connection ended before the framing said the body was complete.
+    Truncated,
+}
+
+impl BodyReader {
+    pub fn length(n: u64) -> Self {
+        BodyReader::Length { remaining: n }
+    }
+
+    pub fn chunked() -> Self {
+        BodyReader::Chunked(ChunkedDecoder::new())
+    }
+
+    pub fn until_close() -> Self {
+        BodyReader::UntilClose { seen: 0 }
+    }
+
+    /// How much of `input` belongs to the body, and whether the body is now complete.
+    /// Payload bytes are copied to `decoded` when given (chunk framing removed).
+    pub fn feed(&mut self, input: &[u8], decoded: Option<&mut Vec<u8>>) -> Result<Progress, BodyError> {
+        match self {
+            BodyReader::Length { remaining } => {
+                let take = (*remaining).min(input.len() as u64) as usize;
+                *remaining -= take as u64;
+                if let Some(out) = decoded {
+                    out.extend_from_slice(&input[..take]);
+                }
+                Ok(Progress {
+                    consumed: take,
+                    done: *remaining == 0,
+                })
+            }
+            BodyReader::Chunked(d) => d.feed(input, decoded).map_err(BodyError::Chunk),
+            BodyReader::UntilClose { seen } => {
+                *seen += input.len() as u64;
+                if let Some(out) = decoded {
+                    out.extend_from_slice(input);
+                }
+                Ok(Progress {
+                    consumed: input.len(),
+                    done: false,
+                })
+            }
+        }
+    }
+
+    /// The peer closed: complete for close-delimited bodies, truncated otherwise.
+    pub fn finish_at_eof(&self) -> Result<(), BodyError> {
+        match self {
+            BodyReader::UntilClose { .. } => Ok(()),
+            BodyReader::Length { remaining: 0 } => Ok(()),
+            BodyReader::Chunked(d) if d.is_done() => Ok(()),
+            _ => Err(BodyError::Truncated),
+        }
+    }
+
+    /// Payload bytes so far, for the body-size limit.
+    pub fn payload_len(&self, declared: u64) -> u64 {
+        match self {
+            BodyReader::Length { remaining } => declared - remaining,
+            BodyReader::Chunked(d) => d.payload_len(),
+            BodyReader::UntilClose { seen } => *seen,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_body_stops_at_its_length() {
+        let mut r = BodyReader::length(5);
+        let p = r.feed(b"helloGET", None).unwrap();
+        assert_eq!((p.consumed, p.done), (5, true));
+        assert!(r.finish_at_eof().is_ok());
+    }
+
+    #[test]
+    fn truncated_bodies_are_detected_at_eof() {
+        let mut r = BodyReader::length(5);
+        r.feed(b"he", None).unwrap();
+        assert_eq!(r.finish_at_eof(), Err(BodyError::Truncated));
+        let mut c = BodyReader::chunked();
+        c.feed(b"5\r\nhe", None).unwrap();
+        assert_eq!(c.finish_at_eof(), Err(BodyError::Truncated));
+        assert!(BodyReader::until_close().finish_at_eof().is_ok());
+    }
+}

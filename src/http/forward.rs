@@ -1,0 +1,133 @@
+//! Rewriting heads as they cross the proxy: what the provider sees of a request and what the
+//! consumer sees of a response. End-to-end fields pass unchanged and in order; hop-by-hop
+//! fields stay behind (SPEC section 4).
+
+use std::net::SocketAddr;
+
+use super::head::is_hop_by_hop;
+use super::request::RequestHead;
+use super::response::ResponseHead;
+use super::target::Target;
+
+/// The request head as the provider receives it: origin-form target, `Host` set to the
+/// provider, an RFC 7239 `Forwarded` element for the consumer appended when `forwarded_for` is
+/// given.
+pub fn write_request(
+    out: &mut Vec<u8>,
+    head: &RequestHead,
+    target: &Target,
+    forwarded_for: Option<SocketAddr>,
+) {
+    out.extend_from_slice(head.method().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.path_and_query.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    out.extend_from_slice(target.authority().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let connection = head.connection_tokens();
+    for (name, value) in head.fields() {
+        if !name.eq_ignore_ascii_case("host") && !is_hop_by_hop(name, &connection) {
+            write_field(out, name, value);
+        }
+    }
+    if let Some(addr) = forwarded_for {
+        // Quoted because an address with a port contains ':' (RFC 7239 section 6).
+        let value = match addr {
+            SocketAddr::V4(a) => format!("for=\"{a}\";proto=https"),
+            SocketAddr::V6(a) => format!("for=\"[{}]:{}\";proto=https", a.ip(), a.port()),
+        };
+        write_field(out, "Forwarded", value.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How the proxy tells the consumer about its connection after this response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    /// HTTP/1.1 default: nothing to say.
+    Default,
+    /// An HTTP/1.0 consumer that asked for keep-alive.
+    KeepAlive,
+    Close,
+}
+
+/// The response head as the consumer receives it. With `dechunk`, the body will be sent
+/// without chunk framing (to an HTTP/1.0 consumer), so `Transfer-Encoding` is dropped.
+pub fn write_response(out: &mut Vec<u8>, head: &ResponseHead, persistence: Persistence, dechunk: bool) {
+    out.extend_from_slice(format!("HTTP/1.1 {} ", head.status).as_bytes());
+    out.extend_from_slice(head.reason());
+    out.extend_from_slice(b"\r\n");
+    let connection = head.connection_tokens();
+    for (name, value) in head.fields() {
+        let dropped =
+            is_hop_by_hop(name, &connection) || (dechunk && name.eq_ignore_ascii_case("transfer-encoding"));
+        if !dropped {
+            write_field(out, name, value);
+        }
+    }
+    match persistence {
+        Persistence::Default => {}
+        Persistence::KeepAlive => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+        Persistence::Close => out.extend_from_slice(b"Connection: close\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{request, response, target};
+
+    #[test]
+    fn request_keeps_end_to_end_fields_and_drops_hop_by_hop() {
+        let raw = "POST /https://Prov:9443/P/1/search?q=1 HTTP/1.1\r\nHost: proxy\r\nSsp-From: 1\r\n\
+                   Connection: close, X-Hop\r\nX-Hop: a\r\nKeep-Alive: 5\r\nTE: trailers\r\n\
+                   Proxy-Authorization: x\r\nUpgrade: h2c\r\nAuthorization: Bearer t\r\n\
+                   Content-Length: 3\r\n\r\n";
+        let head = request::parse(raw.as_bytes(), 8192).unwrap().unwrap();
+        let t = target::parse(head.target()).unwrap();
+        let mut out = Vec::new();
+        write_request(&mut out, &head, &t, Some("192.0.2.1:4711".parse().unwrap()));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST /P/1/search?q=1 HTTP/1.1\r\nHost: prov:9443\r\nSsp-From: 1\r\n\
+             Authorization: Bearer t\r\nContent-Length: 3\r\n\
+             Forwarded: for=\"192.0.2.1:4711\";proto=https\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn forwarded_for_ipv6_is_bracketed() {
+        let head = request::parse(b"GET /https://h/p HTTP/1.1\r\nHost: x\r\n\r\n", 8192)
+            .unwrap()
+            .unwrap();
+        let t = target::parse(head.target()).unwrap();
+        let mut out = Vec::new();
+        write_request(&mut out, &head, &t, Some("[2001:db8::1]:80".parse().unwrap()));
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains("Forwarded: for=\"[2001:db8::1]:80\";proto=https\r\n")
+        );
+    }
+
+    #[test]
+    fn response_drops_hop_by_hop_and_states_persistence() {
+        let raw = "HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nConnection: keep-alive\r\n\
+                   Keep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let head = response::parse(raw.as_bytes(), 8192, "GET").unwrap().unwrap();
+        let mut out = Vec::new();
+        write_response(&mut out, &head, Persistence::Close, true);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nConnection: close\r\n\r\n"
+        );
+    }
+}

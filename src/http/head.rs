@@ -1,0 +1,209 @@
+//! What request and response heads share: finding the end of a head under the strict
+//! line-ending rules, and header lookups over the raw bytes.
+
+use std::ops::Range;
+
+/// Why a head was refused. `TooLarge` answers 431, `Malformed` 400 (SPEC section 4, rows 3–4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadError {
+    TooLarge,
+    Malformed(&'static str),
+}
+
+/// Finds the end of a head (the index just past the blank line), refusing bare CR or LF line
+/// endings and obsolete line folding as soon as they are seen, so a sender cannot make us
+/// wait for a head that will be refused anyway.
+///
+/// Returns `Ok(None)` while the head is incomplete.
+pub fn find_head_end(buf: &[u8]) -> Result<Option<usize>, HeadError> {
+    let mut i = 0;
+    while i < buf.len() {
+        match buf[i] {
+            b'\n' => return Err(HeadError::Malformed("bare LF line ending")),
+            b'\r' => {
+                let Some(&next) = buf.get(i + 1) else {
+                    return Ok(None);
+                };
+                if next != b'\n' {
+                    return Err(HeadError::Malformed("bare CR in head"));
+                }
+                // The byte after CRLF starts the next line.
+                match buf.get(i + 2) {
+                    None => return Ok(None),
+                    Some(b' ' | b'\t') => {
+                        return Err(HeadError::Malformed("obsolete line folding"));
+                    }
+                    Some(b'\r') => match buf.get(i + 3) {
+                        None => return Ok(None),
+                        Some(b'\n') => return Ok(Some(i + 4)),
+                        Some(_) => return Err(HeadError::Malformed("bare CR in head")),
+                    },
+                    Some(_) => i += 2,
+                }
+            }
+            0 => return Err(HeadError::Malformed("NUL byte in head")),
+            _ => i += 1,
+        }
+    }
+    Ok(None)
+}
+
+/// Header fields as byte ranges into the raw head they were parsed from.
+#[derive(Debug, Clone, Default)]
+pub struct Fields {
+    ranges: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl Fields {
+    /// Records the fields httparse found, as offsets into `raw` (which they borrow from).
+    pub fn from_parsed(raw: &[u8], parsed: &[httparse::Header<'_>]) -> Fields {
+        let base = raw.as_ptr() as usize;
+        let ranges = parsed
+            .iter()
+            .map(|h| {
+                let name = h.name.as_ptr() as usize - base;
+                let value = h.value.as_ptr() as usize - base;
+                (name..name + h.name.len(), value..value + h.value.len())
+            })
+            .collect();
+        Fields { ranges }
+    }
+
+    pub fn iter<'a>(&'a self, raw: &'a [u8]) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+        self.ranges.iter().map(move |(n, v)| {
+            // httparse only accepts token characters in names, so this cannot fail.
+            let name = std::str::from_utf8(&raw[n.clone()]).unwrap_or("");
+            (name, &raw[v.clone()])
+        })
+    }
+
+    /// All values of a header, case-insensitively by name, in order.
+    pub fn all<'a, 'n>(
+        &'a self,
+        raw: &'a [u8],
+        name: &'n str,
+    ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+        self.iter(raw)
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+}
+
+/// Trims optional whitespace (SP and HTAB) from both ends of a field value.
+pub fn trim_ows(value: &[u8]) -> &[u8] {
+    let start = value.iter().position(|b| !matches!(b, b' ' | b'\t'));
+    let Some(start) = start else { return &[] };
+    let end = value
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |e| e + 1);
+    &value[start..end]
+}
+
+/// Iterates the comma-separated tokens of a list-valued field, trimmed, empty ones skipped.
+pub fn list_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|t| !t.is_empty())
+}
+
+/// A decimal Content-Length: digits only (no sign, no list, no spaces inside), at most 19
+/// digits so it always fits in a u64.
+pub fn parse_content_length(value: &[u8]) -> Option<u64> {
+    let digits = trim_ows(value);
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    digits
+        .iter()
+        .try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+}
+
+/// Headers that describe one hop and are never forwarded (RFC 9110 section 7.6.1), plus
+/// whatever the message's own `Connection` header names.
+pub fn is_hop_by_hop(name: &str, connection_tokens: &[&[u8]]) -> bool {
+    const FIXED: &[&str] = &[
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+    ];
+    FIXED.iter().any(|h| h.eq_ignore_ascii_case(name))
+        || name.len() > 6 && name[..6].eq_ignore_ascii_case("proxy-")
+        || connection_tokens
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_end_is_found_after_blank_line() {
+        assert_eq!(
+            find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nBODY"),
+            Ok(Some(27))
+        );
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n"), Ok(None));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r"), Ok(None));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r"), Ok(None));
+    }
+
+    #[test]
+    fn bare_lf_cr_and_folding_are_refused_early() {
+        assert!(find_head_end(b"GET / HTTP/1.1\nHost").is_err());
+        assert!(find_head_end(b"GET / HTTP/1.1\rHost").is_err());
+        assert!(find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n").is_err());
+        assert!(find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n\tc\r\n\r\n").is_err());
+        assert!(find_head_end(b"GET / HTTP/1.1\r\nA: b\0\r\n\r\n").is_err());
+        assert!(find_head_end(b"GET / HTTP/1.1\r\n\r\rx").is_err());
+    }
+
+    #[test]
+    fn content_length_is_strict_decimal() {
+        assert_eq!(parse_content_length(b"42"), Some(42));
+        assert_eq!(parse_content_length(b" 7 "), Some(7));
+        assert_eq!(parse_content_length(b"0"), Some(0));
+        for bad in [
+            &b"+5"[..],
+            b"-5",
+            b"0x10",
+            b"5,5",
+            b"5 5",
+            b"",
+            b"99999999999999999999",
+            b"1e3",
+        ] {
+            assert_eq!(
+                parse_content_length(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_includes_connection_named_fields() {
+        assert!(is_hop_by_hop("Connection", &[]));
+        assert!(is_hop_by_hop("Proxy-Whatever", &[]));
+        assert!(is_hop_by_hop("X-Secret", &[b"x-secret"]));
+        assert!(!is_hop_by_hop("Ssp-From", &[b"close"]));
+        assert!(!is_hop_by_hop("Authorization", &[]));
+        assert!(!is_hop_by_hop("Transfer-Encoding", &[]));
+    }
+}
