@@ -1,3 +1,9 @@
 //! `ssp`: a Spine-Security-Proxy-style mutual-TLS forward proxy. See ARCHITECTURE.md.
 
+pub mod config;
+pub mod demo;
 pub mod http;
+pub mod policy;
+pub mod proxy;
+pub mod tls;
+pub mod x509;

@@ -1,0 +1,207 @@
+//! Configuration: the TOML file of SPEC §3, loaded at start, by `ssp check` and on SIGHUP.
+//!
+//! Loading is two steps. `raw` deserializes the text into serde structs that mirror the file,
+//! every value carrying its span; `validate` then checks meaning and produces the types below,
+//! with defaults filled in and relative paths resolved against the config file's folder. Every
+//! problem becomes one [`ConfigError`] naming file, line and dotted key.
+//!
+//! Nothing here opens the certificates, keys or CRLs it names: `parse` is pure so that a reload
+//! can be validated before anything is swapped, and the TLS layer loads the files itself.
+
+mod duration;
+mod endpoint;
+mod error;
+mod raw;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use duration::parse_duration;
+pub use endpoint::Endpoint;
+pub use error::ConfigError;
+
+use error::Source;
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The configuration file, as given on the command line.
+    pub path: PathBuf,
+    pub server: Server,
+    pub upstream: Upstream,
+    pub limits: Limits,
+    pub throttle: Throttle,
+    pub audit: Audit,
+    pub transactions: Transactions,
+    pub admin: Admin,
+    /// At least one.
+    pub consumers: Vec<Consumer>,
+    /// At least one.
+    pub providers: Vec<Provider>,
+}
+
+/// `[server]`: the consumer-facing side.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Server {
+    /// Never empty, no duplicates. IP addresses only: names are not resolved.
+    pub listen: Vec<SocketAddr>,
+    /// Event-loop threads; 0 means one per CPU. At most 1024.
+    pub workers: usize,
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    pub client_ca: PathBuf,
+    /// Required, so that running without revocation checks is a written decision (`crl = []`).
+    pub crl: Vec<PathBuf>,
+    pub crl_expired: CrlExpired,
+    pub crl_check: CrlCheck,
+    /// Attributes every consumer subject must carry, ordered by attribute name.
+    pub client_subject: Vec<(String, String)>,
+    pub forwarded: bool,
+    pub require_jwt: bool,
+}
+
+/// What to do with a CRL past its nextUpdate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrlExpired {
+    /// Fail closed: refuse certificates the stale CRL would vouch for.
+    Deny,
+    Allow,
+}
+
+/// Which certificates of a consumer's chain are checked against CRLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrlCheck {
+    Leaf,
+    Chain,
+}
+
+/// `[upstream]`: connections to providers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    pub ca: PathBuf,
+    /// Longer than zero.
+    pub connect_timeout: Duration,
+    /// Until the provider's response head; longer than zero.
+    pub response_timeout: Duration,
+    /// Zero is allowed and means idle connections are not kept.
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle: usize,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// At least 1.
+    pub max_connections: usize,
+    /// 1024 to 1048576.
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+    /// Longer than zero.
+    pub header_timeout: Duration,
+    /// Longer than zero.
+    pub idle_timeout: Duration,
+    /// Uppercase HTTP tokens; never empty.
+    pub methods: Vec<String>,
+}
+
+/// `[throttle]`: defaults for per-consumer rates and per-provider concurrency.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Throttle {
+    /// Requests per second per consumer ASID; finite and above zero.
+    pub rate: f64,
+    /// At least 1.
+    pub burst: u32,
+    /// Concurrent requests per provider; at least 1.
+    pub max_in_flight: u32,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Audit {
+    pub dir: PathBuf,
+    /// Always `Some` when loaded from a file: an absent key or `key = ""` means the default
+    /// `/var/lib/ssp/audit.key`, so sealing cannot be switched off by omission.
+    pub key: Option<PathBuf>,
+    pub sync: AuditSync,
+    /// At least 1.
+    pub rotate_bytes: u64,
+    /// Longer than zero.
+    pub seal_interval: Duration,
+}
+
+/// When audit records are fdatasync'ed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditSync {
+    Always,
+    Batch,
+    Off,
+}
+
+/// `[transactions]`: the performance log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transactions {
+    /// `None` when the operator writes `path = ""` to switch the log off.
+    pub path: Option<PathBuf>,
+}
+
+/// `[admin]`: the plain-HTTP health and metrics endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admin {
+    /// `None` when the operator writes `listen = ""` to switch the endpoint off.
+    pub listen: Option<SocketAddr>,
+}
+
+/// A `[[consumer]]`: a dispensing system allowed to call through the proxy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Consumer {
+    /// 1 to 20 digits; unique among consumers.
+    pub asid: String,
+    /// Lowercased; compared with the CN of the consumer's certificate.
+    pub fqdn: String,
+    /// At least one, none empty: a consumer that may send nothing is a configuration mistake.
+    pub interactions: Vec<String>,
+    /// Provider ASIDs it may call (its data-sharing agreements). The key is required, so the
+    /// allowlist is always written down, but it may be `[]` to suspend a consumer.
+    pub providers: Vec<String>,
+    /// Overrides `throttle.rate`.
+    pub rate: Option<f64>,
+    /// Overrides `throttle.burst`.
+    pub burst: Option<u32>,
+    /// Line of its `[[consumer]]` header, for later messages.
+    pub line: usize,
+}
+
+/// A `[[provider]]`: a FHIR API the proxy may forward to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Provider {
+    /// 1 to 20 digits; unique among providers.
+    pub asid: String,
+    pub endpoint: Endpoint,
+    /// At least one, none empty.
+    pub interactions: Vec<String>,
+    /// Fixed address instead of DNS, like `curl --resolve`.
+    pub connect: Option<SocketAddr>,
+    /// Overrides `throttle.max_in_flight`.
+    pub max_in_flight: Option<u32>,
+    /// Line of its `[[provider]]` header, for later messages.
+    pub line: usize,
+}
+
+/// Reads and validates the configuration file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Source::whole_file(path, format!("cannot read the configuration: {e}")))?;
+    parse(&text, path)
+}
+
+/// Validates configuration `text` as if read from `path`, without touching the file system:
+/// `path` only names the file in errors and anchors relative paths.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let source = Source { text, file: path };
+    let raw: raw::RawConfig = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
+    validate::validate(raw, &source)
+}

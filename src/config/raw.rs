@@ -1,0 +1,119 @@
+//! The file as written: serde structs mirroring SPEC §3, before defaults and checks.
+//!
+//! Every value is `Option<Spanned<_>>` so that `validate` can tell "absent" (take the default,
+//! or report a missing key at the table header) from "present" (check it, and report problems
+//! at the value's own line). `deny_unknown_fields` makes a misspelt key an error, not a
+//! silently ignored setting.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub(super) type Field<T> = Option<Spanned<T>>;
+/// A list whose elements keep their own spans, for errors such as a duplicate address.
+pub(super) type List<T> = Field<Vec<Spanned<T>>>;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawConfig {
+    pub server: Field<RawServer>,
+    pub upstream: Field<RawUpstream>,
+    pub limits: Field<RawLimits>,
+    pub throttle: Field<RawThrottle>,
+    pub audit: Field<RawAudit>,
+    pub transactions: Field<RawTransactions>,
+    pub admin: Field<RawAdmin>,
+    #[serde(default)]
+    pub consumer: Vec<Spanned<RawConsumer>>,
+    #[serde(default)]
+    pub provider: Vec<Spanned<RawProvider>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawServer {
+    pub listen: List<String>,
+    pub workers: Field<usize>,
+    pub certificate: Field<String>,
+    pub private_key: Field<String>,
+    pub client_ca: Field<String>,
+    pub crl: List<String>,
+    pub crl_expired: Field<String>,
+    pub crl_check: Field<String>,
+    pub client_subject: Field<BTreeMap<Spanned<String>, Spanned<String>>>,
+    pub forwarded: Field<bool>,
+    pub require_jwt: Field<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawUpstream {
+    pub ca: Field<String>,
+    pub connect_timeout: Field<String>,
+    pub response_timeout: Field<String>,
+    pub pool_idle_timeout: Field<String>,
+    pub pool_max_idle: Field<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawLimits {
+    pub max_connections: Field<usize>,
+    pub max_header_bytes: Field<usize>,
+    pub max_body_bytes: Field<u64>,
+    pub header_timeout: Field<String>,
+    pub idle_timeout: Field<String>,
+    pub methods: List<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawThrottle {
+    pub rate: Field<f64>,
+    pub burst: Field<u32>,
+    pub max_in_flight: Field<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawAudit {
+    pub dir: Field<String>,
+    pub key: Field<String>,
+    pub sync: Field<String>,
+    pub rotate_bytes: Field<u64>,
+    pub seal_interval: Field<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawTransactions {
+    pub path: Field<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawAdmin {
+    pub listen: Field<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawConsumer {
+    pub asid: Field<String>,
+    pub fqdn: Field<String>,
+    pub interactions: List<String>,
+    pub providers: List<String>,
+    pub rate: Field<f64>,
+    pub burst: Field<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawProvider {
+    pub asid: Field<String>,
+    pub endpoint: Field<String>,
+    pub interactions: List<String>,
+    pub connect: Field<String>,
+    pub max_in_flight: Field<u32>,
+}

@@ -1,0 +1,771 @@
+//! Loader tests, grouped as SPEC §3 is: the example file and its defaults, then errors
+//! (syntax and unknown keys, values, required keys, entries), then paths.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+const FILE: &str = "/etc/ssp/ssp.toml";
+
+/// The example of SPEC §3, verbatim.
+const SPEC_EXAMPLE: &str = r#"[server]
+listen = ["0.0.0.0:443"]                 # consumer-facing TLS addresses
+workers = 0                              # event-loop threads; 0 = one per CPU
+certificate = "tls/ssp.pem"              # the proxy's chain (leaf first); also its client certificate to providers
+private_key = "tls/ssp.key"              # PKCS#8, PKCS#1 or SEC1 PEM
+client_ca = "tls/nhs-ca.pem"             # trust anchors for consumer certificates
+crl = ["tls/level1c.crl"]                # PEM or DER; [] disables revocation checks (loud warning)
+crl_expired = "deny"                     # a CRL past nextUpdate: "deny" (fail closed) or "allow"
+crl_check = "leaf"                       # "leaf": the consumer's certificate; "chain": every certificate
+                                         # below a trust anchor. A certificate whose issuer has no CRL
+                                         # loaded is refused (unknown status is denied) unless crl = [].
+client_subject = { O = "nhs", OU = "Devices" }   # attributes every consumer subject must carry
+forwarded = true                         # add RFC 7239 Forwarded
+require_jwt = true
+
+[upstream]
+ca = "tls/nhs-ca.pem"                    # trust anchors for provider certificates
+connect_timeout = "5s"
+response_timeout = "30s"                 # until the provider's response head; then 504
+pool_idle_timeout = "60s"
+pool_max_idle = 32                       # idle keep-alive connections kept per provider, per worker
+
+[limits]
+max_connections = 10000
+max_header_bytes = 32768
+max_body_bytes = 10485760
+header_timeout = "10s"                   # to receive a complete request head (slowloris)
+idle_timeout = "60s"                     # keep-alive idle
+methods = ["GET", "POST", "PUT"]
+
+[throttle]
+rate = 20                                # requests/second per consumer ASID (default)
+burst = 40
+max_in_flight = 64                       # concurrent requests per provider (default)
+
+[audit]
+dir = "/var/log/ssp"
+key = "/var/lib/ssp/audit.key"           # from `ssp audit keygen`
+sync = "batch"                           # "always" | "batch" | "off"
+rotate_bytes = 67108864
+seal_interval = "60s"
+
+[transactions]
+path = "/var/log/ssp/transactions.log"   # performance log, one JSON line per request
+
+[admin]
+listen = "127.0.0.1:9901"                # plain HTTP, loopback: /healthz, /readyz, /metrics
+
+[[consumer]]
+asid = "200000000001"
+fqdn = "dispenser-a.example.nhs.uk"      # must equal the CN of this consumer's certificate
+interactions = ["urn:nhs:names:services:prescription-exemptions:custom:operation:search:prescription-exemptions"]
+providers = ["200000000999"]             # data-sharing agreements: provider ASIDs it may call
+rate = 50                                # optional override
+burst = 100                              # optional override
+
+[[provider]]
+asid = "200000000999"
+endpoint = "https://pecs.example.nhs.uk/Prescription-Exemptions/1.0.0"   # registered service root URL
+interactions = ["urn:nhs:names:services:prescription-exemptions:custom:operation:search:prescription-exemptions"]
+connect = "10.0.0.7:443"                 # optional: fixed address instead of DNS (like curl --resolve)
+max_in_flight = 128                      # optional override
+"#;
+
+/// Only what has no default. Line numbers in the tests below count from `[server]` = 1.
+const MINIMAL: &str = r#"[server]
+certificate = "tls/ssp.pem"
+private_key = "tls/ssp.key"
+client_ca = "tls/nhs-ca.pem"
+crl = ["tls/level1c.crl"]
+
+[upstream]
+ca = "tls/nhs-ca.pem"
+
+[[consumer]]
+asid = "200000000001"
+fqdn = "dispenser-a.example.nhs.uk"
+interactions = ["urn:x"]
+providers = ["200000000999"]
+
+[[provider]]
+asid = "200000000999"
+endpoint = "https://pecs.example.nhs.uk/Prescription-Exemptions/1.0.0"
+interactions = ["urn:x"]
+"#;
+
+const PECS_SEARCH: &str =
+    "urn:nhs:names:services:prescription-exemptions:custom:operation:search:prescription-exemptions";
+
+fn parse_text(text: &str) -> Result<Config, ConfigError> {
+    parse(text, Path::new(FILE))
+}
+
+fn refused(text: &str) -> ConfigError {
+    match parse_text(text) {
+        Ok(config) => panic!("should be refused, loaded {config:#?}"),
+        Err(error) => error,
+    }
+}
+
+/// `MINIMAL` with one edit; the edit must apply, or the test would test nothing.
+fn minimal_with(from: &str, to: &str) -> String {
+    assert!(MINIMAL.contains(from), "MINIMAL has no {from:?}");
+    MINIMAL.replacen(from, to, 1)
+}
+
+fn assert_error(error: &ConfigError, line: Option<usize>, key: &str, message_part: &str) {
+    assert_eq!(error.file, Path::new(FILE), "{error}");
+    assert_eq!(error.line, line, "{error}");
+    assert_eq!(error.key.as_deref(), Some(key), "{error}");
+    assert!(error.message.contains(message_part), "{error}");
+}
+
+fn etc(path: &str) -> PathBuf {
+    Path::new("/etc/ssp").join(path)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Everything but the entries.
+type Sections = (Server, Upstream, Limits, Throttle, Audit, Transactions, Admin);
+
+/// Every section the SPEC example spells out, which is also every default: the example
+/// writes each default value explicitly.
+fn spec_sections() -> Sections {
+    (
+        Server {
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], 443))],
+            workers: 0,
+            certificate: etc("tls/ssp.pem"),
+            private_key: etc("tls/ssp.key"),
+            client_ca: etc("tls/nhs-ca.pem"),
+            crl: vec![etc("tls/level1c.crl")],
+            crl_expired: CrlExpired::Deny,
+            crl_check: CrlCheck::Leaf,
+            client_subject: vec![("O".into(), "nhs".into()), ("OU".into(), "Devices".into())],
+            forwarded: true,
+            require_jwt: true,
+        },
+        Upstream {
+            ca: etc("tls/nhs-ca.pem"),
+            connect_timeout: secs(5),
+            response_timeout: secs(30),
+            pool_idle_timeout: secs(60),
+            pool_max_idle: 32,
+        },
+        Limits {
+            max_connections: 10_000,
+            max_header_bytes: 32_768,
+            max_body_bytes: 10_485_760,
+            header_timeout: secs(10),
+            idle_timeout: secs(60),
+            methods: vec!["GET".into(), "POST".into(), "PUT".into()],
+        },
+        Throttle {
+            rate: 20.0,
+            burst: 40,
+            max_in_flight: 64,
+        },
+        Audit {
+            dir: PathBuf::from("/var/log/ssp"),
+            key: Some(PathBuf::from("/var/lib/ssp/audit.key")),
+            sync: AuditSync::Batch,
+            rotate_bytes: 67_108_864,
+            seal_interval: secs(60),
+        },
+        Transactions {
+            path: Some(PathBuf::from("/var/log/ssp/transactions.log")),
+        },
+        Admin {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9901))),
+        },
+    )
+}
+
+fn sections(c: &Config) -> Sections {
+    (
+        c.server.clone(),
+        c.upstream.clone(),
+        c.limits.clone(),
+        c.throttle.clone(),
+        c.audit.clone(),
+        c.transactions.clone(),
+        c.admin.clone(),
+    )
+}
+
+// SPEC §3: the example file and the defaults.
+
+#[test]
+fn spec_example_loads_with_every_value() {
+    let config = parse_text(SPEC_EXAMPLE).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.path, Path::new(FILE));
+    assert_eq!(sections(&config), spec_sections());
+    assert_eq!(
+        config.consumers,
+        vec![Consumer {
+            asid: "200000000001".into(),
+            fqdn: "dispenser-a.example.nhs.uk".into(),
+            interactions: vec![PECS_SEARCH.into()],
+            providers: vec!["200000000999".into()],
+            rate: Some(50.0),
+            burst: Some(100),
+            line: 49,
+        }]
+    );
+    assert_eq!(
+        config.providers,
+        vec![Provider {
+            asid: "200000000999".into(),
+            endpoint: Endpoint {
+                url: "https://pecs.example.nhs.uk/Prescription-Exemptions/1.0.0".into(),
+                host: "pecs.example.nhs.uk".into(),
+                port: None,
+                path: "/Prescription-Exemptions/1.0.0".into(),
+            },
+            interactions: vec![PECS_SEARCH.into()],
+            connect: Some(SocketAddr::from(([10, 0, 0, 7], 443))),
+            max_in_flight: Some(128),
+            line: 57,
+        }]
+    );
+}
+
+#[test]
+fn absent_keys_and_sections_take_the_spec_defaults() {
+    let config = parse_text(MINIMAL).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(sections(&config), spec_sections());
+    let consumer = &config.consumers[0];
+    assert_eq!((consumer.rate, consumer.burst, consumer.line), (None, None, 10));
+    let provider = &config.providers[0];
+    assert_eq!(
+        (provider.connect, provider.max_in_flight, provider.line),
+        (None, None, 16)
+    );
+}
+
+#[test]
+fn empty_strings_switch_off_the_transactions_log_and_admin_endpoint_but_not_the_audit_key() {
+    let text = format!("{MINIMAL}[transactions]\npath = \"\"\n[admin]\nlisten = \"\"\n[audit]\nkey = \"\"\n");
+    let config = parse_text(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.transactions.path, None);
+    assert_eq!(config.admin.listen, None);
+    assert_eq!(config.audit.key, Some(PathBuf::from("/var/lib/ssp/audit.key")));
+}
+
+#[test]
+fn explicit_values_replace_the_defaults() {
+    let server_keys = r#"[server]
+crl_expired = "allow"
+crl_check = "chain"
+client_subject = { OU = "Devices", C = "GB", O = "nhs" }
+listen = ["0.0.0.0:443", "[::]:8443"]
+workers = 1024
+forwarded = false
+require_jwt = false
+"#;
+    let upstream_keys = "[upstream]\npool_idle_timeout = \"0s\"\npool_max_idle = 0\n";
+    let other_sections = r#"
+[limits]
+methods = ["GET"]
+max_header_bytes = 1024
+max_body_bytes = 0
+header_timeout = "500ms"
+
+[throttle]
+rate = 0.5
+
+[audit]
+sync = "always"
+seal_interval = "2m"
+"#;
+    let text =
+        minimal_with("[server]\n", server_keys).replacen("[upstream]\n", upstream_keys, 1) + other_sections;
+    let config = parse_text(&text).unwrap_or_else(|e| panic!("{e}"));
+    let server = &config.server;
+    assert_eq!(server.crl_expired, CrlExpired::Allow);
+    assert_eq!(server.crl_check, CrlCheck::Chain);
+    let subject: Vec<(&str, &str)> = server
+        .client_subject
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(subject, [("C", "GB"), ("O", "nhs"), ("OU", "Devices")]);
+    assert_eq!(server.listen[1], "[::]:8443".parse().unwrap());
+    assert_eq!(
+        (server.workers, server.forwarded, server.require_jwt),
+        (1024, false, false)
+    );
+    assert_eq!(config.upstream.pool_idle_timeout, Duration::ZERO);
+    assert_eq!(config.upstream.pool_max_idle, 0);
+    assert_eq!(config.limits.methods, ["GET"]);
+    assert_eq!(config.limits.max_header_bytes, 1024);
+    assert_eq!(config.limits.max_body_bytes, 0);
+    assert_eq!(config.limits.header_timeout, Duration::from_millis(500));
+    assert_eq!(config.throttle.rate, 0.5);
+    assert_eq!(config.audit.sync, AuditSync::Always);
+    assert_eq!(config.audit.seal_interval, secs(120));
+}
+
+// SPEC §3 "Unknown keys are errors", and other problems found while reading the TOML.
+
+#[test]
+fn unknown_top_level_key_is_named_with_its_line() {
+    let error = refused("# ssp\nlisten = [\"0.0.0.0:443\"]\n[server]\n");
+    assert_error(&error, Some(2), "listen", "unknown key `listen`");
+}
+
+#[test]
+fn unknown_key_in_server_is_named_with_its_line() {
+    let error = refused(&minimal_with("crl = ", "certficate = \"x\"\ncrl = "));
+    assert_error(&error, Some(5), "server.certficate", "unknown key `certficate`");
+}
+
+#[test]
+fn unknown_key_in_a_consumer_is_named_with_its_entry_and_line() {
+    let text = format!("{MINIMAL}\n[[consumer]]\nasid = \"200000000002\"\nfavourite_colour = \"blue\"\n");
+    let error = refused(&text);
+    assert_error(
+        &error,
+        Some(23),
+        "consumer[2].favourite_colour",
+        "unknown key `favourite_colour`",
+    );
+}
+
+#[test]
+fn unknown_key_in_an_inline_table_is_named() {
+    let error = refused("[server]\nclient_subject = { O = \"nhs\" }\n[limits.extra]\nx = 1\n");
+    assert_error(&error, Some(3), "limits.extra", "unknown key `extra`");
+}
+
+#[test]
+fn wrong_type_is_named_with_its_line() {
+    let error = refused("[server]\n\n[limits]\nmax_connections = \"many\"\n");
+    assert_error(&error, Some(4), "limits.max_connections", "invalid type");
+    let error = refused("server = 3\n");
+    assert_error(&error, Some(1), "server", "expected a table");
+}
+
+#[test]
+fn toml_syntax_error_has_a_line() {
+    let error = refused("[server]\ncertificate = \"tls/ssp.pem\n");
+    assert_eq!(error.line, Some(2), "{error}");
+    assert!(error.to_string().starts_with("/etc/ssp/ssp.toml:2: "), "{error}");
+}
+
+// Values.
+
+#[test]
+fn bad_duration_is_named_with_key_and_line() {
+    let error = refused(&minimal_with(
+        "[upstream]\n",
+        "[upstream]\nconnect_timeout = \"1.5s\"\n",
+    ));
+    assert_error(&error, Some(8), "upstream.connect_timeout", "\"1.5s\"");
+}
+
+#[test]
+fn zero_timeouts_are_refused_where_zero_makes_no_sense() {
+    let error = refused(&minimal_with(
+        "[upstream]\n",
+        "[upstream]\nresponse_timeout = \"0s\"\n",
+    ));
+    assert_error(&error, Some(8), "upstream.response_timeout", "longer than zero");
+    let error = refused(&format!("{MINIMAL}[audit]\nseal_interval = \"0ms\"\n"));
+    assert_error(&error, Some(21), "audit.seal_interval", "longer than zero");
+}
+
+#[test]
+fn crl_expired_bad_value_lists_the_choices() {
+    let error = refused(&minimal_with("[server]\n", "[server]\ncrl_expired = \"maybe\"\n"));
+    assert_eq!(
+        error.to_string(),
+        "/etc/ssp/ssp.toml:2: `server.crl_expired`: expected \"deny\" or \"allow\", found \"maybe\""
+    );
+    let error = refused(&format!("{MINIMAL}[audit]\nsync = \"sometimes\"\n"));
+    assert_error(
+        &error,
+        Some(21),
+        "audit.sync",
+        "expected \"always\", \"batch\" or \"off\"",
+    );
+}
+
+#[test]
+fn numbers_outside_their_range_are_refused() {
+    let cases = [
+        ("[server]\nworkers = 1025\n", "server.workers", "at most 1024"),
+        (
+            "[limits]\nmax_connections = 0\n",
+            "limits.max_connections",
+            "at least 1",
+        ),
+        (
+            "[limits]\nmax_header_bytes = 1023\n",
+            "limits.max_header_bytes",
+            "between 1024 and 1048576",
+        ),
+        (
+            "[limits]\nmax_header_bytes = 1048577\n",
+            "limits.max_header_bytes",
+            "between",
+        ),
+        ("[throttle]\nrate = 0\n", "throttle.rate", "above zero"),
+        ("[throttle]\nrate = inf\n", "throttle.rate", "above zero"),
+        ("[throttle]\nrate = nan\n", "throttle.rate", "above zero"),
+        ("[throttle]\nburst = 0\n", "throttle.burst", "at least 1"),
+        (
+            "[throttle]\nmax_in_flight = 0\n",
+            "throttle.max_in_flight",
+            "at least 1",
+        ),
+        ("[audit]\nrotate_bytes = 0\n", "audit.rotate_bytes", "at least 1"),
+    ];
+    for (section, key, message) in cases {
+        let text = match section.strip_prefix("[server]\n") {
+            Some(line) => minimal_with("[server]\n", &format!("[server]\n{line}")),
+            None => format!("{MINIMAL}{section}"),
+        };
+        let error = refused(&text);
+        let line = if key.starts_with("server.") { 2 } else { 21 };
+        assert_error(&error, Some(line), key, message);
+    }
+}
+
+#[test]
+fn methods_must_be_uppercase_tokens() {
+    for (methods, key) in [
+        ("[\"GET\", \"post\"]", "limits.methods[2]"),
+        ("[\"\"]", "limits.methods[1]"),
+        ("[\"GE T\"]", "limits.methods[1]"),
+    ] {
+        let error = refused(&format!("{MINIMAL}[limits]\nmethods = {methods}\n"));
+        assert_error(&error, Some(21), key, "uppercase HTTP method");
+    }
+    let error = refused(&format!("{MINIMAL}[limits]\nmethods = []\n"));
+    assert_error(&error, Some(21), "limits.methods", "must not be empty");
+}
+
+#[test]
+fn listen_addresses_must_be_present_distinct_and_numeric() {
+    let error = refused(&minimal_with("[server]\n", "[server]\nlisten = []\n"));
+    assert_error(&error, Some(2), "server.listen", "must not be empty");
+    let error = refused(&minimal_with(
+        "[server]\n",
+        "[server]\nlisten = [\n  \"0.0.0.0:443\",\n  \"0.0.0.0:443\",\n]\n",
+    ));
+    assert_error(&error, Some(4), "server.listen[2]", "listed twice");
+    let error = refused(&minimal_with(
+        "[server]\n",
+        "[server]\nlisten = [\"localhost:443\"]\n",
+    ));
+    assert_error(&error, Some(2), "server.listen[1]", "IP address and port");
+    let error = refused(&format!("{MINIMAL}[admin]\nlisten = \"127.0.0.1\"\n"));
+    assert_error(&error, Some(21), "admin.listen", "IP address and port");
+}
+
+#[test]
+fn client_subject_attributes_are_checked() {
+    let error = refused(&minimal_with(
+        "[server]\n",
+        "[server]\nclient_subject = { O = \"nhs\", ou = \"Devices\" }\n",
+    ));
+    assert_error(
+        &error,
+        Some(2),
+        "server.client_subject.ou",
+        "CN, O, OU, C, L, ST, DC",
+    );
+    let error = refused(&minimal_with(
+        "[server]\n",
+        "[server]\nclient_subject = { O = \"\" }\n",
+    ));
+    assert_error(&error, Some(2), "server.client_subject.O", "must not be empty");
+}
+
+// Required keys: the certificate paths and CRLs, at least one consumer and one provider.
+
+#[test]
+fn missing_certificate_is_reported_at_the_server_header() {
+    let error = refused(&minimal_with("certificate = \"tls/ssp.pem\"\n", ""));
+    assert_error(&error, Some(1), "server.certificate", "missing required key");
+}
+
+#[test]
+fn missing_server_section_is_reported_without_a_line() {
+    let error = refused("[upstream]\nca = \"ca.pem\"\n");
+    assert_error(&error, None, "server.certificate", "missing required key");
+    assert_eq!(
+        error.to_string(),
+        "/etc/ssp/ssp.toml: `server.certificate`: missing required key"
+    );
+}
+
+#[test]
+fn missing_crl_fails_closed_and_an_empty_list_disables_it() {
+    let error = refused(&minimal_with("crl = [\"tls/level1c.crl\"]\n", ""));
+    assert_error(&error, Some(1), "server.crl", "crl = []");
+    let config = parse_text(&minimal_with("crl = [\"tls/level1c.crl\"]", "crl = []")).unwrap();
+    assert!(config.server.crl.is_empty());
+    let error = refused(&minimal_with(
+        "crl = [\"tls/level1c.crl\"]",
+        "crl = [\"a.crl\", \"\"]",
+    ));
+    assert_error(&error, Some(5), "server.crl[2]", "must not be empty");
+}
+
+#[test]
+fn missing_upstream_ca_is_refused() {
+    let error = refused(&minimal_with(
+        "[upstream]\nca = \"tls/nhs-ca.pem\"\n",
+        "[upstream]\n",
+    ));
+    assert_error(&error, Some(7), "upstream.ca", "missing required key");
+}
+
+#[test]
+fn no_consumer_is_refused() {
+    let consumer = &MINIMAL[MINIMAL.find("[[consumer]]").unwrap()..MINIMAL.find("[[provider]]").unwrap()];
+    let error = refused(&minimal_with(consumer, ""));
+    assert_eq!((error.line, error.key.as_deref()), (None, Some("consumer")));
+    assert!(error.message.contains("at least one [[consumer]]"), "{error}");
+}
+
+#[test]
+fn no_provider_is_refused() {
+    let provider = &MINIMAL[MINIMAL.find("[[provider]]").unwrap()..];
+    let error = refused(&minimal_with(provider, ""));
+    assert_eq!((error.line, error.key.as_deref()), (None, Some("provider")));
+}
+
+#[test]
+fn missing_entry_keys_are_reported_at_the_entry_header() {
+    let error = refused(&minimal_with("fqdn = \"dispenser-a.example.nhs.uk\"\n", ""));
+    assert_error(&error, Some(10), "consumer[1].fqdn", "missing required key");
+    let error = refused(&minimal_with("providers = [\"200000000999\"]\n", ""));
+    assert_error(&error, Some(10), "consumer[1].providers", "missing required key");
+    let error = refused(&minimal_with(
+        "endpoint = \"https://pecs.example.nhs.uk/Prescription-Exemptions/1.0.0\"\n",
+        "",
+    ));
+    assert_error(&error, Some(16), "provider[1].endpoint", "missing required key");
+}
+
+// Entries: ASIDs, agreements, interactions, endpoints.
+
+#[test]
+fn duplicate_consumer_asid_is_reported_at_the_second() {
+    let second = r#"
+[[consumer]]
+asid = "200000000001"
+fqdn = "b.example"
+interactions = ["urn:x"]
+providers = []
+"#;
+    let text = format!("{MINIMAL}{second}");
+    let error = refused(&text);
+    assert_error(
+        &error,
+        Some(22),
+        "consumer[2].asid",
+        "duplicate consumer ASID 200000000001",
+    );
+    assert!(error.message.contains("line 10"), "{error}");
+}
+
+#[test]
+fn duplicate_provider_asid_is_reported_at_the_second() {
+    let second = r#"
+[[provider]]
+asid = "200000000999"
+endpoint = "https://other.example/"
+interactions = ["urn:x"]
+"#;
+    let text = format!("{MINIMAL}{second}");
+    let error = refused(&text);
+    assert_error(
+        &error,
+        Some(22),
+        "provider[2].asid",
+        "duplicate provider ASID 200000000999",
+    );
+    assert!(error.message.contains("line 16"), "{error}");
+}
+
+#[test]
+fn asids_are_one_to_twenty_digits() {
+    for bad in ["", "20000000000a", " 200000000001", "123456789012345678901", "-1"] {
+        let error = refused(&minimal_with(
+            "asid = \"200000000001\"",
+            &format!("asid = {bad:?}"),
+        ));
+        assert_error(&error, Some(11), "consumer[1].asid", "1 to 20 digits");
+    }
+    let twenty = "12345678901234567890";
+    let text = minimal_with("asid = \"200000000001\"", &format!("asid = \"{twenty}\""));
+    assert_eq!(parse_text(&text).unwrap().consumers[0].asid, twenty);
+}
+
+#[test]
+fn agreement_naming_an_unknown_provider_is_refused() {
+    let error = refused(&minimal_with(
+        "providers = [\"200000000999\"]",
+        "providers = [\"200000000999\", \"200000000998\"]",
+    ));
+    assert_error(&error, Some(14), "consumer[1].providers[2]", "\"200000000998\"");
+}
+
+#[test]
+fn consumer_with_no_agreements_is_allowed() {
+    let config = parse_text(&minimal_with("providers = [\"200000000999\"]", "providers = []")).unwrap();
+    assert!(config.consumers[0].providers.is_empty());
+}
+
+#[test]
+fn interactions_need_at_least_one_non_empty_entry() {
+    let error = refused(&minimal_with("interactions = [\"urn:x\"]", "interactions = []"));
+    assert_error(&error, Some(13), "consumer[1].interactions", "must not be empty");
+    let error = refused(&minimal_with(
+        "interactions = [\"urn:x\"]",
+        "interactions = [\"urn:x\", \"\"]",
+    ));
+    assert_error(&error, Some(13), "consumer[1].interactions[2]", "interaction ID");
+    let provider = &MINIMAL[MINIMAL.find("[[provider]]").unwrap()..];
+    let text = minimal_with(provider, &provider.replace("[\"urn:x\"]", "[\"urn: x\"]"));
+    assert_error(
+        &refused(&text),
+        Some(19),
+        "provider[1].interactions[1]",
+        "without spaces",
+    );
+}
+
+#[test]
+fn fqdn_is_checked_and_lowercased() {
+    let text = minimal_with("dispenser-a.example.nhs.uk", "Dispenser-A.Example.NHS.uk");
+    assert_eq!(
+        parse_text(&text).unwrap().consumers[0].fqdn,
+        "dispenser-a.example.nhs.uk"
+    );
+    for bad in [
+        "",
+        "dispenser a.example",
+        "https://dispenser-a.example",
+        "dispenser-a.example.",
+        "host:443",
+    ] {
+        let error = refused(&minimal_with(
+            "\"dispenser-a.example.nhs.uk\"",
+            &format!("{bad:?}"),
+        ));
+        assert_error(&error, Some(12), "consumer[1].fqdn", "DNS name");
+    }
+}
+
+#[test]
+fn http_endpoint_is_refused() {
+    let error = refused(&minimal_with("https://pecs", "http://pecs"));
+    assert_error(&error, Some(18), "provider[1].endpoint", "plain http");
+}
+
+#[test]
+fn endpoint_with_query_is_refused() {
+    let error = refused(&minimal_with("1.0.0\"", "1.0.0?_format=json\""));
+    assert_error(&error, Some(18), "provider[1].endpoint", "query");
+}
+
+#[test]
+fn provider_connect_and_max_in_flight_are_checked() {
+    let error = refused(&format!("{MINIMAL}connect = \"pecs.example.nhs.uk:443\"\n"));
+    assert_error(&error, Some(20), "provider[1].connect", "IP address and port");
+    let error = refused(&format!("{MINIMAL}max_in_flight = 0\n"));
+    assert_error(&error, Some(20), "provider[1].max_in_flight", "at least 1");
+}
+
+#[test]
+fn entries_may_be_written_as_inline_tables() {
+    let consumer = &MINIMAL[MINIMAL.find("[[consumer]]").unwrap()..MINIMAL.find("[[provider]]").unwrap()];
+    let inline = r#"consumer = [
+  { asid = "7", fqdn = "a.example", interactions = ["urn:x"], providers = [], rate = 2 },
+]
+"#;
+    let text = format!("{inline}{}", minimal_with(consumer, ""));
+    let config = parse_text(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (config.consumers[0].asid.as_str(), config.consumers[0].line),
+        ("7", 2)
+    );
+    assert_eq!(config.consumers[0].rate, Some(2.0));
+}
+
+// Paths: relative to the configuration file's folder.
+
+#[test]
+fn relative_paths_resolve_against_the_config_folder() {
+    let text = minimal_with("\"tls/ssp.key\"", "\"/srv/keys/ssp.key\"")
+        + "[audit]\ndir = \"audit\"\nkey = \"../keys/audit.key\"\n[transactions]\npath = \"tx.log\"\n";
+    let config = parse_text(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.server.certificate, Path::new("/etc/ssp/tls/ssp.pem"));
+    assert_eq!(config.server.private_key, Path::new("/srv/keys/ssp.key"));
+    assert_eq!(config.server.crl, [Path::new("/etc/ssp/tls/level1c.crl")]);
+    assert_eq!(config.upstream.ca, Path::new("/etc/ssp/tls/nhs-ca.pem"));
+    assert_eq!(config.audit.dir, Path::new("/etc/ssp/audit"));
+    assert_eq!(
+        config.audit.key.as_deref(),
+        Some(Path::new("/etc/ssp/../keys/audit.key"))
+    );
+    assert_eq!(
+        config.transactions.path.as_deref(),
+        Some(Path::new("/etc/ssp/tx.log"))
+    );
+
+    // A bare file name means the current directory, as the shell would have it.
+    let config = parse(MINIMAL, Path::new("ssp.toml")).unwrap();
+    assert_eq!(config.server.certificate, Path::new("tls/ssp.pem"));
+    assert_eq!(config.path, Path::new("ssp.toml"));
+    let config = parse(MINIMAL, Path::new("conf/ssp.toml")).unwrap();
+    assert_eq!(config.server.certificate, Path::new("conf/tls/ssp.pem"));
+}
+
+#[test]
+fn empty_path_is_refused() {
+    let error = refused(&minimal_with("\"tls/ssp.key\"", "\"\""));
+    assert_error(&error, Some(3), "server.private_key", "must not be empty");
+}
+
+// Reading the file.
+
+#[test]
+fn load_reads_the_file_it_is_given() {
+    let folder = std::env::temp_dir().join(format!("ssp-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&folder).unwrap();
+    let file = folder.join("ssp.toml");
+    std::fs::write(&file, MINIMAL).unwrap();
+    let loaded = load(&file);
+    std::fs::remove_dir_all(&folder).unwrap();
+    let config = loaded.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.path, file);
+    assert_eq!(config.server.certificate, folder.join("tls/ssp.pem"));
+}
+
+#[test]
+fn unreadable_file_is_named_in_the_error() {
+    let file = Path::new("/nonexistent/ssp/ssp.toml");
+    let error = load(file).unwrap_err();
+    assert_eq!(
+        (error.file.as_path(), error.line, error.key.as_deref()),
+        (file, None, None)
+    );
+    assert!(
+        error
+            .to_string()
+            .starts_with("/nonexistent/ssp/ssp.toml: cannot read"),
+        "{error}"
+    );
+}

@@ -1,0 +1,553 @@
+//! From the file as written (`raw`) to a checked `Config`: defaults, value checks, paths, and
+//! the checks that span entries (unique ASIDs, agreements naming known providers).
+
+use std::collections::hash_map::{Entry, HashMap};
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::endpoint::{Endpoint, is_dns_name};
+use super::error::{ConfigError, Source};
+use super::raw::{self, Field, List};
+use super::{
+    Admin, Audit, AuditSync, Config, Consumer, CrlCheck, CrlExpired, Limits, Provider, Server, Throttle,
+    Transactions, Upstream, parse_duration,
+};
+
+const DEFAULT_AUDIT_DIR: &str = "/var/log/ssp";
+const DEFAULT_AUDIT_KEY: &str = "/var/lib/ssp/audit.key";
+const DEFAULT_TRANSACTIONS_LOG: &str = "/var/log/ssp/transactions.log";
+const SUBJECT_ATTRIBUTES: [&str; 7] = ["CN", "O", "OU", "C", "L", "ST", "DC"];
+
+pub(super) fn validate(raw: raw::RawConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
+    let server = server(src, raw.server)?;
+    let upstream = upstream(src, raw.upstream)?;
+    let limits = limits(src, raw.limits)?;
+    let throttle = throttle(src, raw.throttle)?;
+    let audit = audit(src, raw.audit)?;
+    let transactions = transactions(src, raw.transactions)?;
+    let admin = admin(src, raw.admin)?;
+    // Providers first: consumers' agreements must name them.
+    let providers = providers(src, raw.provider)?;
+    let consumers = consumers(src, raw.consumer, &providers)?;
+    Ok(Config {
+        path: src.file.to_path_buf(),
+        server,
+        upstream,
+        limits,
+        throttle,
+        audit,
+        transactions,
+        admin,
+        consumers,
+        providers,
+    })
+}
+
+fn server(src: &Source<'_>, raw: Field<raw::RawServer>) -> Result<Server, ConfigError> {
+    let (t, s) = Table::open(src, "server", raw);
+    let mut listening = HashSet::new();
+    Ok(Server {
+        listen: t
+            .list(s.listen, "listen", Empty::Refused, |text| {
+                let addr = socket_addr(text)?;
+                if listening.insert(addr) {
+                    Ok(addr)
+                } else {
+                    Err(format!("{addr} is listed twice"))
+                }
+            })?
+            .unwrap_or_else(|| vec![SocketAddr::from(([0, 0, 0, 0], 443))]),
+        workers: t.or(s.workers, "workers", 0, at_most(1024))?,
+        certificate: t.required(s.certificate, "certificate", |p| src.path(p))?,
+        private_key: t.required(s.private_key, "private_key", |p| src.path(p))?,
+        client_ca: t.required(s.client_ca, "client_ca", |p| src.path(p))?,
+        // No default: revocation checking must not be switched off by forgetting a line.
+        crl: t
+            .list(s.crl, "crl", Empty::Allowed, |p| src.path(p))?
+            .ok_or_else(|| {
+                t.missing(
+                    "crl",
+                    "missing required key; write `crl = []` to run without revocation checks",
+                )
+            })?,
+        crl_expired: t.or(
+            s.crl_expired,
+            "crl_expired",
+            CrlExpired::Deny,
+            choice(&[("deny", CrlExpired::Deny), ("allow", CrlExpired::Allow)]),
+        )?,
+        crl_check: t.or(
+            s.crl_check,
+            "crl_check",
+            CrlCheck::Leaf,
+            choice(&[("leaf", CrlCheck::Leaf), ("chain", CrlCheck::Chain)]),
+        )?,
+        client_subject: client_subject(&t, s.client_subject)?,
+        forwarded: t.or(s.forwarded, "forwarded", true, Ok)?,
+        require_jwt: t.or(s.require_jwt, "require_jwt", true, Ok)?,
+    })
+}
+
+type RawSubject = BTreeMap<Spanned<String>, Spanned<String>>;
+
+fn client_subject(t: &Table<'_>, raw: Field<RawSubject>) -> Result<Vec<(String, String)>, ConfigError> {
+    let Some(attributes) = raw else {
+        return Ok(vec![("O".into(), "nhs".into()), ("OU".into(), "Devices".into())]);
+    };
+    attributes
+        .into_inner()
+        .into_iter()
+        .map(|(name, value)| {
+            let key = format!("client_subject.{}", name.get_ref());
+            let name = t.value(name, &key, |name| {
+                if SUBJECT_ATTRIBUTES.contains(&name.as_str()) {
+                    Ok(name)
+                } else {
+                    Err(format!(
+                        "expected one of the attributes {}, found {name:?}",
+                        SUBJECT_ATTRIBUTES.join(", ")
+                    ))
+                }
+            })?;
+            let value = t.value(value, &key, non_empty)?;
+            Ok((name, value))
+        })
+        .collect()
+}
+
+fn upstream(src: &Source<'_>, raw: Field<raw::RawUpstream>) -> Result<Upstream, ConfigError> {
+    let (t, u) = Table::open(src, "upstream", raw);
+    Ok(Upstream {
+        ca: t.required(u.ca, "ca", |p| src.path(p))?,
+        connect_timeout: t.or(u.connect_timeout, "connect_timeout", secs(5), positive_duration)?,
+        response_timeout: t.or(
+            u.response_timeout,
+            "response_timeout",
+            secs(30),
+            positive_duration,
+        )?,
+        pool_idle_timeout: t.or(u.pool_idle_timeout, "pool_idle_timeout", secs(60), duration)?,
+        pool_max_idle: t.or(u.pool_max_idle, "pool_max_idle", 32, Ok)?,
+    })
+}
+
+fn limits(src: &Source<'_>, raw: Field<raw::RawLimits>) -> Result<Limits, ConfigError> {
+    let (t, l) = Table::open(src, "limits", raw);
+    Ok(Limits {
+        max_connections: t.or(l.max_connections, "max_connections", 10_000, at_least(1))?,
+        max_header_bytes: t.or(
+            l.max_header_bytes,
+            "max_header_bytes",
+            32_768,
+            between(1024, 1_048_576),
+        )?,
+        max_body_bytes: t.or(l.max_body_bytes, "max_body_bytes", 10_485_760, Ok)?,
+        header_timeout: t.or(l.header_timeout, "header_timeout", secs(10), positive_duration)?,
+        idle_timeout: t.or(l.idle_timeout, "idle_timeout", secs(60), positive_duration)?,
+        methods: t
+            .list(l.methods, "methods", Empty::Refused, method)?
+            .unwrap_or_else(|| vec!["GET".into(), "POST".into(), "PUT".into()]),
+    })
+}
+
+fn throttle(src: &Source<'_>, raw: Field<raw::RawThrottle>) -> Result<Throttle, ConfigError> {
+    let (t, th) = Table::open(src, "throttle", raw);
+    Ok(Throttle {
+        rate: t.or(th.rate, "rate", 20.0, rate)?,
+        burst: t.or(th.burst, "burst", 40, at_least(1))?,
+        max_in_flight: t.or(th.max_in_flight, "max_in_flight", 64, at_least(1))?,
+    })
+}
+
+fn audit(src: &Source<'_>, raw: Field<raw::RawAudit>) -> Result<Audit, ConfigError> {
+    let (t, a) = Table::open(src, "audit", raw);
+    Ok(Audit {
+        dir: t.or(a.dir, "dir", PathBuf::from(DEFAULT_AUDIT_DIR), |p| src.path(p))?,
+        key: Some(t.or(a.key, "key", PathBuf::from(DEFAULT_AUDIT_KEY), |p| {
+            Ok(if p.is_empty() {
+                PathBuf::from(DEFAULT_AUDIT_KEY)
+            } else {
+                src.resolve(&p)
+            })
+        })?),
+        sync: t.or(
+            a.sync,
+            "sync",
+            AuditSync::Batch,
+            choice(&[
+                ("always", AuditSync::Always),
+                ("batch", AuditSync::Batch),
+                ("off", AuditSync::Off),
+            ]),
+        )?,
+        rotate_bytes: t.or(a.rotate_bytes, "rotate_bytes", 67_108_864, at_least(1))?,
+        seal_interval: t.or(a.seal_interval, "seal_interval", secs(60), positive_duration)?,
+    })
+}
+
+fn transactions(src: &Source<'_>, raw: Field<raw::RawTransactions>) -> Result<Transactions, ConfigError> {
+    let (t, x) = Table::open(src, "transactions", raw);
+    let default = Some(PathBuf::from(DEFAULT_TRANSACTIONS_LOG));
+    Ok(Transactions {
+        path: t.or(x.path, "path", default, |p| {
+            Ok((!p.is_empty()).then(|| src.resolve(&p)))
+        })?,
+    })
+}
+
+fn admin(src: &Source<'_>, raw: Field<raw::RawAdmin>) -> Result<Admin, ConfigError> {
+    let (t, a) = Table::open(src, "admin", raw);
+    let default = Some(SocketAddr::from(([127, 0, 0, 1], 9901)));
+    Ok(Admin {
+        listen: t.or(a.listen, "listen", default, |s| {
+            if s.is_empty() {
+                Ok(None)
+            } else {
+                socket_addr(s).map(Some)
+            }
+        })?,
+    })
+}
+
+fn providers(src: &Source<'_>, raw: Vec<Spanned<raw::RawProvider>>) -> Result<Vec<Provider>, ConfigError> {
+    if raw.is_empty() {
+        return Err(src.error(
+            None,
+            Some("provider".into()),
+            "at least one [[provider]] is required",
+        ));
+    }
+    let mut first_lines = HashMap::new();
+    let mut providers = Vec::with_capacity(raw.len());
+    for (i, entry) in raw.into_iter().enumerate() {
+        let line = src.line(entry.span().start);
+        let (t, p) = Table::open(src, format!("provider[{}]", i + 1), Some(entry));
+        providers.push(Provider {
+            asid: t.required(p.asid, "asid", |s| {
+                unique_asid(s, &mut first_lines, line, "provider")
+            })?,
+            endpoint: t.required(p.endpoint, "endpoint", |s| Endpoint::parse(&s))?,
+            interactions: t.required_list(p.interactions, "interactions", Empty::Refused, interaction)?,
+            connect: t.optional(p.connect, "connect", socket_addr)?,
+            max_in_flight: t.optional(p.max_in_flight, "max_in_flight", at_least(1))?,
+            line,
+        });
+    }
+    Ok(providers)
+}
+
+fn consumers(
+    src: &Source<'_>,
+    raw: Vec<Spanned<raw::RawConsumer>>,
+    providers: &[Provider],
+) -> Result<Vec<Consumer>, ConfigError> {
+    if raw.is_empty() {
+        return Err(src.error(
+            None,
+            Some("consumer".into()),
+            "at least one [[consumer]] is required",
+        ));
+    }
+    let known: HashSet<&str> = providers.iter().map(|p| p.asid.as_str()).collect();
+    let mut first_lines = HashMap::new();
+    let mut consumers = Vec::with_capacity(raw.len());
+    for (i, entry) in raw.into_iter().enumerate() {
+        let line = src.line(entry.span().start);
+        let (t, c) = Table::open(src, format!("consumer[{}]", i + 1), Some(entry));
+        consumers.push(Consumer {
+            asid: t.required(c.asid, "asid", |s| {
+                unique_asid(s, &mut first_lines, line, "consumer")
+            })?,
+            fqdn: t.required(c.fqdn, "fqdn", fqdn)?,
+            interactions: t.required_list(c.interactions, "interactions", Empty::Refused, interaction)?,
+            providers: t.required_list(c.providers, "providers", Empty::Allowed, |asid| {
+                if known.contains(asid.as_str()) {
+                    Ok(asid)
+                } else {
+                    Err(format!("no [[provider]] has the ASID {asid:?}"))
+                }
+            })?,
+            rate: t.optional(c.rate, "rate", rate)?,
+            burst: t.optional(c.burst, "burst", at_least(1))?,
+            line,
+        });
+    }
+    Ok(consumers)
+}
+
+/// One table of the file being checked. It knows its dotted name and where its header is, so
+/// that each check only says what is wrong and the table says where.
+struct Table<'a> {
+    src: &'a Source<'a>,
+    name: String,
+    span: Option<Range<usize>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Empty {
+    Allowed,
+    Refused,
+}
+
+impl<'a> Table<'a> {
+    /// An absent table reads as an empty one, so every key takes its default.
+    fn open<T: Default>(src: &'a Source<'a>, name: impl Into<String>, raw: Field<T>) -> (Self, T) {
+        let (span, content) = match raw {
+            Some(table) => (Some(table.span()), table.into_inner()),
+            None => (None, T::default()),
+        };
+        (
+            Table {
+                src,
+                name: name.into(),
+                span,
+            },
+            content,
+        )
+    }
+
+    /// Runs `check` on a value; its complaint is reported at the value's line.
+    fn value<T, U>(
+        &self,
+        value: Spanned<T>,
+        field: &str,
+        check: impl FnOnce(T) -> Result<U, String>,
+    ) -> Result<U, ConfigError> {
+        let span = value.span();
+        check(value.into_inner()).map_err(|message| {
+            self.src
+                .error(Some(span), Some(format!("{}.{field}", self.name)), message)
+        })
+    }
+
+    fn optional<T, U>(
+        &self,
+        value: Field<T>,
+        field: &str,
+        check: impl FnOnce(T) -> Result<U, String>,
+    ) -> Result<Option<U>, ConfigError> {
+        value.map(|value| self.value(value, field, check)).transpose()
+    }
+
+    fn or<T, U>(
+        &self,
+        value: Field<T>,
+        field: &str,
+        default: U,
+        check: impl FnOnce(T) -> Result<U, String>,
+    ) -> Result<U, ConfigError> {
+        Ok(self.optional(value, field, check)?.unwrap_or(default))
+    }
+
+    fn required<T, U>(
+        &self,
+        value: Field<T>,
+        field: &str,
+        check: impl FnOnce(T) -> Result<U, String>,
+    ) -> Result<U, ConfigError> {
+        self.optional(value, field, check)?
+            .ok_or_else(|| self.missing(field, "missing required key"))
+    }
+
+    /// Reported at the table header, or without a line when the whole table is absent.
+    fn missing(&self, field: &str, message: &str) -> ConfigError {
+        self.src
+            .error(self.span.clone(), Some(format!("{}.{field}", self.name)), message)
+    }
+
+    /// Checks each element; complaints name the element as `field[n]`, counting from 1.
+    fn list<T, U>(
+        &self,
+        value: List<T>,
+        field: &str,
+        empty: Empty,
+        mut check: impl FnMut(T) -> Result<U, String>,
+    ) -> Result<Option<Vec<U>>, ConfigError> {
+        let Some(list) = value else { return Ok(None) };
+        if empty == Empty::Refused && list.get_ref().is_empty() {
+            return Err(self.src.error(
+                Some(list.span()),
+                Some(format!("{}.{field}", self.name)),
+                "must not be empty",
+            ));
+        }
+        let items = list.into_inner().into_iter().enumerate();
+        items
+            .map(|(i, item)| self.value(item, &format!("{field}[{}]", i + 1), &mut check))
+            .collect::<Result<_, _>>()
+            .map(Some)
+    }
+
+    fn required_list<T, U>(
+        &self,
+        value: List<T>,
+        field: &str,
+        empty: Empty,
+        check: impl FnMut(T) -> Result<U, String>,
+    ) -> Result<Vec<U>, ConfigError> {
+        self.list(value, field, empty, check)?
+            .ok_or_else(|| self.missing(field, "missing required key"))
+    }
+}
+
+// Checks of single values. Each returns the converted value or a message for the operator.
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn duration(text: String) -> Result<Duration, String> {
+    parse_duration(&text)
+}
+
+fn positive_duration(text: String) -> Result<Duration, String> {
+    match parse_duration(&text)? {
+        d if d.is_zero() => Err(format!("must be longer than zero, found {text:?}")),
+        d => Ok(d),
+    }
+}
+
+fn at_least<N: PartialOrd + Display>(min: N) -> impl Fn(N) -> Result<N, String> {
+    move |n| {
+        if n >= min {
+            Ok(n)
+        } else {
+            Err(format!("must be at least {min}, found {n}"))
+        }
+    }
+}
+
+fn at_most<N: PartialOrd + Display>(max: N) -> impl Fn(N) -> Result<N, String> {
+    move |n| {
+        if n <= max {
+            Ok(n)
+        } else {
+            Err(format!("must be at most {max}, found {n}"))
+        }
+    }
+}
+
+fn between<N: PartialOrd + Display>(min: N, max: N) -> impl Fn(N) -> Result<N, String> {
+    move |n| {
+        if min <= n && n <= max {
+            Ok(n)
+        } else {
+            Err(format!("must be between {min} and {max}, found {n}"))
+        }
+    }
+}
+
+fn rate(r: f64) -> Result<f64, String> {
+    // TOML allows `inf` and `nan`; neither is a rate a token bucket can use.
+    if r.is_finite() && r > 0.0 {
+        Ok(r)
+    } else {
+        Err(format!(
+            "must be a number of requests per second above zero, found {r}"
+        ))
+    }
+}
+
+/// Maps a string onto one of `options`; the complaint lists them all.
+fn choice<T: Copy + 'static>(options: &'static [(&'static str, T)]) -> impl Fn(String) -> Result<T, String> {
+    move |text| {
+        options
+            .iter()
+            .find(|(name, _)| *name == text)
+            .map(|&(_, value)| value)
+            .ok_or_else(|| {
+                let names: Vec<String> = options.iter().map(|(name, _)| format!("{name:?}")).collect();
+                let expected = match names.split_last() {
+                    Some((last, [])) => last.clone(),
+                    Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+                    None => String::new(),
+                };
+                format!("expected {expected}, found {text:?}")
+            })
+    }
+}
+
+fn socket_addr(text: String) -> Result<SocketAddr, String> {
+    text.parse()
+        .map_err(|_| format!("expected an IP address and port such as \"0.0.0.0:443\", found {text:?}"))
+}
+
+fn non_empty(text: String) -> Result<String, String> {
+    if text.is_empty() {
+        Err("must not be empty".to_string())
+    } else {
+        Ok(text)
+    }
+}
+
+fn asid(text: String) -> Result<String, String> {
+    if (1..=20).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(text)
+    } else {
+        Err(format!("an ASID is 1 to 20 digits, found {text:?}"))
+    }
+}
+
+/// ASIDs identify parties in every decision, so two entries with one ASID would make the
+/// allowlist ambiguous. `first_lines` remembers where each was first seen.
+fn unique_asid(
+    text: String,
+    first_lines: &mut HashMap<String, usize>,
+    line: usize,
+    kind: &str,
+) -> Result<String, String> {
+    match first_lines.entry(asid(text)?) {
+        Entry::Occupied(first) => Err(format!(
+            "duplicate {kind} ASID {}; the [[{kind}]] at line {} has it already",
+            first.key(),
+            first.get()
+        )),
+        Entry::Vacant(slot) => {
+            let asid = slot.key().clone();
+            slot.insert(line);
+            Ok(asid)
+        }
+    }
+}
+
+/// Lowercased because certificate CNs are compared case-insensitively, as DNS names are.
+fn fqdn(text: String) -> Result<String, String> {
+    if is_dns_name(&text) {
+        Ok(text.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "expected a DNS name such as \"dispenser-a.example.nhs.uk\", found {text:?}"
+        ))
+    }
+}
+
+/// Interaction IDs are URNs matched against the `Ssp-InteractionID` header, whose value never
+/// carries whitespace; one that does could never match.
+fn interaction(text: String) -> Result<String, String> {
+    if !text.is_empty() && !text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Ok(text)
+    } else {
+        Err(format!(
+            "expected an interaction ID without spaces, found {text:?}"
+        ))
+    }
+}
+
+/// A request method is compared byte for byte, and methods are case-sensitive (RFC 9110 §9.1):
+/// a lowercase `get` in the file would silently allow nothing.
+fn method(text: String) -> Result<String, String> {
+    let token = |b: u8| b.is_ascii_uppercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if !text.is_empty() && text.bytes().all(token) {
+        Ok(text)
+    } else {
+        Err(format!(
+            "expected an uppercase HTTP method such as \"GET\", found {text:?}"
+        ))
+    }
+}

@@ -1,0 +1,272 @@
+//! Rows 9–12: the static allowlist of `[[consumer]]` and `[[provider]]`, compiled at load into
+//! hash tables so each request costs a few lookups, never a scan.
+
+use std::collections::{HashMap, HashSet};
+
+use super::headers::SspHeaders;
+use super::refusal::Refusal;
+use crate::config::{Consumer, Endpoint, Provider};
+use crate::http::target::Target;
+
+#[derive(Debug, Default)]
+pub struct Allowlist {
+    consumers: HashMap<String, ConsumerRule>,
+    providers: HashMap<String, ProviderRule>,
+}
+
+#[derive(Debug)]
+struct ConsumerRule {
+    fqdn: String,
+    interactions: HashSet<String>,
+    providers: HashSet<String>,
+}
+
+#[derive(Debug)]
+struct ProviderRule {
+    /// Position in the configuration; the upstream pool is keyed by it.
+    index: usize,
+    endpoint: Endpoint,
+    interactions: HashSet<String>,
+}
+
+impl Allowlist {
+    pub fn new(consumers: &[Consumer], providers: &[Provider]) -> Self {
+        let consumers = consumers
+            .iter()
+            .map(|c| {
+                let rule = ConsumerRule {
+                    fqdn: c.fqdn.to_ascii_lowercase(),
+                    interactions: c.interactions.iter().cloned().collect(),
+                    providers: c.providers.iter().cloned().collect(),
+                };
+                (c.asid.clone(), rule)
+            })
+            .collect();
+        let providers = providers
+            .iter()
+            .enumerate()
+            .map(|(index, p)| {
+                let rule = ProviderRule {
+                    index,
+                    endpoint: p.endpoint.clone(),
+                    interactions: p.interactions.iter().cloned().collect(),
+                };
+                (p.asid.clone(), rule)
+            })
+            .collect();
+        Allowlist { consumers, providers }
+    }
+
+    /// Runs rows 9 to 12 in order; on success, the index of the provider to forward to.
+    pub fn check(
+        &self,
+        certificate_cn: Option<&str>,
+        ssp: &SspHeaders,
+        target: &Target,
+    ) -> Result<usize, Refusal> {
+        let sender_ok = self.consumers.get(&ssp.from).is_some_and(|c| {
+            // DNS names compare case-insensitively.
+            certificate_cn.is_some_and(|cn| cn.eq_ignore_ascii_case(&c.fqdn))
+                && c.interactions.contains(&ssp.interaction)
+        });
+        if !sender_ok {
+            return Err(Refusal::SenderCheckFailed {
+                from: ssp.from.clone(),
+            });
+        }
+        let receiver = self
+            .providers
+            .get(&ssp.to)
+            .filter(|p| p.interactions.contains(&ssp.interaction))
+            .ok_or_else(|| Refusal::ReceiverCheckFailed { to: ssp.to.clone() })?;
+        if !self.consumers[&ssp.from].providers.contains(&ssp.to) {
+            return Err(Refusal::NoAgreement {
+                from: ssp.from.clone(),
+                to: ssp.to.clone(),
+            });
+        }
+        if !endpoint_matches(&receiver.endpoint, target) {
+            return Err(Refusal::EndpointMismatch {
+                endpoint: receiver.endpoint.url.clone(),
+                target: target.to_string(),
+            });
+        }
+        Ok(receiver.index)
+    }
+}
+
+/// Row 12, exactly as SPEC section 1 says: same host as registered (an IP for a name is a
+/// mismatch), same port as written (an added `:443` is a mismatch), and the path under the
+/// registered root at a segment boundary (`/1.0.0search` is not under `/1.0.0`).
+pub fn endpoint_matches(endpoint: &Endpoint, target: &Target) -> bool {
+    let host_matches = if endpoint.host.contains(':') {
+        target.host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) == Some(endpoint.host.as_str())
+    } else {
+        target.host == endpoint.host
+    };
+    let path = target.path();
+    let under_root = path
+        .strip_prefix(endpoint.path.as_str())
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    host_matches && target.port == endpoint.port && under_root
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::target;
+
+    const SEARCH: &str = "urn:search";
+
+    fn endpoint(host: &str, port: Option<u16>, path: &str) -> Endpoint {
+        let authority = match port {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_string(),
+        };
+        Endpoint {
+            url: format!("https://{authority}{path}"),
+            host: host.into(),
+            port,
+            path: path.into(),
+        }
+    }
+
+    fn allowlist() -> Allowlist {
+        let consumer = |asid: &str, fqdn: &str, providers: &[&str]| Consumer {
+            asid: asid.into(),
+            fqdn: fqdn.into(),
+            interactions: vec![SEARCH.into()],
+            providers: providers.iter().map(|p| p.to_string()).collect(),
+            rate: None,
+            burst: None,
+            line: 1,
+        };
+        let provider = |asid: &str, host: &str| Provider {
+            asid: asid.into(),
+            endpoint: endpoint(host, None, "/Prescription-Exemptions/1.0.0"),
+            interactions: vec![SEARCH.into()],
+            connect: None,
+            max_in_flight: None,
+            line: 1,
+        };
+        Allowlist::new(
+            &[
+                consumer("1", "a.example.nhs.uk", &["9"]),
+                consumer("2", "b.example.nhs.uk", &[]),
+            ],
+            &[
+                provider("9", "pecs.example.nhs.uk"),
+                provider("8", "other.example.nhs.uk"),
+            ],
+        )
+    }
+
+    fn ssp(from: &str, to: &str, interaction: &str) -> SspHeaders {
+        SspHeaders {
+            trace_id: "t".into(),
+            from: from.into(),
+            to: to.into(),
+            interaction: interaction.into(),
+            claims: None,
+        }
+    }
+
+    fn target(url: &str) -> Target {
+        target::parse(&format!("/{url}")).unwrap()
+    }
+
+    const GOOD: &str = "https://pecs.example.nhs.uk/Prescription-Exemptions/1.0.0/search";
+
+    #[test]
+    fn allowed_request_routes_to_its_provider() {
+        assert_eq!(
+            allowlist().check(Some("A.Example.NHS.uk"), &ssp("1", "9", SEARCH), &target(GOOD)),
+            Ok(0)
+        );
+    }
+
+    #[test]
+    fn rows_9_to_12_refuse_in_order() {
+        let a = allowlist();
+        let t = target(GOOD);
+        let sender = |from: &str| Refusal::SenderCheckFailed { from: from.into() };
+        assert_eq!(
+            a.check(Some("a.example.nhs.uk"), &ssp("7", "9", SEARCH), &t),
+            Err(sender("7"))
+        );
+        assert_eq!(
+            a.check(Some("b.example.nhs.uk"), &ssp("1", "9", SEARCH), &t),
+            Err(sender("1"))
+        );
+        assert_eq!(a.check(None, &ssp("1", "9", SEARCH), &t), Err(sender("1")));
+        assert_eq!(
+            a.check(Some("a.example.nhs.uk"), &ssp("1", "9", "urn:other"), &t),
+            Err(sender("1"))
+        );
+        assert_eq!(
+            a.check(Some("a.example.nhs.uk"), &ssp("1", "5", SEARCH), &t),
+            Err(Refusal::ReceiverCheckFailed { to: "5".into() })
+        );
+        assert_eq!(
+            a.check(Some("a.example.nhs.uk"), &ssp("1", "8", SEARCH), &t),
+            Err(Refusal::NoAgreement {
+                from: "1".into(),
+                to: "8".into()
+            })
+        );
+        assert_eq!(
+            a.check(Some("b.example.nhs.uk"), &ssp("2", "9", SEARCH), &t),
+            Err(Refusal::NoAgreement {
+                from: "2".into(),
+                to: "9".into()
+            })
+        );
+    }
+
+    #[test]
+    fn endpoint_must_match_exactly() {
+        let e = endpoint("pecs.example.nhs.uk", None, "/Prescription-Exemptions/1.0.0");
+        let ok = [
+            GOOD,
+            "https://pecs.example.nhs.uk/Prescription-Exemptions/1.0.0",
+            "https://PECS.example.nhs.uk/Prescription-Exemptions/1.0.0?x=1",
+            "https://pecs.example.nhs.uk/Prescription-Exemptions/1.0.0/",
+        ];
+        for url in ok {
+            assert!(endpoint_matches(&e, &target(url)), "{url}");
+        }
+        let mismatches = [
+            "https://pecs.example.nhs.uk:443/Prescription-Exemptions/1.0.0/search",
+            "https://10.0.0.7/Prescription-Exemptions/1.0.0/search",
+            "https://pecs.example.nhs.uk.evil/Prescription-Exemptions/1.0.0/search",
+            "https://pecs.example.nhs.uk/Prescription-Exemptions/1.0.0search",
+            "https://pecs.example.nhs.uk/Prescription-Exemptions/2.0.0/search",
+            "https://pecs.example.nhs.uk/prescription-exemptions/1.0.0/search",
+            "https://pecs.example.nhs.uk/",
+        ];
+        for url in mismatches {
+            assert!(!endpoint_matches(&e, &target(url)), "{url}");
+        }
+        let with_port = endpoint("localhost", Some(9443), "/P");
+        assert!(endpoint_matches(
+            &with_port,
+            &target("https://localhost:9443/P/x")
+        ));
+        assert!(!endpoint_matches(&with_port, &target("https://localhost/P/x")));
+        let v6 = endpoint("::1", Some(9443), "");
+        assert!(endpoint_matches(&v6, &target("https://[::1]:9443/anything")));
+    }
+
+    #[test]
+    fn endpoint_mismatch_token_names_both_urls() {
+        let t = target("https://pecs.example.nhs.uk:443/Prescription-Exemptions/1.0.0/search");
+        let r = allowlist()
+            .check(Some("a.example.nhs.uk"), &ssp("1", "9", SEARCH), &t)
+            .unwrap_err();
+        assert_eq!(
+            r.token(),
+            "ENDPOINT_https://pecs.example.nhs.uk/Prescription-Exemptions/1.0.0_VARIES_FROM_TARGETURL_\
+             https://pecs.example.nhs.uk:443/Prescription-Exemptions/1.0.0/search"
+        );
+    }
+}

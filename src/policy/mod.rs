@@ -1,0 +1,67 @@
+//! Every decision about a request, as pure functions of values: no I/O, no clock, no sockets.
+//! `admit` runs SPEC section 4 rows 5–13 in the published order; the event loop only acts on
+//! the result.
+
+pub mod allowlist;
+pub mod headers;
+pub mod identity;
+pub mod jwt;
+pub mod refusal;
+pub mod revocation;
+
+use crate::http::request::{BodyFraming, RequestHead};
+use crate::http::target::{self, Target};
+use allowlist::Allowlist;
+use headers::SspHeaders;
+use identity::Identity;
+use refusal::Refusal;
+use revocation::Revocations;
+
+/// The rules in force, built once per configuration load and shared by every worker.
+#[derive(Debug, Default)]
+pub struct Rules {
+    pub methods: Vec<String>,
+    pub require_jwt: bool,
+    pub max_body_bytes: u64,
+    pub allowlist: Allowlist,
+    pub revocations: Revocations,
+}
+
+/// A request that may be forwarded.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    pub target: Target,
+    /// Index of the provider in the configuration.
+    pub provider: usize,
+    pub ssp: SspHeaders,
+}
+
+pub fn admit(rules: &Rules, head: &RequestHead, identity: &Identity) -> Result<Admission, Refusal> {
+    // Row 5.
+    let target = target::parse(head.target()).map_err(|_| Refusal::InvalidTarget)?;
+    // Row 6.
+    if !rules.methods.iter().any(|m| m == head.method()) {
+        return Err(Refusal::MethodNotAllowed {
+            allowed: rules.methods.join(", "),
+        });
+    }
+    // Row 7.
+    let ssp = headers::check(head, rules.require_jwt)?;
+    // Row 8.
+    if rules.revocations.is_revoked(identity) {
+        return Err(Refusal::CertificateRevoked);
+    }
+    // Rows 9–12.
+    let provider = rules.allowlist.check(identity.cn.as_deref(), &ssp, &target)?;
+    // Row 13, for bodies whose size is declared; chunked bodies are counted as they stream.
+    if let BodyFraming::Length(n) = head.framing
+        && n > rules.max_body_bytes
+    {
+        return Err(Refusal::PayloadTooLarge);
+    }
+    Ok(Admission {
+        target,
+        provider,
+        ssp,
+    })
+}

@@ -1,0 +1,241 @@
+//! SPEC section 4 as one table: every way the proxy refuses or fails a request, with its
+//! status, FHIR issue code, token and whether the connection closes.
+
+use crate::http::answer::{Answer, IssueCode};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Row 2.
+    RequestTimeout,
+    /// Row 3.
+    InvalidRequest,
+    /// Row 4.
+    HeadTooLarge,
+    /// Row 5.
+    InvalidTarget,
+    /// Row 6; carries the allowed methods for the `Allow` field.
+    MethodNotAllowed { allowed: String },
+    /// Row 7; the header's canonical name, e.g. `Ssp-From`.
+    InvalidHeader(&'static str),
+    /// Row 8.
+    CertificateRevoked,
+    /// Row 9.
+    SenderCheckFailed { from: String },
+    /// Row 10.
+    ReceiverCheckFailed { to: String },
+    /// Row 11.
+    NoAgreement { from: String, to: String },
+    /// Row 12.
+    EndpointMismatch { endpoint: String, target: String },
+    /// Row 13.
+    PayloadTooLarge,
+    /// Row 17.
+    ProviderFailed { target: String },
+    /// Row 18.
+    ProviderTimeout { target: String },
+}
+
+impl Refusal {
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::RequestTimeout => 408,
+            Refusal::InvalidRequest
+            | Refusal::InvalidTarget
+            | Refusal::InvalidHeader(_)
+            | Refusal::EndpointMismatch { .. } => 400,
+            Refusal::HeadTooLarge => 431,
+            Refusal::MethodNotAllowed { .. } => 405,
+            Refusal::CertificateRevoked
+            | Refusal::SenderCheckFailed { .. }
+            | Refusal::ReceiverCheckFailed { .. }
+            | Refusal::NoAgreement { .. } => 403,
+            Refusal::PayloadTooLarge => 413,
+            Refusal::ProviderFailed { .. } => 502,
+            Refusal::ProviderTimeout { .. } => 504,
+        }
+    }
+
+    pub fn issue_code(&self) -> IssueCode {
+        match self.status() {
+            408 | 504 => IssueCode::Timeout,
+            431 | 413 => IssueCode::TooCostly,
+            405 => IssueCode::NotSupported,
+            403 => IssueCode::Forbidden,
+            502 => IssueCode::Transient,
+            _ => IssueCode::Invalid,
+        }
+    }
+
+    pub fn token(&self) -> String {
+        match self {
+            Refusal::RequestTimeout => "REQUEST_TIMEOUT".into(),
+            Refusal::InvalidRequest => "INVALID_REQUEST".into(),
+            Refusal::HeadTooLarge => "REQUEST_HEADER_FIELDS_TOO_LARGE".into(),
+            Refusal::InvalidTarget => "INVALID_TARGET_URL".into(),
+            Refusal::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED".into(),
+            Refusal::InvalidHeader(name) => format!("MISSING_OR_INVALID_HEADER_{name}"),
+            Refusal::CertificateRevoked => "CERTIFICATE_REVOKED".into(),
+            Refusal::SenderCheckFailed { from } => format!("ASID_CHECK_FAILED_MESSAGESENDER_{from}"),
+            Refusal::ReceiverCheckFailed { to } => {
+                format!("PARTYKEY_INTERACTION_CHECK_FAILED_MESSAGERECEIVER_{to}")
+            }
+            Refusal::NoAgreement { from, to } => {
+                format!("FOT_CHECK_FAILED_MESSAGESENDER_{from}_MESSAGERECEIVER_{to}")
+            }
+            Refusal::EndpointMismatch { endpoint, target } => {
+                format!("ENDPOINT_{endpoint}_VARIES_FROM_TARGETURL_{target}")
+            }
+            Refusal::PayloadTooLarge => "PAYLOAD_TOO_LARGE".into(),
+            Refusal::ProviderFailed { target } => format!("ERROR_COMMUNICATING_TO_ENDPOINT_URL_{target}"),
+            Refusal::ProviderTimeout { target } => format!("TIMEOUT_COMMUNICATING_TO_ENDPOINT_URL_{target}"),
+        }
+    }
+
+    /// Rows that leave the connection in a state we cannot trust, or that the SPEC closes.
+    pub fn closes(&self) -> bool {
+        matches!(
+            self,
+            Refusal::RequestTimeout
+                | Refusal::InvalidRequest
+                | Refusal::HeadTooLarge
+                | Refusal::CertificateRevoked
+        )
+    }
+
+    pub fn answer(&self) -> Answer {
+        let fields = match self {
+            Refusal::MethodNotAllowed { allowed } => vec![("Allow", allowed.clone())],
+            _ => Vec::new(),
+        };
+        Answer {
+            status: self.status(),
+            code: self.issue_code(),
+            token: self.token(),
+            close: self.closes(),
+            fields,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table of SPEC section 4, row by row.
+    #[test]
+    fn every_row_has_its_status_code_and_token() {
+        let t = || "https://h/p".to_string();
+        let rows: Vec<(Refusal, u16, &str, &str, bool)> = vec![
+            (Refusal::RequestTimeout, 408, "timeout", "REQUEST_TIMEOUT", true),
+            (Refusal::InvalidRequest, 400, "invalid", "INVALID_REQUEST", true),
+            (
+                Refusal::HeadTooLarge,
+                431,
+                "too-costly",
+                "REQUEST_HEADER_FIELDS_TOO_LARGE",
+                true,
+            ),
+            (
+                Refusal::InvalidTarget,
+                400,
+                "invalid",
+                "INVALID_TARGET_URL",
+                false,
+            ),
+            (
+                Refusal::MethodNotAllowed {
+                    allowed: "GET".into(),
+                },
+                405,
+                "not-supported",
+                "METHOD_NOT_ALLOWED",
+                false,
+            ),
+            (
+                Refusal::InvalidHeader("Ssp-From"),
+                400,
+                "invalid",
+                "MISSING_OR_INVALID_HEADER_Ssp-From",
+                false,
+            ),
+            (
+                Refusal::CertificateRevoked,
+                403,
+                "forbidden",
+                "CERTIFICATE_REVOKED",
+                true,
+            ),
+            (
+                Refusal::SenderCheckFailed { from: "1".into() },
+                403,
+                "forbidden",
+                "ASID_CHECK_FAILED_MESSAGESENDER_1",
+                false,
+            ),
+            (
+                Refusal::ReceiverCheckFailed { to: "2".into() },
+                403,
+                "forbidden",
+                "PARTYKEY_INTERACTION_CHECK_FAILED_MESSAGERECEIVER_2",
+                false,
+            ),
+            (
+                Refusal::NoAgreement {
+                    from: "1".into(),
+                    to: "2".into(),
+                },
+                403,
+                "forbidden",
+                "FOT_CHECK_FAILED_MESSAGESENDER_1_MESSAGERECEIVER_2",
+                false,
+            ),
+            (
+                Refusal::EndpointMismatch {
+                    endpoint: "https://e".into(),
+                    target: t(),
+                },
+                400,
+                "invalid",
+                "ENDPOINT_https://e_VARIES_FROM_TARGETURL_https://h/p",
+                false,
+            ),
+            (
+                Refusal::PayloadTooLarge,
+                413,
+                "too-costly",
+                "PAYLOAD_TOO_LARGE",
+                false,
+            ),
+            (
+                Refusal::ProviderFailed { target: t() },
+                502,
+                "transient",
+                "ERROR_COMMUNICATING_TO_ENDPOINT_URL_https://h/p",
+                false,
+            ),
+            (
+                Refusal::ProviderTimeout { target: t() },
+                504,
+                "timeout",
+                "TIMEOUT_COMMUNICATING_TO_ENDPOINT_URL_https://h/p",
+                false,
+            ),
+        ];
+        for (refusal, status, code, token, close) in rows {
+            let a = refusal.answer();
+            assert_eq!(
+                (a.status, a.code.as_str(), a.token.as_str(), a.close),
+                (status, code, token, close)
+            );
+        }
+    }
+
+    #[test]
+    fn method_not_allowed_lists_the_allowed_methods() {
+        let a = Refusal::MethodNotAllowed {
+            allowed: "GET, POST".into(),
+        }
+        .answer();
+        assert_eq!(a.fields, vec![("Allow", "GET, POST".to_string())]);
+    }
+}

@@ -1,0 +1,247 @@
+//! One consumer connection: its TLS session, its identity, and the phases it moves through
+//! (see ARCHITECTURE.md, "Connection state machine"). Decisions come from `http` and `policy`;
+//! this file only sequences them and moves bytes.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use rustls::ServerConnection;
+
+use super::exchange::Exchange;
+use super::tls_io;
+use crate::http::answer::{self, Answer, Context};
+use crate::http::head::HeadError;
+use crate::http::request::{self, RequestHead};
+use crate::policy::identity::Identity;
+use crate::policy::refusal::Refusal;
+
+/// How long a closing connection is drained after our last byte, so that unread input does
+/// not turn our close into a reset that destroys the answer in flight.
+const LINGER: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Handshake,
+    /// Waiting for or reading a request head.
+    Head,
+    /// A request is being forwarded and its response returned.
+    Exchange,
+    /// Our last bytes are queued; then the write side is shut and input drained.
+    Closing,
+}
+
+pub struct Client {
+    pub sock: TcpStream,
+    pub tls: ServerConnection,
+    pub peer: SocketAddr,
+    pub identity: Option<Identity>,
+    /// Plaintext from the consumer not yet handled (a head, body bytes, pipelined requests).
+    pub inbuf: Vec<u8>,
+    pub read_ready: bool,
+    pub eof: bool,
+    pub phase: Phase,
+    /// When the current phase (or, in `Head`, the current wait) began.
+    pub since: Instant,
+    /// When the first byte of the current head arrived.
+    pub head_started: Option<Instant>,
+    /// Requests completed on this connection.
+    pub served: u64,
+    pub exchange: Option<Box<Exchange>>,
+    /// Set once the write side is shut in `Closing`.
+    pub shut: bool,
+    /// The connection is finished and can be dropped.
+    pub done: bool,
+}
+
+impl Client {
+    pub fn new(sock: TcpStream, tls: ServerConnection, peer: SocketAddr, now: Instant) -> Client {
+        Client {
+            sock,
+            tls,
+            peer,
+            identity: None,
+            inbuf: Vec::new(),
+            read_ready: true,
+            eof: false,
+            phase: Phase::Handshake,
+            since: now,
+            head_started: None,
+            served: 0,
+            exchange: None,
+            shut: false,
+            done: false,
+        }
+    }
+
+    pub fn register(&mut self, registry: &Registry, token: Token) -> std::io::Result<()> {
+        registry.register(&mut self.sock, token, Interest::READABLE | Interest::WRITABLE)
+    }
+
+    /// How many plaintext bytes we are willing to hold from this consumer right now: enough for
+    /// a maximal head, and for bodies only while the provider keeps up.
+    pub fn read_cap(&self, max_head: usize) -> usize {
+        match (&self.phase, &self.exchange) {
+            (Phase::Exchange, Some(ex)) if ex.wants_request_body() => {
+                if ex.to_upstream.len() < super::exchange::STAGE_LIMIT {
+                    super::exchange::STAGE_LIMIT
+                } else {
+                    0
+                }
+            }
+            _ => max_head + 1,
+        }
+    }
+
+    /// Reads what the consumer sent; returns whether anything changed.
+    pub fn read(&mut self, max_head: usize, now: Instant) -> bool {
+        if !self.read_ready || self.eof || self.done {
+            return false;
+        }
+        let cap = self.read_cap(max_head);
+        if self.inbuf.len() >= cap {
+            return false;
+        }
+        let was_handshaking = self.tls.is_handshaking();
+        match tls_io::read(&mut self.sock, &mut self.tls, &mut self.inbuf, cap) {
+            Ok(outcome) => {
+                if outcome.drained {
+                    self.read_ready = false;
+                }
+                if outcome.eof {
+                    self.eof = true;
+                }
+                if self.phase == Phase::Closing {
+                    self.inbuf.clear();
+                }
+                if self.phase == Phase::Head && self.head_started.is_none() && !self.inbuf.is_empty() {
+                    self.head_started = Some(now);
+                }
+                outcome.bytes > 0 || outcome.eof || was_handshaking != self.tls.is_handshaking()
+            }
+            Err(e) => {
+                if self.phase == Phase::Handshake {
+                    log::warn!("tls: handshake from {} refused: {e}", self.peer);
+                } else {
+                    log::warn!("tls: error from {}: {e}", self.peer);
+                }
+                // rustls has queued an alert; send it, then close.
+                let _ = tls_io::flush(&mut self.sock, &mut self.tls);
+                self.done = true;
+                true
+            }
+        }
+    }
+
+    /// After the handshake: take the identity once, from the verified certificate.
+    pub fn finish_handshake(&mut self, now: Instant) {
+        let identity = self
+            .tls
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| Identity::from_certificate(leaf));
+        match identity {
+            Some(identity) => {
+                log::debug!(
+                    "tls: {} is {} (serial {})",
+                    self.peer,
+                    identity.subject,
+                    identity.serial_hex
+                );
+                self.identity = Some(identity);
+                self.enter(Phase::Head, now);
+            }
+            None => {
+                log::warn!("tls: {} presented no usable certificate", self.peer);
+                self.done = true;
+            }
+        }
+    }
+
+    pub fn enter(&mut self, phase: Phase, now: Instant) {
+        self.phase = phase;
+        self.since = now;
+        // Pipelined bytes already waiting start their head clock now.
+        self.head_started = (!self.inbuf.is_empty()).then_some(now);
+    }
+
+    /// Tries to take a complete request head off the input.
+    pub fn take_head(&mut self, max_head: usize) -> Result<Option<RequestHead>, Refusal> {
+        if self.inbuf.is_empty() {
+            return Ok(None);
+        }
+        match request::parse(&self.inbuf, max_head) {
+            Ok(Some(head)) => {
+                self.inbuf.drain(..head.len());
+                Ok(Some(head))
+            }
+            Ok(None) => Ok(None),
+            Err(HeadError::TooLarge) => Err(Refusal::HeadTooLarge),
+            Err(HeadError::Malformed(why)) => {
+                log::info!("http: {} sent a malformed head: {why}", self.peer);
+                Err(Refusal::InvalidRequest)
+            }
+        }
+    }
+
+    /// Queues one of the proxy's own answers. `close` forces the connection closed after it
+    /// (e.g. a request body was left unread).
+    pub fn answer(&mut self, refusal: &Refusal, ctx: Context<'_>, close: bool, now: Instant) {
+        let mut a: Answer = refusal.answer();
+        a.close |= close;
+        let mut out = Vec::with_capacity(512);
+        answer::render(&a, ctx, &mut out);
+        self.write_plaintext(&out);
+        if a.close {
+            self.start_closing(now);
+        } else {
+            self.enter(Phase::Head, now);
+        }
+    }
+
+    pub fn write_plaintext(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        // Answers are small and written only when nothing else is queued, so rustls takes
+        // them whole; a failure here means the session is already broken.
+        if self.tls.writer().write_all(bytes).is_err() {
+            self.done = true;
+        }
+    }
+
+    pub fn start_closing(&mut self, now: Instant) {
+        if self.phase != Phase::Closing {
+            self.tls.send_close_notify();
+            self.enter(Phase::Closing, now);
+        }
+    }
+
+    /// Sends queued TLS records; in `Closing`, shuts the write side once they are out.
+    pub fn flush(&mut self) {
+        if self.done {
+            return;
+        }
+        if tls_io::flush(&mut self.sock, &mut self.tls).is_err() {
+            self.done = true;
+            return;
+        }
+        if self.phase == Phase::Closing && !self.shut && !self.tls.wants_write() {
+            tls_io::shutdown_write(&self.sock);
+            self.shut = true;
+        }
+        if self.phase == Phase::Closing && self.shut && self.eof {
+            self.done = true;
+        }
+    }
+
+    /// The deadline of the current phase, from `[limits]` and `[upstream]` (SPEC row 2).
+    pub fn deadline(&self, header_timeout: Duration, idle_timeout: Duration) -> Option<Instant> {
+        match self.phase {
+            Phase::Handshake => Some(self.since + header_timeout),
+            Phase::Head if self.inbuf.is_empty() && self.served > 0 => Some(self.since + idle_timeout),
+            Phase::Head => Some(self.head_started.unwrap_or(self.since) + header_timeout),
+            Phase::Exchange => self.exchange.as_ref().map(|ex| ex.deadline),
+            Phase::Closing => Some(self.since + LINGER),
+        }
+    }
+}

@@ -1,0 +1,488 @@
+//! One request in flight: forwarding its head and body to the provider and streaming the
+//! provider's response back, with the failure answers of SPEC section 4 rows 13, 17 and 18.
+
+use std::time::Instant;
+
+use super::client::{Client, Phase};
+use super::tls_io;
+use super::upstream::Upstream;
+use super::worker::{Cx, upstream_token};
+use crate::http::answer::{self, Context};
+use crate::http::body::BodyReader;
+use crate::http::forward::{self, Persistence};
+use crate::http::request::{BodyFraming, RequestHead, Version};
+use crate::http::response::{self, ResponseFraming};
+use crate::policy::Admission;
+use crate::policy::refusal::Refusal;
+
+/// Plaintext staged for one side before we stop reading from the other (backpressure).
+pub const STAGE_LIMIT: usize = 64 * 1024;
+
+pub enum ResponseState {
+    AwaitingHead,
+    Body { reader: BodyReader, dechunk: bool },
+    Done,
+}
+
+pub struct Exchange {
+    pub admission: Admission,
+    pub method: String,
+    pub trace_id: Vec<u8>,
+    pub xml: bool,
+    pub http10: bool,
+    /// Whether the consumer's connection may carry another request after this one.
+    pub keep_alive: bool,
+    pub upstream: Option<Upstream>,
+    /// The resolver question this exchange waits on.
+    pub ticket: Option<u64>,
+    /// The provider connection came from the pool.
+    pub reused: bool,
+    /// The forward head, kept to retry once when a pooled connection turns out to be dead
+    /// before answering; only for requests without a body.
+    pub replay: Option<Vec<u8>>,
+    pub to_upstream: Vec<u8>,
+    /// `None` once the whole request body has been staged for the provider.
+    pub request_body: Option<BodyReader>,
+    pub to_client: Vec<u8>,
+    pub response: ResponseState,
+    pub response_started: bool,
+    /// The provider allows reuse of its connection after this response.
+    pub provider_keeps_alive: bool,
+    pub close_client: bool,
+    /// Connect deadline until the provider's TLS is up, then response deadline.
+    pub deadline: Instant,
+    pub awaiting_handshake: bool,
+    pub started: Instant,
+    pub status: u16,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+}
+
+impl Exchange {
+    pub fn wants_request_body(&self) -> bool {
+        self.request_body.is_some()
+    }
+
+    fn context(&self) -> Context<'_> {
+        Context {
+            trace_id: Some(&self.trace_id),
+            xml: self.xml,
+            head_request: self.method == "HEAD",
+        }
+    }
+
+    fn target(&self) -> String {
+        self.admission.target.to_string()
+    }
+}
+
+/// Begins forwarding an admitted request.
+pub fn start(c: &mut Client, key: usize, cx: &mut Cx, head: RequestHead, admission: Admission, now: Instant) {
+    let mut to_upstream = Vec::with_capacity(head.len() + 96);
+    let forwarded_for = cx.shared.config.server.forwarded.then_some(c.peer);
+    forward::write_request(&mut to_upstream, &head, &admission.target, forwarded_for);
+    let request_body = match head.framing {
+        BodyFraming::None => None,
+        BodyFraming::Length(n) => Some(BodyReader::length(n)),
+        BodyFraming::Chunked => Some(BodyReader::chunked()),
+    };
+    let ex = Exchange {
+        method: head.method().to_string(),
+        trace_id: admission.ssp.trace_id.as_bytes().to_vec(),
+        xml: answer::prefers_xml(head.field("accept")),
+        http10: head.version() == Version::Http10,
+        keep_alive: head.keep_alive,
+        admission,
+        upstream: None,
+        ticket: None,
+        reused: false,
+        replay: request_body.is_none().then(|| to_upstream.clone()),
+        to_upstream,
+        request_body,
+        to_client: Vec::new(),
+        response: ResponseState::AwaitingHead,
+        response_started: false,
+        provider_keeps_alive: false,
+        close_client: false,
+        deadline: now + cx.shared.config.upstream.connect_timeout,
+        awaiting_handshake: true,
+        started: now,
+        status: 0,
+        bytes_up: 0,
+        bytes_down: 0,
+    };
+    c.exchange = Some(Box::new(ex));
+    c.enter(Phase::Exchange, now);
+    connect(c, key, cx, true, now);
+}
+
+/// Finds a provider connection: a pooled one if allowed, else a new one (via the resolver
+/// unless the provider has a fixed address).
+fn connect(c: &mut Client, key: usize, cx: &mut Cx, allow_pooled: bool, now: Instant) {
+    let Some(ex) = c.exchange.as_mut() else { return };
+    let provider = ex.admission.provider;
+    // A pooled connection that cannot be re-registered is dropped (closed) here.
+    if allow_pooled
+        && let Some(mut up) = cx.pool.take(provider)
+        && up.reregister(&cx.registry, upstream_token(key)).is_ok()
+    {
+        up.read_ready = true;
+        ex.upstream = Some(up);
+        ex.reused = true;
+        ex.awaiting_handshake = false;
+        ex.deadline = now + cx.shared.config.upstream.response_timeout;
+        return;
+    }
+    ex.reused = false;
+    ex.awaiting_handshake = true;
+    ex.deadline = now + cx.shared.config.upstream.connect_timeout;
+    match cx.shared.routes[provider].fixed_addr {
+        Some(addr) => open(c, key, cx, addr, now),
+        None => {
+            let ticket = cx.ask_resolver(provider, key);
+            ex.ticket = Some(ticket);
+        }
+    }
+}
+
+/// Opens a new provider connection to `addr` (a fixed address or the resolver's answer).
+pub fn open(c: &mut Client, key: usize, cx: &mut Cx, addr: std::net::SocketAddr, now: Instant) {
+    let Some(ex) = c.exchange.as_mut() else { return };
+    ex.ticket = None;
+    let provider = ex.admission.provider;
+    let route = &cx.shared.routes[provider];
+    let opened = Upstream::connect(
+        addr,
+        cx.shared.client_tls.clone(),
+        route.server_name.clone(),
+        provider,
+    )
+    .and_then(|mut up| {
+        up.register(&cx.registry, upstream_token(key))
+            .map_err(|e| e.to_string())?;
+        Ok(up)
+    });
+    match opened {
+        Ok(up) => ex.upstream = Some(up),
+        Err(why) => provider_failed(c, key, cx, &why, now),
+    }
+}
+
+/// The resolver could not find the provider.
+pub fn unresolved(c: &mut Client, key: usize, cx: &mut Cx, why: &str, now: Instant) {
+    provider_failed(c, key, cx, &format!("resolve: {why}"), now);
+}
+
+/// Moves bytes one step in every direction; returns whether anything changed.
+pub fn pump(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
+    let Some(ex) = c.exchange.as_mut() else {
+        return false;
+    };
+    if c.eof {
+        consumer_gone(c, now);
+        return true;
+    }
+    let mut progress = false;
+
+    // The consumer's body, as far as its framing goes and the provider keeps up.
+    if let Some(reader) = ex.request_body.as_mut()
+        && !c.inbuf.is_empty()
+        && ex.to_upstream.len() < STAGE_LIMIT
+    {
+        let take = c.inbuf.len().min(STAGE_LIMIT - ex.to_upstream.len());
+        match reader.feed(&c.inbuf[..take], None) {
+            Ok(p) => {
+                ex.to_upstream.extend_from_slice(&c.inbuf[..p.consumed]);
+                c.inbuf.drain(..p.consumed);
+                ex.bytes_up += p.consumed as u64;
+                let too_large = match reader {
+                    BodyReader::Chunked(d) => d.payload_len() > cx.shared.rules.max_body_bytes,
+                    _ => false,
+                };
+                if p.done {
+                    ex.request_body = None;
+                }
+                progress |= p.consumed > 0 || p.done;
+                if too_large {
+                    return request_failed(c, Refusal::PayloadTooLarge, now);
+                }
+            }
+            Err(e) => {
+                log::info!("http: {} sent a malformed body: {e:?}", c.peer);
+                return request_failed(c, Refusal::InvalidRequest, now);
+            }
+        }
+    }
+
+    // The provider's side: send what is staged, read what came back.
+    let Some(up) = ex.upstream.as_mut() else {
+        return progress;
+    };
+    if !up.connected {
+        return progress;
+    }
+    progress |= tls_io::stage(&mut up.tls, &mut ex.to_upstream) > 0;
+    if let Err(e) = tls_io::flush(&mut up.sock, &mut up.tls) {
+        provider_failed(c, key, cx, &format!("write: {e}"), now);
+        return true;
+    }
+    if ex.awaiting_handshake && !up.tls.is_handshaking() {
+        ex.awaiting_handshake = false;
+        ex.deadline = now + cx.shared.config.upstream.response_timeout;
+        progress = true;
+    }
+    if up.read_ready && ex.to_client.len() < STAGE_LIMIT {
+        match tls_io::read(&mut up.sock, &mut up.tls, &mut up.inbuf, STAGE_LIMIT) {
+            Ok(o) => {
+                up.read_ready = !o.drained;
+                up.eof |= o.eof;
+                progress |= o.bytes > 0 || o.eof;
+            }
+            Err(e) => {
+                provider_failed(c, key, cx, &format!("tls: {e}"), now);
+                return true;
+            }
+        }
+    }
+    progress |= response_step(c, key, cx, now);
+
+    // What the provider sent, on to the consumer.
+    let Some(ex) = c.exchange.as_mut() else {
+        return true;
+    };
+    if !ex.to_client.is_empty() {
+        progress |= tls_io::stage(&mut c.tls, &mut ex.to_client) > 0;
+    }
+    if matches!(ex.response, ResponseState::Done) && ex.to_client.is_empty() {
+        finish(c, cx, now);
+        progress = true;
+    }
+    progress
+}
+
+fn response_step(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
+    let max_head = cx.shared.config.limits.max_header_bytes;
+    let Some(ex) = c.exchange.as_mut() else {
+        return false;
+    };
+    let Some(up) = ex.upstream.as_mut() else {
+        return false;
+    };
+    match &mut ex.response {
+        ResponseState::AwaitingHead => {
+            let head = match response::parse(&up.inbuf, max_head, &ex.method) {
+                Ok(Some(head)) => head,
+                Ok(None) if up.eof => {
+                    let why = if up.inbuf.is_empty() {
+                        "closed without answering"
+                    } else {
+                        "closed mid-head"
+                    };
+                    provider_failed(c, key, cx, why, now);
+                    return true;
+                }
+                Ok(None) => return false,
+                Err(e) => {
+                    provider_failed(c, key, cx, &format!("invalid response head: {e:?}"), now);
+                    return true;
+                }
+            };
+            up.inbuf.drain(..head.len());
+            if head.is_interim() {
+                if head.status == 101 {
+                    provider_failed(c, key, cx, "provider switched protocols", now);
+                    return true;
+                }
+                // HTTP/1.0 consumers do not understand interim answers.
+                if !ex.http10 {
+                    forward::write_response(&mut ex.to_client, &head, Persistence::Default, false);
+                }
+                return true;
+            }
+            let dechunk = ex.http10 && head.framing == ResponseFraming::Chunked;
+            ex.close_client |= !ex.keep_alive || head.framing == ResponseFraming::UntilClose || dechunk;
+            let persistence = match (ex.close_client, ex.http10) {
+                (true, _) => Persistence::Close,
+                (false, true) => Persistence::KeepAlive,
+                (false, false) => Persistence::Default,
+            };
+            forward::write_response(&mut ex.to_client, &head, persistence, dechunk);
+            ex.status = head.status;
+            ex.provider_keeps_alive = head.reusable;
+            ex.response_started = true;
+            ex.deadline = now + cx.shared.config.upstream.response_timeout;
+            ex.response = match head.framing {
+                ResponseFraming::None => ResponseState::Done,
+                ResponseFraming::Length(n) => ResponseState::Body {
+                    reader: BodyReader::length(n),
+                    dechunk: false,
+                },
+                ResponseFraming::Chunked => ResponseState::Body {
+                    reader: BodyReader::chunked(),
+                    dechunk,
+                },
+                ResponseFraming::UntilClose => ResponseState::Body {
+                    reader: BodyReader::until_close(),
+                    dechunk: false,
+                },
+            };
+            true
+        }
+        ResponseState::Body { reader, dechunk } => {
+            if !up.inbuf.is_empty() && ex.to_client.len() < STAGE_LIMIT {
+                let before = ex.to_client.len();
+                let fed = if *dechunk {
+                    reader.feed(&up.inbuf, Some(&mut ex.to_client))
+                } else {
+                    reader.feed(&up.inbuf, None)
+                };
+                match fed {
+                    Ok(p) => {
+                        if !*dechunk {
+                            ex.to_client.extend_from_slice(&up.inbuf[..p.consumed]);
+                        }
+                        up.inbuf.drain(..p.consumed);
+                        ex.bytes_down += (ex.to_client.len() - before) as u64;
+                        ex.deadline = now + cx.shared.config.upstream.response_timeout;
+                        if p.done {
+                            ex.response = ResponseState::Done;
+                        }
+                        true
+                    }
+                    Err(e) => {
+                        log::warn!("upstream: provider broke its response framing: {e:?}");
+                        abort(c);
+                        true
+                    }
+                }
+            } else if up.inbuf.is_empty() && up.eof {
+                match reader.finish_at_eof() {
+                    Ok(()) => {
+                        ex.provider_keeps_alive = false;
+                        ex.response = ResponseState::Done;
+                    }
+                    Err(_) => {
+                        log::warn!("upstream: provider closed mid-response");
+                        abort(c);
+                    }
+                }
+                true
+            } else {
+                false
+            }
+        }
+        ResponseState::Done => false,
+    }
+}
+
+/// The response is out: park the provider connection if it is clean, log, and get ready for
+/// the consumer's next request.
+fn finish(c: &mut Client, cx: &mut Cx, now: Instant) {
+    let Some(ex) = c.exchange.take() else { return };
+    let request_complete = ex.request_body.is_none() && ex.to_upstream.is_empty();
+    log_exchange(c, &ex, ex.status, now);
+    if let Some(up) = ex.upstream
+        && ex.provider_keeps_alive
+        && request_complete
+        && up.is_clean()
+    {
+        cx.park(up, now);
+    }
+    c.served += 1;
+    if ex.close_client || !request_complete {
+        c.start_closing(now);
+    } else {
+        c.enter(Phase::Head, now);
+    }
+}
+
+/// Rows 17 and 18 before the response started; a cut-off response after.
+pub fn provider_failed(c: &mut Client, key: usize, cx: &mut Cx, why: &str, now: Instant) {
+    let Some(ex) = c.exchange.as_mut() else { return };
+    let target = ex.target();
+    log::warn!("upstream: {target}: {why}");
+    let dead = ex.upstream.take();
+    if ex.response_started {
+        abort(c);
+        return;
+    }
+    // A pooled connection the provider had already closed: try once more on a new one.
+    let nothing_received = dead.as_ref().is_none_or(|up| up.inbuf.is_empty());
+    if ex.reused
+        && nothing_received
+        && let Some(replay) = ex.replay.take()
+    {
+        ex.to_upstream = replay;
+        connect(c, key, cx, false, now);
+        return;
+    }
+    respond_with(c, Refusal::ProviderFailed { target }, now);
+}
+
+/// A deadline passed while the exchange was in flight.
+pub fn timed_out(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) {
+    let Some(ex) = c.exchange.as_mut() else { return };
+    if ex.response_started {
+        log::warn!("upstream: {}: response stalled", ex.target());
+        abort(c);
+    } else if ex.awaiting_handshake {
+        ex.replay = None;
+        provider_failed(c, key, cx, "connect timeout", now);
+    } else {
+        let target = ex.target();
+        log::warn!("upstream: {target}: no response head within response_timeout");
+        ex.upstream = None;
+        respond_with(c, Refusal::ProviderTimeout { target }, now);
+    }
+}
+
+/// Answers the exchange with one of our own answers and ends it.
+fn respond_with(c: &mut Client, refusal: Refusal, now: Instant) {
+    let Some(ex) = c.exchange.take() else { return };
+    let unread_body = ex.request_body.is_some();
+    log_exchange(c, &ex, refusal.status(), now);
+    log::info!("{} {} {}", c.peer, refusal.status(), refusal.token());
+    c.served += 1;
+    c.answer(&refusal, ex.context(), unread_body || !ex.keep_alive, now);
+}
+
+/// The consumer's request broke a rule while its body streamed (rows 3 and 13).
+fn request_failed(c: &mut Client, refusal: Refusal, now: Instant) -> bool {
+    if c.exchange.as_ref().is_some_and(|ex| ex.response_started) {
+        abort(c);
+    } else {
+        respond_with(c, refusal, now);
+    }
+    true
+}
+
+/// The consumer went away before its answer was complete: SPEC section 4's 499.
+fn consumer_gone(c: &mut Client, now: Instant) {
+    if let Some(ex) = c.exchange.take() {
+        log_exchange(c, &ex, 499, now);
+    }
+    c.done = true;
+}
+
+/// Nothing sensible can be said on this connection any more: close it.
+fn abort(c: &mut Client) {
+    c.exchange = None;
+    c.done = true;
+}
+
+fn log_exchange(c: &Client, ex: &Exchange, status: u16, now: Instant) {
+    let ssp = &ex.admission.ssp;
+    log::info!(
+        "{} {}->{} {} {} {} up={} down={} reused={} {}ms",
+        c.peer,
+        ssp.from,
+        ssp.to,
+        ex.method,
+        ex.admission.target,
+        status,
+        ex.bytes_up,
+        ex.bytes_down,
+        ex.reused,
+        now.saturating_duration_since(ex.started).as_millis()
+    );
+}

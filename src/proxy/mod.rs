@@ -1,0 +1,102 @@
+//! The I/O half of the proxy: worker threads, each a mio event loop that moves bytes between
+//! consumers, rustls and providers and asks `policy` and `http` what to do with them.
+
+mod client;
+mod exchange;
+pub mod resolver;
+mod tls_io;
+mod upstream;
+mod worker;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use rustls::pki_types::ServerName;
+
+use crate::config::Config;
+use crate::policy::Rules;
+use crate::policy::allowlist::Allowlist;
+use crate::tls::{self, Tls};
+
+/// Where and how to reach one provider.
+pub struct Route {
+    /// The name its certificate must carry: the registered endpoint's host.
+    pub server_name: ServerName<'static>,
+    /// `connect` from the configuration, used instead of DNS.
+    pub fixed_addr: Option<SocketAddr>,
+    pub host: String,
+    pub port: u16,
+}
+
+/// Everything a worker reads and never writes, built once per configuration load.
+pub struct Shared {
+    pub config: Config,
+    pub server_tls: Arc<rustls::ServerConfig>,
+    pub client_tls: Arc<rustls::ClientConfig>,
+    pub crls: Vec<tls::CrlSummary>,
+    pub rules: Rules,
+    pub routes: Vec<Route>,
+    /// Consumer connections open across all workers, for `max_connections`.
+    pub connections: AtomicUsize,
+}
+
+/// A configuration that loaded but cannot run.
+#[derive(Debug)]
+pub struct LoadError(pub String);
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+impl Shared {
+    /// Loads certificates, keys and CRLs and compiles the rules: everything `ssp check` checks.
+    pub fn load(config: Config) -> Result<Shared, LoadError> {
+        let Tls {
+            server,
+            client,
+            revocations,
+            crls,
+        } = tls::load(&config).map_err(|e| LoadError(e.to_string()))?;
+        let mut routes = Vec::with_capacity(config.providers.len());
+        for p in &config.providers {
+            let server_name = ServerName::try_from(p.endpoint.host.clone()).map_err(|e| {
+                LoadError(format!(
+                    "{}:{}: provider {} endpoint host {:?}: {e}",
+                    config.path.display(),
+                    p.line,
+                    p.asid,
+                    p.endpoint.host
+                ))
+            })?;
+            routes.push(Route {
+                server_name,
+                fixed_addr: p.connect,
+                host: p.endpoint.host.clone(),
+                port: p.endpoint.connect_port(),
+            });
+        }
+        let rules = Rules {
+            methods: config.limits.methods.clone(),
+            require_jwt: config.server.require_jwt,
+            max_body_bytes: config.limits.max_body_bytes,
+            allowlist: Allowlist::new(&config.consumers, &config.providers),
+            revocations,
+        };
+        Ok(Shared {
+            config,
+            server_tls: server,
+            client_tls: client,
+            crls,
+            rules,
+            routes,
+            connections: AtomicUsize::new(0),
+        })
+    }
+}
+
+pub use worker::{bind, run};

@@ -1,0 +1,108 @@
+//! Moving bytes between a nonblocking socket and a rustls connection, the same way for both
+//! sides of the proxy. Nothing here decides anything about HTTP.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::ops::{Deref, DerefMut};
+
+use mio::net::TcpStream;
+use rustls::ConnectionCommon;
+
+/// Plaintext read per `read` call; rustls decrypts at most one record (16 KiB) at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// What a read pass found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReadOutcome {
+    /// Plaintext bytes appended to the buffer.
+    pub bytes: usize,
+    /// The socket has nothing more for now (readiness consumed).
+    pub drained: bool,
+    /// The peer closed: cleanly (close_notify) or not.
+    pub eof: bool,
+}
+
+/// Reads from the socket through TLS into `plaintext` until the socket would block, the peer
+/// closes, or `plaintext` holds `cap` bytes. TLS errors are returned for the caller to log.
+pub fn read<C, S>(
+    sock: &mut TcpStream,
+    tls: &mut C,
+    plaintext: &mut Vec<u8>,
+    cap: usize,
+) -> Result<ReadOutcome, rustls::Error>
+where
+    C: DerefMut + Deref<Target = ConnectionCommon<S>>,
+{
+    let mut out = ReadOutcome::default();
+    while plaintext.len() < cap {
+        match tls.read_tls(sock) {
+            Ok(0) => out.eof = true,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => out.drained = true,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => out.eof = true,
+        }
+        let state = tls.process_new_packets()?;
+        if state.peer_has_closed() {
+            out.eof = true;
+        }
+        out.bytes += drain_plaintext(tls, plaintext);
+        if out.eof || out.drained {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+fn drain_plaintext<C, S>(tls: &mut C, plaintext: &mut Vec<u8>) -> usize
+where
+    C: DerefMut + Deref<Target = ConnectionCommon<S>>,
+{
+    let mut total = 0;
+    loop {
+        let start = plaintext.len();
+        plaintext.resize(start + READ_CHUNK, 0);
+        let result = tls.reader().read(&mut plaintext[start..]);
+        // WouldBlock: no more plaintext now; UnexpectedEof: closed without close_notify,
+        // which the caller learns from the socket.
+        let n = result.unwrap_or_default();
+        plaintext.truncate(start + n);
+        total += n;
+        if n == 0 {
+            return total;
+        }
+    }
+}
+
+/// Writes queued TLS records until done or the socket would block.
+pub fn flush<C, S>(sock: &mut TcpStream, tls: &mut C) -> io::Result<()>
+where
+    C: DerefMut + Deref<Target = ConnectionCommon<S>>,
+{
+    while tls.wants_write() {
+        match tls.write_tls(sock) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Hands as much of `staged` as rustls accepts to it, removing what was taken.
+pub fn stage<C, S>(tls: &mut C, staged: &mut Vec<u8>) -> usize
+where
+    C: DerefMut + Deref<Target = ConnectionCommon<S>>,
+{
+    if staged.is_empty() {
+        return 0;
+    }
+    let n = tls.writer().write(staged).unwrap_or(0);
+    staged.drain(..n);
+    n
+}
+
+/// Shuts the write side only, so an answer already queued is not cut off by a reset.
+pub fn shutdown_write(sock: &TcpStream) {
+    let _ = sock.shutdown(std::net::Shutdown::Write);
+}

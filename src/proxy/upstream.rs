@@ -1,0 +1,147 @@
+//! Connections to providers: a nonblocking connect, the proxy's own mutual TLS, and a pool
+//! of idle kept-alive connections per provider on each worker.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use rustls::ClientConnection;
+use rustls::pki_types::ServerName;
+
+/// One TLS connection to a provider.
+pub struct Upstream {
+    pub sock: TcpStream,
+    pub tls: ClientConnection,
+    pub provider: usize,
+    /// Plaintext received and not yet handled.
+    pub inbuf: Vec<u8>,
+    /// The socket may have bytes we have not read (edge-triggered readiness).
+    pub read_ready: bool,
+    pub eof: bool,
+    /// Set once the TCP connect is known to have completed.
+    pub connected: bool,
+}
+
+impl Upstream {
+    /// Starts a nonblocking connect; completion shows as a writable event.
+    pub fn connect(
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        server_name: ServerName<'static>,
+        provider: usize,
+    ) -> Result<Upstream, String> {
+        let sock = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+        let _ = sock.set_nodelay(true);
+        let tls = ClientConnection::new(config, server_name).map_err(|e| format!("tls: {e}"))?;
+        Ok(Upstream {
+            sock,
+            tls,
+            provider,
+            inbuf: Vec::new(),
+            read_ready: false,
+            eof: false,
+            connected: false,
+        })
+    }
+
+    pub fn register(&mut self, registry: &Registry, token: Token) -> std::io::Result<()> {
+        registry.register(&mut self.sock, token, Interest::READABLE | Interest::WRITABLE)
+    }
+
+    pub fn reregister(&mut self, registry: &Registry, token: Token) -> std::io::Result<()> {
+        registry.reregister(&mut self.sock, token, Interest::READABLE | Interest::WRITABLE)
+    }
+
+    /// After a writable event: did the connect succeed?
+    pub fn check_connected(&mut self) -> Result<bool, String> {
+        if self.connected {
+            return Ok(true);
+        }
+        if let Ok(Some(e)) | Err(e) = self.sock.take_error() {
+            return Err(format!("connect: {e}"));
+        }
+        match self.sock.peer_addr() {
+            Ok(_) => {
+                self.connected = true;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(format!("connect: {e}")),
+        }
+    }
+
+    /// Whether it can carry another request: handshake done, nothing unread, peer still open.
+    pub fn is_clean(&self) -> bool {
+        !self.eof && self.inbuf.is_empty() && !self.tls.is_handshaking() && !self.tls.wants_write()
+    }
+}
+
+/// Idle provider connections on one worker, most recently used first.
+pub struct Pool {
+    idle: slab::Slab<(Upstream, Instant)>,
+    by_provider: Vec<Vec<usize>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+impl Pool {
+    pub fn new(providers: usize, max_idle: usize, idle_timeout: Duration) -> Pool {
+        Pool {
+            idle: slab::Slab::new(),
+            by_provider: vec![Vec::new(); providers],
+            max_idle,
+            idle_timeout,
+        }
+    }
+
+    /// Takes the most recently parked connection to `provider`.
+    pub fn take(&mut self, provider: usize) -> Option<Upstream> {
+        let key = self.by_provider.get_mut(provider)?.pop()?;
+        Some(self.idle.remove(key).0)
+    }
+
+    /// Parks a connection; the oldest is closed if the provider already has `max_idle`.
+    /// Returns the key its idle token must carry.
+    pub fn put(&mut self, up: Upstream, now: Instant) -> Option<usize> {
+        let list = self.by_provider.get_mut(up.provider)?;
+        if self.max_idle == 0 {
+            return None;
+        }
+        if list.len() >= self.max_idle {
+            let oldest = list.remove(0);
+            self.idle.remove(oldest);
+        }
+        let key = self.idle.insert((up, now));
+        list.push(key);
+        Some(key)
+    }
+
+    /// A parked connection that the provider closed or wrote to is no longer usable.
+    pub fn discard(&mut self, key: usize) {
+        if let Some((up, _)) = self.idle.try_remove(key)
+            && let Some(list) = self.by_provider.get_mut(up.provider)
+        {
+            list.retain(|&k| k != key);
+        }
+    }
+
+    pub fn get_mut(&mut self, key: usize) -> Option<&mut Upstream> {
+        self.idle.get_mut(key).map(|(up, _)| up)
+    }
+
+    /// Closes connections idle longer than `pool_idle_timeout`.
+    pub fn expire(&mut self, now: Instant) {
+        let timeout = self.idle_timeout;
+        let expired: Vec<usize> = self
+            .idle
+            .iter()
+            .filter(|(_, (_, since))| now.saturating_duration_since(*since) >= timeout)
+            .map(|(k, _)| k)
+            .collect();
+        for key in expired {
+            self.discard(key);
+        }
+    }
+}

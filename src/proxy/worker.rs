@@ -1,0 +1,422 @@
+//! A worker thread: one mio `Poll`, the consumer connections it accepted, its pool of idle
+//! provider connections. `drive` is the one entry point per connection and always takes the
+//! same steps: read, decide, service the provider side, flush.
+
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::net::TcpListener as StdListener;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use rustls::ServerConnection;
+use slab::Slab;
+
+use super::Shared;
+use super::client::{Client, Phase};
+use super::exchange;
+use super::resolver::{self, Question};
+use super::tls_io;
+use super::upstream::{Pool, Upstream};
+use crate::http::answer::{self, Context};
+use crate::http::request::BodyFraming;
+use crate::policy;
+use crate::policy::refusal::Refusal;
+
+/// How often deadlines are checked; timeouts fire at most this late.
+const TICK: Duration = Duration::from_millis(100);
+/// Bound on `drive` rounds per event so one busy connection cannot starve the others.
+const MAX_ROUNDS: usize = 32;
+
+const LISTENER: usize = 0;
+const CLIENT: usize = 1;
+const UPSTREAM: usize = 2;
+const IDLE: usize = 3;
+const WAKER: Token = Token(usize::MAX);
+
+fn token(kind: usize, key: usize) -> Token {
+    Token(key << 2 | kind)
+}
+
+pub fn upstream_token(key: usize) -> Token {
+    token(UPSTREAM, key)
+}
+
+/// What a connection needs from its worker besides itself.
+pub struct Cx {
+    pub registry: Registry,
+    pub pool: Pool,
+    pub shared: Arc<Shared>,
+    resolver: Sender<Question>,
+    replies: Sender<resolver::Answer>,
+    waker: Arc<Waker>,
+    /// Resolver tickets in flight, to the connection that asked.
+    tickets: HashMap<u64, usize>,
+    next_ticket: u64,
+}
+
+impl Cx {
+    /// Asks the resolver thread for a provider's address; the answer arrives via the waker.
+    pub fn ask_resolver(&mut self, provider: usize, key: usize) -> u64 {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        let route = &self.shared.routes[provider];
+        let question = Question {
+            host: route.host.clone(),
+            port: route.port,
+            ticket,
+            reply: self.replies.clone(),
+            waker: self.waker.clone(),
+        };
+        // If the resolver is gone the connect deadline answers 502.
+        if self.resolver.send(question).is_ok() {
+            self.tickets.insert(ticket, key);
+        }
+        ticket
+    }
+
+    /// Parks a clean provider connection for reuse.
+    pub fn park(&mut self, up: Upstream, now: Instant) {
+        if let Some(key) = self.pool.put(up, now)
+            && let Some(up) = self.pool.get_mut(key)
+            && up.reregister(&self.registry, token(IDLE, key)).is_err()
+        {
+            self.pool.discard(key);
+        }
+    }
+}
+
+struct Worker {
+    poll: Poll,
+    listeners: Vec<TcpListener>,
+    clients: Slab<Client>,
+    cx: Cx,
+    replies: Receiver<resolver::Answer>,
+}
+
+/// Binds every `listen` address; done before the workers start so errors surface at once.
+pub fn bind(shared: &Shared) -> std::io::Result<Vec<StdListener>> {
+    let mut listeners = Vec::new();
+    for addr in &shared.config.server.listen {
+        let listener = StdListener::bind(addr)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        listener.set_nonblocking(true)?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// Runs the workers on already-bound listeners until they stop (they do not, today, except on
+/// a fatal error).
+pub fn run(shared: Arc<Shared>, listeners: Vec<StdListener>) -> std::io::Result<()> {
+    let resolver = resolver::start()?;
+    let workers = match shared.config.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let mut handles = Vec::new();
+    for i in 0..workers {
+        let mut mine = Vec::new();
+        for l in &listeners {
+            mine.push(TcpListener::from_std(l.try_clone()?));
+        }
+        let worker = Worker::new(shared.clone(), mine, resolver.clone())?;
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("ssp-worker-{i}"))
+                .spawn(move || worker.run())?,
+        );
+    }
+    for l in &listeners {
+        log::info!("ssp: listening on {} with {workers} workers", l.local_addr()?);
+    }
+    for h in handles {
+        match h.join() {
+            Ok(result) => result?,
+            Err(_) => return Err(std::io::Error::other("a worker thread panicked")),
+        }
+    }
+    Ok(())
+}
+
+impl Worker {
+    fn new(
+        shared: Arc<Shared>,
+        mut listeners: Vec<TcpListener>,
+        resolver: Sender<Question>,
+    ) -> std::io::Result<Worker> {
+        let poll = Poll::new()?;
+        for (i, l) in listeners.iter_mut().enumerate() {
+            poll.registry()
+                .register(l, token(LISTENER, i), Interest::READABLE)?;
+        }
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (replies_tx, replies) = mpsc::channel();
+        let up = &shared.config.upstream;
+        let pool = Pool::new(shared.routes.len(), up.pool_max_idle, up.pool_idle_timeout);
+        let cx = Cx {
+            registry: poll.registry().try_clone()?,
+            pool,
+            shared,
+            resolver,
+            replies: replies_tx,
+            waker,
+            tickets: HashMap::new(),
+            next_ticket: 0,
+        };
+        Ok(Worker {
+            poll,
+            listeners,
+            clients: Slab::new(),
+            cx,
+            replies,
+        })
+    }
+
+    fn run(mut self) -> std::io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                self.dispatch(event, now);
+            }
+            if now >= next_tick {
+                self.tick(now);
+                next_tick = now + TICK;
+            }
+        }
+    }
+
+    fn dispatch(&mut self, event: &mio::event::Event, now: Instant) {
+        if event.token() == WAKER {
+            return self.resolved(now);
+        }
+        let (kind, key) = (event.token().0 & 3, event.token().0 >> 2);
+        let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+        match kind {
+            LISTENER => self.accept(key, now),
+            CLIENT => {
+                let Some(c) = self.clients.get_mut(key) else {
+                    return;
+                };
+                c.read_ready |= readable;
+                drive(c, key, &mut self.cx, now);
+                self.reap(key);
+            }
+            UPSTREAM => {
+                let Some(c) = self.clients.get_mut(key) else {
+                    return;
+                };
+                if let Some(up) = c.exchange.as_mut().and_then(|ex| ex.upstream.as_mut()) {
+                    up.read_ready |= readable;
+                    if !up.connected
+                        && let Err(why) = up.check_connected()
+                    {
+                        exchange::provider_failed(c, key, &mut self.cx, &why, now);
+                    }
+                }
+                drive(c, key, &mut self.cx, now);
+                self.reap(key);
+            }
+            IDLE => self.idle_event(key),
+            _ => {}
+        }
+    }
+
+    fn accept(&mut self, index: usize, now: Instant) {
+        let shared = self.cx.shared.clone();
+        loop {
+            let (sock, peer) = match self.listeners[index].accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of descriptors and the like: the next readiness event retries.
+                    log::warn!("accept: {e}");
+                    return;
+                }
+            };
+            if shared.connections.fetch_add(1, Ordering::Relaxed) >= shared.config.limits.max_connections {
+                shared.connections.fetch_sub(1, Ordering::Relaxed);
+                log::debug!("accept: {peer} refused, max_connections reached");
+                continue;
+            }
+            let _ = sock.set_nodelay(true);
+            let registered = ServerConnection::new(shared.server_tls.clone())
+                .map_err(|e| e.to_string())
+                .and_then(|tls| {
+                    let entry = self.clients.vacant_entry();
+                    let mut client = Client::new(sock, tls, peer, now);
+                    client
+                        .register(&self.cx.registry, token(CLIENT, entry.key()))
+                        .map_err(|e| e.to_string())?;
+                    entry.insert(client);
+                    Ok(())
+                });
+            if let Err(e) = registered {
+                shared.connections.fetch_sub(1, Ordering::Relaxed);
+                log::warn!("accept: {peer}: {e}");
+            }
+        }
+    }
+
+    fn resolved(&mut self, now: Instant) {
+        while let Ok(answer) = self.replies.try_recv() {
+            let Some(key) = self.cx.tickets.remove(&answer.ticket) else {
+                continue;
+            };
+            let Some(c) = self.clients.get_mut(key) else {
+                continue;
+            };
+            if c.exchange.as_ref().and_then(|ex| ex.ticket) != Some(answer.ticket) {
+                continue;
+            }
+            match answer.addr {
+                Ok(addr) => exchange::open(c, key, &mut self.cx, addr, now),
+                Err(why) => exchange::unresolved(c, key, &mut self.cx, &why, now),
+            }
+            drive(c, key, &mut self.cx, now);
+            self.reap(key);
+        }
+    }
+
+    /// An idle provider connection stirred: TLS housekeeping (session tickets) is fine;
+    /// anything else, data or a close, means it cannot be reused.
+    fn idle_event(&mut self, key: usize) {
+        let Some(up) = self.cx.pool.get_mut(key) else {
+            return;
+        };
+        let mut unexpected = Vec::new();
+        let usable = match tls_io::read(&mut up.sock, &mut up.tls, &mut unexpected, 1) {
+            Ok(o) => !o.eof && unexpected.is_empty() && tls_io::flush(&mut up.sock, &mut up.tls).is_ok(),
+            Err(_) => false,
+        };
+        if !usable {
+            self.cx.pool.discard(key);
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        let limits = &self.cx.shared.config.limits;
+        let (header_timeout, idle_timeout) = (limits.header_timeout, limits.idle_timeout);
+        let expired: Vec<usize> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.deadline(header_timeout, idle_timeout).is_some_and(|d| d <= now))
+            .map(|(key, _)| key)
+            .collect();
+        for key in expired {
+            if let Some(c) = self.clients.get_mut(key) {
+                timed_out(c, key, &mut self.cx, now);
+                drive(c, key, &mut self.cx, now);
+            }
+            self.reap(key);
+        }
+        self.cx.pool.expire(now);
+    }
+
+    fn reap(&mut self, key: usize) {
+        if self.clients.get(key).is_some_and(|c| c.done) {
+            self.clients.remove(key);
+            self.cx.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Everything that can happen on a consumer connection after an event, until nothing moves.
+fn drive(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) {
+    let max_head = cx.shared.config.limits.max_header_bytes;
+    for _ in 0..MAX_ROUNDS {
+        let mut progress = c.read(max_head, now);
+        progress |= match c.phase {
+            Phase::Handshake if !c.tls.is_handshaking() && !c.done => {
+                c.finish_handshake(now);
+                true
+            }
+            Phase::Handshake | Phase::Closing => false,
+            Phase::Head => on_head(c, key, cx, now),
+            Phase::Exchange => exchange::pump(c, key, cx, now),
+        };
+        if c.eof && matches!(c.phase, Phase::Handshake | Phase::Head) {
+            c.done = true;
+        }
+        flush_upstream(c, key, cx, now);
+        c.flush();
+        if c.done || !progress {
+            break;
+        }
+    }
+}
+
+fn flush_upstream(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) {
+    let Some(up) = c.exchange.as_mut().and_then(|ex| ex.upstream.as_mut()) else {
+        return;
+    };
+    if up.connected
+        && let Err(e) = tls_io::flush(&mut up.sock, &mut up.tls)
+    {
+        exchange::provider_failed(c, key, cx, &format!("write: {e}"), now);
+    }
+}
+
+/// A complete head arrived: SPEC section 4 rows 3–13, then forward or answer.
+fn on_head(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
+    let head = match c.take_head(cx.shared.config.limits.max_header_bytes) {
+        Ok(Some(head)) => head,
+        Ok(None) => return false,
+        Err(refusal) => {
+            log::info!("{} {} {}", c.peer, refusal.status(), refusal.token());
+            c.answer(&refusal, Context::default(), true, now);
+            return true;
+        }
+    };
+    let Some(identity) = c.identity.as_ref() else {
+        c.done = true;
+        return true;
+    };
+    match policy::admit(&cx.shared.rules, &head, identity) {
+        Ok(admission) => exchange::start(c, key, cx, head, admission, now),
+        Err(refusal) => {
+            log::info!(
+                "{} {} {} {}",
+                c.peer,
+                identity.subject,
+                refusal.status(),
+                refusal.token()
+            );
+            let ctx = Context {
+                trace_id: head.field("ssp-traceid"),
+                xml: answer::prefers_xml(head.field("accept")),
+                head_request: head.method() == "HEAD",
+            };
+            // An unread body would be taken for the next request: close instead.
+            let close = head.framing != BodyFraming::None || !head.keep_alive;
+            c.served += 1;
+            c.answer(&refusal, ctx, close, now);
+        }
+    }
+    true
+}
+
+fn timed_out(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) {
+    match c.phase {
+        Phase::Handshake | Phase::Closing => c.done = true,
+        Phase::Head if c.inbuf.is_empty() && c.served > 0 => c.start_closing(now),
+        Phase::Head => {
+            log::info!("{} 408 REQUEST_TIMEOUT", c.peer);
+            c.answer(&Refusal::RequestTimeout, Context::default(), true, now);
+        }
+        Phase::Exchange => exchange::timed_out(c, key, cx, now),
+    }
+}

@@ -1,0 +1,301 @@
+//! The little of X.509 DER that rustls-webpki does not expose: distinguished names as text
+//! (for identity and audit) and a CRL's dates (for freshness). Pure, bounded, never panics.
+
+/// One DER element: its tag and its contents.
+struct Tlv<'a> {
+    tag: u8,
+    value: &'a [u8],
+}
+
+/// Reads one element from the front of `input`, returning it and what follows.
+fn read(input: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((
+        Tlv {
+            tag,
+            value: &rest[..len],
+        },
+        &rest[len..],
+    ))
+}
+
+/// Reads an element that must carry `tag`.
+fn expect(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (tlv, rest) = read(input)?;
+    (tlv.tag == tag).then_some((tlv.value, rest))
+}
+
+const SEQUENCE: u8 = 0x30;
+const SET: u8 = 0x31;
+const OID: u8 = 0x06;
+const INTEGER: u8 = 0x02;
+const UTC_TIME: u8 = 0x17;
+const GENERALIZED_TIME: u8 = 0x18;
+
+/// A distinguished name's attributes in certificate order, with short names where known.
+pub type Name = Vec<(String, String)>;
+
+/// Parses the contents of a `Name` SEQUENCE (as `webpki::Cert::subject()` returns it).
+pub fn parse_name(mut contents: &[u8]) -> Option<Name> {
+    let mut attrs = Vec::new();
+    while !contents.is_empty() {
+        let (mut set, rest) = expect(contents, SET)?;
+        contents = rest;
+        while !set.is_empty() {
+            let (pair, rest) = expect(set, SEQUENCE)?;
+            set = rest;
+            let (oid, value) = expect(pair, OID)?;
+            let (value, _) = read(value)?;
+            attrs.push((attribute_name(oid), string_value(value.tag, value.value)?));
+        }
+    }
+    Some(attrs)
+}
+
+/// RFC 4514 text: most specific attribute first, e.g. `CN=a.example, OU=Devices, O=nhs`.
+pub fn format_name(name: &Name) -> String {
+    name.iter()
+        .rev()
+        .map(|(k, v)| format!("{k}={}", escape_dn_value(v)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn escape_dn_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for (i, c) in v.chars().enumerate() {
+        let leading = i == 0 && (c == ' ' || c == '#');
+        if leading || matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn attribute_name(oid: &[u8]) -> String {
+    match oid {
+        [0x55, 0x04, 0x03] => "CN".into(),
+        [0x55, 0x04, 0x06] => "C".into(),
+        [0x55, 0x04, 0x07] => "L".into(),
+        [0x55, 0x04, 0x08] => "ST".into(),
+        [0x55, 0x04, 0x0a] => "O".into(),
+        [0x55, 0x04, 0x0b] => "OU".into(),
+        [0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x19] => "DC".into(),
+        [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01] => "emailAddress".into(),
+        other => dotted_oid(other),
+    }
+}
+
+fn dotted_oid(oid: &[u8]) -> String {
+    let mut parts = Vec::new();
+    let mut value: u64 = 0;
+    for (i, &b) in oid.iter().enumerate() {
+        value = (value << 7) | u64::from(b & 0x7f);
+        if b & 0x80 == 0 {
+            if parts.is_empty() {
+                let first = (value / 40).min(2);
+                parts.push(first);
+                parts.push(value - first * 40);
+            } else {
+                parts.push(value);
+            }
+            value = 0;
+        } else if i == oid.len() - 1 {
+            return "?".into();
+        }
+    }
+    parts.iter().map(u64::to_string).collect::<Vec<_>>().join(".")
+}
+
+fn string_value(tag: u8, bytes: &[u8]) -> Option<String> {
+    match tag {
+        // UTF8String, PrintableString, IA5String, NumericString
+        0x0c | 0x13 | 0x16 | 0x12 => String::from_utf8(bytes.to_vec()).ok(),
+        // TeletexString: in practice Latin-1
+        0x14 => Some(bytes.iter().map(|&b| char::from(b)).collect()),
+        // BMPString: UTF-16BE
+        0x1e if bytes.len() % 2 == 0 => {
+            let units: Vec<u16> = bytes
+                .chunks(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect();
+            String::from_utf16(&units).ok()
+        }
+        _ => None,
+    }
+}
+
+/// What `ssp` needs to know about a CRL beyond what rustls-webpki checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrlInfo {
+    /// Contents of the issuer `Name` SEQUENCE, comparable with `webpki::Cert::issuer()`.
+    pub issuer: Vec<u8>,
+    /// Seconds since the Unix epoch.
+    pub this_update: i64,
+    pub next_update: Option<i64>,
+}
+
+/// Reads issuer, thisUpdate and nextUpdate from a DER `CertificateList`.
+pub fn crl_info(der: &[u8]) -> Option<CrlInfo> {
+    let (list, _) = expect(der, SEQUENCE)?;
+    let (mut tbs, _) = expect(list, SEQUENCE)?;
+    if let Some((version, rest)) = read(tbs)
+        && version.tag == INTEGER
+    {
+        tbs = rest;
+    }
+    let (_signature, rest) = expect(tbs, SEQUENCE)?;
+    let (issuer, rest) = expect(rest, SEQUENCE)?;
+    let (this_update, rest) = read(rest)?;
+    let this_update = parse_time(this_update.tag, this_update.value)?;
+    let next_update = match read(rest) {
+        Some((t, _)) if t.tag == UTC_TIME || t.tag == GENERALIZED_TIME => Some(parse_time(t.tag, t.value)?),
+        _ => None,
+    };
+    Some(CrlInfo {
+        issuer: issuer.to_vec(),
+        this_update,
+        next_update,
+    })
+}
+
+/// UTCTime (`YYMMDDHHMMSSZ`, RFC 5280 years 1950–2049) or GeneralizedTime (`YYYYMMDDHHMMSSZ`).
+fn parse_time(tag: u8, value: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(value).ok()?;
+    let digits = text.strip_suffix('Z')?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (year, rest) = match (tag, digits.len()) {
+        (UTC_TIME, 12) => {
+            let yy: i64 = digits[..2].parse().ok()?;
+            (if yy < 50 { 2000 + yy } else { 1900 + yy }, &digits[2..])
+        }
+        (GENERALIZED_TIME, 14) => (digits[..4].parse().ok()?, &digits[4..]),
+        _ => return None,
+    };
+    let field = |i: usize| rest[i..i + 2].parse::<i64>().ok();
+    let (month, day, hour, minute, second) = (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Formats seconds since the epoch as RFC 3339 UTC (`2026-11-25T16:23:04Z`).
+pub fn format_utc(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let tod = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        tod / 3600,
+        tod % 3600 / 60,
+        tod % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Encodes one attribute as SET { SEQUENCE { OID, PrintableString } }.
+    fn rdn(oid: &[u8], value: &str) -> Vec<u8> {
+        let mut pair = vec![OID, oid.len() as u8];
+        pair.extend_from_slice(oid);
+        pair.extend_from_slice(&[0x13, value.len() as u8]);
+        pair.extend_from_slice(value.as_bytes());
+        let mut seq = vec![SEQUENCE, pair.len() as u8];
+        seq.extend(pair);
+        let mut set = vec![SET, seq.len() as u8];
+        set.extend(seq);
+        set
+    }
+
+    #[test]
+    fn names_parse_and_format_most_specific_first() {
+        let mut name = rdn(&[0x55, 4, 10], "nhs");
+        name.extend(rdn(&[0x55, 4, 11], "Devices"));
+        name.extend(rdn(&[0x55, 4, 3], "a.example.nhs.uk"));
+        let parsed = parse_name(&name).unwrap();
+        assert_eq!(parsed[2], ("CN".to_string(), "a.example.nhs.uk".to_string()));
+        assert_eq!(format_name(&parsed), "CN=a.example.nhs.uk, OU=Devices, O=nhs");
+    }
+
+    #[test]
+    fn dn_special_characters_are_escaped() {
+        let name = vec![("CN".to_string(), "a,b+c".to_string())];
+        assert_eq!(format_name(&name), "CN=a\\,b\\+c");
+    }
+
+    #[test]
+    fn unknown_oids_are_dotted() {
+        assert_eq!(
+            attribute_name(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d]),
+            "1.2.840.113549"
+        );
+    }
+
+    #[test]
+    fn truncated_der_is_rejected_not_panicked_on() {
+        let name = rdn(&[0x55, 4, 3], "abc");
+        for cut in 0..name.len() {
+            assert!(
+                parse_name(&name[..cut]).is_none_or(|n| n.is_empty()),
+                "cut at {cut}"
+            );
+        }
+        assert!(crl_info(&[0x30, 0x82, 0xff]).is_none());
+        assert!(crl_info(&[]).is_none());
+    }
+
+    #[test]
+    fn times_convert_to_epoch_seconds() {
+        assert_eq!(parse_time(UTC_TIME, b"700101000000Z"), Some(0));
+        assert_eq!(parse_time(UTC_TIME, b"491231235959Z"), Some(2_524_607_999));
+        assert_eq!(
+            parse_time(GENERALIZED_TIME, b"20261125162304Z"),
+            Some(1_795_623_784)
+        );
+        assert_eq!(parse_time(UTC_TIME, b"701301000000Z"), None);
+        assert_eq!(parse_time(UTC_TIME, b"7001010000Z"), None);
+        assert_eq!(format_utc(1_795_623_784), "2026-11-25T16:23:04Z");
+        assert_eq!(format_utc(0), "1970-01-01T00:00:00Z");
+    }
+}
