@@ -111,6 +111,7 @@ pub fn start(addr: SocketAddr, config: Arc<ServerConfig>, handler: Handler) -> s
 }
 
 fn serve(stream: TcpStream, config: Arc<ServerConfig>, handler: Handler, seen: Arc<Mutex<Vec<SeenRequest>>>) {
+    let _ = stream.set_nodelay(true);
     let Ok(conn) = ServerConnection::new(config) else {
         return;
     };
