@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use ssp::config;
+use ssp::config::{self, CrlExpired};
 use ssp::proxy::{self, Shared};
 use ssp::x509::format_utc;
 
@@ -36,7 +36,8 @@ fn main() -> ExitCode {
         }
         ["check", "--config", file] => check(PathBuf::from(file)),
         ["demo"] => {
-            init_logging("info");
+            // The demo shows every request; `run` logs them at debug (the audit is the record).
+            init_logging("info,ssp=debug");
             match ssp::demo::run() {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -71,13 +72,16 @@ fn check(file: PathBuf) -> ExitCode {
         }
     };
     let cfg = &shared.config;
-    println!("{}: ok", cfg.path.display());
+    println!("{}:", cfg.path.display());
     let listen: Vec<String> = cfg.server.listen.iter().map(ToString::to_string).collect();
-    println!(
-        "  listen: {} (workers: {})",
-        listen.join(", "),
-        cfg.server.workers
-    );
+    let workers = match cfg.server.workers {
+        0 => format!(
+            "one per CPU ({})",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        ),
+        n => n.to_string(),
+    };
+    println!("  listen: {} (workers: {workers})", listen.join(", "));
     println!(
         "  consumers: {}, providers: {}",
         cfg.consumers.len(),
@@ -89,21 +93,33 @@ fn check(file: PathBuf) -> ExitCode {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
+    let mut refuses_everyone = Vec::new();
     for crl in &shared.crls {
         let next = crl.next_update.map_or("none".to_string(), format_utc);
-        let stale = if crl.next_update.is_some_and(|n| n < now) {
-            "  STALE"
-        } else {
-            ""
-        };
+        let stale = crl.next_update.is_some_and(|n| n < now);
         println!(
-            "  crl {}: issuer \"{}\", thisUpdate {}, nextUpdate {next}{stale}",
+            "  crl {}: issuer \"{}\", thisUpdate {}, nextUpdate {next}{}",
             crl.path.display(),
             crl.issuer,
-            format_utc(crl.this_update)
+            format_utc(crl.this_update),
+            if stale { "  STALE" } else { "" }
+        );
+        if stale && cfg.server.crl_expired == CrlExpired::Deny {
+            refuses_everyone.push(crl);
+        }
+    }
+    // A stale CRL under "deny" refuses every consumer: a problem worth exit code 2.
+    for crl in &refuses_everyone {
+        eprintln!(
+            "{}: CRL is past its nextUpdate; with crl_expired = \"deny\" every handshake is refused",
+            crl.path.display()
         );
     }
-    ExitCode::SUCCESS
+    if refuses_everyone.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
 }
 
 fn run(file: PathBuf) -> ExitCode {

@@ -202,6 +202,10 @@ pub fn pump(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
                 if p.done {
                     ex.request_body = None;
                 }
+                // The response clock starts once the request is out, not while it uploads.
+                if p.consumed > 0 && !ex.awaiting_handshake {
+                    ex.deadline = now + cx.shared.config.upstream.response_timeout;
+                }
                 progress |= p.consumed > 0 || p.done;
                 if too_large {
                     return request_failed(c, Refusal::PayloadTooLarge, now);
@@ -441,7 +445,7 @@ fn respond_with(c: &mut Client, refusal: Refusal, now: Instant) {
     let Some(ex) = c.exchange.take() else { return };
     let unread_body = ex.request_body.is_some();
     log_exchange(c, &ex, refusal.status(), now);
-    log::info!("{} {} {}", c.peer, refusal.status(), refusal.token());
+    log::debug!("{} {} {}", c.peer, refusal.status(), refusal.token());
     c.served += 1;
     c.answer(&refusal, ex.context(), unread_body || !ex.keep_alive, now);
 }
@@ -472,7 +476,7 @@ fn abort(c: &mut Client) {
 
 fn log_exchange(c: &Client, ex: &Exchange, status: u16, now: Instant) {
     let ssp = &ex.admission.ssp;
-    log::info!(
+    log::debug!(
         "{} {}->{} {} {} {} up={} down={} reused={} {}ms",
         c.peer,
         ssp.from,

@@ -93,6 +93,9 @@ struct Worker {
     poll: Poll,
     listeners: Vec<TcpListener>,
     clients: Slab<Client>,
+    /// Connections whose `drive` stopped at `MAX_ROUNDS` with work left: no new readiness
+    /// edge may come for bytes already buffered, so they are driven again before sleeping.
+    busy: Vec<usize>,
     cx: Cx,
     replies: Receiver<resolver::Answer>,
 }
@@ -171,6 +174,7 @@ impl Worker {
             poll,
             listeners,
             clients: Slab::new(),
+            busy: Vec::new(),
             cx,
             replies,
         })
@@ -180,7 +184,11 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
         loop {
-            let timeout = next_tick.saturating_duration_since(Instant::now());
+            let timeout = if self.busy.is_empty() {
+                next_tick.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == ErrorKind::Interrupted {
                     continue;
@@ -190,6 +198,9 @@ impl Worker {
             let now = Instant::now();
             for event in events.iter() {
                 self.dispatch(event, now);
+            }
+            for key in std::mem::take(&mut self.busy) {
+                self.drive(key, now);
             }
             if now >= next_tick {
                 self.tick(now);
@@ -226,8 +237,7 @@ impl Worker {
                         exchange::provider_failed(c, key, &mut self.cx, &why, now);
                     }
                 }
-                drive(c, key, &mut self.cx, now);
-                self.reap(key);
+                self.drive(key, now);
             }
             IDLE => self.idle_event(key),
             _ => {}
@@ -286,8 +296,7 @@ impl Worker {
                 Ok(addr) => exchange::open(c, key, &mut self.cx, addr, now),
                 Err(why) => exchange::unresolved(c, key, &mut self.cx, &why, now),
             }
-            drive(c, key, &mut self.cx, now);
-            self.reap(key);
+            self.drive(key, now);
         }
     }
 
@@ -319,11 +328,21 @@ impl Worker {
         for key in expired {
             if let Some(c) = self.clients.get_mut(key) {
                 timed_out(c, key, &mut self.cx, now);
-                drive(c, key, &mut self.cx, now);
             }
-            self.reap(key);
+            self.drive(key, now);
         }
         self.cx.pool.expire(now);
+    }
+
+    /// Drives one connection, then drops it if it is finished or remembers it if it is busy.
+    fn drive(&mut self, key: usize, now: Instant) {
+        let Some(c) = self.clients.get_mut(key) else {
+            return;
+        };
+        if drive(c, key, &mut self.cx, now) && !self.busy.contains(&key) {
+            self.busy.push(key);
+        }
+        self.reap(key);
     }
 
     fn reap(&mut self, key: usize) {
@@ -334,8 +353,9 @@ impl Worker {
     }
 }
 
-/// Everything that can happen on a consumer connection after an event, until nothing moves.
-fn drive(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) {
+/// Everything that can happen on a consumer connection after an event, until nothing moves
+/// or `MAX_ROUNDS` is reached; returns whether work may be left.
+fn drive(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
     let max_head = cx.shared.config.limits.max_header_bytes;
     for _ in 0..MAX_ROUNDS {
         let mut progress = c.read(max_head, now);
@@ -354,9 +374,10 @@ fn drive(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) {
         flush_upstream(c, key, cx, now);
         c.flush();
         if c.done || !progress {
-            break;
+            return false;
         }
     }
+    !c.done
 }
 
 fn flush_upstream(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) {
@@ -376,7 +397,7 @@ fn on_head(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
         Ok(Some(head)) => head,
         Ok(None) => return false,
         Err(refusal) => {
-            log::info!("{} {} {}", c.peer, refusal.status(), refusal.token());
+            log::debug!("{} {} {}", c.peer, refusal.status(), refusal.token());
             c.answer(&refusal, Context::default(), true, now);
             return true;
         }
@@ -388,7 +409,7 @@ fn on_head(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
     match policy::admit(&cx.shared.rules, &head, identity) {
         Ok(admission) => exchange::start(c, key, cx, head, admission, now),
         Err(refusal) => {
-            log::info!(
+            log::debug!(
                 "{} {} {} {}",
                 c.peer,
                 identity.subject,
@@ -414,7 +435,7 @@ fn timed_out(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) {
         Phase::Handshake | Phase::Closing => c.done = true,
         Phase::Head if c.inbuf.is_empty() && c.served > 0 => c.start_closing(now),
         Phase::Head => {
-            log::info!("{} 408 REQUEST_TIMEOUT", c.peer);
+            log::debug!("{} 408 REQUEST_TIMEOUT", c.peer);
             c.answer(&Refusal::RequestTimeout, Context::default(), true, now);
         }
         Phase::Exchange => exchange::timed_out(c, key, cx, now),
