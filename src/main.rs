@@ -116,6 +116,7 @@ fn check(file: PathBuf) -> ExitCode {
         );
     }
     if refuses_everyone.is_empty() {
+        println!("{}: configuration ok", cfg.path.display());
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
