@@ -77,15 +77,17 @@ impl Fields {
         })
     }
 
-    /// All values of a header, case-insensitively by name, in order.
+    /// All values of a header, case-insensitively by name, in order. Compares bytes: names
+    /// are ASCII tokens (httparse checked them), so no UTF-8 work per lookup.
     pub fn all<'a, 'n>(
         &'a self,
         raw: &'a [u8],
         name: &'n str,
     ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
-        self.iter(raw)
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        self.ranges
+            .iter()
+            .filter(move |(n, _)| raw[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
+            .map(move |(_, v)| &raw[v.clone()])
     }
 
     pub fn len(&self) -> usize {

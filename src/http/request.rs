@@ -64,6 +64,11 @@ impl RequestHead {
         self.fields.all(&self.raw, name).next()
     }
 
+    /// Every value of a header, in order.
+    pub fn field_values<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+        self.fields.all(&self.raw, name)
+    }
+
     pub fn field_count(&self, name: &str) -> usize {
         self.fields.all(&self.raw, name).count()
     }

@@ -133,8 +133,19 @@ fn parse_authority(authority: &str) -> Result<(String, Option<u16>), TargetError
 /// the registered endpoint after our prefix check passed.
 fn has_dot_segment(path: &str) -> bool {
     path.split('/').any(|segment| {
-        let s = segment.to_ascii_lowercase().replace("%2e", ".");
-        s == "." || s == ".."
+        let mut rest = segment.as_bytes();
+        let mut dots = 0;
+        while !rest.is_empty() {
+            if rest[0] == b'.' {
+                rest = &rest[1..];
+            } else if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case(b"%2e") {
+                rest = &rest[3..];
+            } else {
+                return false;
+            }
+            dots += 1;
+        }
+        dots == 1 || dots == 2
     })
 }
 

@@ -37,10 +37,7 @@ pub fn check(head: &RequestHead, require_jwt: bool) -> Result<SspHeaders, Refusa
 
 /// The value of a header that must appear once and pass `valid`.
 fn single(head: &RequestHead, name: &'static str, valid: fn(&str) -> bool) -> Result<String, Refusal> {
-    let mut values = head
-        .fields()
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v);
+    let mut values = head.field_values(name);
     match (values.next(), values.next()) {
         (Some(v), None) => std::str::from_utf8(v)
             .ok()

@@ -1,7 +1,9 @@
 //! The consumer's JWT: logged for audit, never trusted (PECS and GP Connect JWTs are often
 //! `alg: none`). Its shape is checked so that a malformed one is refused (SPEC section 1).
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 /// The claims the audit record keeps.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -16,7 +18,8 @@ pub struct Claims {
 }
 
 /// Parses an `Authorization` value of the form `Bearer <header>.<payload>.<signature>`.
-/// The signature may be empty (`alg: none`); header and payload must be base64url JSON objects.
+/// The signature may be empty (`alg: none`); header and payload must be base64url JSON objects,
+/// and the header must name an `alg`.
 pub fn parse_bearer(value: &[u8]) -> Option<Claims> {
     let value = std::str::from_utf8(value).ok()?.trim();
     let (scheme, token) = value.split_once(' ')?;
@@ -28,35 +31,142 @@ pub fn parse_bearer(value: &[u8]) -> Option<Claims> {
     if parts.next().is_some() || !signature.bytes().all(is_base64url) {
         return None;
     }
-    let header = json_object(header)?;
-    if !header.get("alg").is_some_and(Value::is_string) {
+    let header: Object<HeaderFields> = serde_json::from_slice(&base64url_decode(header)?).ok()?;
+    if !header.0.has_alg {
         return None;
     }
-    let claims = json_object(payload)?;
-    let text = |v: &Value| match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    };
-    let claim = |name: &str| claims.get(name).and_then(text);
-    let organization = claims
-        .get("requesting_organization")
-        .and_then(|v| text(v).or_else(|| v.get("identifier")?.get(0)?.get("value").and_then(text)));
-    let practitioner = claims
-        .get("requesting_practitioner")
-        .and_then(|v| text(v).or_else(|| v.get("id").and_then(text)));
-    Some(Claims {
-        iss: claim("iss"),
-        sub: claim("sub"),
-        requesting_organization: organization,
-        requesting_practitioner: practitioner,
-        reason_for_request: claim("reason_for_request"),
-    })
+    let payload: Object<Claims> = serde_json::from_slice(&base64url_decode(payload)?).ok()?;
+    Some(payload.0)
 }
 
-fn json_object(segment: &str) -> Option<Map<String, Value>> {
-    match serde_json::from_slice(&base64url_decode(segment)?).ok()? {
-        Value::Object(map) => Some(map),
+/// A JSON object read key by key into `T`, without building a map of everything in it.
+struct Object<T>(T);
+
+trait Fields: Default {
+    /// Reads the value of `key` if it is one of ours; returns false to have it skipped.
+    fn read<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error>;
+}
+
+impl<'de, T: Fields> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Fields> Visitor<'de> for ObjectVisitor<T> {
+            type Value = Object<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object<T>, A::Error> {
+                let mut fields = T::default();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    if !fields.read(&key, &mut map)? {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(Object(fields))
+            }
+        }
+        d.deserialize_map(ObjectVisitor(std::marker::PhantomData))
+    }
+}
+
+#[derive(Default)]
+struct HeaderFields {
+    has_alg: bool,
+}
+
+impl Fields for HeaderFields {
+    fn read<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        if key != "alg" {
+            return Ok(false);
+        }
+        self.has_alg = matches!(map.next_value::<Scalar>()?, Scalar::Text(_));
+        Ok(true)
+    }
+}
+
+impl Fields for Claims {
+    fn read<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        let slot = match key {
+            "iss" => &mut self.iss,
+            "sub" => &mut self.sub,
+            "reason_for_request" => &mut self.reason_for_request,
+            "requesting_organization" => {
+                let org: serde_json::Value = map.next_value()?;
+                self.requesting_organization =
+                    text(&org).or_else(|| org.get("identifier")?.get(0)?.get("value").and_then(text));
+                return Ok(true);
+            }
+            "requesting_practitioner" => {
+                let who: serde_json::Value = map.next_value()?;
+                self.requesting_practitioner = text(&who).or_else(|| who.get("id").and_then(text));
+                return Ok(true);
+            }
+            _ => return Ok(false),
+        };
+        *slot = map.next_value::<Scalar>()?.into_text();
+        Ok(true)
+    }
+}
+
+/// A claim value: text kept, numbers as text, anything else skipped.
+enum Scalar {
+    Text(String),
+    Other,
+}
+
+impl Scalar {
+    fn into_text(self) -> Option<String> {
+        match self {
+            Scalar::Text(t) => Some(t),
+            Scalar::Other => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+        impl<'de> Visitor<'de> for ScalarVisitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Text(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar::Text(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Text(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar::Text(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Scalar, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Scalar, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other)
+            }
+        }
+        d.deserialize_any(ScalarVisitor)
+    }
+}
+
+/// A claim as text: strings as they are, numbers written out.
+fn text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
 }
@@ -118,6 +228,19 @@ mod tests {
             "requesting_organization":{"resourceType":"Organization","identifier":[{"system":"https://fhir.nhs.uk/Id/ods-organization-code","value":"FA123"}]},
             "requesting_practitioner":{"resourceType":"Practitioner","id":"10019"}}"#;
         let claims = parse_bearer(token(r#"{"alg":"none","typ":"JWT"}"#, payload, "").as_bytes()).unwrap();
+        let plain = parse_bearer(
+            token(
+                r#"{"alg":"none"}"#,
+                r#"{"requesting_practitioner":"G1","sub":7}"#,
+                "",
+            )
+            .as_bytes(),
+        );
+        let plain = plain.unwrap();
+        assert_eq!(
+            (plain.requesting_practitioner.as_deref(), plain.sub.as_deref()),
+            (Some("G1"), Some("7"))
+        );
         assert_eq!(claims.iss.as_deref(), Some("https://consumer.example"));
         assert_eq!(claims.sub.as_deref(), Some("1"));
         assert_eq!(claims.requesting_organization.as_deref(), Some("FA123"));

@@ -1,0 +1,97 @@
+//! The cost of deciding one request: parsing its head and running SPEC section 4 rows 5–13
+//! (`policy::admit`) against an allowlist of hundreds of consumers.
+//! `cargo bench --bench decision`
+
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use ssp::http::request;
+use ssp::policy::allowlist::Allowlist;
+use ssp::policy::identity::Identity;
+use ssp::policy::revocation::Revocations;
+use ssp::policy::{Rules, admit};
+
+const CONSUMERS: usize = 500;
+const PROVIDERS: usize = 50;
+const INTERACTION: &str =
+    "urn:nhs:names:services:prescription-exemptions:custom:operation:search:prescription-exemptions";
+
+fn config_text() -> String {
+    let mut text = String::from(
+        "[server]\ncertificate = \"a\"\nprivate_key = \"a\"\nclient_ca = \"a\"\ncrl = []\n[upstream]\nca = \"a\"\n",
+    );
+    for p in 0..PROVIDERS {
+        text.push_str(&format!(
+            "[[provider]]\nasid = \"2000000009{p:02}\"\nendpoint = \"https://provider{p}.example.nhs.uk/Prescription-Exemptions/1.0.0\"\ninteractions = [\"{INTERACTION}\"]\n"
+        ));
+    }
+    for c in 0..CONSUMERS {
+        // dispenser-a is the one whose certificate the benchmark presents.
+        let fqdn = if c == CONSUMERS / 2 {
+            "dispenser-a.example.nhs.uk".to_string()
+        } else {
+            format!("d{c}.example.nhs.uk")
+        };
+        text.push_str(&format!(
+            "[[consumer]]\nasid = \"200000{c:06}\"\nfqdn = \"{fqdn}\"\ninteractions = [\"{INTERACTION}\"]\nproviders = [\"200000000907\"]\n"
+        ));
+    }
+    text
+}
+
+fn bench(c: &mut Criterion) {
+    let cfg = ssp::config::parse(&config_text(), Path::new("/bench/ssp.toml")).expect("config");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/pki");
+    let crl = ssp::tls::files::crl(&fixtures.join("level1c.crl")).expect("crl");
+    let rules = Rules {
+        methods: cfg.limits.methods.clone(),
+        require_jwt: true,
+        max_body_bytes: cfg.limits.max_body_bytes,
+        allowlist: Allowlist::new(&cfg.consumers, &cfg.providers),
+        revocations: Revocations::new(vec![
+            webpki::OwnedCertRevocationList::from_der(&crl).expect("crl der"),
+        ]),
+    };
+    let cert = ssp::tls::files::certificates(&fixtures.join("consumer-a.pem")).expect("cert");
+    let identity = Identity::from_certificate(&cert[0]).expect("identity");
+    let from = format!("200000{:06}", CONSUMERS / 2);
+    let raw = format!(
+        "GET /https://provider7.example.nhs.uk/Prescription-Exemptions/1.0.0/search?patient=9000000009 HTTP/1.1\r\n\
+         Host: proxy\r\nSsp-TraceID: 5b6f3f8e-7a1d-4c1e-9d3a-2f0b6c1e8a44\r\nSsp-From: {from}\r\nSsp-To: 200000000907\r\n\
+         Ssp-InteractionID: {INTERACTION}\r\nAuthorization: Bearer eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJpc3MiOiJodHRwczovL2Rpc3BlbnNlci1hLmV4YW1wbGUubmhzLnVrIiwic3ViIjoiMSJ9.\r\n\
+         Accept: application/fhir+json\r\n\r\n"
+    );
+    let head = request::parse(raw.as_bytes(), 32768)
+        .expect("valid")
+        .expect("complete");
+    assert!(
+        admit(&rules, &head, &identity).is_ok(),
+        "the benchmarked request must be admitted"
+    );
+
+    c.bench_function("admit (rows 5-13, 500 consumers)", |b| {
+        b.iter(|| admit(black_box(&rules), black_box(&head), black_box(&identity)))
+    });
+    let auth = head.field("authorization").expect("jwt").to_vec();
+    c.bench_function("row 7: JWT claims", |b| {
+        b.iter(|| ssp::policy::jwt::parse_bearer(black_box(&auth)))
+    });
+    c.bench_function("row 5: target URL", |b| {
+        b.iter(|| ssp::http::target::parse(black_box(head.target())))
+    });
+    c.bench_function("row 7: Ssp headers + JWT", |b| {
+        b.iter(|| ssp::policy::headers::check(black_box(&head), true))
+    });
+    c.bench_function("parse head + admit", |b| {
+        b.iter(|| {
+            let head = request::parse(black_box(raw.as_bytes()), 32768)
+                .expect("valid")
+                .expect("complete");
+            admit(&rules, &head, &identity).is_ok()
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
