@@ -1,8 +1,10 @@
 //! One request in flight: forwarding its head and body to the provider and streaming the
 //! provider's response back, with the failure answers of SPEC section 4 rows 13, 17 and 18.
 
+use std::sync::Arc;
 use std::time::Instant;
 
+use super::Shared;
 use super::client::{Client, Phase};
 use super::tls_io;
 use super::upstream::Upstream;
@@ -25,6 +27,8 @@ pub enum ResponseState {
 }
 
 pub struct Exchange {
+    /// The configuration this request was admitted under; a reload does not change it.
+    pub shared: Arc<Shared>,
     pub admission: Admission,
     pub method: String,
     pub trace_id: Vec<u8>,
@@ -78,8 +82,9 @@ impl Exchange {
 
 /// Begins forwarding an admitted request.
 pub fn start(c: &mut Client, key: usize, cx: &mut Cx, head: RequestHead, admission: Admission, now: Instant) {
+    let shared = cx.shared.clone();
     let mut to_upstream = Vec::with_capacity(head.len() + 96);
-    let forwarded_for = cx.shared.config.server.forwarded.then_some(c.peer);
+    let forwarded_for = shared.config.server.forwarded.then_some(c.peer);
     forward::write_request(&mut to_upstream, &head, &admission.target, forwarded_for);
     let request_body = match head.framing {
         BodyFraming::None => None,
@@ -104,7 +109,8 @@ pub fn start(c: &mut Client, key: usize, cx: &mut Cx, head: RequestHead, admissi
         response_started: false,
         provider_keeps_alive: false,
         close_client: false,
-        deadline: now + cx.shared.config.upstream.connect_timeout,
+        deadline: now + shared.config.upstream.connect_timeout,
+        shared,
         awaiting_handshake: true,
         started: now,
         status: 0,
@@ -130,16 +136,17 @@ fn connect(c: &mut Client, key: usize, cx: &mut Cx, allow_pooled: bool, now: Ins
         ex.upstream = Some(up);
         ex.reused = true;
         ex.awaiting_handshake = false;
-        ex.deadline = now + cx.shared.config.upstream.response_timeout;
+        ex.deadline = now + ex.shared.config.upstream.response_timeout;
         return;
     }
     ex.reused = false;
     ex.awaiting_handshake = true;
-    ex.deadline = now + cx.shared.config.upstream.connect_timeout;
-    match cx.shared.routes[provider].fixed_addr {
+    ex.deadline = now + ex.shared.config.upstream.connect_timeout;
+    let route = &ex.shared.routes[provider];
+    match route.fixed_addr {
         Some(addr) => open(c, key, cx, addr, now),
         None => {
-            let ticket = cx.ask_resolver(provider, key);
+            let ticket = cx.ask_resolver(&route.host, route.port, key);
             ex.ticket = Some(ticket);
         }
     }
@@ -150,10 +157,10 @@ pub fn open(c: &mut Client, key: usize, cx: &mut Cx, addr: std::net::SocketAddr,
     let Some(ex) = c.exchange.as_mut() else { return };
     ex.ticket = None;
     let provider = ex.admission.provider;
-    let route = &cx.shared.routes[provider];
+    let route = &ex.shared.routes[provider];
     let opened = Upstream::connect(
         addr,
-        cx.shared.client_tls.clone(),
+        ex.shared.client_tls.clone(),
         route.server_name.clone(),
         provider,
     )
@@ -196,7 +203,7 @@ pub fn pump(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
                 c.inbuf.drain(..p.consumed);
                 ex.bytes_up += p.consumed as u64;
                 let too_large = match reader {
-                    BodyReader::Chunked(d) => d.payload_len() > cx.shared.rules.max_body_bytes,
+                    BodyReader::Chunked(d) => d.payload_len() > ex.shared.rules.max_body_bytes,
                     _ => false,
                 };
                 if p.done {
@@ -204,7 +211,7 @@ pub fn pump(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
                 }
                 // The response clock starts once the request is out, not while it uploads.
                 if p.consumed > 0 && !ex.awaiting_handshake {
-                    ex.deadline = now + cx.shared.config.upstream.response_timeout;
+                    ex.deadline = now + ex.shared.config.upstream.response_timeout;
                 }
                 progress |= p.consumed > 0 || p.done;
                 if too_large {
@@ -232,7 +239,7 @@ pub fn pump(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
     }
     if ex.awaiting_handshake && !up.tls.is_handshaking() {
         ex.awaiting_handshake = false;
-        ex.deadline = now + cx.shared.config.upstream.response_timeout;
+        ex.deadline = now + ex.shared.config.upstream.response_timeout;
         progress = true;
     }
     if up.read_ready && ex.to_client.len() < STAGE_LIMIT {
@@ -265,10 +272,10 @@ pub fn pump(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
 }
 
 fn response_step(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
-    let max_head = cx.shared.config.limits.max_header_bytes;
     let Some(ex) = c.exchange.as_mut() else {
         return false;
     };
+    let max_head = ex.shared.config.limits.max_header_bytes;
     let Some(up) = ex.upstream.as_mut() else {
         return false;
     };
@@ -314,7 +321,7 @@ fn response_step(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool 
             ex.status = head.status;
             ex.provider_keeps_alive = head.reusable;
             ex.response_started = true;
-            ex.deadline = now + cx.shared.config.upstream.response_timeout;
+            ex.deadline = now + ex.shared.config.upstream.response_timeout;
             ex.response = match head.framing {
                 ResponseFraming::None => ResponseState::Done,
                 ResponseFraming::Length(n) => ResponseState::Body {
@@ -347,7 +354,7 @@ fn response_step(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool 
                         }
                         up.inbuf.drain(..p.consumed);
                         ex.bytes_down += (ex.to_client.len() - before) as u64;
-                        ex.deadline = now + cx.shared.config.upstream.response_timeout;
+                        ex.deadline = now + ex.shared.config.upstream.response_timeout;
                         if p.done {
                             ex.response = ResponseState::Done;
                         }
@@ -390,7 +397,7 @@ fn finish(c: &mut Client, cx: &mut Cx, now: Instant) {
         && request_complete
         && up.is_clean()
     {
-        cx.park(up, now);
+        cx.park(up, &ex.shared, now);
     }
     c.served += 1;
     if ex.close_client || !request_complete {

@@ -9,8 +9,8 @@ mod upstream;
 mod worker;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 
 use rustls::pki_types::ServerName;
 
@@ -37,8 +37,47 @@ pub struct Shared {
     pub crls: Vec<tls::CrlSummary>,
     pub rules: Rules,
     pub routes: Vec<Route>,
+}
+
+/// The configuration in force, replaceable as a whole while the workers run (the CRL store
+/// with it), plus what outlives any one configuration.
+pub struct Runtime {
+    current: RwLock<Arc<Shared>>,
+    generation: AtomicU64,
     /// Consumer connections open across all workers, for `max_connections`.
     pub connections: AtomicUsize,
+}
+
+impl Runtime {
+    pub fn new(shared: Shared) -> Runtime {
+        Runtime::from_arc(Arc::new(shared))
+    }
+
+    pub fn from_arc(shared: Arc<Shared>) -> Runtime {
+        Runtime {
+            current: RwLock::new(shared),
+            generation: AtomicU64::new(0),
+            connections: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn current(&self) -> Arc<Shared> {
+        // A panic while holding the lock cannot leave `Arc<Shared>` half-written.
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Changes on every `replace`; workers compare it before each batch of events.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Puts a new configuration in force: new handshakes and new requests use it (so a
+    /// certificate its CRLs revoke is refused on its next request, SPEC row 8); requests in
+    /// flight finish under the one they were admitted with.
+    pub fn replace(&self, shared: Shared) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(shared);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 /// A configuration that loaded but cannot run.
@@ -94,9 +133,8 @@ impl Shared {
             crls,
             rules,
             routes,
-            connections: AtomicUsize::new(0),
         })
     }
 }
 
-pub use worker::{bind, run};
+pub use worker::{bind, run, serve};

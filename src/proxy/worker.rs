@@ -15,12 +15,12 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use rustls::ServerConnection;
 use slab::Slab;
 
-use super::Shared;
 use super::client::{Client, Phase};
 use super::exchange;
 use super::resolver::{self, Question};
 use super::tls_io;
 use super::upstream::{Pool, Upstream};
+use super::{Runtime, Shared};
 use crate::http::answer::{self, Context};
 use crate::http::request::BodyFraming;
 use crate::policy;
@@ -49,7 +49,10 @@ pub fn upstream_token(key: usize) -> Token {
 pub struct Cx {
     pub registry: Registry,
     pub pool: Pool,
+    /// The configuration in force, refreshed from `runtime` before each batch of events.
     pub shared: Arc<Shared>,
+    runtime: Arc<Runtime>,
+    generation: u64,
     resolver: Sender<Question>,
     replies: Sender<resolver::Answer>,
     waker: Arc<Waker>,
@@ -60,13 +63,12 @@ pub struct Cx {
 
 impl Cx {
     /// Asks the resolver thread for a provider's address; the answer arrives via the waker.
-    pub fn ask_resolver(&mut self, provider: usize, key: usize) -> u64 {
+    pub fn ask_resolver(&mut self, host: &str, port: u16, key: usize) -> u64 {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
-        let route = &self.shared.routes[provider];
         let question = Question {
-            host: route.host.clone(),
-            port: route.port,
+            host: host.to_string(),
+            port,
             ticket,
             reply: self.replies.clone(),
             waker: self.waker.clone(),
@@ -78,8 +80,12 @@ impl Cx {
         ticket
     }
 
-    /// Parks a clean provider connection for reuse.
-    pub fn park(&mut self, up: Upstream, now: Instant) {
+    /// Parks a clean provider connection for reuse, unless it was made under a configuration
+    /// that has since been replaced (its certificates and routes may be stale).
+    pub fn park(&mut self, up: Upstream, made_under: &Arc<Shared>, now: Instant) {
+        if !Arc::ptr_eq(made_under, &self.shared) {
+            return;
+        }
         if let Some(key) = self.pool.put(up, now)
             && let Some(up) = self.pool.get_mut(key)
             && up.reregister(&self.registry, token(IDLE, key)).is_err()
@@ -87,6 +93,22 @@ impl Cx {
             self.pool.discard(key);
         }
     }
+
+    /// Takes up a new configuration if one was loaded: new connections and requests use it,
+    /// idle provider connections made under the old one are closed.
+    pub fn refresh(&mut self) {
+        let generation = self.runtime.generation();
+        if generation != self.generation {
+            self.generation = generation;
+            self.shared = self.runtime.current();
+            self.pool = new_pool(&self.shared);
+        }
+    }
+}
+
+fn new_pool(shared: &Shared) -> Pool {
+    let up = &shared.config.upstream;
+    Pool::new(shared.routes.len(), up.pool_max_idle, up.pool_idle_timeout)
 }
 
 struct Worker {
@@ -98,6 +120,11 @@ struct Worker {
     busy: Vec<usize>,
     cx: Cx,
     replies: Receiver<resolver::Answer>,
+}
+
+/// Runs the workers with a configuration that will not be replaced.
+pub fn run(shared: Arc<Shared>, listeners: Vec<StdListener>) -> std::io::Result<()> {
+    serve(Arc::new(Runtime::from_arc(shared)), listeners)
 }
 
 /// Binds every `listen` address; done before the workers start so errors surface at once.
@@ -113,9 +140,10 @@ pub fn bind(shared: &Shared) -> std::io::Result<Vec<StdListener>> {
 }
 
 /// Runs the workers on already-bound listeners until they stop (they do not, today, except on
-/// a fatal error).
-pub fn run(shared: Arc<Shared>, listeners: Vec<StdListener>) -> std::io::Result<()> {
+/// a fatal error). The configuration can be replaced through `runtime` while they run.
+pub fn serve(runtime: Arc<Runtime>, listeners: Vec<StdListener>) -> std::io::Result<()> {
     let resolver = resolver::start()?;
+    let shared = runtime.current();
     let workers = match shared.config.server.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -126,7 +154,7 @@ pub fn run(shared: Arc<Shared>, listeners: Vec<StdListener>) -> std::io::Result<
         for l in &listeners {
             mine.push(TcpListener::from_std(l.try_clone()?));
         }
-        let worker = Worker::new(shared.clone(), mine, resolver.clone())?;
+        let worker = Worker::new(runtime.clone(), mine, resolver.clone())?;
         handles.push(
             std::thread::Builder::new()
                 .name(format!("ssp-worker-{i}"))
@@ -147,7 +175,7 @@ pub fn run(shared: Arc<Shared>, listeners: Vec<StdListener>) -> std::io::Result<
 
 impl Worker {
     fn new(
-        shared: Arc<Shared>,
+        runtime: Arc<Runtime>,
         mut listeners: Vec<TcpListener>,
         resolver: Sender<Question>,
     ) -> std::io::Result<Worker> {
@@ -158,12 +186,13 @@ impl Worker {
         }
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (replies_tx, replies) = mpsc::channel();
-        let up = &shared.config.upstream;
-        let pool = Pool::new(shared.routes.len(), up.pool_max_idle, up.pool_idle_timeout);
+        let shared = runtime.current();
         let cx = Cx {
             registry: poll.registry().try_clone()?,
-            pool,
+            pool: new_pool(&shared),
             shared,
+            generation: runtime.generation(),
+            runtime,
             resolver,
             replies: replies_tx,
             waker,
@@ -196,6 +225,7 @@ impl Worker {
                 return Err(e);
             }
             let now = Instant::now();
+            self.cx.refresh();
             for event in events.iter() {
                 self.dispatch(event, now);
             }
@@ -257,8 +287,9 @@ impl Worker {
                     return;
                 }
             };
-            if shared.connections.fetch_add(1, Ordering::Relaxed) >= shared.config.limits.max_connections {
-                shared.connections.fetch_sub(1, Ordering::Relaxed);
+            let open = &self.cx.runtime.connections;
+            if open.fetch_add(1, Ordering::Relaxed) >= shared.config.limits.max_connections {
+                open.fetch_sub(1, Ordering::Relaxed);
                 log::debug!("accept: {peer} refused, max_connections reached");
                 continue;
             }
@@ -275,7 +306,7 @@ impl Worker {
                     Ok(())
                 });
             if let Err(e) = registered {
-                shared.connections.fetch_sub(1, Ordering::Relaxed);
+                self.cx.runtime.connections.fetch_sub(1, Ordering::Relaxed);
                 log::warn!("accept: {peer}: {e}");
             }
         }
@@ -348,7 +379,7 @@ impl Worker {
     fn reap(&mut self, key: usize) {
         if self.clients.get(key).is_some_and(|c| c.done) {
             self.clients.remove(key);
-            self.cx.shared.connections.fetch_sub(1, Ordering::Relaxed);
+            self.cx.runtime.connections.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
