@@ -1,0 +1,188 @@
+//! SPEC section 2: the real binary. `check` validates like `nginx -t` (exit 0, or 2 naming
+//! file and line); `run` serves, here checked end to end with curl.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+
+fn ssp(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ssp"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run ssp")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The demo configuration with every path made absolute, `edit` applied, written to `dir`.
+fn demo_config(dir: &Path, edit: impl Fn(String) -> String) -> String {
+    let demo =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo.toml")).unwrap();
+    let absolute = demo.replace("\"pki/", &format!("\"{}/", pki_dir().display()));
+    let path = dir.join("ssp.toml");
+    std::fs::write(&path, edit(absolute)).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let out = ssp(&["--version"]);
+    assert!(out.status.success());
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("ssp {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn help_lists_the_commands_and_unknown_usage_exits_2() {
+    let out = ssp(&["--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for command in ["ssp run --config", "ssp check --config", "ssp demo"] {
+        assert!(help.contains(command), "{help}");
+    }
+    let out = ssp(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn check_accepts_the_demo_config_and_summarises_its_crl() {
+    let out = ssp(&["check", "--config", "fixtures/demo.toml"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let crl = stdout
+        .lines()
+        .find(|l| l.contains("level1c.crl"))
+        .unwrap_or_else(|| panic!("no CRL line in:\n{stdout}"));
+    assert!(crl.contains("nextUpdate 2049-12-01"), "{crl}");
+    assert!(crl.contains("SSP Test NHS Level 1C"), "{crl}");
+}
+
+#[test]
+fn check_names_file_and_line_of_an_unknown_key() {
+    let dir = TempDir::new("cli-unknown-key");
+    let path = demo_config(dir.path(), |t| {
+        t.replace("workers = 2\n", "workers = 2\nbogus_key = 1\n")
+    });
+    let line = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .position(|l| l.starts_with("bogus_key"))
+        .unwrap()
+        + 1;
+    let out = ssp(&["check", "--config", &path]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("{path}:{line}:")), "{stderr}");
+    assert!(stderr.contains("bogus_key"), "{stderr}");
+}
+
+#[test]
+fn check_names_a_missing_certificate_file() {
+    let dir = TempDir::new("cli-missing-cert");
+    let path = demo_config(dir.path(), |t| t.replace("ssp.pem", "no-such-cert.pem"));
+    let out = ssp(&["check", "--config", &path]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let missing = pki("no-such-cert.pem");
+    assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
+}
+
+#[test]
+fn run_refuses_a_config_that_does_not_load() {
+    let dir = TempDir::new("cli-run-bad");
+    let path = demo_config(dir.path(), |t| {
+        t.replace("workers = 2\n", "workers = 2\nbogus_key = 1\n")
+    });
+    let out = ssp(&["run", "--config", &path]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("bogus_key"));
+}
+
+/// Kills the child when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn run_serves_curl_end_to_end() {
+    let Some(curl) = curl() else {
+        eprintln!("note: curl not on PATH; skipping `ssp run` end to end");
+        return;
+    };
+    let setup = Setup::new(&Options::default());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ssp"))
+        .args(["run", "--config"])
+        .arg(&setup.config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ssp run");
+    let stderr = child.stderr.take().unwrap();
+    let _running = Running(child);
+
+    // Read the log on a thread so the child never blocks on a full pipe.
+    let (lines, log) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let addr: SocketAddr = loop {
+        let line = log
+            .recv_timeout(Duration::from_secs(10))
+            .expect("`listening on` in the log within 10 s");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap_or("");
+            break addr.parse().unwrap_or_else(|e| panic!("{line}: {e}"));
+        }
+    };
+
+    let url = format!("https://localhost:{}/{}{SEARCH}", addr.port(), setup.endpoint);
+    let mut cmd = Command::new(curl);
+    cmd.args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+        .arg("--cacert")
+        .arg(pki("nhs-ca.pem"))
+        .arg("--cert")
+        .arg(pki("consumer-a.pem"))
+        .arg("--key")
+        .arg(pki("consumer-a.key"));
+    for (name, value) in [
+        ("Ssp-TraceID", TRACE_ID),
+        ("Ssp-From", CONSUMER_A.asid),
+        ("Ssp-To", PROVIDER_ASID),
+        ("Ssp-InteractionID", INTERACTION),
+        ("Authorization", JWT),
+    ] {
+        cmd.arg("-H").arg(format!("{name}: {value}"));
+    }
+    let out = cmd.arg(&url).output().expect("run curl");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "curl: {}", text(&out.stderr));
+    let (body, status) = stdout.rsplit_once('\n').unwrap();
+    assert_eq!(status, "200", "{stdout}");
+    assert_eq!(body, PROVIDER_BODY);
+    let seen = setup.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].target, format!("{ROOT}{SEARCH}"));
+    assert_eq!(seen[0].field("ssp-from"), Some(CONSUMER_A.asid));
+}
