@@ -13,6 +13,8 @@ use ssp::policy::revocation::Revocations;
 use ssp::policy::{Rules, admit};
 
 const CONSUMERS: usize = 500;
+/// 2026-11-25, while the fixture CRL is current.
+const NOW: i64 = 1_795_623_784;
 const PROVIDERS: usize = 50;
 const INTERACTION: &str =
     "urn:nhs:names:services:prescription-exemptions:custom:operation:search:prescription-exemptions";
@@ -49,9 +51,13 @@ fn bench(c: &mut Criterion) {
         require_jwt: true,
         max_body_bytes: cfg.limits.max_body_bytes,
         allowlist: Allowlist::new(&cfg.consumers, &cfg.providers),
-        revocations: Revocations::new(vec![
-            webpki::OwnedCertRevocationList::from_der(&crl).expect("crl der"),
-        ]),
+        revocations: Revocations::new(
+            vec![(
+                webpki::OwnedCertRevocationList::from_der(&crl).expect("crl der"),
+                ssp::x509::crl_info(&crl).and_then(|i| i.next_update),
+            )],
+            true,
+        ),
     };
     let cert = ssp::tls::files::certificates(&fixtures.join("consumer-a.pem")).expect("cert");
     let identity = Identity::from_certificate(&cert[0]).expect("identity");
@@ -66,12 +72,12 @@ fn bench(c: &mut Criterion) {
         .expect("valid")
         .expect("complete");
     assert!(
-        admit(&rules, &head, &identity).is_ok(),
+        admit(&rules, &head, &identity, NOW).is_ok(),
         "the benchmarked request must be admitted"
     );
 
     c.bench_function("admit (rows 5-13, 500 consumers)", |b| {
-        b.iter(|| admit(black_box(&rules), black_box(&head), black_box(&identity)))
+        b.iter(|| admit(black_box(&rules), black_box(&head), black_box(&identity), NOW))
     });
     let auth = head.field("authorization").expect("jwt").to_vec();
     c.bench_function("row 7: JWT claims", |b| {
@@ -88,7 +94,7 @@ fn bench(c: &mut Criterion) {
             let head = request::parse(black_box(raw.as_bytes()), 32768)
                 .expect("valid")
                 .expect("complete");
-            admit(&rules, &head, &identity).is_ok()
+            admit(&rules, &head, &identity, NOW).is_ok()
         })
     });
 }

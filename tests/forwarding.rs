@@ -328,7 +328,6 @@ fn connection_close_from_the_consumer_is_honoured() {
 /// naming them must not strip them after they were checked and audited. Refusing such a
 /// request is fine too.
 #[test]
-#[ignore = "bug: `Connection: Authorization, Ssp-From` strips checked headers from the forwarded request"]
 fn connection_cannot_strip_the_checked_headers() {
     let proxy = Proxy::start();
     let checked = [

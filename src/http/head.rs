@@ -150,6 +150,22 @@ pub fn is_hop_by_hop(name: &str, connection_tokens: &[&[u8]]) -> bool {
             .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
 }
 
+/// Finds a field in a head that could not be parsed, so that an answer to a malformed request
+/// can still echo `Ssp-TraceID` and honour `Accept`. Only values of visible ASCII are returned:
+/// they go into our answer's head.
+pub fn sniff_field<'a>(buf: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    buf.split(|&b| b == b'\n')
+        .skip(1)
+        .take_while(|line| !line.is_empty() && *line != b"\r")
+        .find_map(|line| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let colon = line.iter().position(|&b| b == b':')?;
+            let value = trim_ows(&line[colon + 1..]);
+            let visible = !value.is_empty() && value.iter().all(|b| matches!(b, b' '..=b'~'));
+            (line[..colon].eq_ignore_ascii_case(name.as_bytes()) && visible).then_some(value)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +189,18 @@ mod tests {
         assert!(find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n\tc\r\n\r\n").is_err());
         assert!(find_head_end(b"GET / HTTP/1.1\r\nA: b\0\r\n\r\n").is_err());
         assert!(find_head_end(b"GET / HTTP/1.1\r\n\r\rx").is_err());
+    }
+
+    #[test]
+    fn fields_are_sniffed_from_heads_that_do_not_parse() {
+        let raw = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\nssp-traceid: abc\r\n\r\nX: y";
+        assert_eq!(sniff_field(raw, "Ssp-TraceID"), Some(&b"abc"[..]));
+        assert_eq!(sniff_field(raw, "X"), None);
+        assert_eq!(
+            sniff_field(b"GET / HTTP/1.1\r\nSsp-TraceID: a\x01b\r\n", "ssp-traceid"),
+            None
+        );
+        assert_eq!(sniff_field(b"Ssp-TraceID: a\r\n", "ssp-traceid"), None);
     }
 
     #[test]

@@ -129,9 +129,33 @@ pub fn parse(buf: &[u8], max_head_bytes: usize) -> Result<Option<RequestHead>, H
         keep_alive: false,
     };
     check_host(&head)?;
-    head.keep_alive = keep_alive(version, &head.connection_tokens());
+    let connection = head.connection_tokens();
+    if let Some(field) = connection.iter().find(|t| {
+        NEVER_HOP_BY_HOP
+            .iter()
+            .any(|f| t.eq_ignore_ascii_case(f.as_bytes()))
+    }) {
+        log::debug!("http: Connection names {:?}", String::from_utf8_lossy(field));
+        return Err(HeadError::Malformed(
+            "Connection names a field that must reach the provider",
+        ));
+    }
+    head.keep_alive = keep_alive(version, &connection);
     Ok(Some(head))
 }
+
+/// Fields that `Connection` may not make hop-by-hop: dropping them on the way to the provider
+/// would change the request's framing (smuggling) or remove what the proxy checked.
+const NEVER_HOP_BY_HOP: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "authorization",
+    "ssp-traceid",
+    "ssp-from",
+    "ssp-to",
+    "ssp-interactionid",
+];
 
 /// The framing rules of SPEC section 4: one unambiguous way to find the end of the body.
 fn framing(raw: &[u8], fields: &Fields, version: Version) -> Result<BodyFraming, HeadError> {
@@ -305,6 +329,22 @@ mod tests {
                 "GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n",
             ),
             ("space in target", "GET /a b HTTP/1.1\r\nHost: a\r\n\r\n"),
+            (
+                "Connection names CL",
+                "POST / HTTP/1.1\r\nHost: a\r\nConnection: Content-Length\r\nContent-Length: 5\r\n\r\n",
+            ),
+            (
+                "Connection names TE",
+                "POST / HTTP/1.1\r\nHost: a\r\nConnection: x, transfer-encoding\r\n\r\n",
+            ),
+            (
+                "Connection names Ssp-From",
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: Ssp-From\r\n\r\n",
+            ),
+            (
+                "Connection names Authorization",
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: authorization\r\n\r\n",
+            ),
         ];
         for (name, raw) in cases {
             assert!(

@@ -99,6 +99,13 @@ pub fn parse(
         reusable: false,
     };
     let tokens = head.connection_tokens();
+    // Dropping a framing field named in Connection would leave the consumer misreading the body.
+    let framing_named = tokens
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case(b"content-length") || t.eq_ignore_ascii_case(b"transfer-encoding"));
+    if framing_named {
+        return Err(HeadError::Malformed("Connection names a framing field"));
+    }
     let has = |t: &[u8]| tokens.iter().any(|c| c.eq_ignore_ascii_case(t));
     let reusable = framing != ResponseFraming::UntilClose
         && if minor == 1 {
@@ -204,6 +211,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 3\r\n\r\n",
             "HTTP/1.1 200 OK\nContent-Length: 3\n\n",
             "garbage\r\n\r\n",
         ] {

@@ -79,7 +79,7 @@ pub fn parse(raw: &str) -> Result<Target, TargetError> {
         port,
         path_and_query,
     };
-    if has_dot_segment(target.path()) {
+    if has_dot_segment(target.path()) || has_hidden_separator(target.path()) {
         return Err(TargetError::BadPath);
     }
     Ok(target)
@@ -149,6 +149,25 @@ fn has_dot_segment(path: &str) -> bool {
     })
 }
 
+/// Encoded `/`, `\\` and control characters in the path: a provider that decodes them would
+/// see different segments (or a path outside its root) than the prefix check did.
+fn has_hidden_separator(path: &str) -> bool {
+    path.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && match (hex_digit(w[1]), hex_digit(w[2])) {
+                (Some(hi), Some(lo)) => {
+                    let byte = hi << 4 | lo;
+                    byte == b'/' || byte == b'\\' || byte < 0x20 || byte == 0x7f
+                }
+                _ => false,
+            }
+    })
+}
+
+fn hex_digit(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
 fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
     s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
@@ -204,6 +223,9 @@ mod tests {
         assert_eq!((v6.host.as_str(), v6.port), ("[::1]", Some(8443)));
         assert_eq!(parse("/https://h").unwrap().path_and_query, "/");
         assert_eq!(parse("/https://h?q").unwrap().path_and_query, "/?q");
+        // Encoded separators are fine in the query: they never become path segments.
+        assert_eq!(parse("/https://h/p?next=%2Fa%2Fb").unwrap().path(), "/p");
+        assert_eq!(parse("/https://h/p%20q").unwrap().path(), "/p%20q");
     }
 
     #[test]
@@ -225,6 +247,11 @@ mod tests {
             ("/https://h/a/../admin", TargetError::BadPath),
             ("/https://h/a/%2E%2e/admin", TargetError::BadPath),
             ("/https://h/./a", TargetError::BadPath),
+            ("/https://h/P/1.0.0/x%2F..%2F..%2Fadmin", TargetError::BadPath),
+            ("/https://h/P/1.0.0/x%2f..", TargetError::BadPath),
+            ("/https://h/P/1.0.0/..%5Cadmin", TargetError::BadPath),
+            ("/https://h/P/1.0.0/a%00b", TargetError::BadPath),
+            ("/https%3A%2F%2Fh%2FP%2F1.0.0%2Fx%252F..", TargetError::BadPath),
             ("/https%3A%2F%2Fh%2Fa%2G", TargetError::BadEncoding),
             ("/https%3A%2F%2Fh%2F%0D%0A", TargetError::BadPath),
         ];

@@ -36,7 +36,8 @@ pub struct Admission {
     pub ssp: SspHeaders,
 }
 
-pub fn admit(rules: &Rules, head: &RequestHead, identity: &Identity) -> Result<Admission, Refusal> {
+/// Decides one request. `now` is the wall clock in seconds since the epoch (CRL freshness).
+pub fn admit(rules: &Rules, head: &RequestHead, identity: &Identity, now: i64) -> Result<Admission, Refusal> {
     // Row 5.
     let target = target::parse(head.target()).map_err(|_| Refusal::InvalidTarget)?;
     // Row 6.
@@ -48,7 +49,7 @@ pub fn admit(rules: &Rules, head: &RequestHead, identity: &Identity) -> Result<A
     // Row 7.
     let ssp = headers::check(head, rules.require_jwt)?;
     // Row 8.
-    if rules.revocations.is_revoked(identity) {
+    if rules.revocations.refuses(identity, now) {
         return Err(Refusal::CertificateRevoked);
     }
     // Rows 9–12.

@@ -1,28 +1,103 @@
 //! Row 8: the consumer's certificate is looked up in the CRLs on every request, because a
-//! resumed TLS session is not re-verified and a CRL can change while a connection is open.
+//! resumed TLS session is not re-verified and a CRL can change (or go stale) while a
+//! connection is open.
 
 use webpki::{CertRevocationList, OwnedCertRevocationList};
 
 use super::identity::Identity;
 
-/// The CRLs in force, one per issuer. Swapped as a whole on reload.
+/// The CRLs in force, one per issuer. Replaced as a whole on reload.
 #[derive(Debug, Default)]
 pub struct Revocations {
-    lists: Vec<CertRevocationList<'static>>,
+    lists: Vec<Crl>,
+    /// `crl_expired = "deny"`: a CRL past its nextUpdate refuses everyone, as at the handshake.
+    deny_stale: bool,
+}
+
+#[derive(Debug)]
+struct Crl {
+    list: CertRevocationList<'static>,
+    /// Seconds since the epoch; `None` when the CRL names no nextUpdate.
+    next_update: Option<i64>,
 }
 
 impl Revocations {
-    pub fn new(lists: Vec<OwnedCertRevocationList>) -> Self {
-        Revocations {
-            lists: lists.into_iter().map(CertRevocationList::from).collect(),
-        }
+    pub fn new(lists: Vec<(OwnedCertRevocationList, Option<i64>)>, deny_stale: bool) -> Self {
+        let lists = lists
+            .into_iter()
+            .map(|(list, next_update)| Crl {
+                list: CertRevocationList::from(list),
+                next_update,
+            })
+            .collect();
+        Revocations { lists, deny_stale }
     }
 
-    pub fn is_revoked(&self, identity: &Identity) -> bool {
-        self.lists.iter().any(|crl| {
-            // A CRL entry we cannot parse is treated as revoking: fail closed.
-            crl.issuer() == identity.issuer_der.as_slice()
-                && !matches!(crl.find_serial(&identity.serial_der), Ok(None))
-        })
+    /// Whether a request from `identity` must be refused at `now` (seconds since the epoch).
+    pub fn refuses(&self, identity: &Identity, now: i64) -> bool {
+        let stale = self.deny_stale
+            && self
+                .lists
+                .iter()
+                .any(|crl| crl.next_update.is_some_and(|n| n < now));
+        stale
+            || self.lists.iter().any(|crl| {
+                // A CRL entry we cannot parse is treated as revoking: fail closed.
+                crl.list.issuer() == identity.issuer_der.as_slice()
+                    && !matches!(crl.list.find_serial(&identity.serial_der), Ok(None))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::x509;
+
+    const CRL: &[u8] = include_bytes!("../../fixtures/pki/level1c.crl");
+    const EXPIRED_CRL: &[u8] = include_bytes!("../../fixtures/pki/level1c-expired.crl");
+
+    fn identity(pem: &str) -> Identity {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let cert = CertificateDer::pem_slice_iter(pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        Identity::from_certificate(&cert).unwrap()
+    }
+
+    fn revocations(der: &[u8], deny_stale: bool) -> Revocations {
+        let next = x509::crl_info(der).unwrap().next_update;
+        Revocations::new(
+            vec![(OwnedCertRevocationList::from_der(der).unwrap(), next)],
+            deny_stale,
+        )
+    }
+
+    const NOW: i64 = 1_795_623_784; // 2026-11-25
+
+    #[test]
+    fn revoked_serial_is_refused_and_others_pass() {
+        let r = revocations(CRL, true);
+        assert!(r.refuses(
+            &identity(include_str!("../../fixtures/pki/consumer-revoked.pem")),
+            NOW
+        ));
+        assert!(!r.refuses(&identity(include_str!("../../fixtures/pki/consumer-a.pem")), NOW));
+    }
+
+    #[test]
+    fn stale_crl_refuses_everyone_only_under_deny() {
+        let a = identity(include_str!("../../fixtures/pki/consumer-a.pem"));
+        assert!(revocations(EXPIRED_CRL, true).refuses(&a, NOW));
+        assert!(!revocations(EXPIRED_CRL, false).refuses(&a, NOW));
+        // The current CRL goes stale too, once the clock passes its nextUpdate.
+        assert!(revocations(CRL, true).refuses(&a, x509::days_from_civil(2050, 1, 1) * 86_400));
+    }
+
+    #[test]
+    fn certificates_of_other_issuers_are_not_looked_up_in_this_crl() {
+        let other = identity(include_str!("../../fixtures/pki/consumer-other-ca.pem"));
+        assert!(!revocations(CRL, true).refuses(&other, NOW));
     }
 }

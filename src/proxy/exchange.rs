@@ -12,6 +12,7 @@ use super::worker::{Cx, upstream_token};
 use crate::http::answer::{self, Context};
 use crate::http::body::BodyReader;
 use crate::http::forward::{self, Persistence};
+use crate::http::head::trim_ows;
 use crate::http::request::{BodyFraming, RequestHead, Version};
 use crate::http::response::{self, ResponseFraming};
 use crate::policy::Admission;
@@ -50,6 +51,8 @@ pub struct Exchange {
     pub to_client: Vec<u8>,
     pub response: ResponseState,
     pub response_started: bool,
+    /// We told the consumer `100 Continue` ourselves; the provider's own is not repeated.
+    pub continue_sent: bool,
     /// The provider allows reuse of its connection after this response.
     pub provider_keeps_alive: bool,
     pub close_client: bool,
@@ -91,6 +94,16 @@ pub fn start(c: &mut Client, key: usize, cx: &mut Cx, head: RequestHead, admissi
         BodyFraming::Length(n) => Some(BodyReader::length(n)),
         BodyFraming::Chunked => Some(BodyReader::chunked()),
     };
+    // The request is admitted: a consumer waiting to send its body need not wait for the
+    // provider (curl would otherwise pause a second).
+    let continue_sent = request_body.is_some()
+        && head.version() == Version::Http11
+        && head
+            .field("expect")
+            .is_some_and(|e| trim_ows(e).eq_ignore_ascii_case(b"100-continue"));
+    if continue_sent {
+        c.write_plaintext(b"HTTP/1.1 100 Continue\r\n\r\n");
+    }
     let ex = Exchange {
         method: head.method().to_string(),
         trace_id: admission.ssp.trace_id.as_bytes().to_vec(),
@@ -107,6 +120,7 @@ pub fn start(c: &mut Client, key: usize, cx: &mut Cx, head: RequestHead, admissi
         to_client: Vec::new(),
         response: ResponseState::AwaitingHead,
         response_started: false,
+        continue_sent,
         provider_keeps_alive: false,
         close_client: false,
         deadline: now + shared.config.upstream.connect_timeout,
@@ -305,7 +319,8 @@ fn response_step(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool 
                     return true;
                 }
                 // HTTP/1.0 consumers do not understand interim answers.
-                if !ex.http10 {
+                let repeat_of_ours = head.status == 100 && ex.continue_sent;
+                if !ex.http10 && !repeat_of_ours {
                     forward::write_response(&mut ex.to_client, &head, Persistence::Default, false);
                 }
                 return true;
@@ -427,7 +442,7 @@ pub fn provider_failed(c: &mut Client, key: usize, cx: &mut Cx, why: &str, now: 
         connect(c, key, cx, false, now);
         return;
     }
-    respond_with(c, Refusal::ProviderFailed { target }, now);
+    respond_with(c, Refusal::ProviderFailed { target }, false, now);
 }
 
 /// A deadline passed while the exchange was in flight.
@@ -439,30 +454,42 @@ pub fn timed_out(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) {
     } else if ex.awaiting_handshake {
         ex.replay = None;
         provider_failed(c, key, cx, "connect timeout", now);
+    } else if ex.request_body.is_some() {
+        // The consumer stopped sending its body: the provider never had the whole request.
+        log::debug!("{}: request body stalled", c.peer);
+        ex.upstream = None;
+        respond_with(c, Refusal::RequestTimeout, true, now);
     } else {
         let target = ex.target();
         log::warn!("upstream: {target}: no response head within response_timeout");
         ex.upstream = None;
-        respond_with(c, Refusal::ProviderTimeout { target }, now);
+        respond_with(c, Refusal::ProviderTimeout { target }, false, now);
     }
 }
 
-/// Answers the exchange with one of our own answers and ends it.
-fn respond_with(c: &mut Client, refusal: Refusal, now: Instant) {
+/// Answers the exchange with one of our own answers and ends it; the connection closes when
+/// asked, when the consumer's body was not read to its end, or when it asked for it.
+fn respond_with(c: &mut Client, refusal: Refusal, close: bool, now: Instant) {
     let Some(ex) = c.exchange.take() else { return };
     let unread_body = ex.request_body.is_some();
     log_exchange(c, &ex, refusal.status(), now);
     log::debug!("{} {} {}", c.peer, refusal.status(), refusal.token());
     c.served += 1;
-    c.answer(&refusal, ex.context(), unread_body || !ex.keep_alive, now);
+    c.answer(
+        &refusal,
+        ex.context(),
+        close || unread_body || !ex.keep_alive,
+        now,
+    );
 }
 
-/// The consumer's request broke a rule while its body streamed (rows 3 and 13).
+/// The consumer's request broke a rule while its body streamed (rows 3 and 13). Part of it
+/// may have reached the provider, whose connection is dropped: the connection closes too.
 fn request_failed(c: &mut Client, refusal: Refusal, now: Instant) -> bool {
     if c.exchange.as_ref().is_some_and(|ex| ex.response_started) {
         abort(c);
     } else {
-        respond_with(c, refusal, now);
+        respond_with(c, refusal, true, now);
     }
     true
 }

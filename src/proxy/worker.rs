@@ -8,7 +8,7 @@ use std::net::TcpListener as StdListener;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
@@ -22,6 +22,7 @@ use super::tls_io;
 use super::upstream::{Pool, Upstream};
 use super::{Runtime, Shared};
 use crate::http::answer::{self, Context};
+use crate::http::head;
 use crate::http::request::BodyFraming;
 use crate::policy;
 use crate::policy::refusal::Refusal;
@@ -429,7 +430,13 @@ fn on_head(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
         Ok(None) => return false,
         Err(refusal) => {
             log::debug!("{} {} {}", c.peer, refusal.status(), refusal.token());
-            c.answer(&refusal, Context::default(), true, now);
+            let trace_id = head::sniff_field(&c.inbuf, "ssp-traceid").map(<[u8]>::to_vec);
+            let ctx = Context {
+                trace_id: trace_id.as_deref(),
+                xml: answer::prefers_xml(head::sniff_field(&c.inbuf, "accept")),
+                head_request: false,
+            };
+            c.answer(&refusal, ctx, true, now);
             return true;
         }
     };
@@ -437,7 +444,10 @@ fn on_head(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
         c.done = true;
         return true;
     };
-    match policy::admit(&cx.shared.rules, &head, identity) {
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    match policy::admit(&cx.shared.rules, &head, identity, wall) {
         Ok(admission) => exchange::start(c, key, cx, head, admission, now),
         Err(refusal) => {
             log::debug!(

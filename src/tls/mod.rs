@@ -94,7 +94,7 @@ pub fn load(cfg: &Config) -> Result<Tls, FileError> {
             next_update: info.next_update,
         });
         crl_ders.push(der);
-        owned.push(parsed);
+        owned.push((parsed, info.next_update));
     }
 
     let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(client_roots), provider.clone())
@@ -143,7 +143,7 @@ pub fn load(cfg: &Config) -> Result<Tls, FileError> {
     Ok(Tls {
         server: Arc::new(server),
         client: Arc::new(client),
-        revocations: Revocations::new(owned),
+        revocations: Revocations::new(owned, s.crl_expired == CrlExpired::Deny),
         crls,
     })
 }
