@@ -115,7 +115,8 @@ fn ambiguous_framing_is_refused_and_nothing_is_smuggled() {
             .read_response()
             .unwrap_or_else(|e| panic!("{name}: no answer: {e}"));
         assert_eq!(r.status, 400, "{name}: {}", r.text());
-        assert_outcome(&r, 400, "invalid", "INVALID_REQUEST", None);
+        // The head carried a trace id: even a refused head echoes it (SPEC section 4).
+        assert_outcome(&r, 400, "invalid", "INVALID_REQUEST", Some(TRACE_ID));
         assert_eq!(r.field("connection"), Some("close"), "{name}");
         consumer.assert_closed();
         proxy.assert_nothing_forwarded(name);

@@ -46,6 +46,10 @@ fn targets_that_are_not_proxied_https_urls_are_refused() {
         format!("/https://user@localhost:{port}{ROOT}{SEARCH}"),
         format!("/https://localhost:{port}{ROOT}/search#fragment"),
         format!("/https%3A%2F%2Flocalhost%3A{port}%2FPrescription-Exemptions%2F1.0.0%2F%2E%2E%2Fadmin"),
+        // Encoded separators a provider might decode into segments outside its root.
+        format!("/https://localhost:{port}{ROOT}/x%2F..%2F..%2Fadmin"),
+        format!("/https://localhost:{port}{ROOT}/..%5C..%5Cadmin"),
+        format!("/https://localhost:{port}{ROOT}/search%00"),
     ];
     for target in cases {
         let r = proxy.consumer(&CONSUMER_A).exchange(&proxy.get().target(&target));

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use ssp::demo::provider::{self, Handler, Reply, SeenRequest};
 use ssp::http::body::BodyReader;
 use ssp::http::response::{self, ResponseFraming};
-use ssp::proxy::Shared;
+use ssp::proxy::{Runtime, Shared};
 use ssp::tls::files;
 
 pub const INTERACTION: &str =
@@ -229,6 +229,8 @@ pub struct Proxy {
     /// The registered endpoint, as configured.
     pub endpoint: String,
     pub seen: Arc<Mutex<Vec<SeenRequest>>>,
+    /// The configuration in force, replaceable as a reload would.
+    pub runtime: Arc<Runtime>,
     /// Holds the temp folder until the test ends.
     _setup: Setup,
 }
@@ -244,17 +246,31 @@ impl Proxy {
         let shared = Shared::load(config).unwrap_or_else(|e| panic!("harness config: {e}"));
         let listeners = ssp::proxy::bind(&shared).expect("bind");
         let addr = listeners[0].local_addr().unwrap();
+        let runtime = Arc::new(Runtime::new(shared));
+        let serving = runtime.clone();
         std::thread::Builder::new()
             .name("ssp-under-test".into())
-            .spawn(move || ssp::proxy::run(Arc::new(shared), listeners))
+            .spawn(move || ssp::proxy::serve(serving, listeners))
             .unwrap();
         Proxy {
             addr,
+            runtime,
             provider_addr: setup.provider_addr,
             endpoint: setup.endpoint.clone(),
             seen: setup.seen.clone(),
             _setup: setup,
         }
+    }
+
+    /// Loads a configuration written from `options` (same provider) and puts it in force, as
+    /// a reload does.
+    pub fn reload(&self, options: &Options) {
+        let setup = &self._setup;
+        let text = config_text(options, setup.dir.path(), &self.endpoint, self.provider_addr);
+        std::fs::write(&setup.config, text).unwrap();
+        let config = ssp::config::load(&setup.config).unwrap_or_else(|e| panic!("reload config: {e}"));
+        let shared = Shared::load(config).unwrap_or_else(|e| panic!("reload config: {e}"));
+        self.runtime.replace(shared);
     }
 
     /// The request-target for `suffix` under the registered endpoint.
