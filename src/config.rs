@@ -201,7 +201,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Validates configuration `text` as if read from `path`, without touching the file system:
 /// `path` only names the file in errors and anchors relative paths.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let source = Source { text, file: path };
+    let source = Source::new(text, path);
     let raw: raw::RawConfig = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
     validate::validate(raw, &source)
 }

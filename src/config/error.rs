@@ -44,6 +44,18 @@ impl std::error::Error for ConfigError {}
 pub(super) struct Source<'a> {
     pub text: &'a str,
     pub file: &'a Path,
+    /// Byte offset where each line starts, so a line number costs a binary search: a config
+    /// with thousands of consumers asks for thousands of them.
+    line_starts: Vec<usize>,
+}
+
+impl<'a> Source<'a> {
+    pub fn new(text: &'a str, file: &'a Path) -> Source<'a> {
+        let line_starts = std::iter::once(0)
+            .chain(text.bytes().enumerate().filter(|&(_, b)| b == b'\n').map(|(i, _)| i + 1))
+            .collect();
+        Source { text, file, line_starts }
+    }
 }
 
 impl Source<'_> {
@@ -74,8 +86,9 @@ impl Source<'_> {
 
     /// 1-based line holding byte `offset`.
     pub fn line(&self, offset: usize) -> usize {
-        let before = &self.text.as_bytes()[..offset.min(self.text.len())];
-        before.iter().filter(|&&b| b == b'\n').count() + 1
+        let offset = offset.min(self.text.len());
+        // The number of lines starting at or before `offset` is the 1-based line number.
+        self.line_starts.partition_point(|&start| start <= offset)
     }
 
     /// A path from the file, resolved against the file's folder unless absolute.

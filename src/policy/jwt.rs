@@ -21,14 +21,14 @@ pub struct Claims {
 /// The signature may be empty (`alg: none`); header and payload must be base64url JSON objects,
 /// and the header must name an `alg`.
 pub fn parse_bearer(value: &[u8]) -> Option<Claims> {
-    let value = std::str::from_utf8(value).ok()?.trim();
-    let (scheme, token) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let value = value.trim_ascii();
+    let space = value.iter().position(|&b| b == b' ')?;
+    if !value[..space].eq_ignore_ascii_case(b"bearer") {
         return None;
     }
-    let mut parts = token.trim_start().split('.');
+    let mut parts = value[space + 1..].trim_ascii().split(|&b| b == b'.');
     let (header, payload, signature) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || !signature.bytes().all(is_base64url) {
+    if parts.next().is_some() || !signature.iter().all(|&b| is_base64url(b)) {
         return None;
     }
     let header: Object<HeaderFields> = serde_json::from_slice(&base64url_decode(header)?).ok()?;
@@ -172,26 +172,23 @@ fn text(v: &serde_json::Value) -> Option<String> {
 }
 
 fn is_base64url(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+    BASE64URL[usize::from(b)] != INVALID
 }
 
 /// Unpadded base64url (RFC 7515 section 2); trailing `=` padding is tolerated.
-fn base64url_decode(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim_end_matches('=');
+fn base64url_decode(s: &[u8]) -> Option<Vec<u8>> {
+    let end = s.iter().rposition(|&b| b != b'=').map_or(0, |i| i + 1);
+    let s = &s[..end];
     if s.is_empty() || s.len() % 4 == 1 {
         return None;
     }
     let mut out = Vec::with_capacity(s.len() * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0u32);
-    for b in s.bytes() {
-        let v = match b {
-            b'A'..=b'Z' => b - b'A',
-            b'a'..=b'z' => b - b'a' + 26,
-            b'0'..=b'9' => b - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return None,
-        };
+    for &b in s {
+        let v = BASE64URL[usize::from(b)];
+        if v == INVALID {
+            return None;
+        }
         acc = (acc << 6) | u32::from(v);
         bits += 6;
         if bits >= 8 {
@@ -201,6 +198,20 @@ fn base64url_decode(s: &str) -> Option<Vec<u8>> {
     }
     Some(out)
 }
+
+const INVALID: u8 = 0xff;
+
+/// Sextet value of each byte in the base64url alphabet; `INVALID` for the rest.
+const BASE64URL: [u8; 256] = {
+    let mut table = [INVALID; 256];
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut i = 0;
+    while i < alphabet.len() {
+        table[alphabet[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {
