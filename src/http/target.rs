@@ -26,7 +26,12 @@ pub enum TargetError {
 impl Target {
     /// The path without the query.
     pub fn path(&self) -> &str {
-        self.path_and_query.split('?').next().unwrap_or("")
+        let end = self
+            .path_and_query
+            .bytes()
+            .position(|b| b == b'?')
+            .unwrap_or(self.path_and_query.len());
+        &self.path_and_query[..end]
     }
 
     /// `host[:port]` as it goes in a `Host` header.
@@ -67,7 +72,10 @@ pub fn parse(raw: &str) -> Result<Target, TargetError> {
     {
         return Err(TargetError::BadPath);
     }
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority_end = rest
+        .bytes()
+        .position(|b| b == b'/' || b == b'?')
+        .unwrap_or(rest.len());
     let (host, port) = parse_authority(&rest[..authority_end])?;
     let path_and_query = match &rest[authority_end..] {
         "" => "/".to_string(),
@@ -86,7 +94,7 @@ pub fn parse(raw: &str) -> Result<Target, TargetError> {
 }
 
 fn parse_authority(authority: &str) -> Result<(String, Option<u16>), TargetError> {
-    if authority.is_empty() || authority.contains('@') {
+    if authority.is_empty() || authority.bytes().any(|b| b == b'@') {
         return Err(TargetError::BadAuthority);
     }
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
@@ -132,8 +140,8 @@ fn parse_authority(authority: &str) -> Result<(String, Option<u16>), TargetError
 /// `.` and `..` segments (also percent-encoded) would let a provider resolve a path outside
 /// the registered endpoint after our prefix check passed.
 fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|segment| {
-        let mut rest = segment.as_bytes();
+    path.as_bytes().split(|&b| b == b'/').any(|segment| {
+        let mut rest = segment;
         let mut dots = 0;
         while !rest.is_empty() {
             if rest[0] == b'.' {

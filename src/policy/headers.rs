@@ -51,12 +51,15 @@ fn single(head: &RequestHead, name: &'static str, valid: fn(&str) -> bool) -> Re
 
 /// 8-4-4-4-12 hexadecimal digits.
 pub fn is_uuid(v: &str) -> bool {
-    let groups: Vec<&str> = v.split('-').collect();
-    groups.len() == 5
-        && groups
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+    let b = v.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                *c == b'-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
 }
 
 /// ASIDs are numeric strings; 12 digits in every known example, 1–20 accepted.

@@ -182,19 +182,35 @@ fn base64url_decode(s: &[u8]) -> Option<Vec<u8>> {
     if s.is_empty() || s.len() % 4 == 1 {
         return None;
     }
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for &b in s {
-        let v = BASE64URL[usize::from(b)];
-        if v == INVALID {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4 + 3);
+    let quads = s.chunks_exact(4);
+    let tail = quads.remainder();
+    for q in quads {
+        let v = [
+            BASE64URL[usize::from(q[0])],
+            BASE64URL[usize::from(q[1])],
+            BASE64URL[usize::from(q[2])],
+            BASE64URL[usize::from(q[3])],
+        ];
+        // Valid sextets are below 64; INVALID has the top bits set.
+        if (v[0] | v[1] | v[2] | v[3]) & 0xc0 != 0 {
             return None;
         }
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
+        let n = u32::from(v[0]) << 18 | u32::from(v[1]) << 12 | u32::from(v[2]) << 6 | u32::from(v[3]);
+        out.extend_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8]);
+    }
+    if !tail.is_empty() {
+        // 2 or 3 characters left: 1 or 2 more bytes, at the top of the 24 bits.
+        let mut n = 0u32;
+        for &b in tail {
+            let v = BASE64URL[usize::from(b)];
+            if v == INVALID {
+                return None;
+            }
+            n = n << 6 | u32::from(v);
         }
+        n <<= 6 * (4 - tail.len() as u32);
+        out.extend_from_slice(&[(n >> 16) as u8, (n >> 8) as u8][..tail.len() - 1]);
     }
     Some(out)
 }
@@ -257,6 +273,18 @@ mod tests {
         assert_eq!(claims.requesting_organization.as_deref(), Some("FA123"));
         assert_eq!(claims.requesting_practitioner.as_deref(), Some("10019"));
         assert_eq!(claims.reason_for_request.as_deref(), Some("directcare"));
+    }
+
+    #[test]
+    fn base64url_decodes_every_tail_length() {
+        assert_eq!(base64url_decode(b"YWJj").unwrap(), b"abc");
+        assert_eq!(base64url_decode(b"YWJjZA").unwrap(), b"abcd");
+        assert_eq!(base64url_decode(b"YWJjZGU").unwrap(), b"abcde");
+        assert_eq!(base64url_decode(b"YWJjZA==").unwrap(), b"abcd");
+        assert_eq!(base64url_decode(b"_-8").unwrap(), [0xff, 0xef]);
+        assert!(base64url_decode(b"YWJjZ").is_none());
+        assert!(base64url_decode(b"YW+j").is_none());
+        assert!(base64url_decode(b"").is_none());
     }
 
     #[test]
