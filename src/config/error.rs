@@ -52,9 +52,18 @@ pub(super) struct Source<'a> {
 impl<'a> Source<'a> {
     pub fn new(text: &'a str, file: &'a Path) -> Source<'a> {
         let line_starts = std::iter::once(0)
-            .chain(text.bytes().enumerate().filter(|&(_, b)| b == b'\n').map(|(i, _)| i + 1))
+            .chain(
+                text.bytes()
+                    .enumerate()
+                    .filter(|&(_, b)| b == b'\n')
+                    .map(|(i, _)| i + 1),
+            )
             .collect();
-        Source { text, file, line_starts }
+        Source {
+            text,
+            file,
+            line_starts,
+        }
     }
 }
 
