@@ -43,6 +43,8 @@ pub struct Allowlist {
 
 #[derive(Debug)]
 struct ConsumerRule {
+    /// Position in the configuration; rate limits are kept by it.
+    index: usize,
     fqdn: String,
     interactions: Set,
     providers: Set,
@@ -60,8 +62,10 @@ impl Allowlist {
     pub fn new(consumers: &[Consumer], providers: &[Provider]) -> Self {
         let consumers = consumers
             .iter()
-            .map(|c| {
+            .enumerate()
+            .map(|(index, c)| {
                 let rule = ConsumerRule {
+                    index,
                     fqdn: c.fqdn.to_ascii_lowercase(),
                     interactions: c.interactions.iter().cloned().collect(),
                     providers: c.providers.iter().cloned().collect(),
@@ -84,29 +88,29 @@ impl Allowlist {
         Allowlist { consumers, providers }
     }
 
-    /// Runs rows 9 to 12 in order; on success, the index of the provider to forward to.
+    /// Runs rows 9 to 12 in order; on success, who is calling whom.
     pub fn check(
         &self,
         certificate_cn: Option<&str>,
         ssp: &SspHeaders,
         target: &Target,
-    ) -> Result<usize, Refusal> {
-        let sender_ok = self.consumers.get(&ssp.from).is_some_and(|c| {
+    ) -> Result<Route, Refusal> {
+        let sender = self.consumers.get(&ssp.from).filter(|c| {
             // DNS names compare case-insensitively.
             certificate_cn.is_some_and(|cn| cn.eq_ignore_ascii_case(&c.fqdn))
                 && c.interactions.contains(&ssp.interaction)
         });
-        if !sender_ok {
+        let Some(sender) = sender else {
             return Err(Refusal::SenderCheckFailed {
                 from: ssp.from.clone(),
             });
-        }
+        };
         let receiver = self
             .providers
             .get(&ssp.to)
             .filter(|p| p.interactions.contains(&ssp.interaction))
             .ok_or_else(|| Refusal::ReceiverCheckFailed { to: ssp.to.clone() })?;
-        if !self.consumers[&ssp.from].providers.contains(&ssp.to) {
+        if !sender.providers.contains(&ssp.to) {
             return Err(Refusal::NoAgreement {
                 from: ssp.from.clone(),
                 to: ssp.to.clone(),
@@ -118,8 +122,15 @@ impl Allowlist {
                 target: target.to_string(),
             });
         }
-        Ok(receiver.index)
+        Ok(Route { consumer: sender.index, provider: receiver.index })
     }
+}
+
+/// An allowed pair, by position in the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub consumer: usize,
+    pub provider: usize,
 }
 
 /// Row 12, exactly as SPEC section 1 says: same host as registered (an IP for a name is a
@@ -208,7 +219,7 @@ mod tests {
     fn allowed_request_routes_to_its_provider() {
         assert_eq!(
             allowlist().check(Some("A.Example.NHS.uk"), &ssp("1", "9", SEARCH), &target(GOOD)),
-            Ok(0)
+            Ok(Route { consumer: 0, provider: 0 })
         );
     }
 

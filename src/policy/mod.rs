@@ -8,6 +8,7 @@ pub mod identity;
 pub mod jwt;
 pub mod refusal;
 pub mod revocation;
+pub mod throttle;
 
 use crate::http::request::{BodyFraming, RequestHead};
 use crate::http::target::{self, Target};
@@ -31,8 +32,8 @@ pub struct Rules {
 #[derive(Debug, Clone)]
 pub struct Admission {
     pub target: Target,
-    /// Index of the provider in the configuration.
-    pub provider: usize,
+    /// Indexes of the consumer and the provider in the configuration.
+    pub route: allowlist::Route,
     pub ssp: SspHeaders,
 }
 
@@ -53,7 +54,7 @@ pub fn admit(rules: &Rules, head: &RequestHead, identity: &Identity, now: i64) -
         return Err(Refusal::CertificateRevoked);
     }
     // Rows 9–12.
-    let provider = rules.allowlist.check(identity.cn.as_deref(), &ssp, &target)?;
+    let route = rules.allowlist.check(identity.cn.as_deref(), &ssp, &target)?;
     // Row 13, for bodies whose size is declared; chunked bodies are counted as they stream.
     if let BodyFraming::Length(n) = head.framing
         && n > rules.max_body_bytes
@@ -62,7 +63,7 @@ pub fn admit(rules: &Rules, head: &RequestHead, identity: &Identity, now: i64) -
     }
     Ok(Admission {
         target,
-        provider,
+        route,
         ssp,
     })
 }

@@ -29,6 +29,10 @@ pub enum Refusal {
     EndpointMismatch { endpoint: String, target: String },
     /// Row 13.
     PayloadTooLarge,
+    /// Row 14, with the figures for `Retry-After` and `X-Rate-Limit-*` (seconds, rounded up).
+    Throttled { from: String, limit: u32, retry_after: u64, reset: u64 },
+    /// Row 15.
+    ProviderBusy { to: String },
     /// Row 17.
     ProviderFailed { target: String },
     /// Row 18.
@@ -50,6 +54,8 @@ impl Refusal {
             | Refusal::ReceiverCheckFailed { .. }
             | Refusal::NoAgreement { .. } => 403,
             Refusal::PayloadTooLarge => 413,
+            Refusal::Throttled { .. } => 429,
+            Refusal::ProviderBusy { .. } => 503,
             Refusal::ProviderFailed { .. } => 502,
             Refusal::ProviderTimeout { .. } => 504,
         }
@@ -60,8 +66,9 @@ impl Refusal {
             408 | 504 => IssueCode::Timeout,
             431 | 413 => IssueCode::TooCostly,
             405 => IssueCode::NotSupported,
+            429 => IssueCode::Throttled,
             403 => IssueCode::Forbidden,
-            502 => IssueCode::Transient,
+            502 | 503 => IssueCode::Transient,
             _ => IssueCode::Invalid,
         }
     }
@@ -86,6 +93,8 @@ impl Refusal {
                 format!("ENDPOINT_{endpoint}_VARIES_FROM_TARGETURL_{target}")
             }
             Refusal::PayloadTooLarge => "PAYLOAD_TOO_LARGE".into(),
+            Refusal::Throttled { from, .. } => format!("THROTTLED_MESSAGESENDER_{from}"),
+            Refusal::ProviderBusy { to } => format!("PROVIDER_BUSY_{to}"),
             Refusal::ProviderFailed { target } => format!("ERROR_COMMUNICATING_TO_ENDPOINT_URL_{target}"),
             Refusal::ProviderTimeout { target } => format!("TIMEOUT_COMMUNICATING_TO_ENDPOINT_URL_{target}"),
         }
@@ -105,6 +114,14 @@ impl Refusal {
     pub fn answer(&self) -> Answer {
         let fields = match self {
             Refusal::MethodNotAllowed { allowed } => vec![("Allow", allowed.clone())],
+            Refusal::Throttled { limit, retry_after, reset, .. } => vec![
+                ("Retry-After", retry_after.to_string()),
+                ("X-Rate-Limit-Limit", limit.to_string()),
+                ("X-Rate-Limit-Remaining", "0".to_string()),
+                ("X-Rate-Limit-Reset", reset.to_string()),
+            ],
+            // Providers answer within seconds (SPEC section 1): a place frees up soon.
+            Refusal::ProviderBusy { .. } => vec![("Retry-After", "1".to_string())],
             _ => Vec::new(),
         };
         Answer {
@@ -228,6 +245,21 @@ mod tests {
                 (status, code, token, close)
             );
         }
+    }
+
+    #[test]
+    fn throttled_answer_says_when_to_retry() {
+        let a = Refusal::Throttled { from: "1".into(), limit: 40, retry_after: 3, reset: 9 }.answer();
+        assert_eq!(
+            a.fields,
+            vec![
+                ("Retry-After", "3".to_string()),
+                ("X-Rate-Limit-Limit", "40".to_string()),
+                ("X-Rate-Limit-Remaining", "0".to_string()),
+                ("X-Rate-Limit-Reset", "9".to_string()),
+            ]
+        );
+        assert_eq!(Refusal::ProviderBusy { to: "2".into() }.answer().fields, vec![("Retry-After", "1".to_string())]);
     }
 
     #[test]

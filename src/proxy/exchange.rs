@@ -17,6 +17,7 @@ use crate::http::request::{BodyFraming, RequestHead, Version};
 use crate::http::response::{self, ResponseFraming};
 use crate::policy::Admission;
 use crate::policy::refusal::Refusal;
+use crate::policy::throttle::Permit;
 
 /// Plaintext staged for one side before we stop reading from the other (backpressure).
 pub const STAGE_LIMIT: usize = 64 * 1024;
@@ -30,6 +31,10 @@ pub enum ResponseState {
 pub struct Exchange {
     /// The configuration this request was admitted under; a reload does not change it.
     pub shared: Arc<Shared>,
+    /// This request's place among the provider's in flight (row 15), released on drop.
+    pub permit: Permit,
+    /// `X-Rate-Limit-*` fields for the consumer's answer (row 14).
+    pub rate_fields: String,
     pub admission: Admission,
     pub method: String,
     pub trace_id: Vec<u8>,
@@ -84,7 +89,17 @@ impl Exchange {
 }
 
 /// Begins forwarding an admitted request.
-pub fn start(c: &mut Client, key: usize, cx: &mut Cx, head: RequestHead, admission: Admission, now: Instant) {
+#[allow(clippy::too_many_arguments)]
+pub fn start(
+    c: &mut Client,
+    key: usize,
+    cx: &mut Cx,
+    head: RequestHead,
+    admission: Admission,
+    permit: Permit,
+    rate_fields: String,
+    now: Instant,
+) {
     let shared = cx.shared.clone();
     let mut to_upstream = Vec::with_capacity(head.len() + 96);
     let forwarded_for = shared.config.server.forwarded.then_some(c.peer);
@@ -125,6 +140,8 @@ pub fn start(c: &mut Client, key: usize, cx: &mut Cx, head: RequestHead, admissi
         close_client: false,
         deadline: now + shared.config.upstream.connect_timeout,
         shared,
+        permit,
+        rate_fields,
         awaiting_handshake: true,
         started: now,
         status: 0,
@@ -140,7 +157,7 @@ pub fn start(c: &mut Client, key: usize, cx: &mut Cx, head: RequestHead, admissi
 /// unless the provider has a fixed address).
 fn connect(c: &mut Client, key: usize, cx: &mut Cx, allow_pooled: bool, now: Instant) {
     let Some(ex) = c.exchange.as_mut() else { return };
-    let provider = ex.admission.provider;
+    let provider = ex.admission.route.provider;
     // A pooled connection that cannot be re-registered is dropped (closed) here.
     if allow_pooled
         && let Some(mut up) = cx.pool.take(provider)
@@ -170,7 +187,7 @@ fn connect(c: &mut Client, key: usize, cx: &mut Cx, allow_pooled: bool, now: Ins
 pub fn open(c: &mut Client, key: usize, cx: &mut Cx, addr: std::net::SocketAddr, now: Instant) {
     let Some(ex) = c.exchange.as_mut() else { return };
     ex.ticket = None;
-    let provider = ex.admission.provider;
+    let provider = ex.admission.route.provider;
     let route = &ex.shared.routes[provider];
     let opened = Upstream::connect(
         addr,
@@ -321,7 +338,7 @@ fn response_step(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool 
                 // HTTP/1.0 consumers do not understand interim answers.
                 let repeat_of_ours = head.status == 100 && ex.continue_sent;
                 if !ex.http10 && !repeat_of_ours {
-                    forward::write_response(&mut ex.to_client, &head, Persistence::Default, false);
+                    forward::write_response(&mut ex.to_client, &head, Persistence::Default, false, "");
                 }
                 return true;
             }
@@ -332,7 +349,7 @@ fn response_step(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool 
                 (false, true) => Persistence::KeepAlive,
                 (false, false) => Persistence::Default,
             };
-            forward::write_response(&mut ex.to_client, &head, persistence, dechunk);
+            forward::write_response(&mut ex.to_client, &head, persistence, dechunk, &ex.rate_fields);
             ex.status = head.status;
             ex.provider_keeps_alive = head.reusable;
             ex.response_started = true;

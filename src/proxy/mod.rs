@@ -11,12 +11,14 @@ mod worker;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use rustls::pki_types::ServerName;
 
 use crate::config::Config;
 use crate::policy::Rules;
 use crate::policy::allowlist::Allowlist;
+use crate::policy::throttle::{InFlight, Limit, RateLimits};
 use crate::tls::{self, Tls};
 
 /// Where and how to reach one provider.
@@ -37,6 +39,10 @@ pub struct Shared {
     pub crls: Vec<tls::CrlSummary>,
     pub rules: Rules,
     pub routes: Vec<Route>,
+    /// Row 14: each consumer's rate, by configuration position (reset by a reload).
+    pub rates: RateLimits,
+    /// Row 15: each provider's requests in flight.
+    pub in_flight: Arc<InFlight>,
 }
 
 /// The configuration in force, replaceable as a whole while the workers run (the CRL store
@@ -46,6 +52,8 @@ pub struct Runtime {
     generation: AtomicU64,
     /// Consumer connections open across all workers, for `max_connections`.
     pub connections: AtomicUsize,
+    /// Zero of the monotonic nanosecond clock the rate limits run on.
+    started: Instant,
 }
 
 impl Runtime {
@@ -58,12 +66,18 @@ impl Runtime {
             current: RwLock::new(shared),
             generation: AtomicU64::new(0),
             connections: AtomicUsize::new(0),
+            started: Instant::now(),
         }
     }
 
     pub fn current(&self) -> Arc<Shared> {
         // A panic while holding the lock cannot leave `Arc<Shared>` half-written.
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Nanoseconds since start, for the rate limits (monotonic, never wall time).
+    pub fn nanos(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.started).as_nanos() as u64
     }
 
     /// Changes on every `replace`; workers compare it before each batch of events.
@@ -126,7 +140,20 @@ impl Shared {
             allowlist: Allowlist::new(&config.consumers, &config.providers),
             revocations,
         };
+        let throttle = &config.throttle;
+        let rates = RateLimits::new(
+            config
+                .consumers
+                .iter()
+                .map(|c| Limit::new(c.rate.unwrap_or(throttle.rate), c.burst.unwrap_or(throttle.burst)))
+                .collect(),
+        );
+        let in_flight = InFlight::new(
+            config.providers.iter().map(|p| p.max_in_flight.unwrap_or(throttle.max_in_flight)).collect(),
+        );
         Ok(Shared {
+            rates,
+            in_flight,
             config,
             server_tls: server,
             client_tls: client,

@@ -26,6 +26,8 @@ use crate::http::head;
 use crate::http::request::BodyFraming;
 use crate::policy;
 use crate::policy::refusal::Refusal;
+use crate::policy::throttle::Permit;
+use crate::policy::Admission;
 
 /// How often deadlines are checked; timeouts fire at most this late.
 const TICK: Duration = Duration::from_millis(100);
@@ -52,7 +54,7 @@ pub struct Cx {
     pub pool: Pool,
     /// The configuration in force, refreshed from `runtime` before each batch of events.
     pub shared: Arc<Shared>,
-    runtime: Arc<Runtime>,
+    pub runtime: Arc<Runtime>,
     generation: u64,
     resolver: Sender<Question>,
     replies: Sender<resolver::Answer>,
@@ -447,16 +449,17 @@ fn on_head(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
     let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    match policy::admit(&cx.shared.rules, &head, identity, wall) {
-        Ok(admission) => exchange::start(c, key, cx, head, admission, now),
+    let shared = cx.shared.clone();
+    let admitted = policy::admit(&shared.rules, &head, identity, wall).and_then(|admission| {
+        let permits = limits(&shared, &admission, cx.runtime.nanos(now))?;
+        Ok((admission, permits))
+    });
+    match admitted {
+        Ok((admission, (permit, rate_fields))) => {
+            exchange::start(c, key, cx, head, admission, permit, rate_fields, now)
+        }
         Err(refusal) => {
-            log::debug!(
-                "{} {} {} {}",
-                c.peer,
-                identity.subject,
-                refusal.status(),
-                refusal.token()
-            );
+            log::debug!("{} {} {} {}", c.peer, identity.subject, refusal.status(), refusal.token());
             let ctx = Context {
                 trace_id: head.field("ssp-traceid"),
                 xml: answer::prefers_xml(head.field("accept")),
@@ -469,6 +472,44 @@ fn on_head(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
         }
     }
     true
+}
+
+/// Rows 14 and 15 for an admitted request: the sender's rate, then a place among the
+/// receiver's requests in flight. Returns the permit (released when the exchange ends) and the
+/// `X-Rate-Limit-*` fields for the answer.
+fn limits(shared: &Shared, admission: &Admission, nanos: u64) -> Result<(Permit, String), Refusal> {
+    let route = admission.route;
+    let limit = shared.rates.limit(route.consumer).map_or(0, |l| l.burst);
+    // An index the limiter does not know cannot happen; refuse rather than skip the limit.
+    let verdict = shared.rates.acquire(route.consumer, nanos).ok_or(Refusal::Throttled {
+        from: admission.ssp.from.clone(),
+        limit,
+        retry_after: 1,
+        reset: 1,
+    })?;
+    if !verdict.allowed {
+        return Err(Refusal::Throttled {
+            from: admission.ssp.from.clone(),
+            limit,
+            retry_after: whole_seconds(verdict.retry_after),
+            reset: whole_seconds(verdict.reset),
+        });
+    }
+    let permit = shared
+        .in_flight
+        .try_acquire(route.provider)
+        .ok_or_else(|| Refusal::ProviderBusy { to: admission.ssp.to.clone() })?;
+    let fields = format!(
+        "X-Rate-Limit-Limit: {limit}\r\nX-Rate-Limit-Remaining: {}\r\nX-Rate-Limit-Reset: {}\r\n",
+        verdict.remaining,
+        whole_seconds(verdict.reset)
+    );
+    Ok((permit, fields))
+}
+
+/// Nanoseconds as whole seconds, rounded up so a client that waits that long is not early.
+fn whole_seconds(nanos: u64) -> u64 {
+    nanos.div_ceil(1_000_000_000)
 }
 
 fn timed_out(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) {

@@ -142,6 +142,8 @@ pub struct Options {
     pub crl: Vec<&'static str>,
     pub upstream: String,
     pub limits: String,
+    /// `[throttle]` lines; by default limits high enough never to be met.
+    pub throttle: String,
     /// The provider's registered endpoint; `{port}` is replaced by the provider's port.
     pub endpoint: String,
     /// The certificate the provider presents (`fixtures/pki/<name>.pem`).
@@ -158,6 +160,7 @@ impl Default for Options {
             crl: vec!["level1c.crl"],
             upstream: String::new(),
             limits: String::new(),
+            throttle: "rate = 10000\nburst = 10000".into(),
             endpoint: format!("https://localhost:{{port}}{ROOT}"),
             provider_identity: "provider",
             dead_provider: false,
@@ -357,8 +360,7 @@ ca = "{pki}/nhs-ca.pem"
 {limits}
 
 [throttle]
-rate = 10000
-burst = 10000
+{throttle}
 
 [audit]
 dir = "{dir}/audit"
@@ -386,6 +388,7 @@ connect = "{provider}"
         server = o.server,
         upstream = o.upstream,
         limits = o.limits,
+        throttle = o.throttle,
     );
     for c in REGISTERED {
         let providers = if c.agreement {

@@ -1,0 +1,227 @@
+//! Rows 14 and 15: per-consumer rate limits (GCRA, exact across worker threads, O(1), no
+//! allocation per request) and per-provider concurrency caps. The arithmetic is a pure
+//! function of the stored state and the time passed in; the state is a slot of atomics.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+const NANOS_PER_SEC: f64 = 1e9;
+
+/// A consumer's rate: `rate` requests a second on average, up to `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limit {
+    /// Nanoseconds each request "costs" (1 / rate).
+    emission: u64,
+    /// How far ahead of now the theoretical arrival time may run: burst × emission.
+    capacity: u64,
+    pub burst: u32,
+}
+
+impl Limit {
+    pub fn new(rate: f64, burst: u32) -> Limit {
+        let emission = (NANOS_PER_SEC / rate).round().max(1.0) as u64;
+        let burst = burst.max(1);
+        Limit { emission, capacity: emission.saturating_mul(u64::from(burst)), burst }
+    }
+}
+
+/// What the limiter decided for one request, with the figures for `X-Rate-Limit-*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub allowed: bool,
+    /// The theoretical arrival time to store (unchanged when refused).
+    pub tat: u64,
+    /// Requests that could be made right now after this one.
+    pub remaining: u32,
+    /// Nanoseconds until a request would be allowed (0 when allowed).
+    pub retry_after: u64,
+    /// Nanoseconds until the full burst is available again.
+    pub reset: u64,
+}
+
+/// GCRA: a request at `now` is allowed when, after adding its cost, the theoretical arrival
+/// time is at most `capacity` ahead of `now`. Times are nanoseconds on a monotonic clock; a
+/// clock that seems to go backwards only makes the consumer wait, it never underflows.
+pub fn gcra(limit: &Limit, tat: u64, now: u64) -> Verdict {
+    let next = tat.max(now).saturating_add(limit.emission);
+    let ahead = next - now;
+    if ahead <= limit.capacity {
+        let remaining = ((limit.capacity - ahead) / limit.emission) as u32;
+        Verdict { allowed: true, tat: next, remaining, retry_after: 0, reset: ahead }
+    } else {
+        let current = tat.max(now) - now;
+        Verdict {
+            allowed: false,
+            tat,
+            remaining: 0,
+            retry_after: ahead - limit.capacity,
+            reset: current,
+        }
+    }
+}
+
+/// The rate state of every consumer, shared by all workers.
+#[derive(Debug)]
+pub struct RateLimits {
+    limits: Vec<Limit>,
+    tats: Vec<AtomicU64>,
+}
+
+impl RateLimits {
+    /// One limit per consumer, in configuration order.
+    pub fn new(limits: Vec<Limit>) -> RateLimits {
+        let tats = limits.iter().map(|_| AtomicU64::new(0)).collect();
+        RateLimits { limits, tats }
+    }
+
+    pub fn limit(&self, consumer: usize) -> Option<&Limit> {
+        self.limits.get(consumer)
+    }
+
+    /// Takes one request's worth from `consumer` at `now`, exactly even when several workers
+    /// race (compare-and-swap on the stored arrival time).
+    pub fn acquire(&self, consumer: usize, now: u64) -> Option<Verdict> {
+        let (limit, slot) = (self.limits.get(consumer)?, self.tats.get(consumer)?);
+        let mut tat = slot.load(Ordering::Acquire);
+        loop {
+            let verdict = gcra(limit, tat, now);
+            if !verdict.allowed {
+                return Some(verdict);
+            }
+            match slot.compare_exchange_weak(tat, verdict.tat, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Some(verdict),
+                Err(current) => tat = current,
+            }
+        }
+    }
+}
+
+/// Requests in flight to each provider, across all workers.
+#[derive(Debug)]
+pub struct InFlight {
+    caps: Vec<u32>,
+    counts: Vec<AtomicU32>,
+}
+
+impl InFlight {
+    pub fn new(caps: Vec<u32>) -> Arc<InFlight> {
+        let counts = caps.iter().map(|_| AtomicU32::new(0)).collect();
+        Arc::new(InFlight { caps, counts })
+    }
+
+    /// A place among `provider`'s in-flight requests, released when the permit is dropped
+    /// (on every path: success, error, timeout, consumer gone).
+    pub fn try_acquire(self: &Arc<Self>, provider: usize) -> Option<Permit> {
+        let (cap, count) = (*self.caps.get(provider)?, self.counts.get(provider)?);
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < cap).then_some(n + 1))
+            .ok()
+            .map(|_| Permit { in_flight: self.clone(), provider })
+    }
+
+    pub fn current(&self, provider: usize) -> u32 {
+        self.counts.get(provider).map_or(0, |c| c.load(Ordering::Acquire))
+    }
+}
+
+#[derive(Debug)]
+pub struct Permit {
+    in_flight: Arc<InFlight>,
+    provider: usize,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(count) = self.in_flight.counts.get(self.provider) {
+            count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    #[test]
+    fn a_burst_is_allowed_then_refused_with_the_wait() {
+        let limit = Limit::new(2.0, 3);
+        let mut tat = 0;
+        let now = 10 * SEC;
+        for expected_remaining in [2, 1, 0] {
+            let v = gcra(&limit, tat, now);
+            assert!(v.allowed);
+            assert_eq!(v.remaining, expected_remaining);
+            tat = v.tat;
+        }
+        let refused = gcra(&limit, tat, now);
+        assert!(!refused.allowed);
+        assert_eq!(refused.tat, tat, "a refusal costs nothing");
+        assert_eq!(refused.retry_after, SEC / 2);
+        assert_eq!(refused.reset, 3 * SEC / 2);
+    }
+
+    #[test]
+    fn capacity_refills_at_the_rate() {
+        let limit = Limit::new(2.0, 3);
+        let mut tat = 0;
+        let start = 100 * SEC;
+        for _ in 0..3 {
+            tat = gcra(&limit, tat, start).tat;
+        }
+        assert!(!gcra(&limit, tat, start + SEC / 2 - 1).allowed);
+        let v = gcra(&limit, tat, start + SEC / 2);
+        assert!(v.allowed);
+        assert_eq!(v.remaining, 0);
+        // After a long idle the whole burst is back, never more.
+        let idle = gcra(&limit, tat, start + 3600 * SEC);
+        assert_eq!(idle.remaining, 2);
+    }
+
+    #[test]
+    fn clock_going_backwards_never_grants_extra() {
+        let limit = Limit::new(1.0, 1);
+        let now = 50 * SEC;
+        let first = gcra(&limit, 0, now);
+        assert!(first.allowed);
+        let earlier = gcra(&limit, first.tat, now - 10 * SEC);
+        assert!(!earlier.allowed);
+        assert_eq!(earlier.retry_after, 11 * SEC, "wait until the stored arrival time");
+    }
+
+    #[test]
+    fn fractional_rates_work() {
+        let limit = Limit::new(0.5, 1);
+        let v = gcra(&limit, 0, 10 * SEC);
+        assert!(v.allowed);
+        assert_eq!(gcra(&limit, v.tat, 10 * SEC).retry_after, 2 * SEC);
+    }
+
+    #[test]
+    fn shared_limits_are_exact_across_threads() {
+        let limits = Arc::new(RateLimits::new(vec![Limit::new(1.0, 1000)]));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let limits = limits.clone();
+                std::thread::spawn(move || {
+                    (0..1000).filter(|_| limits.acquire(0, 5 * SEC).is_some_and(|v| v.allowed)).count()
+                })
+            })
+            .collect();
+        let allowed: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(allowed, 1000, "exactly the burst, whatever the interleaving");
+    }
+
+    #[test]
+    fn in_flight_permits_are_capped_and_released_on_drop() {
+        let in_flight = InFlight::new(vec![2]);
+        let a = in_flight.try_acquire(0).unwrap();
+        let _b = in_flight.try_acquire(0).unwrap();
+        assert!(in_flight.try_acquire(0).is_none());
+        drop(a);
+        assert_eq!(in_flight.current(0), 1);
+        assert!(in_flight.try_acquire(0).is_some());
+        assert!(in_flight.try_acquire(7).is_none(), "unknown provider");
+    }
+}
