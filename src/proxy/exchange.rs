@@ -31,8 +31,9 @@ pub enum ResponseState {
 pub struct Exchange {
     /// The configuration this request was admitted under; a reload does not change it.
     pub shared: Arc<Shared>,
-    /// This request's place among the provider's in flight (row 15), released on drop.
-    pub permit: Permit,
+    /// This request's place among the provider's in flight (row 15): held, never read, so
+    /// that dropping the exchange on any path releases it.
+    _permit: Permit,
     /// `X-Rate-Limit-*` fields for the consumer's answer (row 14).
     pub rate_fields: String,
     pub admission: Admission,
@@ -140,7 +141,7 @@ pub fn start(
         close_client: false,
         deadline: now + shared.config.upstream.connect_timeout,
         shared,
-        permit,
+        _permit: permit,
         rate_fields,
         awaiting_handshake: true,
         started: now,
