@@ -142,3 +142,36 @@ fn max_connections_holds_and_the_open_connections_are_still_served() {
         }
     }
 }
+
+#[test]
+fn address_flooding_bad_handshakes_is_cut_off_at_accept_then_let_back() {
+    let proxy = Proxy::start();
+    // A burst of 20 refused handshakes is tolerated; these go past it.
+    for _ in 0..24 {
+        let mut bad = Consumer::connect(proxy.addr, client_config(&OTHER_CA));
+        assert!(bad.send(&proxy.get()).and_then(|_| bad.read_response()).is_err());
+    }
+    let mut cut_off = Consumer::connect(proxy.addr, client_config(&CONSUMER_A));
+    assert!(
+        cut_off
+            .send(&proxy.get())
+            .and_then(|_| cut_off.read_response())
+            .is_err(),
+        "the flooding address is closed at accept, good certificate or not"
+    );
+    proxy.assert_nothing_forwarded("flood");
+
+    // One refused handshake a second refills the allowance: the address is let back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut good = Consumer::connect(proxy.addr, client_config(&CONSUMER_A));
+        match good.send(&proxy.get()).and_then(|_| good.read_response()) {
+            Ok(r) => {
+                assert_eq!(r.status, 200);
+                break;
+            }
+            Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(250)),
+            Err(e) => panic!("the address was never let back: {e}"),
+        }
+    }
+}

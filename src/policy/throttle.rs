@@ -138,6 +138,42 @@ impl Drop for Permit {
     }
 }
 
+/// Refused handshakes per consumer address: each costs a token from a small bucket, and an
+/// address whose bucket is empty has its new connections closed at accept, before any TLS
+/// work, until it refills. A flood of bad handshakes then costs an `accept` and a `close`.
+#[derive(Debug)]
+pub struct HandshakeFailures {
+    limit: Limit,
+    tats: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u64>>,
+}
+
+/// Addresses remembered before stale ones are forgotten, bounding memory under a flood from
+/// many addresses.
+const MAX_REMEMBERED: usize = 65_536;
+
+impl HandshakeFailures {
+    pub fn new(limit: Limit) -> HandshakeFailures {
+        HandshakeFailures { limit, tats: Default::default() }
+    }
+
+    /// Counts one refused handshake from `addr`.
+    pub fn record(&self, addr: std::net::IpAddr, now: u64) {
+        let mut tats = self.tats.lock().unwrap_or_else(|e| e.into_inner());
+        if tats.len() >= MAX_REMEMBERED {
+            tats.retain(|_, tat| *tat > now);
+        }
+        let tat = tats.entry(addr).or_insert(0);
+        // Refused or not, the failure is counted: the arrival time keeps running ahead.
+        *tat = (*tat).max(now).saturating_add(self.limit.emission);
+    }
+
+    /// Whether `addr` has used up its allowance of refused handshakes.
+    pub fn is_blocked(&self, addr: std::net::IpAddr, now: u64) -> bool {
+        let tats = self.tats.lock().unwrap_or_else(|e| e.into_inner());
+        tats.get(&addr).is_some_and(|&tat| tat.saturating_sub(now) > self.limit.capacity)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +247,22 @@ mod tests {
             .collect();
         let allowed: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
         assert_eq!(allowed, 1000, "exactly the burst, whatever the interleaving");
+    }
+
+    #[test]
+    fn an_address_with_too_many_refused_handshakes_is_blocked_until_it_refills() {
+        let failures = HandshakeFailures::new(Limit::new(1.0, 3));
+        let (bad, good): (std::net::IpAddr, std::net::IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let now = 10 * SEC;
+        for _ in 0..3 {
+            assert!(!failures.is_blocked(bad, now));
+            failures.record(bad, now);
+        }
+        assert!(!failures.is_blocked(bad, now), "the burst itself is tolerated");
+        failures.record(bad, now);
+        assert!(failures.is_blocked(bad, now));
+        assert!(!failures.is_blocked(good, now), "other addresses are not affected");
+        assert!(!failures.is_blocked(bad, now + SEC), "blocked only until the bucket refills");
     }
 
     #[test]

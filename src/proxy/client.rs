@@ -53,6 +53,8 @@ pub struct Client {
     pub shut: bool,
     /// The connection is finished and can be dropped.
     pub done: bool,
+    /// The TLS handshake was refused (counted against the peer's address).
+    pub refused_handshake: bool,
 }
 
 impl Client {
@@ -72,6 +74,7 @@ impl Client {
             exchange: None,
             shut: false,
             done: false,
+            refused_handshake: false,
         }
     }
 
@@ -123,6 +126,7 @@ impl Client {
             Err(e) => {
                 if self.phase == Phase::Handshake {
                     log::warn!("tls: handshake from {} refused: {e}", self.peer);
+                    self.refused_handshake = true;
                 } else {
                     log::warn!("tls: error from {}: {e}", self.peer);
                 }

@@ -18,7 +18,7 @@ use rustls::pki_types::ServerName;
 use crate::config::Config;
 use crate::policy::Rules;
 use crate::policy::allowlist::Allowlist;
-use crate::policy::throttle::{InFlight, Limit, RateLimits};
+use crate::policy::throttle::{HandshakeFailures, InFlight, Limit, RateLimits};
 use crate::tls::{self, Tls};
 
 /// Where and how to reach one provider.
@@ -54,7 +54,13 @@ pub struct Runtime {
     pub connections: AtomicUsize,
     /// Zero of the monotonic nanosecond clock the rate limits run on.
     started: Instant,
+    /// Refused handshakes per address (see ARCHITECTURE.md, "Overload").
+    pub handshake_failures: HandshakeFailures,
 }
+
+/// Refused handshakes tolerated from one address: a burst of 20, then one a second.
+const HANDSHAKE_FAILURES_PER_SECOND: f64 = 1.0;
+const HANDSHAKE_FAILURE_BURST: u32 = 20;
 
 impl Runtime {
     pub fn new(shared: Shared) -> Runtime {
@@ -67,6 +73,10 @@ impl Runtime {
             generation: AtomicU64::new(0),
             connections: AtomicUsize::new(0),
             started: Instant::now(),
+            handshake_failures: HandshakeFailures::new(Limit::new(
+                HANDSHAKE_FAILURES_PER_SECOND,
+                HANDSHAKE_FAILURE_BURST,
+            )),
         }
     }
 

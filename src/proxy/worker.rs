@@ -290,6 +290,10 @@ impl Worker {
                     return;
                 }
             };
+            if self.cx.runtime.handshake_failures.is_blocked(peer.ip(), self.cx.runtime.nanos(now)) {
+                log::debug!("accept: {peer} refused, too many failed handshakes from its address");
+                continue;
+            }
             let open = &self.cx.runtime.connections;
             if open.fetch_add(1, Ordering::Relaxed) >= shared.config.limits.max_connections {
                 open.fetch_sub(1, Ordering::Relaxed);
@@ -381,7 +385,11 @@ impl Worker {
 
     fn reap(&mut self, key: usize) {
         if self.clients.get(key).is_some_and(|c| c.done) {
-            self.clients.remove(key);
+            let c = self.clients.remove(key);
+            if c.refused_handshake {
+                let runtime = &self.cx.runtime;
+                runtime.handshake_failures.record(c.peer.ip(), runtime.nanos(Instant::now()));
+            }
             self.cx.runtime.connections.fetch_sub(1, Ordering::Relaxed);
         }
     }
