@@ -104,6 +104,8 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Longer than zero.
     pub idle_timeout: Duration,
+    /// How long SIGTERM waits for requests in flight; zero stops at once.
+    pub drain_timeout: Duration,
     /// Uppercase HTTP tokens; never empty.
     pub methods: Vec<String>,
 }

@@ -5,5 +5,7 @@ pub mod demo;
 pub mod http;
 pub mod policy;
 pub mod proxy;
+pub mod service;
+pub mod systemd;
 pub mod tls;
 pub mod x509;

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use ssp::config::{self, CrlExpired};
-use ssp::proxy::{self, Shared};
+use ssp::proxy::{self, Runtime, Shared};
+use ssp::{service, systemd};
 use ssp::x509::format_utc;
 
 const USAGE: &str = "\
@@ -124,7 +125,7 @@ fn check(file: PathBuf) -> ExitCode {
 }
 
 fn run(file: PathBuf) -> ExitCode {
-    let shared = match load(file) {
+    let shared = match load(file.clone()) {
         Ok(shared) => shared,
         Err(e) => {
             eprintln!("{e}");
@@ -141,8 +142,19 @@ fn run(file: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match proxy::run(Arc::new(shared), listeners) {
-        Ok(()) => ExitCode::SUCCESS,
+    let runtime = Arc::new(Runtime::new(shared));
+    let started = service::handle_signals(runtime.clone(), file, Box::new(|| {}))
+        .and_then(|()| service::watchdog(runtime.clone()));
+    if let Err(e) = started {
+        eprintln!("ssp: {e}");
+        return ExitCode::FAILURE;
+    }
+    systemd::notify("READY=1");
+    match proxy::serve(runtime, listeners) {
+        Ok(()) => {
+            log::info!("stopped");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("ssp: {e}");
             ExitCode::FAILURE

@@ -64,6 +64,7 @@ pub(super) struct RawLimits {
     pub max_body_bytes: Field<u64>,
     pub header_timeout: Field<String>,
     pub idle_timeout: Field<String>,
+    pub drain_timeout: Field<String>,
     pub methods: List<String>,
 }
 

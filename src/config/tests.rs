@@ -164,6 +164,7 @@ fn spec_sections() -> Sections {
             max_body_bytes: 10_485_760,
             header_timeout: secs(10),
             idle_timeout: secs(60),
+            drain_timeout: secs(30),
             methods: vec!["GET".into(), "POST".into(), "PUT".into()],
         },
         Throttle {

@@ -150,6 +150,7 @@ fn limits(src: &Source<'_>, raw: Field<raw::RawLimits>) -> Result<Limits, Config
         max_body_bytes: t.or(l.max_body_bytes, "max_body_bytes", 10_485_760, Ok)?,
         header_timeout: t.or(l.header_timeout, "header_timeout", secs(10), positive_duration)?,
         idle_timeout: t.or(l.idle_timeout, "idle_timeout", secs(60), positive_duration)?,
+        drain_timeout: t.or(l.drain_timeout, "drain_timeout", secs(30), duration)?,
         methods: t
             .list(l.methods, "methods", Empty::Refused, method)?
             .unwrap_or_else(|| vec!["GET".into(), "POST".into(), "PUT".into()]),

@@ -9,7 +9,7 @@ mod upstream;
 mod worker;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -56,6 +56,10 @@ pub struct Runtime {
     started: Instant,
     /// Refused handshakes per address (see ARCHITECTURE.md, "Overload").
     pub handshake_failures: HandshakeFailures,
+    /// Set by SIGTERM: stop accepting, finish what is in flight, exit.
+    stopping: AtomicBool,
+    /// Each worker's last turn of its loop (nanos), for the systemd watchdog.
+    heartbeats: RwLock<Vec<Arc<AtomicU64>>>,
 }
 
 /// Refused handshakes tolerated from one address: a burst of 20, then one a second.
@@ -77,12 +81,39 @@ impl Runtime {
                 HANDSHAKE_FAILURES_PER_SECOND,
                 HANDSHAKE_FAILURE_BURST,
             )),
+            stopping: AtomicBool::new(false),
+            heartbeats: RwLock::new(Vec::new()),
         }
     }
 
     pub fn current(&self) -> Arc<Shared> {
         // A panic while holding the lock cannot leave `Arc<Shared>` half-written.
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Asks the workers to stop accepting and to finish once what is in flight is done.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// A heartbeat slot for one worker's loop.
+    pub fn heartbeat(&self) -> Arc<AtomicU64> {
+        let slot = Arc::new(AtomicU64::new(self.nanos(Instant::now())));
+        self.heartbeats.write().unwrap_or_else(|e| e.into_inner()).push(slot.clone());
+        slot
+    }
+
+    /// Whether every worker has turned its loop within `within` of `now`: a stuck loop stops
+    /// the watchdog pings, and systemd restarts us.
+    pub fn workers_alive(&self, now: Instant, within: std::time::Duration) -> bool {
+        let now = self.nanos(now);
+        let within = within.as_nanos() as u64;
+        let beats = self.heartbeats.read().unwrap_or_else(|e| e.into_inner());
+        !beats.is_empty() && beats.iter().all(|b| now.saturating_sub(b.load(Ordering::Acquire)) <= within)
     }
 
     /// Nanoseconds since start, for the rate limits (monotonic, never wall time).

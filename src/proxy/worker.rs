@@ -215,6 +215,8 @@ impl Worker {
     fn run(mut self) -> std::io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
+        let heartbeat = self.cx.runtime.heartbeat();
+        let mut drain_until: Option<Instant> = None;
         loop {
             let timeout = if self.busy.is_empty() {
                 next_tick.saturating_duration_since(Instant::now())
@@ -239,6 +241,41 @@ impl Worker {
                 self.tick(now);
                 next_tick = now + TICK;
             }
+            heartbeat.store(self.cx.runtime.nanos(now), Ordering::Release);
+            if self.cx.runtime.is_stopping() {
+                let until = *drain_until.get_or_insert_with(|| self.stop_accepting(now));
+                self.close_idle(now);
+                if self.clients.is_empty() || now >= until {
+                    log::info!("worker stopping with {} connections left", self.clients.len());
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// SIGTERM: no new connections on this worker; returns when draining must end.
+    fn stop_accepting(&mut self, now: Instant) -> Instant {
+        for listener in &mut self.listeners {
+            let _ = self.poll.registry().deregister(listener);
+        }
+        self.listeners.clear();
+        now + self.cx.shared.config.limits.drain_timeout
+    }
+
+    /// While draining: connections with nothing in flight are closed; the others are closed
+    /// as soon as their exchange ends.
+    fn close_idle(&mut self, now: Instant) {
+        let idle: Vec<usize> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| matches!(c.phase, Phase::Handshake | Phase::Head) && c.inbuf.is_empty())
+            .map(|(key, _)| key)
+            .collect();
+        for key in idle {
+            if let Some(c) = self.clients.get_mut(key) {
+                c.start_closing(now);
+            }
+            self.drive(key, now);
         }
     }
 

@@ -1,0 +1,244 @@
+//! SPEC section 6 on the real binary: SIGHUP reloads as one swap (and refuses a broken
+//! configuration whole), SIGTERM drains and exits 0, and systemd hears about each step.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ssp::demo::provider::{Handler, Reply, SeenRequest};
+
+/// `ssp run` on a harness configuration, with its log readable line by line.
+struct Ssp {
+    child: Child,
+    addr: SocketAddr,
+    log: Receiver<String>,
+}
+
+impl Ssp {
+    fn start(config: &Path, notify_socket: Option<&Path>) -> Ssp {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ssp"));
+        cmd.args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped());
+        if let Some(socket) = notify_socket {
+            cmd.env("NOTIFY_SOCKET", socket);
+        }
+        let mut child = cmd.spawn().expect("start ssp run");
+        let stderr = child.stderr.take().unwrap();
+        let (lines, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut ssp = Ssp {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            log,
+        };
+        let line = ssp.wait_for_log("listening on ");
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap();
+        ssp.addr = addr.parse().unwrap();
+        ssp
+    }
+
+    fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no log line containing {needle:?} within 10 s"),
+            }
+        }
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
+    fn consumer(&self, who: &Who) -> Consumer {
+        Consumer::connect(self.addr, client_config(who))
+    }
+
+    /// Waits for the process to exit by itself.
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "ssp did not exit within 15 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Ssp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn request(setup: &Setup, who: &Who, suffix: &str) -> Request {
+    Request {
+        method: "GET".into(),
+        target: format!("/{}{suffix}", setup.endpoint),
+        version: "HTTP/1.1",
+        fields: vec![
+            ("Host".into(), "localhost".into()),
+            ("Ssp-TraceID".into(), TRACE_ID.into()),
+            ("Ssp-From".into(), who.asid.into()),
+            ("Ssp-To".into(), PROVIDER_ASID.into()),
+            ("Ssp-InteractionID".into(), INTERACTION.into()),
+            ("Authorization".into(), JWT.into()),
+        ],
+        body: Vec::new(),
+    }
+}
+
+/// Gives consumer B the data-sharing agreement it lacks in the harness configuration.
+fn grant_b_an_agreement(config: &Path) {
+    let text = std::fs::read_to_string(config).unwrap();
+    let without = format!(
+        "asid = \"{}\"\nfqdn = \"{}\"\ninteractions = [\"{INTERACTION}\"]\nproviders = []",
+        CONSUMER_B.asid, CONSUMER_B.fqdn
+    );
+    assert!(text.contains(&without), "harness config changed shape");
+    let with = without.replace("providers = []", &format!("providers = [\"{PROVIDER_ASID}\"]"));
+    std::fs::write(config, text.replace(&without, &with)).unwrap();
+}
+
+#[test]
+fn sighup_puts_a_new_allowlist_in_force_and_open_connections_survive() {
+    let setup = Setup::new(&Options::default());
+    let ssp = Ssp::start(&setup.config, None);
+    let mut a = ssp.consumer(&CONSUMER_A);
+    let mut b = ssp.consumer(&CONSUMER_B);
+    assert_eq!(a.exchange(&request(&setup, &CONSUMER_A, SEARCH)).status, 200);
+    assert_eq!(b.exchange(&request(&setup, &CONSUMER_B, SEARCH)).status, 403);
+
+    grant_b_an_agreement(&setup.config);
+    ssp.signal(libc::SIGHUP);
+    ssp.wait_for_log("reload:");
+
+    assert_eq!(
+        b.exchange(&request(&setup, &CONSUMER_B, SEARCH)).status,
+        200,
+        "new rules on an old connection"
+    );
+    assert_eq!(
+        a.exchange(&request(&setup, &CONSUMER_A, SEARCH)).status,
+        200,
+        "kept-alive connection survives"
+    );
+}
+
+#[test]
+fn sighup_with_a_broken_config_keeps_the_old_one_serving() {
+    let setup = Setup::new(&Options::default());
+    let ssp = Ssp::start(&setup.config, None);
+    let mut a = ssp.consumer(&CONSUMER_A);
+    assert_eq!(a.exchange(&request(&setup, &CONSUMER_A, SEARCH)).status, 200);
+
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        text.replace("[limits]", "[limits]\nno_such_key = 1"),
+    )
+    .unwrap();
+    ssp.signal(libc::SIGHUP);
+    let line = ssp.wait_for_log("reload refused");
+    assert!(line.contains("no_such_key"), "the refusal names the key: {line}");
+
+    assert_eq!(a.exchange(&request(&setup, &CONSUMER_A, SEARCH)).status, 200);
+    assert_eq!(
+        ssp.consumer(&CONSUMER_A)
+            .exchange(&request(&setup, &CONSUMER_A, SEARCH))
+            .status,
+        200
+    );
+}
+
+#[test]
+fn sigterm_finishes_the_request_in_flight_then_exits_0() {
+    let slow: Handler = Arc::new(|req: &SeenRequest| {
+        let mut reply = Reply::json(200, "{}");
+        if req.target.contains("slow") {
+            reply.delay = Duration::from_millis(1000);
+        }
+        reply
+    });
+    let setup = Setup::new(&Options {
+        handler: slow,
+        ..Options::default()
+    });
+    let mut ssp = Ssp::start(&setup.config, None);
+    let mut in_flight = ssp.consumer(&CONSUMER_A);
+    let mut idle = ssp.consumer(&CONSUMER_A);
+    assert_eq!(idle.exchange(&request(&setup, &CONSUMER_A, SEARCH)).status, 200);
+    in_flight.send(&request(&setup, &CONSUMER_A, "/slow")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while setup.seen.lock().unwrap().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the slow request never reached the provider"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    ssp.signal(libc::SIGTERM);
+    ssp.wait_for_log("stopping");
+
+    let r = in_flight
+        .read_response()
+        .expect("the request in flight is answered");
+    assert_eq!(r.status, 200);
+    idle.assert_closed();
+    assert!(ssp.wait_exit().success(), "exit 0 after draining");
+}
+
+#[test]
+fn systemd_hears_ready_reloading_and_stopping() {
+    let setup = Setup::new(&Options::default());
+    let socket_path = setup.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).expect("a notification within 10 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut ssp = Ssp::start(&setup.config, Some(&socket_path));
+    assert_eq!(next(), "READY=1");
+
+    ssp.signal(libc::SIGHUP);
+    let reloading = next();
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading}"
+    );
+    assert_eq!(next(), "READY=1");
+
+    ssp.signal(libc::SIGTERM);
+    assert_eq!(next(), "STOPPING=1");
+    assert!(ssp.wait_exit().success());
+}
