@@ -1,0 +1,166 @@
+//! `ssp audit keygen` and `ssp audit verify` (SPEC section 2). Each prints and returns the exit
+//! code; `main.rs` only parses the arguments.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use super::files::{self, ACTIVE, LineRead};
+use super::hex;
+use super::record::{self, MAX_LINE};
+use super::seal::{self, Key};
+use super::verify::{Report, Role, Verifier};
+
+/// Exit code for usage and I/O errors.
+const ERROR: u8 = 3;
+
+/// `ssp audit keygen --out FILE`: writes the evolving key at epoch 0 (mode 0600, never over an
+/// existing file) and prints the initial key once.
+pub fn keygen(out: &Path) -> u8 {
+    let key = match seal::random::<32>() {
+        Ok(bytes) => Key::new(0, bytes),
+        Err(e) => {
+            eprintln!("ssp audit keygen: cannot read /dev/urandom: {e}");
+            return ERROR;
+        }
+    };
+    if let Err(e) = seal::create(out, &key) {
+        let why = if e.kind() == io::ErrorKind::AlreadyExists {
+            "already exists; an audit key is never overwritten (remove it first if you really mean to)".into()
+        } else {
+            e.to_string()
+        };
+        eprintln!("ssp audit keygen: {}: {why}", out.display());
+        return ERROR;
+    }
+    println!("audit key written to {} (epoch 0, mode 0600)", out.display());
+    println!("initial key: {}", hex::encode(key.bytes()));
+    println!(
+        "Keep the initial key OFF this machine (with the auditor): `ssp audit verify DIR --key-file K0` needs it \
+         to check every seal, and whoever holds it can forge seals. It is not shown again."
+    );
+    0
+}
+
+/// `ssp audit verify DIR [--key-file K0] [--require-sealed]`: one summary line; 0 intact,
+/// 1 tampered, 2 gap / truncation / unsealed tail (when sealing is required), 3 error.
+pub fn verify(dir: &Path, key_file: Option<&Path>, require_sealed: bool) -> u8 {
+    match check(dir, key_file, require_sealed) {
+        Ok(report) => {
+            println!("{}", report.summary());
+            report.exit_code()
+        }
+        Err(message) => {
+            eprintln!("ssp audit verify: {message}");
+            ERROR
+        }
+    }
+}
+
+fn check(dir: &Path, key_file: Option<&Path>, require_sealed: bool) -> Result<Report, String> {
+    let k0 = key_file.map(read_initial_key).transpose()?;
+    let ordered = chain_order(dir)?;
+    if ordered.is_empty() {
+        return Err(format!("{}: no audit files", dir.display()));
+    }
+    let mut verifier = Verifier::new(k0);
+    let mut buf = Vec::with_capacity(MAX_LINE);
+    for (name, role) in ordered {
+        let path = dir.join(&name);
+        let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut reader = BufReader::with_capacity(1 << 16, file);
+        verifier.begin_file(&name, role);
+        loop {
+            match files::next_line(&mut reader, &mut buf, MAX_LINE)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+            {
+                LineRead::Line { complete: true } => verifier.line(&buf),
+                LineRead::Line { complete: false } => verifier.partial_line(),
+                LineRead::TooLong => {
+                    verifier.overlong_line();
+                    break;
+                }
+                LineRead::Eof => break,
+            }
+        }
+    }
+    let mut report = verifier.finish(require_sealed);
+    report.check_torn(|name| side_file(&dir.join(name)));
+    Ok(report)
+}
+
+/// The initial key, from the hex keygen printed or a key file still at epoch 0.
+fn read_initial_key(path: &Path) -> Result<Key, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let key = Key::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if key.epoch() != 0 {
+        return Err(format!(
+            "{}: this key is at epoch {}; verify needs the initial key (epoch 0) that keygen printed",
+            path.display(),
+            key.epoch()
+        ));
+    }
+    Ok(key)
+}
+
+/// The audit files in chain order. Files are ordered by the seq of their first record, read
+/// from their contents rather than their names (the verifier then checks that each one links to
+/// the one before and that names agree); a file whose first line is unreadable is placed by its
+/// name, for the verifier to report.
+fn chain_order(dir: &Path) -> Result<Vec<(String, Role)>, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let (role, name_seq) = if name == ACTIVE {
+            (Role::Active, u64::MAX)
+        } else if let Some((time, first_seq)) = files::parse_rotated(&name) {
+            (
+                Role::Rotated {
+                    time: time.to_owned(),
+                    first_seq,
+                },
+                first_seq,
+            )
+        } else {
+            continue;
+        };
+        let path = dir.join(&name);
+        let first = first_seq(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        match first {
+            None if role == Role::Active && entry.metadata().is_ok_and(|m| m.len() == 0) => continue,
+            first => found.push((first.unwrap_or(name_seq), name, role)),
+        }
+    }
+    found.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    Ok(found.into_iter().map(|(_, name, role)| (name, role)).collect())
+}
+
+fn first_seq(path: &Path) -> io::Result<Option<u64>> {
+    let mut reader = BufReader::new(File::open(path)?);
+    let mut buf = Vec::new();
+    Ok(match files::next_line(&mut reader, &mut buf, MAX_LINE)? {
+        LineRead::Line { complete: true } => record::parse(&buf).ok().map(|p| p.seq),
+        _ => None,
+    })
+}
+
+/// Length and SHA-256 of a torn side file, if it is there.
+fn side_file(path: &Path) -> Option<(u64, [u8; 32])> {
+    let mut file = File::open(path).ok()?;
+    let mut hasher = Sha256::new();
+    let mut length = 0u64;
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = file.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        length += n as u64;
+    }
+    Some((length, hasher.finalize().into()))
+}

@@ -1,0 +1,57 @@
+//! What the proxy reports to the audit (SPEC section 5). The writer adds `seq`, `ts`, `prev`
+//! and `h`; everything else in a record comes from here.
+
+use std::net::SocketAddr;
+
+use crate::policy::jwt::Claims;
+
+/// One auditable happening, as the proxy sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A refused TLS handshake (row 1).
+    Tls {
+        peer: SocketAddr,
+        reason: String,
+        subject: Option<String>,
+    },
+    /// A refused request (rows 2–16), with the status and token it was answered with.
+    Deny {
+        request: RequestFacts,
+        status: u16,
+        token: String,
+    },
+    /// An admitted request, recorded before it is forwarded.
+    Req { request: RequestFacts },
+    /// A completed exchange; status 499 when the consumer went away first.
+    Res {
+        trace_id: String,
+        /// The `seq` of the matching `req` record, when it was made durable.
+        req_seq: Option<u64>,
+        status: u16,
+        token: Option<String>,
+        bytes_in: u64,
+        bytes_out: u64,
+        duration_ms: f64,
+        upstream_ms: Option<f64>,
+    },
+    /// Something an operator must look at.
+    Alarm { message: String },
+}
+
+/// Who asked for what, as far as the proxy had parsed it when it decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestFacts {
+    pub trace_id: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub interaction: Option<String>,
+    pub method: String,
+    pub target: String,
+    pub peer: SocketAddr,
+    pub subject: String,
+    pub issuer: String,
+    pub serial: String,
+    /// SHA-256 of the consumer certificate's DER, hex.
+    pub fingerprint: String,
+    pub claims: Option<Claims>,
+}

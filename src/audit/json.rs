@@ -1,0 +1,218 @@
+//! A tiny JSON writer with a fixed field order. Audit records are hashed over their exact
+//! bytes, so the writer must be deterministic and cheap; serde_json's map order and float
+//! formatting are not ours to pin. Output never contains a raw control character, so a record
+//! is always one line.
+
+/// A field value. Strings are the only values that can grow without bound, so they are the
+/// only ones [`shrink`] cuts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val {
+    Str(String),
+    Null,
+    U64(u64),
+    /// Written with three decimals (milliseconds to the microsecond); not finite → `null`.
+    F64(f64),
+    Bool(bool),
+    Obj(Vec<(&'static str, Val)>),
+    List(Vec<Val>),
+}
+
+impl Val {
+    pub fn str(s: &str) -> Val {
+        Val::Str(s.to_owned())
+    }
+
+    pub fn opt(s: &Option<String>) -> Val {
+        s.as_deref().map_or(Val::Null, Val::str)
+    }
+
+    pub fn opt_u64(n: Option<u64>) -> Val {
+        n.map_or(Val::Null, Val::U64)
+    }
+
+    pub fn opt_f64(n: Option<f64>) -> Val {
+        n.map_or(Val::Null, Val::F64)
+    }
+}
+
+/// Appends `,"name":value` for every field.
+pub fn write_fields(out: &mut String, fields: &[(&'static str, Val)]) {
+    for (name, val) in fields {
+        out.push(',');
+        write_str(out, name);
+        out.push(':');
+        write_val(out, val);
+    }
+}
+
+pub fn write_val(out: &mut String, val: &Val) {
+    match val {
+        Val::Str(s) => write_str(out, s),
+        Val::Null => out.push_str("null"),
+        Val::U64(n) => out.push_str(&n.to_string()),
+        Val::F64(x) if x.is_finite() => out.push_str(&format!("{x:.3}")),
+        Val::F64(_) => out.push_str("null"),
+        Val::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Val::Obj(fields) => {
+            out.push('{');
+            // write_fields leads every field with a comma; the first one is dropped.
+            let start = out.len();
+            write_fields(out, fields);
+            if out.len() > start {
+                out.remove(start);
+            }
+            out.push('}');
+        }
+        Val::List(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_val(out, item);
+            }
+            out.push(']');
+        }
+    }
+}
+
+/// A JSON string literal. Control characters are escaped, so no raw newline can split a record.
+pub fn write_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Cuts the longest string among `fields` (nested ones included) by at least `excess` bytes and
+/// returns its dotted name, or `None` when no string is left to cut.
+pub fn shrink(fields: &mut [(&'static str, Val)], excess: usize) -> Option<String> {
+    let second = nth_longest(fields, 1);
+    let (path, s) = longest(fields, String::new())?;
+    // Level the longest down to the next one rather than wiping it out, so that one huge field
+    // does not cost the others everything; halve when they are level.
+    let mut keep = s.len().saturating_sub(excess).max(second);
+    if keep >= s.len() {
+        keep = s.len().saturating_sub(excess).max(s.len() / 2);
+    }
+    while !s.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    s.truncate(keep);
+    Some(path)
+}
+
+/// The length of the `n`th longest string (0 = longest), or 0.
+fn nth_longest(fields: &[(&'static str, Val)], n: usize) -> usize {
+    fn collect(fields: &[(&'static str, Val)], out: &mut Vec<usize>) {
+        for (_, val) in fields {
+            match val {
+                Val::Str(s) => out.push(s.len()),
+                Val::Obj(inner) => collect(inner, out),
+                _ => {}
+            }
+        }
+    }
+    let mut lengths = Vec::new();
+    collect(fields, &mut lengths);
+    lengths.sort_unstable_by(|a, b| b.cmp(a));
+    lengths.get(n).copied().unwrap_or(0)
+}
+
+fn longest<'a>(fields: &'a mut [(&'static str, Val)], prefix: String) -> Option<(String, &'a mut String)> {
+    let mut best: Option<(String, &'a mut String)> = None;
+    for (name, val) in fields.iter_mut() {
+        let path = if prefix.is_empty() {
+            (*name).to_owned()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        let found = match val {
+            Val::Str(s) if !s.is_empty() => Some((path, s)),
+            Val::Obj(inner) => longest(inner, path),
+            _ => None,
+        };
+        if let Some((p, s)) = found
+            && best.as_ref().is_none_or(|(_, b)| s.len() > b.len())
+        {
+            best = Some((p, s));
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(fields: &[(&'static str, Val)]) -> String {
+        let mut out = String::new();
+        write_val(&mut out, &Val::Obj(fields.to_vec()));
+        out
+    }
+
+    #[test]
+    fn fields_keep_their_order_and_types() {
+        let fields = [
+            ("b", Val::U64(7)),
+            ("a", Val::str("x")),
+            ("n", Val::Null),
+            ("ms", Val::F64(1.23456)),
+            ("ok", Val::Bool(true)),
+            ("o", Val::Obj(vec![("k", Val::str("v"))])),
+            ("l", Val::List(vec![Val::str("p"), Val::U64(1)])),
+            ("e", Val::Obj(vec![])),
+        ];
+        assert_eq!(
+            render(&fields),
+            r#"{"b":7,"a":"x","n":null,"ms":1.235,"ok":true,"o":{"k":"v"},"l":["p",1],"e":{}}"#
+        );
+    }
+
+    #[test]
+    fn non_finite_numbers_are_null() {
+        assert_eq!(
+            render(&[("x", Val::F64(f64::NAN)), ("y", Val::F64(f64::INFINITY))]),
+            r#"{"x":null,"y":null}"#
+        );
+    }
+
+    #[test]
+    fn strings_never_contain_a_raw_control_character() {
+        let mut out = String::new();
+        write_str(&mut out, "a\"b\\c\nd\re\tf\u{0}g\u{1b}h\u{7f}é");
+        assert_eq!(out, r#""a\"b\\c\nd\re\tf\u0000g\u001bh\u007fé""#);
+        assert!(!out.bytes().any(|b| b < 0x20));
+        let back: String = serde_json::from_str(&out).unwrap();
+        assert_eq!(back, "a\"b\\c\nd\re\tf\u{0}g\u{1b}h\u{7f}é");
+    }
+
+    #[test]
+    fn shrink_cuts_the_longest_string_at_a_char_boundary() {
+        let mut fields = vec![
+            ("short", Val::str("abc")),
+            ("jwt", Val::Obj(vec![("sub", Val::str(&"é".repeat(10)))])),
+        ];
+        assert_eq!(shrink(&mut fields, 5).as_deref(), Some("jwt.sub"));
+        // 20 bytes minus 5 is 15, inside a two-byte character: cut back to 14.
+        assert_eq!(fields[1].1, Val::Obj(vec![("sub", Val::str(&"é".repeat(7)))]));
+        // Never below the next longest at once: 14 bytes minus 100 levels to 3 ("abc").
+        assert_eq!(shrink(&mut fields, 100).as_deref(), Some("jwt.sub"));
+        assert_eq!(fields[1].1, Val::Obj(vec![("sub", Val::str("é"))]));
+    }
+
+    #[test]
+    fn shrink_reports_when_nothing_is_left_to_cut() {
+        let mut fields = vec![("a", Val::str("")), ("b", Val::U64(1))];
+        assert_eq!(shrink(&mut fields, 10), None);
+    }
+}

@@ -1,0 +1,248 @@
+//! The transactions log (SPEC section 5): one JSON line per completed request with its timings.
+//! It is a performance log, not evidence: not hash-chained, not synced, and a record that
+//! cannot be queued or written is dropped (and counted in the error log) rather than ever
+//! slowing a worker down.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::AuditError;
+use super::json::{self, Val};
+use super::record::format_ts;
+
+/// Lines queued at most; beyond that they are dropped.
+const MAX_QUEUE: usize = 1 << 16;
+/// After a failed write, how long before the file is opened again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// One completed request. Durations in milliseconds; `None` where the step did not happen
+/// (no new TLS handshake on a kept-alive connection, a pooled upstream connection, …).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transaction {
+    pub trace_id: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub interaction: Option<String>,
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub tls_handshake_ms: Option<f64>,
+    pub queue_ms: f64,
+    pub upstream_connect_ms: Option<f64>,
+    pub upstream_tls_ms: Option<f64>,
+    pub ttfb_ms: Option<f64>,
+    pub total_ms: f64,
+    /// Whether a pooled upstream connection was reused.
+    pub reused: bool,
+}
+
+/// The line written for `t`, newline included.
+fn line(t: &Transaction, ts: &str) -> String {
+    let fields = [
+        ("ts", Val::str(ts)),
+        ("trace_id", Val::opt(&t.trace_id)),
+        ("from", Val::opt(&t.from)),
+        ("to", Val::opt(&t.to)),
+        ("interaction", Val::opt(&t.interaction)),
+        ("status", Val::U64(u64::from(t.status))),
+        ("bytes_in", Val::U64(t.bytes_in)),
+        ("bytes_out", Val::U64(t.bytes_out)),
+        ("tls_handshake_ms", Val::opt_f64(t.tls_handshake_ms)),
+        ("queue_ms", Val::F64(t.queue_ms)),
+        ("upstream_connect_ms", Val::opt_f64(t.upstream_connect_ms)),
+        ("upstream_tls_ms", Val::opt_f64(t.upstream_tls_ms)),
+        ("ttfb_ms", Val::opt_f64(t.ttfb_ms)),
+        ("total_ms", Val::F64(t.total_ms)),
+        ("reused", Val::Bool(t.reused)),
+    ];
+    let mut out = String::with_capacity(384);
+    json::write_val(&mut out, &Val::Obj(fields.to_vec()));
+    out.push('\n');
+    out
+}
+
+enum Msg {
+    Log(Transaction),
+    Reopen,
+    Shutdown,
+}
+
+/// The handle workers log through. Cheap to clone; a no-op when the log is switched off.
+#[derive(Debug, Clone)]
+pub struct Transactions {
+    inner: Option<Arc<Inner>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    tx: mpsc::Sender<Msg>,
+    queued: Arc<AtomicUsize>,
+    dropped: AtomicU64,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Transactions {
+    /// Opens (appending, creating) the log and starts its writer thread; `None` switches the
+    /// log off.
+    pub fn start(path: Option<PathBuf>) -> Result<Transactions, AuditError> {
+        let Some(path) = path else {
+            return Ok(Transactions { inner: None });
+        };
+        let file = open(&path).map_err(|e| AuditError::io(&path, e))?;
+        let (tx, rx) = mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let writer = LogWriter {
+            path: path.clone(),
+            out: Some(BufWriter::new(file)),
+            queued: queued.clone(),
+        };
+        let thread = thread::Builder::new()
+            .name("ssp-transactions".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| AuditError::io(&path, e))?;
+        let inner = Inner {
+            tx,
+            queued,
+            dropped: AtomicU64::new(0),
+            thread: Mutex::new(Some(thread)),
+        };
+        Ok(Transactions {
+            inner: Some(Arc::new(inner)),
+        })
+    }
+
+    /// Queues one line. Never blocks.
+    pub fn log(&self, t: Transaction) {
+        let Some(inner) = &self.inner else { return };
+        if inner.queued.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUE || inner.tx.send(Msg::Log(t)).is_err() {
+            inner.queued.fetch_sub(1, Ordering::Relaxed);
+            let dropped = inner.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                log::warn!("transactions log: {dropped} lines dropped (queue full or writer stopped)");
+            }
+        }
+    }
+
+    /// Closes and reopens the file by name (SIGUSR1, after logrotate moved it).
+    pub fn reopen(&self) {
+        if let Some(inner) = &self.inner {
+            let _ = inner.tx.send(Msg::Reopen);
+        }
+    }
+
+    /// Writes what is queued and stops the thread. Later calls do nothing.
+    pub fn shutdown(&self) {
+        let Some(inner) = &self.inner else { return };
+        let Some(thread) = inner.thread.lock().ok().and_then(|mut t| t.take()) else {
+            return;
+        };
+        let _ = inner.tx.send(Msg::Shutdown);
+        let _ = thread.join();
+    }
+}
+
+fn open(path: &PathBuf) -> io::Result<File> {
+    OpenOptions::new().append(true).create(true).open(path)
+}
+
+struct LogWriter {
+    path: PathBuf,
+    /// `None` after a failure, until the file can be opened again.
+    out: Option<BufWriter<File>>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl LogWriter {
+    fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        let mut retry_at = Instant::now();
+        while let Ok(first) = rx.recv() {
+            let mut msg = Some(first);
+            let mut stop = false;
+            // Drain what is queued, then flush once.
+            while let Some(m) = msg {
+                match m {
+                    Msg::Log(t) => {
+                        self.queued.fetch_sub(1, Ordering::Relaxed);
+                        if self.out.is_none() && Instant::now() >= retry_at {
+                            retry_at = Instant::now() + RETRY_EVERY;
+                            self.out = open(&self.path).ok().map(BufWriter::new);
+                        }
+                        if let Some(out) = &mut self.out
+                            && let Err(e) = out.write_all(line(&t, &format_ts(SystemTime::now())).as_bytes())
+                        {
+                            self.failed(&e);
+                        }
+                    }
+                    Msg::Reopen => {
+                        self.flush();
+                        match open(&self.path) {
+                            Ok(file) => self.out = Some(BufWriter::new(file)),
+                            Err(e) => self.failed(&e),
+                        }
+                    }
+                    Msg::Shutdown => stop = true,
+                }
+                msg = rx.try_recv().ok();
+            }
+            self.flush();
+            if stop {
+                return;
+            }
+        }
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        if let Some(out) = &mut self.out
+            && let Err(e) = out.flush()
+        {
+            self.failed(&e);
+        }
+    }
+
+    fn failed(&mut self, error: &io::Error) {
+        if self.out.take().is_some() {
+            log::error!(
+                "transactions log {}: {error}; lines are dropped until it can be written",
+                self.path.display()
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transaction_is_one_json_line_with_every_timing() {
+        let t = Transaction {
+            trace_id: Some("t-1".into()),
+            from: Some("200000000001".into()),
+            to: None,
+            interaction: Some("urn:x".into()),
+            status: 200,
+            bytes_in: 10,
+            bytes_out: 20,
+            tls_handshake_ms: Some(1.5),
+            queue_ms: 0.01,
+            upstream_connect_ms: None,
+            upstream_tls_ms: None,
+            ttfb_ms: Some(3.0),
+            total_ms: 4.25,
+            reused: true,
+        };
+        assert_eq!(
+            line(&t, "2026-03-21T10:04:05.123Z"),
+            "{\"ts\":\"2026-03-21T10:04:05.123Z\",\"trace_id\":\"t-1\",\"from\":\"200000000001\",\"to\":null,\
+             \"interaction\":\"urn:x\",\"status\":200,\"bytes_in\":10,\"bytes_out\":20,\"tls_handshake_ms\":1.500,\
+             \"queue_ms\":0.010,\"upstream_connect_ms\":null,\"upstream_tls_ms\":null,\"ttfb_ms\":3.000,\
+             \"total_ms\":4.250,\"reused\":true}\n"
+        );
+    }
+}

@@ -1,0 +1,788 @@
+//! The verifier, without I/O: fed the audit files in chain order, line by line, it checks
+//! every hash, seq, link, file boundary and (given the initial key) every seal. `cli::verify`
+//! reads the directory and prints the [`Report`].
+//!
+//! What counts as what (the exit codes of SPEC section 2):
+//! - tampered (1): a line that does not hash or parse, a seq or `prev` that does not follow
+//!   inside a file or across contiguous files, a record type out of place, a rotated file whose
+//!   name disagrees with its contents, a seal whose epoch or MAC is wrong, a torn side file that
+//!   does not match its declaration;
+//! - gap (2): records missing between files or before the first one, a rotated file that does
+//!   not end with `close`;
+//! - unsealed (2, only when sealing is required): records after the last seal, or an
+//!   incomplete last line.
+
+use super::files;
+use super::record::{self, GENESIS, Parsed, TornClaim};
+use super::seal::Key;
+
+/// The kind of file being fed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// `audit.jsonl`: must be the newest file; may end anywhere.
+    Active,
+    /// A renamed file, with the time and first seq its name claims.
+    Rotated { time: String, first_seq: u64 },
+}
+
+/// What a finding means for the exit code: tampered is 1, the rest 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Tampered,
+    Gap,
+    Truncated,
+    Unsealed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub kind: Kind,
+    pub file: String,
+    pub line: Option<u64>,
+    pub seq: Option<u64>,
+    pub message: String,
+}
+
+/// A `torn` record, for the caller to check against its side file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornAt {
+    pub file: String,
+    pub line: u64,
+    pub seq: u64,
+    pub claim: TornClaim,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub files: usize,
+    pub records: u64,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    /// The seq of the last seal (whose MAC verified, when a key was given).
+    pub sealed_through: Option<u64>,
+    pub seals: u64,
+    pub macs_checked: bool,
+    /// Records after the last seal.
+    pub unsealed_tail: u64,
+    pub torn: Vec<TornAt>,
+    pub findings: Vec<Finding>,
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    pub fn exit_code(&self) -> u8 {
+        match self.worst() {
+            None => 0,
+            Some(f) if f.kind == Kind::Tampered => 1,
+            Some(_) => 2,
+        }
+    }
+
+    /// The first tampering found, else the first other finding.
+    pub fn worst(&self) -> Option<&Finding> {
+        self.findings
+            .iter()
+            .find(|f| f.kind == Kind::Tampered)
+            .or(self.findings.first())
+    }
+
+    /// Checks each `torn` declaration against its side file: `side(name)` gives the side
+    /// file's length and SHA-256, or `None` if it is not there (the declaration then stands).
+    pub fn check_torn(&mut self, mut side: impl FnMut(&str) -> Option<(u64, [u8; 32])>) {
+        for torn in std::mem::take(&mut self.torn) {
+            let claim = &torn.claim;
+            let problem = if !files::is_torn_name(&claim.file) {
+                Some(format!("torn record names {:?}, not a side file", claim.file))
+            } else {
+                match side(&claim.file) {
+                    Some((length, sha256)) if (length, sha256) != (claim.length, claim.sha256) => {
+                        Some(format!("{} does not match its torn record", claim.file))
+                    }
+                    Some(_) => None,
+                    None => {
+                        self.notes
+                            .push(format!("{} declared torn bytes are not present", claim.file));
+                        None
+                    }
+                }
+            };
+            if let Some(message) = problem {
+                self.findings.push(Finding {
+                    kind: Kind::Tampered,
+                    file: torn.file.clone(),
+                    line: Some(torn.line),
+                    seq: Some(torn.seq),
+                    message,
+                });
+            }
+            self.torn.push(torn);
+        }
+    }
+
+    /// One line for the operator.
+    pub fn summary(&self) -> String {
+        let range = match (self.first_seq, self.last_seq) {
+            (Some(a), Some(b)) => format!("seq {a}..{b}"),
+            _ => "no records".into(),
+        };
+        let sealed = match self.sealed_through {
+            Some(s) if self.macs_checked => format!("sealed through seq {s} (MACs verified)"),
+            Some(s) => format!("sealed through seq {s} (MACs not checked: no key)"),
+            None => "never sealed".into(),
+        };
+        let status = match self.worst() {
+            None => "intact".to_owned(),
+            Some(f) => {
+                let label = match f.kind {
+                    Kind::Tampered => "TAMPERED",
+                    Kind::Gap => "GAP",
+                    Kind::Truncated => "TRUNCATED",
+                    Kind::Unsealed => "UNSEALED",
+                };
+                let line = f.line.map_or_else(String::new, |l| format!(" line {l}"));
+                let seq = f.seq.map_or_else(String::new, |s| format!(" seq {s}"));
+                format!("{label}: {}{line}{seq}: {}", f.file, f.message)
+            }
+        };
+        let mut out = format!(
+            "{status}; {} files, {} records, {range}, {sealed}, unsealed tail {} records",
+            self.files, self.records, self.unsealed_tail
+        );
+        for note in &self.notes {
+            out.push_str("; note: ");
+            out.push_str(note);
+        }
+        out
+    }
+}
+
+struct FileState {
+    name: String,
+    role: Role,
+    line: u64,
+    records: u64,
+    last: Option<Parsed>,
+}
+
+pub struct Verifier {
+    k0: Option<Key>,
+    /// The last key derived, so consecutive seals cost one hash each.
+    cursor: Option<Key>,
+    report: Report,
+    last: Option<(u64, [u8; 32])>,
+    expected_epoch: Option<u64>,
+    /// The key epoch a `start` declared since the last seal: the only allowed epoch jump.
+    declared_epoch: Option<u64>,
+    file: Option<FileState>,
+    active_seen: bool,
+    incomplete: bool,
+    /// After a tampering nothing later can be trusted or usefully checked.
+    stopped: bool,
+}
+
+impl Verifier {
+    /// `k0`: the initial key, to check seals; `None` checks everything else.
+    pub fn new(k0: Option<Key>) -> Verifier {
+        let report = Report {
+            macs_checked: k0.is_some(),
+            ..Report::default()
+        };
+        Verifier {
+            k0,
+            cursor: None,
+            report,
+            last: None,
+            expected_epoch: None,
+            declared_epoch: None,
+            file: None,
+            active_seen: false,
+            incomplete: false,
+            stopped: false,
+        }
+    }
+
+    pub fn begin_file(&mut self, name: &str, role: Role) {
+        self.end_file();
+        self.report.files += 1;
+        let active = role == Role::Active;
+        self.file = Some(FileState {
+            name: name.to_owned(),
+            role,
+            line: 0,
+            records: 0,
+            last: None,
+        });
+        if self.active_seen {
+            let message = format!(
+                "its records follow those of {}, which must be the newest file",
+                files::ACTIVE
+            );
+            self.finding(Kind::Tampered, None, None, message);
+        }
+        self.active_seen |= active;
+    }
+
+    /// A complete line, without its newline.
+    pub fn line(&mut self, bytes: &[u8]) {
+        let Some(line) = self.next_line() else { return };
+        let expected = self.last.map_or(0, |(seq, _)| seq + 1);
+        let parsed = match record::parse(bytes) {
+            Ok(p) => p,
+            Err(e) => return self.finding(Kind::Tampered, Some(line), Some(expected), e),
+        };
+        match self.follows(&parsed) {
+            Ok(()) => {}
+            Err((Kind::Tampered, message)) => {
+                return self.finding(Kind::Tampered, Some(line), Some(parsed.seq), message);
+            }
+            // After a gap the chain resumes with this record.
+            Err((kind, message)) => self.finding(kind, Some(line), Some(parsed.seq), message),
+        }
+        if let Err(message) = self.placement(&parsed).and_then(|()| self.check_seal(&parsed)) {
+            return self.finding(Kind::Tampered, Some(line), Some(parsed.seq), message);
+        }
+        if let Some(claim) = &parsed.torn {
+            let file = self.file_name();
+            self.report.torn.push(TornAt {
+                file,
+                line,
+                seq: parsed.seq,
+                claim: claim.clone(),
+            });
+        }
+        let report = &mut self.report;
+        report.records += 1;
+        report.first_seq.get_or_insert(parsed.seq);
+        report.last_seq = Some(parsed.seq);
+        report.unsealed_tail = if parsed.seal.is_some() {
+            0
+        } else {
+            report.unsealed_tail + 1
+        };
+        self.last = Some((parsed.seq, parsed.h));
+        if let Some(file) = &mut self.file {
+            file.records += 1;
+            file.last = Some(parsed);
+        }
+    }
+
+    /// The file ended without a newline after its last bytes.
+    pub fn partial_line(&mut self) {
+        let Some(line) = self.next_line() else { return };
+        if self.file.as_ref().is_some_and(|f| f.role == Role::Active) {
+            self.incomplete = true;
+            self.report.notes.push(format!(
+                "{} ends with an incomplete line (being written, or torn)",
+                files::ACTIVE
+            ));
+        } else {
+            self.finding(
+                Kind::Tampered,
+                Some(line),
+                None,
+                "incomplete last line in a rotated file".into(),
+            );
+        }
+    }
+
+    /// A line longer than any record.
+    pub fn overlong_line(&mut self) {
+        let Some(line) = self.next_line() else { return };
+        self.finding(
+            Kind::Tampered,
+            Some(line),
+            None,
+            format!("line longer than {} bytes", record::MAX_LINE),
+        );
+    }
+
+    pub fn finish(mut self, require_sealed: bool) -> Report {
+        self.end_file();
+        if require_sealed && !self.stopped && (self.report.unsealed_tail > 0 || self.incomplete) {
+            let after = self
+                .report
+                .sealed_through
+                .map_or_else(|| "no seal at all".into(), |s| format!("after seq {s}"));
+            let message = format!("{} records are not sealed ({after})", self.report.unsealed_tail);
+            self.report.findings.push(Finding {
+                kind: Kind::Unsealed,
+                file: files::ACTIVE.into(),
+                line: None,
+                seq: self.report.last_seq,
+                message,
+            });
+        }
+        self.report
+    }
+
+    fn next_line(&mut self) -> Option<u64> {
+        let file = self.file.as_mut()?;
+        file.line += 1;
+        (!self.stopped).then_some(file.line)
+    }
+
+    fn file_name(&self) -> String {
+        self.file.as_ref().map_or_else(String::new, |f| f.name.clone())
+    }
+
+    /// Does the record continue the chain? `Err((kind, why))` if not.
+    fn follows(&self, p: &Parsed) -> Result<(), (Kind, String)> {
+        let first_in_file = self.file.as_ref().is_some_and(|f| f.records == 0);
+        let Some((seq, h)) = self.last else {
+            return match (p.seq, p.prev == GENESIS) {
+                (0, true) => Ok(()),
+                (0, false) => Err((
+                    Kind::Tampered,
+                    "the first record does not link to the genesis hash".into(),
+                )),
+                (n, _) => Err((
+                    Kind::Gap,
+                    format!("the chain starts at seq {n}: the files before it are missing"),
+                )),
+            };
+        };
+        if p.seq == seq + 1 {
+            if p.prev != h {
+                return Err((
+                    Kind::Tampered,
+                    format!("prev does not match the hash of seq {seq}"),
+                ));
+            }
+            return Ok(());
+        }
+        if first_in_file && p.seq > seq + 1 {
+            return Err((
+                Kind::Gap,
+                format!("seq {}..{} are missing: a file was removed", seq + 1, p.seq - 1),
+            ));
+        }
+        Err((Kind::Tampered, format!("seq {} follows seq {seq}", p.seq)))
+    }
+
+    /// `open` first in every file and only there; nothing after `close`; names that match.
+    fn placement(&self, p: &Parsed) -> Result<(), String> {
+        let Some(file) = &self.file else { return Ok(()) };
+        let first = file.records == 0;
+        if first && p.kind != "open" {
+            return Err("the file does not start with an open record".into());
+        }
+        if !first && p.kind == "open" {
+            return Err("an open record inside a file".into());
+        }
+        if file.last.as_ref().is_some_and(|l| l.kind == "close") {
+            return Err("a record after close".into());
+        }
+        match &file.role {
+            Role::Rotated { first_seq, .. } if first && *first_seq != p.seq => {
+                Err(format!("the file name says it starts at seq {first_seq}"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn check_seal(&mut self, p: &Parsed) -> Result<(), String> {
+        if p.kind == "start" {
+            self.declared_epoch = p.key_epoch;
+        }
+        let Some((epoch, mac)) = p.seal else { return Ok(()) };
+        // Epochs only go forward: a jump is a crash between evolving the key file and writing
+        // its seal, which the next `start` declares; going back means an old key was reused.
+        let declared_jump = self.declared_epoch.is_some_and(|d| d == epoch);
+        if let Some(expected) = self.expected_epoch
+            && epoch != expected
+            && !(declared_jump && epoch > expected)
+        {
+            return Err(format!("seal epoch {epoch}, expected {expected}"));
+        }
+        if self.k0.is_some() {
+            let key = self.key_at(epoch).ok_or("seal epoch precedes the key given")?;
+            if key.mac(p.seq, &p.prev, &p.ts) != mac {
+                return Err("the seal's MAC does not verify: records before it were changed, or the key is not this chain's"
+                    .into());
+            }
+        }
+        self.expected_epoch = Some(epoch + 1);
+        self.declared_epoch = None;
+        self.report.seals += 1;
+        self.report.sealed_through = Some(p.seq);
+        Ok(())
+    }
+
+    fn key_at(&mut self, epoch: u64) -> Option<Key> {
+        let from = match &self.cursor {
+            Some(c) if c.epoch() <= epoch => c,
+            _ => self.k0.as_ref()?,
+        };
+        let key = from.advance_to(epoch)?;
+        self.cursor = Some(key.clone());
+        Some(key)
+    }
+
+    fn end_file(&mut self) {
+        let Some(file) = self.file.take() else { return };
+        if self.stopped {
+            return;
+        }
+        let Role::Rotated { time, .. } = &file.role else {
+            return;
+        };
+        let problem = match &file.last {
+            None => Some((Kind::Tampered, "a rotated file with no records".to_owned())),
+            Some(last) if last.kind != "close" => Some((
+                Kind::Truncated,
+                "the rotated file does not end with a close record: it was cut short".to_owned(),
+            )),
+            Some(last) if record::compact_ts(&last.ts).as_deref() != Some(time.as_str()) => Some((
+                Kind::Tampered,
+                format!(
+                    "the file name's time does not match its close record ({})",
+                    last.ts
+                ),
+            )),
+            Some(_) => None,
+        };
+        if let Some((kind, message)) = problem {
+            let seq = file.last.as_ref().map(|l| l.seq);
+            self.file = Some(file);
+            self.finding(kind, None, seq, message);
+            self.file = None;
+        }
+    }
+
+    fn finding(&mut self, kind: Kind, line: Option<u64>, seq: Option<u64>, message: String) {
+        let file = self.file_name();
+        self.report.findings.push(Finding {
+            kind,
+            file,
+            line,
+            seq,
+            message,
+        });
+        self.stopped |= kind == Kind::Tampered;
+        if kind != Kind::Tampered {
+            // The chain resumes after a gap: later links and seal epochs are checked from here.
+            self.last = None;
+            self.expected_epoch = None;
+            self.declared_epoch = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::event::Event;
+    use crate::audit::record::{Entry, Head, line};
+
+    const TS: &str = "2026-03-21T10:04:05.123Z";
+    const K0: [u8; 32] = [5; 32];
+
+    /// Builds a chain like the writer does: `kinds` per file, seals made with K0's epochs.
+    fn build(files: &[&[&str]]) -> Vec<Vec<Vec<u8>>> {
+        let mut head = Head::GENESIS;
+        let mut key = Key::new(0, K0);
+        let mut out = Vec::new();
+        for kinds in files {
+            let mut lines = Vec::new();
+            for kind in *kinds {
+                let (kind, n) = match kind.split_once('=') {
+                    Some((k, n)) => (k, n.parse::<u64>().ok()),
+                    None => (*kind, None),
+                };
+                let entry = match kind {
+                    "open" => Entry::Open { previous: None },
+                    "close" => Entry::Close { reason: "size" },
+                    "start" => Entry::Start {
+                        version: "t".into(),
+                        config_hash: [0; 32],
+                        boot_id: [0; 16],
+                        pid: 1,
+                        sync: "batch",
+                        key_epoch: n,
+                    },
+                    "seal" => {
+                        if let Some(n) = n {
+                            key = Key::new(0, K0).advance_to(n).unwrap();
+                        }
+                        let e = Entry::Seal {
+                            epoch: key.epoch(),
+                            mac: key.mac(head.next_seq, &head.prev, TS),
+                        };
+                        key = key.next();
+                        e
+                    }
+                    _ => Entry::Event(Box::new(Event::Alarm { message: kind.into() })),
+                };
+                let l = line(head.next_seq, TS, &entry, &head.prev);
+                head = Head {
+                    next_seq: head.next_seq + 1,
+                    prev: l.h,
+                };
+                lines.push(l.bytes[..l.bytes.len() - 1].to_vec());
+            }
+            out.push(lines);
+        }
+        out
+    }
+
+    fn run(files: &[Vec<Vec<u8>>], key: Option<Key>, require_sealed: bool) -> Report {
+        let mut v = Verifier::new(key);
+        let mut first_seq = 0;
+        for (i, lines) in files.iter().enumerate() {
+            if i + 1 == files.len() {
+                v.begin_file("audit.jsonl", Role::Active);
+            } else {
+                let time = "20260321T100405Z".to_owned();
+                v.begin_file(&format!("f{i}"), Role::Rotated { time, first_seq });
+            }
+            first_seq += lines.len() as u64;
+            for l in lines {
+                v.line(l);
+            }
+        }
+        v.finish(require_sealed)
+    }
+
+    fn standard() -> Vec<Vec<Vec<u8>>> {
+        build(&[
+            &["open", "a", "seal", "close"],
+            &["open", "b", "seal", "close"],
+            &["open", "c", "seal"],
+        ])
+    }
+
+    #[test]
+    fn an_intact_chain_verifies_with_its_key() {
+        let report = run(&standard(), Some(Key::new(0, K0)), true);
+        assert_eq!(report.exit_code(), 0, "{}", report.summary());
+        assert_eq!((report.files, report.records, report.seals), (3, 11, 3));
+        assert_eq!((report.sealed_through, report.unsealed_tail), (Some(10), 0));
+        assert_eq!(
+            report.summary(),
+            "intact; 3 files, 11 records, seq 0..10, sealed through seq 10 (MACs verified), unsealed tail 0 records"
+        );
+    }
+
+    #[test]
+    fn a_changed_deleted_inserted_duplicated_or_reordered_line_is_tampering() {
+        let good = standard();
+        let mut changed = good.clone();
+        changed[1][1][20] ^= 1;
+        let mut deleted = good.clone();
+        deleted[1].remove(1);
+        let mut inserted = good.clone();
+        inserted[1].insert(1, good[0][1].clone());
+        let mut duplicated = good.clone();
+        duplicated[1].insert(1, good[1][1].clone());
+        let mut reordered = good.clone();
+        reordered[1].swap(1, 2);
+        // The copy of line 2 is line 3: the first record that does not follow.
+        for (name, files, line) in [
+            ("changed", changed, 2),
+            ("deleted", deleted, 2),
+            ("inserted", inserted, 2),
+            ("duplicated", duplicated, 3),
+            ("reordered", reordered, 2),
+        ] {
+            let report = run(&files, None, false);
+            assert_eq!(report.exit_code(), 1, "{name}: {}", report.summary());
+            let f = report.worst().unwrap();
+            assert_eq!(
+                (f.file.as_str(), f.line),
+                ("f1", Some(line)),
+                "{name}: {}",
+                report.summary()
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_middle_file_is_a_gap_and_a_missing_first_file_too() {
+        let mut files = standard();
+        files.remove(1);
+        let mut v = Verifier::new(None);
+        v.begin_file(
+            "f0",
+            Role::Rotated {
+                time: "20260321T100405Z".into(),
+                first_seq: 0,
+            },
+        );
+        files[0].iter().for_each(|l| v.line(l));
+        v.begin_file("audit.jsonl", Role::Active);
+        files[1].iter().for_each(|l| v.line(l));
+        let report = v.finish(false);
+        assert_eq!(report.exit_code(), 2, "{}", report.summary());
+        assert!(
+            report.summary().contains("seq 4..7 are missing"),
+            "{}",
+            report.summary()
+        );
+
+        let mut v = Verifier::new(None);
+        v.begin_file("audit.jsonl", Role::Active);
+        standard()[2].iter().for_each(|l| v.line(l));
+        assert_eq!(v.finish(false).exit_code(), 2);
+    }
+
+    #[test]
+    fn a_rotated_file_must_match_its_name_and_end_with_close() {
+        let files = standard();
+        let mut v = Verifier::new(None);
+        v.begin_file(
+            "f0",
+            Role::Rotated {
+                time: "20260321T100405Z".into(),
+                first_seq: 4,
+            },
+        );
+        files[0].iter().for_each(|l| v.line(l));
+        assert!(
+            v.finish(false)
+                .summary()
+                .contains("file name says it starts at seq 4")
+        );
+
+        let mut v = Verifier::new(None);
+        v.begin_file(
+            "f0",
+            Role::Rotated {
+                time: "20990101T000000Z".into(),
+                first_seq: 0,
+            },
+        );
+        files[0].iter().for_each(|l| v.line(l));
+        assert_eq!(v.finish(false).exit_code(), 1);
+
+        let mut v = Verifier::new(None);
+        v.begin_file(
+            "f0",
+            Role::Rotated {
+                time: "20260321T100405Z".into(),
+                first_seq: 0,
+            },
+        );
+        files[0][..3].iter().for_each(|l| v.line(l));
+        let report = v.finish(false);
+        assert_eq!(report.exit_code(), 2, "{}", report.summary());
+    }
+
+    #[test]
+    fn the_active_file_must_be_the_newest() {
+        let files = standard();
+        let mut v = Verifier::new(None);
+        v.begin_file("audit.jsonl", Role::Active);
+        files[0].iter().for_each(|l| v.line(l));
+        v.begin_file(
+            "f1",
+            Role::Rotated {
+                time: "20260321T100405Z".into(),
+                first_seq: 4,
+            },
+        );
+        files[1].iter().for_each(|l| v.line(l));
+        assert_eq!(v.finish(false).exit_code(), 1);
+    }
+
+    #[test]
+    fn seals_fail_with_the_wrong_key() {
+        let report = run(&standard(), Some(Key::new(0, [6; 32])), false);
+        assert_eq!(report.exit_code(), 1);
+        assert!(
+            report.summary().contains("MAC does not verify"),
+            "{}",
+            report.summary()
+        );
+        // Without a key the same chain only shows where the seals are.
+        let report = run(&standard(), None, false);
+        assert!(
+            report.summary().contains("MACs not checked"),
+            "{}",
+            report.summary()
+        );
+    }
+
+    #[test]
+    fn seal_epochs_must_follow_unless_a_start_declares_the_jump() {
+        let k0 = || Some(Key::new(0, K0));
+        let skipped = build(&[&["open", "seal", "a", "seal=2"]]);
+        let report = run(&skipped, k0(), false);
+        assert_eq!(report.exit_code(), 1);
+        assert!(
+            report.summary().contains("seal epoch 2, expected 1"),
+            "{}",
+            report.summary()
+        );
+        let declared = build(&[&["open", "seal", "start=2", "seal=2"]]);
+        assert_eq!(run(&declared, k0(), false).exit_code(), 0);
+        let replayed = build(&[&["open", "seal", "seal=0"]]);
+        assert_eq!(run(&replayed, k0(), false).exit_code(), 1);
+        // An old key file restored and declared: still going back.
+        let restored = build(&[&["open", "seal", "seal", "start=1", "seal=1"]]);
+        assert_eq!(run(&restored, k0(), false).exit_code(), 1);
+    }
+
+    #[test]
+    fn unsealed_records_only_matter_when_sealing_is_required() {
+        let files = build(&[&["open", "a", "seal", "b", "c"]]);
+        let report = run(&files, Some(Key::new(0, K0)), false);
+        assert_eq!(
+            (report.exit_code(), report.unsealed_tail, report.sealed_through),
+            (0, 2, Some(2))
+        );
+        let report = run(&files, Some(Key::new(0, K0)), true);
+        assert_eq!(report.exit_code(), 2, "{}", report.summary());
+        assert!(
+            report
+                .summary()
+                .contains("2 records are not sealed (after seq 2)")
+        );
+    }
+
+    #[test]
+    fn an_incomplete_last_line_is_a_note_unless_sealing_is_required() {
+        let files = build(&[&["open", "seal"]]);
+        let mut v = Verifier::new(None);
+        v.begin_file("audit.jsonl", Role::Active);
+        files[0].iter().for_each(|l| v.line(l));
+        v.partial_line();
+        let report = v.finish(false);
+        assert_eq!(report.exit_code(), 0);
+        assert!(report.summary().contains("incomplete line"));
+    }
+
+    #[test]
+    fn torn_declarations_are_checked_against_their_side_file() {
+        let claim = TornClaim {
+            file: "audit.jsonl.torn-3".into(),
+            length: 4,
+            sha256: [1; 32],
+        };
+        let torn = |claim: TornClaim| TornAt {
+            file: "audit.jsonl".into(),
+            line: 3,
+            seq: 3,
+            claim,
+        };
+        let mut report = Report {
+            torn: vec![torn(claim.clone())],
+            ..Report::default()
+        };
+        report.check_torn(|_| Some((4, [1; 32])));
+        assert_eq!(report.exit_code(), 0);
+        report.check_torn(|_| None);
+        assert_eq!(report.exit_code(), 0);
+        assert_eq!(report.notes.len(), 1);
+        report.check_torn(|_| Some((4, [2; 32])));
+        assert_eq!(report.exit_code(), 1);
+        let mut report = Report {
+            torn: vec![torn(TornClaim {
+                file: "../x".into(),
+                ..claim
+            })],
+            ..Report::default()
+        };
+        report.check_torn(|_| None);
+        assert_eq!(report.exit_code(), 1);
+    }
+}

@@ -1,0 +1,137 @@
+//! SPEC section 5, fail closed: when the audit cannot be written the proxy is told (durable
+//! answers without a seq, `healthy()` false), nothing unwritten is acknowledged, and writing
+//! resumes by itself with a chain that still verifies.
+
+#[path = "common/audit.rs"]
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use ssp::audit::Audit;
+
+/// A small tmpfs mounted for the test, unmounted when dropped.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn tmpfs(dir: &Path, size: &str) -> Option<Mount> {
+    std::fs::create_dir_all(dir).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        println!("note: cannot mount a tmpfs here (not root?); the disk-full test is skipped");
+    }
+    mounted.then(|| Mount(dir.to_owned()))
+}
+
+/// Fills the file system holding `dir`; returns the filler to remove.
+fn fill(dir: &Path) -> PathBuf {
+    let filler = dir.join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 4096];
+    while file.write_all(&chunk).is_ok() {}
+    let _ = file.sync_all();
+    filler
+}
+
+#[test]
+fn a_full_disk_fails_closed_and_recovers_by_itself() {
+    let dir = TempDir::new("full");
+    keygen(&dir);
+    let Some(_mount) = tmpfs(&dir.audit(), "256k") else {
+        return;
+    };
+    let mut settings = settings(&dir, true);
+    settings.seal_interval = Duration::from_millis(100);
+    let audit = Audit::start(settings).unwrap();
+    assert!(durable(&audit, req("ok-before")).is_some());
+    let filler = fill(&dir.audit());
+
+    // The last page of the file may still have room for a record or two.
+    let mut refused = Vec::new();
+    for i in 0..100 {
+        let trace = format!("refused-{i}");
+        if durable(&audit, req(&trace)).is_none() {
+            refused.push(trace);
+            break;
+        }
+    }
+    assert_eq!(refused.len(), 1, "a full disk refused a durable record");
+    assert!(!audit.healthy());
+    for i in 0..3 {
+        let trace = format!("refused-{}", i + 100);
+        assert_eq!(durable(&audit, req(&trace)), None, "still refused while full");
+        refused.push(trace);
+    }
+    audit.record(deny("held-back"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!audit.healthy(), "still failing while the disk is full");
+
+    std::fs::remove_file(filler).unwrap();
+    assert!(
+        eventually(5, || audit.healthy()),
+        "healthy again once there is room"
+    );
+    assert!(durable(&audit, req("ok-after")).is_some());
+    audit.shutdown("test over");
+
+    let records = records(&dir.audit());
+    for trace in ["ok-before", "held-back", "ok-after"] {
+        assert!(
+            records.iter().any(|r| r["trace_id"] == trace),
+            "{trace} is in the audit"
+        );
+    }
+    for trace in &refused {
+        assert!(
+            !records.iter().any(|r| r["trace_id"] == trace.as_str()),
+            "{trace} was refused, not audited"
+        );
+    }
+    let alarms = of_type(&records, "alarm");
+    assert!(
+        alarms.iter().any(|a| a["message"]
+            .as_str()
+            .unwrap()
+            .contains("4 durable records were refused")),
+        "{alarms:?}"
+    );
+    assert_eq!(verify(&dir, true, true), 0);
+}
+
+#[test]
+fn a_key_that_cannot_be_evolved_skips_the_seal_loudly_and_keeps_auditing() {
+    let dir = TempDir::new("stuckkey");
+    keygen(&dir);
+    let mut settings = settings(&dir, true);
+    settings.seal_interval = Duration::from_millis(50);
+    let audit = Audit::start(settings).unwrap();
+    // A directory where the key file was: the atomic replace cannot succeed.
+    std::fs::remove_file(dir.key()).unwrap();
+    std::fs::create_dir(dir.key()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(durable(&audit, req("still-audited")).is_some());
+    assert!(audit.healthy(), "seals failing does not stop admission");
+    audit.shutdown("test over");
+    let records = records(&dir.audit());
+    assert!(of_type(&records, "seal").is_empty());
+    assert!(
+        of_type(&records, "alarm")
+            .iter()
+            .any(|a| a["message"].as_str().unwrap().contains("could not be evolved"))
+    );
+    assert_eq!(verify(&dir, true, false), 0);
+    assert_eq!(verify(&dir, true, true), 2, "nothing is sealed");
+}
