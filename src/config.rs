@@ -125,8 +125,8 @@ pub struct Throttle {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Audit {
     pub dir: PathBuf,
-    /// Always `Some` when loaded from a file: an absent key or `key = ""` means the default
-    /// `/var/lib/ssp/audit.key`, so sealing cannot be switched off by omission.
+    /// An absent key or `key = ""` means the default `/var/lib/ssp/audit.key`, so sealing
+    /// cannot be switched off by omission; `None` only with `sealed = false`.
     pub key: Option<PathBuf>,
     pub sync: AuditSync,
     /// At least 1.
@@ -155,6 +155,8 @@ pub struct Transactions {
 pub struct Admin {
     /// `None` when the operator writes `listen = ""` to switch the endpoint off.
     pub listen: Option<SocketAddr>,
+    /// The endpoint is plain HTTP: a non-loopback address is refused unless this says so.
+    pub allow_remote: bool,
 }
 
 /// A `[[consumer]]`: a dispensing system allowed to call through the proxy.

@@ -1,8 +1,11 @@
 //! `ssp`: a Spine-Security-Proxy-style mutual-TLS forward proxy. See ARCHITECTURE.md.
 
+pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod service;

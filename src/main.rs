@@ -1,13 +1,13 @@
 //! The command line (SPEC section 2). Only this file knows about arguments and exit codes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use ssp::config::{self, CrlExpired};
 use ssp::proxy::{self, Runtime, Shared};
-use ssp::{service, systemd};
 use ssp::x509::format_utc;
+use ssp::{service, systemd};
 
 const USAGE: &str = "\
 usage: ssp <command>
@@ -15,6 +15,11 @@ usage: ssp <command>
   ssp run --config FILE     run the proxy in the foreground
   ssp check --config FILE   validate the configuration and everything it names; exit 0 or 2
   ssp demo                  run the proxy and a demo provider on loopback with the fixture PKI
+  ssp audit keygen --out FILE
+                            create the audit sealing key (mode 0600); prints the initial key once
+  ssp audit verify DIR [--key-file K0] [--require-sealed]
+                            verify the audit files in DIR: exit 0 intact, 1 tampered,
+                            2 gap/truncated/unsealed (with --require-sealed), 3 usage or I/O error
   ssp --version | --help
 
 Logging goes to stderr; set the level with RUST_LOG (e.g. RUST_LOG=info).";
@@ -36,6 +41,8 @@ fn main() -> ExitCode {
             run(PathBuf::from(file))
         }
         ["check", "--config", file] => check(PathBuf::from(file)),
+        ["audit", "keygen", "--out", file] => ExitCode::from(ssp::audit::cli::keygen(Path::new(file))),
+        ["audit", "verify", dir, rest @ ..] => audit_verify(Path::new(dir), rest),
         ["demo"] => {
             // The demo shows every request; `run` logs them at debug (the audit is the record).
             init_logging("info,ssp=debug");
@@ -52,6 +59,25 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn audit_verify(dir: &Path, options: &[&str]) -> ExitCode {
+    let (mut key, mut require_sealed) = (None, false);
+    let mut options = options.iter();
+    while let Some(option) = options.next() {
+        match (*option, options.clone().next()) {
+            ("--key-file", Some(file)) => {
+                key = Some(Path::new(*file));
+                options.next();
+            }
+            ("--require-sealed", _) => require_sealed = true,
+            _ => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(3);
+            }
+        }
+    }
+    ExitCode::from(ssp::audit::cli::verify(dir, key, require_sealed))
 }
 
 fn init_logging(default: &str) {
@@ -142,15 +168,29 @@ fn run(file: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = Arc::new(Runtime::new(shared));
-    let started = service::handle_signals(runtime.clone(), file, Box::new(|| {}))
-        .and_then(|()| service::watchdog(runtime.clone()));
+    let runtime = match Runtime::start(shared) {
+        Ok(runtime) => Arc::new(runtime),
+        Err(e) => {
+            eprintln!("ssp: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let reopen = runtime.clone();
+    let started = service::handle_signals(
+        runtime.clone(),
+        file,
+        Box::new(move || reopen.transactions.reopen()),
+    )
+    .and_then(|()| service::watchdog(runtime.clone()))
+    .and_then(|()| service::start_admin(&runtime));
     if let Err(e) = started {
         eprintln!("ssp: {e}");
         return ExitCode::FAILURE;
     }
     systemd::notify("READY=1");
-    match proxy::serve(runtime, listeners) {
+    let served = proxy::serve(runtime.clone(), listeners);
+    runtime.shutdown("stopped");
+    match served {
         Ok(()) => {
             log::info!("stopped");
             ExitCode::SUCCESS

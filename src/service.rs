@@ -4,12 +4,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
-use crate::config;
+use crate::admin::{self, Health};
+use crate::config::{self, CrlExpired};
+use crate::metrics::{Kind, Sample};
 use crate::proxy::{Runtime, Shared};
 use crate::systemd;
 
@@ -17,7 +19,9 @@ use crate::systemd;
 pub fn reload(runtime: &Runtime, path: &Path) -> Result<(), String> {
     let cfg = config::load(path).map_err(|e| e.to_string())?;
     let current = runtime.current();
-    if cfg.server.listen != current.config.server.listen || cfg.server.workers != current.config.server.workers {
+    if cfg.server.listen != current.config.server.listen
+        || cfg.server.workers != current.config.server.workers
+    {
         log::warn!("reload: `listen` and `workers` changes take effect at the next restart");
     }
     let shared = Shared::load(cfg).map_err(|e| e.to_string())?;
@@ -32,30 +36,34 @@ pub fn handle_signals(
     reopen: Box<dyn Fn() + Send>,
 ) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1])?;
-    std::thread::Builder::new().name("ssp-signals".into()).spawn(move || {
-        for signal in signals.forever() {
-            match signal {
-                SIGHUP => {
-                    systemd::reloading();
-                    match reload(&runtime, &config_path) {
-                        Ok(()) => log::info!("reload: {} is in force", config_path.display()),
-                        Err(e) => log::error!("reload refused, the previous configuration keeps serving: {e}"),
+    std::thread::Builder::new()
+        .name("ssp-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                match signal {
+                    SIGHUP => {
+                        systemd::reloading();
+                        match reload(&runtime, &config_path) {
+                            Ok(()) => log::info!("reload: {} is in force", config_path.display()),
+                            Err(e) => {
+                                log::error!("reload refused, the previous configuration keeps serving: {e}")
+                            }
+                        }
+                        systemd::notify("READY=1");
                     }
-                    systemd::notify("READY=1");
-                }
-                SIGUSR1 => reopen(),
-                _ if runtime.is_stopping() => {
-                    log::warn!("second stop signal: exiting without waiting");
-                    std::process::exit(1);
-                }
-                _ => {
-                    log::info!("stopping: finishing requests in flight");
-                    systemd::notify("STOPPING=1");
-                    runtime.stop();
+                    SIGUSR1 => reopen(),
+                    _ if runtime.is_stopping() => {
+                        log::warn!("second stop signal: exiting without waiting");
+                        std::process::exit(1);
+                    }
+                    _ => {
+                        log::info!("stopping: finishing requests in flight");
+                        systemd::notify("STOPPING=1");
+                        runtime.stop();
+                    }
                 }
             }
-        }
-    })?;
+        })?;
     Ok(())
 }
 
@@ -64,15 +72,112 @@ pub fn watchdog(runtime: Arc<Runtime>) -> std::io::Result<()> {
     let Some(interval) = systemd::watchdog_interval() else {
         return Ok(());
     };
-    std::thread::Builder::new().name("ssp-watchdog".into()).spawn(move || {
-        loop {
-            std::thread::sleep(interval);
-            if runtime.workers_alive(Instant::now(), interval) {
-                systemd::notify("WATCHDOG=1");
-            } else {
-                log::error!("watchdog: a worker loop is stuck; not pinging systemd");
+    std::thread::Builder::new()
+        .name("ssp-watchdog".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(interval);
+                if runtime.workers_alive(Instant::now(), interval) {
+                    systemd::notify("WATCHDOG=1");
+                } else {
+                    log::error!("watchdog: a worker loop is stuck; not pinging systemd");
+                }
             }
-        }
-    })?;
+        })?;
     Ok(())
+}
+
+/// Starts the admin endpoint of `[admin]`, if one is configured.
+pub fn start_admin(runtime: &Arc<Runtime>) -> std::io::Result<()> {
+    let cfg = runtime.current().config.admin.clone();
+    let Some(addr) = cfg.listen else {
+        return Ok(());
+    };
+    let (health_of, samples_of) = (runtime.clone(), runtime.clone());
+    let (bound, _thread) = admin::start(
+        addr,
+        cfg.allow_remote,
+        runtime.metrics.clone(),
+        Arc::new(move || health(&health_of)),
+        Arc::new(move || audit_samples(&samples_of)),
+    )?;
+    log::info!("admin endpoint on http://{bound}/ (healthz, readyz, metrics)");
+    Ok(())
+}
+
+/// `/readyz`: not ready while the audit cannot be written, while a CRL is stale under
+/// `crl_expired = "deny"` (every handshake is refused), or while stopping.
+pub fn health(runtime: &Runtime) -> Health {
+    let mut reasons = Vec::new();
+    if !runtime.audit.healthy() {
+        reasons.push("audit failing: admission is stopped (503 AUDIT_UNAVAILABLE)".to_string());
+    }
+    let shared = runtime.current();
+    if shared.config.server.crl_expired == CrlExpired::Deny {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        for crl in shared
+            .crls
+            .iter()
+            .filter(|c| c.next_update.is_some_and(|n| n < now))
+        {
+            reasons.push(format!(
+                "CRL {} is past its nextUpdate: every consumer is refused",
+                crl.path.display()
+            ));
+        }
+    }
+    if runtime.is_stopping() {
+        reasons.push("stopping".to_string());
+    }
+    Health {
+        live: true,
+        ready: reasons.is_empty(),
+        reasons,
+    }
+}
+
+/// The audit's figures for `/metrics`.
+pub fn audit_samples(runtime: &Runtime) -> Vec<Sample> {
+    let stats = runtime.audit.stats();
+    let sample = |name, help, kind, value| Sample {
+        name,
+        help,
+        kind,
+        labels: Vec::new(),
+        value,
+    };
+    vec![
+        sample(
+            "ssp_audit_records_total",
+            "Audit records written.",
+            Kind::Counter,
+            stats.records as f64,
+        ),
+        sample(
+            "ssp_audit_sync_seconds",
+            "Time spent in audit fdatasync, in total.",
+            Kind::Counter,
+            stats.sync_seconds,
+        ),
+        sample(
+            "ssp_audit_syncs_total",
+            "Audit fdatasync calls.",
+            Kind::Counter,
+            stats.syncs as f64,
+        ),
+        sample(
+            "ssp_audit_lost_total",
+            "Audit records lost to a full queue (each also an alarm).",
+            Kind::Counter,
+            stats.lost as f64,
+        ),
+        sample(
+            "ssp_audit_healthy",
+            "1 while the audit can be written.",
+            Kind::Gauge,
+            f64::from(u8::from(runtime.audit.healthy())),
+        ),
+    ]
 }

@@ -43,7 +43,10 @@ pub fn watchdog_interval() -> Option<Duration> {
 
 /// CLOCK_MONOTONIC in microseconds, the clock systemd compares reload times on.
 fn monotonic_usec() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes one timespec to a valid pointer; CLOCK_MONOTONIC always exists on Linux.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     if rc != 0 {
@@ -71,7 +74,11 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let listener = UnixDatagram::bind(&path).unwrap();
         let status = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "systemd::tests::notifications_arrive_on_the_socket", "--nocapture"])
+            .args([
+                "--exact",
+                "systemd::tests::notifications_arrive_on_the_socket",
+                "--nocapture",
+            ])
             .env("SSP_NOTIFY_CHILD", "1")
             .env("NOTIFY_SOCKET", &path)
             .status()
@@ -83,7 +90,12 @@ mod tests {
         let n = listener.recv(&mut buf).unwrap();
         let reload = std::str::from_utf8(&buf[..n]).unwrap();
         assert!(reload.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{reload}");
-        assert!(reload["RELOADING=1\nMONOTONIC_USEC=".len()..].parse::<u64>().unwrap() > 0);
+        assert!(
+            reload["RELOADING=1\nMONOTONIC_USEC=".len()..]
+                .parse::<u64>()
+                .unwrap()
+                > 0
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

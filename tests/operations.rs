@@ -242,3 +242,68 @@ fn systemd_hears_ready_reloading_and_stopping() {
     assert_eq!(next(), "STOPPING=1");
     assert!(ssp.wait_exit().success());
 }
+
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    (status, body)
+}
+
+#[test]
+fn admin_endpoint_reports_health_and_counts_requests() {
+    let setup = Setup::new(&Options::default());
+    let admin = unused_port();
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        text.replace(
+            "[admin]\nlisten = \"\"",
+            &format!("[admin]\nlisten = \"{admin}\""),
+        ),
+    )
+    .unwrap();
+    let ssp = Ssp::start(&setup.config, None);
+    assert_eq!(
+        ssp.consumer(&CONSUMER_A)
+            .exchange(&request(&setup, &CONSUMER_A, SEARCH))
+            .status,
+        200
+    );
+    assert_eq!(
+        ssp.consumer(&CONSUMER_B)
+            .exchange(&request(&setup, &CONSUMER_B, SEARCH))
+            .status,
+        403
+    );
+
+    assert_eq!(http_get(admin, "/healthz").0, 200);
+    assert_eq!(http_get(admin, "/readyz"), (200, "ready\n".to_string()));
+    let (status, metrics) = http_get(admin, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("ssp_requests_total{status=\"200\",token=\"\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "ssp_requests_total{status=\"403\",token=\"FOT_CHECK_FAILED_MESSAGESENDER_MESSAGERECEIVER\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ssp_request_duration_seconds_count 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("ssp_audit_records_total"), "{metrics}");
+    assert!(metrics.contains("ssp_connections_active"), "{metrics}");
+}

@@ -81,6 +81,7 @@ pub(super) struct RawThrottle {
 pub(super) struct RawAudit {
     pub dir: Field<String>,
     pub key: Field<String>,
+    pub sealed: Field<bool>,
     pub sync: Field<String>,
     pub rotate_bytes: Field<u64>,
     pub seal_interval: Field<String>,
@@ -96,6 +97,7 @@ pub(super) struct RawTransactions {
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub(super) struct RawAdmin {
     pub listen: Field<String>,
+    pub allow_remote: Field<bool>,
 }
 
 #[derive(Deserialize, Default)]

@@ -184,6 +184,7 @@ fn spec_sections() -> Sections {
         },
         Admin {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9901))),
+            allow_remote: false,
         },
     )
 }

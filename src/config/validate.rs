@@ -168,15 +168,18 @@ fn throttle(src: &Source<'_>, raw: Field<raw::RawThrottle>) -> Result<Throttle, 
 
 fn audit(src: &Source<'_>, raw: Field<raw::RawAudit>) -> Result<Audit, ConfigError> {
     let (t, a) = Table::open(src, "audit", raw);
+    let key = t.or(a.key, "key", PathBuf::from(DEFAULT_AUDIT_KEY), |p| {
+        Ok(if p.is_empty() {
+            PathBuf::from(DEFAULT_AUDIT_KEY)
+        } else {
+            src.resolve(&p)
+        })
+    })?;
+    // Sealing is on unless switched off in so many words; ssp warns loudly when it is off.
+    let sealed = t.or(a.sealed, "sealed", true, Ok)?;
     Ok(Audit {
         dir: t.or(a.dir, "dir", PathBuf::from(DEFAULT_AUDIT_DIR), |p| src.path(p))?,
-        key: Some(t.or(a.key, "key", PathBuf::from(DEFAULT_AUDIT_KEY), |p| {
-            Ok(if p.is_empty() {
-                PathBuf::from(DEFAULT_AUDIT_KEY)
-            } else {
-                src.resolve(&p)
-            })
-        })?),
+        key: sealed.then_some(key),
         sync: t.or(
             a.sync,
             "sync",
@@ -213,6 +216,7 @@ fn admin(src: &Source<'_>, raw: Field<raw::RawAdmin>) -> Result<Admin, ConfigErr
                 socket_addr(s).map(Some)
             }
         })?,
+        allow_remote: t.or(a.allow_remote, "allow_remote", false, Ok)?,
     })
 }
 

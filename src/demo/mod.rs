@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config;
-use crate::proxy::{self, Shared};
+use crate::proxy::{self, Runtime, Shared};
+use crate::service;
 
 const INTERACTION: &str =
     "urn:nhs:names:services:prescription-exemptions:custom:operation:search:prescription-exemptions";
@@ -56,6 +57,21 @@ pub fn run() -> Result<(), String> {
     });
     let demo_provider = provider::start(provider_addr, provider_tls, handler)
         .map_err(|e| format!("demo provider on {provider_addr}: {e}"))?;
+    if let Some(key) = &cfg.audit.key
+        && !key.exists()
+    {
+        if let Some(folder) = key.parent() {
+            std::fs::create_dir_all(folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+        }
+        println!(
+            "ssp demo: a new audit key for the demo (a real one is made once, with `ssp audit keygen`):"
+        );
+        if crate::audit::cli::keygen(key) != 0 {
+            return Err(format!("cannot create the demo audit key {}", key.display()));
+        }
+    }
+    let config_path = cfg.path.clone();
+    let audit_dir = cfg.audit.dir.clone();
     let shared = Shared::load(cfg).map_err(|e| e.to_string())?;
     let listeners = proxy::bind(&shared).map_err(|e| e.to_string())?;
     let proxy_addr = listeners
@@ -69,7 +85,23 @@ pub fn run() -> Result<(), String> {
         demo_provider.addr
     );
     println!("{}", instructions(&pki, proxy_addr.port(), &provider_url));
-    proxy::run(Arc::new(shared), listeners).map_err(|e| e.to_string())
+    println!(
+        "\nThe audit is in {0}: `tail -F {0}/audit.jsonl`; verify it with \
+         `cargo run --release -- audit verify {0}`.",
+        audit_dir.display()
+    );
+    let runtime = Arc::new(Runtime::start(shared)?);
+    let reopen = runtime.clone();
+    service::handle_signals(
+        runtime.clone(),
+        config_path,
+        Box::new(move || reopen.transactions.reopen()),
+    )
+    .map_err(|e| e.to_string())?;
+    service::start_admin(&runtime).map_err(|e| e.to_string())?;
+    let served = proxy::serve(runtime.clone(), listeners).map_err(|e| e.to_string());
+    runtime.shutdown("demo stopped");
+    served
 }
 
 fn pecs_answer() -> String {

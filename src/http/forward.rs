@@ -54,7 +54,13 @@ pub enum Persistence {
 /// The response head as the consumer receives it. With `dechunk`, the body will be sent
 /// without chunk framing (to an HTTP/1.0 consumer), so `Transfer-Encoding` is dropped.
 /// `added` holds whole field lines of the proxy's own (e.g. `X-Rate-Limit-*`).
-pub fn write_response(out: &mut Vec<u8>, head: &ResponseHead, persistence: Persistence, dechunk: bool, added: &str) {
+pub fn write_response(
+    out: &mut Vec<u8>,
+    head: &ResponseHead,
+    persistence: Persistence,
+    dechunk: bool,
+    added: &str,
+) {
     out.extend_from_slice(format!("HTTP/1.1 {} ", head.status).as_bytes());
     out.extend_from_slice(head.reason());
     out.extend_from_slice(b"\r\n");
@@ -126,7 +132,13 @@ mod tests {
                    Keep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\n\r\n";
         let head = response::parse(raw.as_bytes(), 8192, "GET").unwrap().unwrap();
         let mut out = Vec::new();
-        write_response(&mut out, &head, Persistence::Close, true, "X-Rate-Limit-Remaining: 3\r\n");
+        write_response(
+            &mut out,
+            &head,
+            Persistence::Close,
+            true,
+            "X-Rate-Limit-Remaining: 3\r\n",
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nX-Rate-Limit-Remaining: 3\r\nConnection: close\r\n\r\n"

@@ -122,7 +122,10 @@ impl Allowlist {
                 target: target.to_string(),
             });
         }
-        Ok(Route { consumer: sender.index, provider: receiver.index })
+        Ok(Route {
+            consumer: sender.index,
+            provider: receiver.index,
+        })
     }
 }
 
@@ -219,7 +222,10 @@ mod tests {
     fn allowed_request_routes_to_its_provider() {
         assert_eq!(
             allowlist().check(Some("A.Example.NHS.uk"), &ssp("1", "9", SEARCH), &target(GOOD)),
-            Ok(Route { consumer: 0, provider: 0 })
+            Ok(Route {
+                consumer: 0,
+                provider: 0
+            })
         );
     }
 

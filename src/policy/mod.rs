@@ -61,9 +61,5 @@ pub fn admit(rules: &Rules, head: &RequestHead, identity: &Identity, now: i64) -
     {
         return Err(Refusal::PayloadTooLarge);
     }
-    Ok(Admission {
-        target,
-        route,
-        ssp,
-    })
+    Ok(Admission { target, route, ssp })
 }

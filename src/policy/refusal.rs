@@ -30,9 +30,16 @@ pub enum Refusal {
     /// Row 13.
     PayloadTooLarge,
     /// Row 14, with the figures for `Retry-After` and `X-Rate-Limit-*` (seconds, rounded up).
-    Throttled { from: String, limit: u32, retry_after: u64, reset: u64 },
+    Throttled {
+        from: String,
+        limit: u32,
+        retry_after: u64,
+        reset: u64,
+    },
     /// Row 15.
     ProviderBusy { to: String },
+    /// Row 16: the `req` record could not be made durable.
+    AuditUnavailable,
     /// Row 17.
     ProviderFailed { target: String },
     /// Row 18.
@@ -55,7 +62,7 @@ impl Refusal {
             | Refusal::NoAgreement { .. } => 403,
             Refusal::PayloadTooLarge => 413,
             Refusal::Throttled { .. } => 429,
-            Refusal::ProviderBusy { .. } => 503,
+            Refusal::ProviderBusy { .. } | Refusal::AuditUnavailable => 503,
             Refusal::ProviderFailed { .. } => 502,
             Refusal::ProviderTimeout { .. } => 504,
         }
@@ -95,6 +102,7 @@ impl Refusal {
             Refusal::PayloadTooLarge => "PAYLOAD_TOO_LARGE".into(),
             Refusal::Throttled { from, .. } => format!("THROTTLED_MESSAGESENDER_{from}"),
             Refusal::ProviderBusy { to } => format!("PROVIDER_BUSY_{to}"),
+            Refusal::AuditUnavailable => "AUDIT_UNAVAILABLE".into(),
             Refusal::ProviderFailed { target } => format!("ERROR_COMMUNICATING_TO_ENDPOINT_URL_{target}"),
             Refusal::ProviderTimeout { target } => format!("TIMEOUT_COMMUNICATING_TO_ENDPOINT_URL_{target}"),
         }
@@ -114,7 +122,12 @@ impl Refusal {
     pub fn answer(&self) -> Answer {
         let fields = match self {
             Refusal::MethodNotAllowed { allowed } => vec![("Allow", allowed.clone())],
-            Refusal::Throttled { limit, retry_after, reset, .. } => vec![
+            Refusal::Throttled {
+                limit,
+                retry_after,
+                reset,
+                ..
+            } => vec![
                 ("Retry-After", retry_after.to_string()),
                 ("X-Rate-Limit-Limit", limit.to_string()),
                 ("X-Rate-Limit-Remaining", "0".to_string()),
@@ -224,6 +237,32 @@ mod tests {
                 false,
             ),
             (
+                Refusal::Throttled {
+                    from: "1".into(),
+                    limit: 5,
+                    retry_after: 1,
+                    reset: 2,
+                },
+                429,
+                "throttled",
+                "THROTTLED_MESSAGESENDER_1",
+                false,
+            ),
+            (
+                Refusal::ProviderBusy { to: "2".into() },
+                503,
+                "transient",
+                "PROVIDER_BUSY_2",
+                false,
+            ),
+            (
+                Refusal::AuditUnavailable,
+                503,
+                "transient",
+                "AUDIT_UNAVAILABLE",
+                false,
+            ),
+            (
                 Refusal::ProviderFailed { target: t() },
                 502,
                 "transient",
@@ -249,7 +288,13 @@ mod tests {
 
     #[test]
     fn throttled_answer_says_when_to_retry() {
-        let a = Refusal::Throttled { from: "1".into(), limit: 40, retry_after: 3, reset: 9 }.answer();
+        let a = Refusal::Throttled {
+            from: "1".into(),
+            limit: 40,
+            retry_after: 3,
+            reset: 9,
+        }
+        .answer();
         assert_eq!(
             a.fields,
             vec![
@@ -259,7 +304,10 @@ mod tests {
                 ("X-Rate-Limit-Reset", "9".to_string()),
             ]
         );
-        assert_eq!(Refusal::ProviderBusy { to: "2".into() }.answer().fields, vec![("Retry-After", "1".to_string())]);
+        assert_eq!(
+            Refusal::ProviderBusy { to: "2".into() }.answer().fields,
+            vec![("Retry-After", "1".to_string())]
+        );
     }
 
     #[test]

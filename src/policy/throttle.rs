@@ -21,7 +21,11 @@ impl Limit {
     pub fn new(rate: f64, burst: u32) -> Limit {
         let emission = (NANOS_PER_SEC / rate).round().max(1.0) as u64;
         let burst = burst.max(1);
-        Limit { emission, capacity: emission.saturating_mul(u64::from(burst)), burst }
+        Limit {
+            emission,
+            capacity: emission.saturating_mul(u64::from(burst)),
+            burst,
+        }
     }
 }
 
@@ -47,7 +51,13 @@ pub fn gcra(limit: &Limit, tat: u64, now: u64) -> Verdict {
     let ahead = next - now;
     if ahead <= limit.capacity {
         let remaining = ((limit.capacity - ahead) / limit.emission) as u32;
-        Verdict { allowed: true, tat: next, remaining, retry_after: 0, reset: ahead }
+        Verdict {
+            allowed: true,
+            tat: next,
+            remaining,
+            retry_after: 0,
+            reset: ahead,
+        }
     } else {
         let current = tat.max(now) - now;
         Verdict {
@@ -114,9 +124,14 @@ impl InFlight {
     pub fn try_acquire(self: &Arc<Self>, provider: usize) -> Option<Permit> {
         let (cap, count) = (*self.caps.get(provider)?, self.counts.get(provider)?);
         count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < cap).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
             .ok()
-            .map(|_| Permit { in_flight: self.clone(), provider })
+            .map(|_| Permit {
+                in_flight: self.clone(),
+                provider,
+            })
     }
 
     pub fn current(&self, provider: usize) -> u32 {
@@ -153,7 +168,10 @@ const MAX_REMEMBERED: usize = 65_536;
 
 impl HandshakeFailures {
     pub fn new(limit: Limit) -> HandshakeFailures {
-        HandshakeFailures { limit, tats: Default::default() }
+        HandshakeFailures {
+            limit,
+            tats: Default::default(),
+        }
     }
 
     /// Counts one refused handshake from `addr`.
@@ -170,7 +188,8 @@ impl HandshakeFailures {
     /// Whether `addr` has used up its allowance of refused handshakes.
     pub fn is_blocked(&self, addr: std::net::IpAddr, now: u64) -> bool {
         let tats = self.tats.lock().unwrap_or_else(|e| e.into_inner());
-        tats.get(&addr).is_some_and(|&tat| tat.saturating_sub(now) > self.limit.capacity)
+        tats.get(&addr)
+            .is_some_and(|&tat| tat.saturating_sub(now) > self.limit.capacity)
     }
 }
 
@@ -223,7 +242,11 @@ mod tests {
         assert!(first.allowed);
         let earlier = gcra(&limit, first.tat, now - 10 * SEC);
         assert!(!earlier.allowed);
-        assert_eq!(earlier.retry_after, 11 * SEC, "wait until the stored arrival time");
+        assert_eq!(
+            earlier.retry_after,
+            11 * SEC,
+            "wait until the stored arrival time"
+        );
     }
 
     #[test]
@@ -241,7 +264,9 @@ mod tests {
             .map(|_| {
                 let limits = limits.clone();
                 std::thread::spawn(move || {
-                    (0..1000).filter(|_| limits.acquire(0, 5 * SEC).is_some_and(|v| v.allowed)).count()
+                    (0..1000)
+                        .filter(|_| limits.acquire(0, 5 * SEC).is_some_and(|v| v.allowed))
+                        .count()
                 })
             })
             .collect();
@@ -252,7 +277,8 @@ mod tests {
     #[test]
     fn an_address_with_too_many_refused_handshakes_is_blocked_until_it_refills() {
         let failures = HandshakeFailures::new(Limit::new(1.0, 3));
-        let (bad, good): (std::net::IpAddr, std::net::IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let (bad, good): (std::net::IpAddr, std::net::IpAddr) =
+            ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         let now = 10 * SEC;
         for _ in 0..3 {
             assert!(!failures.is_blocked(bad, now));
@@ -261,8 +287,14 @@ mod tests {
         assert!(!failures.is_blocked(bad, now), "the burst itself is tolerated");
         failures.record(bad, now);
         assert!(failures.is_blocked(bad, now));
-        assert!(!failures.is_blocked(good, now), "other addresses are not affected");
-        assert!(!failures.is_blocked(bad, now + SEC), "blocked only until the bucket refills");
+        assert!(
+            !failures.is_blocked(good, now),
+            "other addresses are not affected"
+        );
+        assert!(
+            !failures.is_blocked(bad, now + SEC),
+            "blocked only until the bucket refills"
+        );
     }
 
     #[test]

@@ -53,8 +53,10 @@ pub struct Client {
     pub shut: bool,
     /// The connection is finished and can be dropped.
     pub done: bool,
-    /// The TLS handshake was refused (counted against the peer's address).
-    pub refused_handshake: bool,
+    /// Why the TLS handshake was refused (counted against the peer's address, audited).
+    pub refused_handshake: Option<rustls::Error>,
+    pub accepted: Instant,
+    pub handshake_ms: Option<f64>,
 }
 
 impl Client {
@@ -74,7 +76,9 @@ impl Client {
             exchange: None,
             shut: false,
             done: false,
-            refused_handshake: false,
+            refused_handshake: None,
+            accepted: now,
+            handshake_ms: None,
         }
     }
 
@@ -126,7 +130,7 @@ impl Client {
             Err(e) => {
                 if self.phase == Phase::Handshake {
                     log::warn!("tls: handshake from {} refused: {e}", self.peer);
-                    self.refused_handshake = true;
+                    self.refused_handshake = Some(e.clone());
                 } else {
                     log::warn!("tls: error from {}: {e}", self.peer);
                 }
@@ -147,6 +151,7 @@ impl Client {
             .and_then(|leaf| Identity::from_certificate(leaf));
         match identity {
             Some(identity) => {
+                self.handshake_ms = Some(super::report::ms(self.accepted, now));
                 log::debug!(
                     "tls: {} is {} (serial {})",
                     self.peer,

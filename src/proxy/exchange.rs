@@ -6,9 +6,11 @@ use std::time::Instant;
 
 use super::Shared;
 use super::client::{Client, Phase};
+use super::report;
 use super::tls_io;
 use super::upstream::Upstream;
 use super::worker::{Cx, upstream_token};
+use crate::audit::{Event, RequestFacts};
 use crate::http::answer::{self, Context};
 use crate::http::body::BodyReader;
 use crate::http::forward::{self, Persistence};
@@ -28,7 +30,27 @@ pub enum ResponseState {
     Done,
 }
 
+/// When each step of an exchange happened, for the transactions log.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Timings {
+    pub connect_started: Option<Instant>,
+    pub tcp_connected: Option<Instant>,
+    pub tls_done: Option<Instant>,
+    /// The request's first bytes went to the provider (after its `req` record was durable).
+    pub forwarded: Option<Instant>,
+    pub response_head: Option<Instant>,
+}
+
 pub struct Exchange {
+    /// The `req` record's durability: the ticket the audit will answer, then its `seq`. Nothing
+    /// is sent to the provider before `audited` (SPEC section 5).
+    pub audit_ticket: Option<u64>,
+    /// The request's facts, kept until its `req` record is durable: if it cannot be, the
+    /// refusal is recorded as a `deny` with them.
+    pub unaudited: Option<Box<RequestFacts>>,
+    pub audited: bool,
+    pub req_seq: Option<u64>,
+    pub timings: Timings,
     /// The configuration this request was admitted under; a reload does not change it.
     pub shared: Arc<Shared>,
     /// This request's place among the provider's in flight (row 15): held, never read, so
@@ -120,7 +142,20 @@ pub fn start(
     if continue_sent {
         c.write_plaintext(b"HTTP/1.1 100 Continue\r\n\r\n");
     }
+    let mut facts = report::facts(c, Some(&head));
+    facts.claims = admission.ssp.claims.clone();
+    let ticket = cx.audit_durable(
+        Event::Req {
+            request: facts.clone(),
+        },
+        key,
+    );
     let ex = Exchange {
+        audit_ticket: Some(ticket),
+        unaudited: Some(Box::new(facts)),
+        audited: false,
+        req_seq: None,
+        timings: Timings::default(),
         method: head.method().to_string(),
         trace_id: admission.ssp.trace_id.as_bytes().to_vec(),
         xml: answer::prefers_xml(head.field("accept")),
@@ -158,6 +193,10 @@ pub fn start(
 /// unless the provider has a fixed address).
 fn connect(c: &mut Client, key: usize, cx: &mut Cx, allow_pooled: bool, now: Instant) {
     let Some(ex) = c.exchange.as_mut() else { return };
+    ex.timings = Timings {
+        connect_started: Some(now),
+        ..Timings::default()
+    };
     let provider = ex.admission.route.provider;
     // A pooled connection that cannot be re-registered is dropped (closed) here.
     if allow_pooled
@@ -167,6 +206,8 @@ fn connect(c: &mut Client, key: usize, cx: &mut Cx, allow_pooled: bool, now: Ins
         up.read_ready = true;
         ex.upstream = Some(up);
         ex.reused = true;
+        ex.timings.tcp_connected = Some(now);
+        ex.timings.tls_done = Some(now);
         ex.awaiting_handshake = false;
         ex.deadline = now + ex.shared.config.upstream.response_timeout;
         return;
@@ -218,7 +259,7 @@ pub fn pump(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
         return false;
     };
     if c.eof {
-        consumer_gone(c, now);
+        consumer_gone(c, cx, now);
         return true;
     }
     let mut progress = false;
@@ -247,12 +288,12 @@ pub fn pump(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
                 }
                 progress |= p.consumed > 0 || p.done;
                 if too_large {
-                    return request_failed(c, Refusal::PayloadTooLarge, now);
+                    return request_failed(c, cx, Refusal::PayloadTooLarge, now);
                 }
             }
             Err(e) => {
                 log::info!("http: {} sent a malformed body: {e:?}", c.peer);
-                return request_failed(c, Refusal::InvalidRequest, now);
+                return request_failed(c, cx, Refusal::InvalidRequest, now);
             }
         }
     }
@@ -264,13 +305,19 @@ pub fn pump(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
     if !up.connected {
         return progress;
     }
-    progress |= tls_io::stage(&mut up.tls, &mut ex.to_upstream) > 0;
+    ex.timings.tcp_connected.get_or_insert(now);
+    // Nothing goes to the provider before its `req` record is durable (SPEC section 5).
+    if ex.audited && tls_io::stage(&mut up.tls, &mut ex.to_upstream) > 0 {
+        ex.timings.forwarded.get_or_insert(now);
+        progress = true;
+    }
     if let Err(e) = tls_io::flush(&mut up.sock, &mut up.tls) {
         provider_failed(c, key, cx, &format!("write: {e}"), now);
         return true;
     }
     if ex.awaiting_handshake && !up.tls.is_handshaking() {
         ex.awaiting_handshake = false;
+        ex.timings.tls_done = Some(now);
         ex.deadline = now + ex.shared.config.upstream.response_timeout;
         progress = true;
     }
@@ -352,6 +399,10 @@ fn response_step(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool 
             };
             forward::write_response(&mut ex.to_client, &head, persistence, dechunk, &ex.rate_fields);
             ex.status = head.status;
+            ex.timings.response_head = Some(now);
+            cx.runtime
+                .metrics
+                .upstream(now.saturating_duration_since(ex.timings.forwarded.unwrap_or(ex.started)));
             ex.provider_keeps_alive = head.reusable;
             ex.response_started = true;
             ex.deadline = now + ex.shared.config.upstream.response_timeout;
@@ -395,7 +446,7 @@ fn response_step(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool 
                     }
                     Err(e) => {
                         log::warn!("upstream: provider broke its response framing: {e:?}");
-                        abort(c);
+                        abort(c, cx, now);
                         true
                     }
                 }
@@ -407,7 +458,7 @@ fn response_step(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool 
                     }
                     Err(_) => {
                         log::warn!("upstream: provider closed mid-response");
-                        abort(c);
+                        abort(c, cx, now);
                     }
                 }
                 true
@@ -419,12 +470,12 @@ fn response_step(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool 
     }
 }
 
-/// The response is out: park the provider connection if it is clean, log, and get ready for
-/// the consumer's next request.
+/// The response is out: park the provider connection if it is clean, report, and get ready
+/// for the consumer's next request.
 fn finish(c: &mut Client, cx: &mut Cx, now: Instant) {
     let Some(ex) = c.exchange.take() else { return };
     let request_complete = ex.request_body.is_none() && ex.to_upstream.is_empty();
-    log_exchange(c, &ex, ex.status, now);
+    ended(c, cx, &ex, ex.status, None, now);
     if let Some(up) = ex.upstream
         && ex.provider_keeps_alive
         && request_complete
@@ -440,6 +491,47 @@ fn finish(c: &mut Client, cx: &mut Cx, now: Instant) {
     }
 }
 
+/// The audit's answer about this exchange's `req` record (row 16).
+pub fn audited(c: &mut Client, cx: &mut Cx, seq: Option<u64>, now: Instant) {
+    let Some(ex) = c.exchange.as_mut() else { return };
+    ex.audit_ticket = None;
+    let facts = ex.unaudited.take();
+    match (seq, facts) {
+        (Some(seq), _) => {
+            ex.audited = true;
+            ex.req_seq = Some(seq);
+        }
+        (None, facts) => {
+            log::error!(
+                "audit: the req record of {} is not durable; refusing",
+                ex.admission.ssp.trace_id
+            );
+            // No `req` was written, so no `res` either: the refusal is a `deny`.
+            let refusal = Refusal::AuditUnavailable;
+            if let Some(request) = facts {
+                cx.runtime.audit.record(Event::Deny {
+                    request: *request,
+                    status: refusal.status(),
+                    token: refusal.token(),
+                });
+            }
+            cx.runtime.metrics.request(
+                refusal.status(),
+                Some(&refusal.token()),
+                now.saturating_duration_since(ex.started),
+            );
+            let Some(ex) = c.exchange.take() else { return };
+            c.served += 1;
+            c.answer(
+                &refusal,
+                ex.context(),
+                ex.request_body.is_some() || !ex.keep_alive,
+                now,
+            );
+        }
+    }
+}
+
 /// Rows 17 and 18 before the response started; a cut-off response after.
 pub fn provider_failed(c: &mut Client, key: usize, cx: &mut Cx, why: &str, now: Instant) {
     let Some(ex) = c.exchange.as_mut() else { return };
@@ -447,7 +539,7 @@ pub fn provider_failed(c: &mut Client, key: usize, cx: &mut Cx, why: &str, now: 
     log::warn!("upstream: {target}: {why}");
     let dead = ex.upstream.take();
     if ex.response_started {
-        abort(c);
+        abort(c, cx, now);
         return;
     }
     // A pooled connection the provider had already closed: try once more on a new one.
@@ -460,7 +552,7 @@ pub fn provider_failed(c: &mut Client, key: usize, cx: &mut Cx, why: &str, now: 
         connect(c, key, cx, false, now);
         return;
     }
-    respond_with(c, Refusal::ProviderFailed { target }, false, now);
+    respond_with(c, cx, Refusal::ProviderFailed { target }, false, now);
 }
 
 /// A deadline passed while the exchange was in flight.
@@ -468,7 +560,7 @@ pub fn timed_out(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) {
     let Some(ex) = c.exchange.as_mut() else { return };
     if ex.response_started {
         log::warn!("upstream: {}: response stalled", ex.target());
-        abort(c);
+        abort(c, cx, now);
     } else if ex.awaiting_handshake {
         ex.replay = None;
         provider_failed(c, key, cx, "connect timeout", now);
@@ -476,22 +568,21 @@ pub fn timed_out(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) {
         // The consumer stopped sending its body: the provider never had the whole request.
         log::debug!("{}: request body stalled", c.peer);
         ex.upstream = None;
-        respond_with(c, Refusal::RequestTimeout, true, now);
+        respond_with(c, cx, Refusal::RequestTimeout, true, now);
     } else {
         let target = ex.target();
         log::warn!("upstream: {target}: no response head within response_timeout");
         ex.upstream = None;
-        respond_with(c, Refusal::ProviderTimeout { target }, false, now);
+        respond_with(c, cx, Refusal::ProviderTimeout { target }, false, now);
     }
 }
 
 /// Answers the exchange with one of our own answers and ends it; the connection closes when
 /// asked, when the consumer's body was not read to its end, or when it asked for it.
-fn respond_with(c: &mut Client, refusal: Refusal, close: bool, now: Instant) {
+fn respond_with(c: &mut Client, cx: &mut Cx, refusal: Refusal, close: bool, now: Instant) {
     let Some(ex) = c.exchange.take() else { return };
     let unread_body = ex.request_body.is_some();
-    log_exchange(c, &ex, refusal.status(), now);
-    log::debug!("{} {} {}", c.peer, refusal.status(), refusal.token());
+    ended(c, cx, &ex, refusal.status(), Some(refusal.token()), now);
     c.served += 1;
     c.answer(
         &refusal,
@@ -503,30 +594,35 @@ fn respond_with(c: &mut Client, refusal: Refusal, close: bool, now: Instant) {
 
 /// The consumer's request broke a rule while its body streamed (rows 3 and 13). Part of it
 /// may have reached the provider, whose connection is dropped: the connection closes too.
-fn request_failed(c: &mut Client, refusal: Refusal, now: Instant) -> bool {
+fn request_failed(c: &mut Client, cx: &mut Cx, refusal: Refusal, now: Instant) -> bool {
     if c.exchange.as_ref().is_some_and(|ex| ex.response_started) {
-        abort(c);
+        abort(c, cx, now);
     } else {
-        respond_with(c, refusal, true, now);
+        respond_with(c, cx, refusal, true, now);
     }
     true
 }
 
 /// The consumer went away before its answer was complete: SPEC section 4's 499.
-fn consumer_gone(c: &mut Client, now: Instant) {
+fn consumer_gone(c: &mut Client, cx: &mut Cx, now: Instant) {
     if let Some(ex) = c.exchange.take() {
-        log_exchange(c, &ex, 499, now);
+        ended(c, cx, &ex, 499, None, now);
     }
     c.done = true;
 }
 
-/// Nothing sensible can be said on this connection any more: close it.
-fn abort(c: &mut Client) {
-    c.exchange = None;
+/// Nothing sensible can be said on this connection any more: close it. The consumer got a
+/// truncated answer; the record keeps the status it started with.
+fn abort(c: &mut Client, cx: &mut Cx, now: Instant) {
+    if let Some(ex) = c.exchange.take() {
+        ended(c, cx, &ex, ex.status, None, now);
+    }
     c.done = true;
 }
 
-fn log_exchange(c: &Client, ex: &Exchange, status: u16, now: Instant) {
+/// Every exchange ends here, whichever way: its `res` record, its transactions line, a log
+/// line.
+fn ended(c: &Client, cx: &Cx, ex: &Exchange, status: u16, token: Option<String>, now: Instant) {
     let ssp = &ex.admission.ssp;
     log::debug!(
         "{} {}->{} {} {} {} up={} down={} reused={} {}ms",
@@ -541,4 +637,13 @@ fn log_exchange(c: &Client, ex: &Exchange, status: u16, now: Instant) {
         ex.reused,
         now.saturating_duration_since(ex.started).as_millis()
     );
+    cx.runtime.metrics.request(
+        status,
+        token.as_deref(),
+        now.saturating_duration_since(ex.started),
+    );
+    cx.runtime
+        .transactions
+        .log(report::transaction(c, ex, status, now));
+    cx.runtime.audit.record(report::res(ex, status, token, now));
 }

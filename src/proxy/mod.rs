@@ -13,6 +13,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+use sha2::{Digest, Sha256};
+
+use crate::audit::{Audit, Settings as AuditSettings, Transactions};
+use crate::metrics::Metrics;
+
 use rustls::pki_types::ServerName;
 
 use crate::config::Config;
@@ -54,6 +59,10 @@ pub struct Runtime {
     pub connections: AtomicUsize,
     /// Zero of the monotonic nanosecond clock the rate limits run on.
     started: Instant,
+    /// The audit and the transactions log outlive reloads: their files stay where they are.
+    pub audit: Audit,
+    pub transactions: Transactions,
+    pub metrics: Arc<Metrics>,
     /// Refused handshakes per address (see ARCHITECTURE.md, "Overload").
     pub handshake_failures: HandshakeFailures,
     /// Set by SIGTERM: stop accepting, finish what is in flight, exit.
@@ -67,13 +76,33 @@ const HANDSHAKE_FAILURES_PER_SECOND: f64 = 1.0;
 const HANDSHAKE_FAILURE_BURST: u32 = 20;
 
 impl Runtime {
-    pub fn new(shared: Shared) -> Runtime {
-        Runtime::from_arc(Arc::new(shared))
-    }
-
-    pub fn from_arc(shared: Arc<Shared>) -> Runtime {
-        Runtime {
-            current: RwLock::new(shared),
+    /// Starts the audit and the transactions log of `shared`'s configuration; the proxy does
+    /// not run without an audit (SPEC section 5).
+    pub fn start(shared: Shared) -> Result<Runtime, String> {
+        let cfg = &shared.config;
+        // The hash of the file as it is now; `check` and `run` loaded it moments ago.
+        let config_hash: [u8; 32] = Sha256::digest(std::fs::read(&cfg.path).unwrap_or_default()).into();
+        if cfg.audit.key.is_none() {
+            log::warn!(
+                "[audit] sealed = false: audit files are NOT sealed; tampering by whoever holds the box goes undetected"
+            );
+        }
+        let audit = Audit::start(AuditSettings {
+            dir: cfg.audit.dir.clone(),
+            key: cfg.audit.key.clone(),
+            sync: cfg.audit.sync,
+            rotate_bytes: cfg.audit.rotate_bytes,
+            seal_interval: cfg.audit.seal_interval,
+            config_hash,
+            version: env!("CARGO_PKG_VERSION"),
+        })
+        .map_err(|e| e.to_string())?;
+        let transactions = Transactions::start(cfg.transactions.path.clone()).map_err(|e| e.to_string())?;
+        Ok(Runtime {
+            current: RwLock::new(Arc::new(shared)),
+            audit,
+            transactions,
+            metrics: Metrics::new(),
             generation: AtomicU64::new(0),
             connections: AtomicUsize::new(0),
             started: Instant::now(),
@@ -83,7 +112,13 @@ impl Runtime {
             )),
             stopping: AtomicBool::new(false),
             heartbeats: RwLock::new(Vec::new()),
-        }
+        })
+    }
+
+    /// Seals the audit and closes the logs; the last thing before exit.
+    pub fn shutdown(&self, reason: &str) {
+        self.audit.shutdown(reason);
+        self.transactions.shutdown();
     }
 
     pub fn current(&self) -> Arc<Shared> {
@@ -103,7 +138,10 @@ impl Runtime {
     /// A heartbeat slot for one worker's loop.
     pub fn heartbeat(&self) -> Arc<AtomicU64> {
         let slot = Arc::new(AtomicU64::new(self.nanos(Instant::now())));
-        self.heartbeats.write().unwrap_or_else(|e| e.into_inner()).push(slot.clone());
+        self.heartbeats
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(slot.clone());
         slot
     }
 
@@ -113,7 +151,10 @@ impl Runtime {
         let now = self.nanos(now);
         let within = within.as_nanos() as u64;
         let beats = self.heartbeats.read().unwrap_or_else(|e| e.into_inner());
-        !beats.is_empty() && beats.iter().all(|b| now.saturating_sub(b.load(Ordering::Acquire)) <= within)
+        !beats.is_empty()
+            && beats
+                .iter()
+                .all(|b| now.saturating_sub(b.load(Ordering::Acquire)) <= within)
     }
 
     /// Nanoseconds since start, for the rate limits (monotonic, never wall time).
@@ -190,7 +231,11 @@ impl Shared {
                 .collect(),
         );
         let in_flight = InFlight::new(
-            config.providers.iter().map(|p| p.max_in_flight.unwrap_or(throttle.max_in_flight)).collect(),
+            config
+                .providers
+                .iter()
+                .map(|p| p.max_in_flight.unwrap_or(throttle.max_in_flight))
+                .collect(),
         );
         Ok(Shared {
             rates,
@@ -205,4 +250,5 @@ impl Shared {
     }
 }
 
-pub use worker::{bind, run, serve};
+pub use worker::{bind, serve};
+mod report;

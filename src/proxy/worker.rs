@@ -20,14 +20,15 @@ use super::exchange;
 use super::resolver::{self, Question};
 use super::tls_io;
 use super::upstream::{Pool, Upstream};
-use super::{Runtime, Shared};
+use super::{Runtime, Shared, report};
+use crate::audit::{Durable, Event, Notifier};
 use crate::http::answer::{self, Context};
 use crate::http::head;
-use crate::http::request::BodyFraming;
+use crate::http::request::{BodyFraming, RequestHead};
 use crate::policy;
+use crate::policy::Admission;
 use crate::policy::refusal::Refusal;
 use crate::policy::throttle::Permit;
-use crate::policy::Admission;
 
 /// How often deadlines are checked; timeouts fire at most this late.
 const TICK: Duration = Duration::from_millis(100);
@@ -62,6 +63,10 @@ pub struct Cx {
     /// Resolver tickets in flight, to the connection that asked.
     tickets: HashMap<u64, usize>,
     next_ticket: u64,
+    /// How the audit writer answers this worker about durable records.
+    notifier: Notifier,
+    /// Audit tickets in flight, to the connection whose `req` record it is.
+    audit_waits: HashMap<u64, usize>,
 }
 
 impl Cx {
@@ -80,6 +85,16 @@ impl Cx {
         if self.resolver.send(question).is_ok() {
             self.tickets.insert(ticket, key);
         }
+        ticket
+    }
+
+    /// Queues a record that must be durable before the exchange goes on; the answer comes
+    /// through the waker as `Durable` with the returned ticket.
+    pub fn audit_durable(&mut self, event: Event, key: usize) -> u64 {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.audit_waits.insert(ticket, key);
+        self.runtime.audit.record_durable(event, ticket, &self.notifier);
         ticket
     }
 
@@ -123,11 +138,7 @@ struct Worker {
     busy: Vec<usize>,
     cx: Cx,
     replies: Receiver<resolver::Answer>,
-}
-
-/// Runs the workers with a configuration that will not be replaced.
-pub fn run(shared: Arc<Shared>, listeners: Vec<StdListener>) -> std::io::Result<()> {
-    serve(Arc::new(Runtime::from_arc(shared)), listeners)
+    audit_replies: Receiver<Durable>,
 }
 
 /// Binds every `listen` address; done before the workers start so errors surface at once.
@@ -189,6 +200,14 @@ impl Worker {
         }
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (replies_tx, replies) = mpsc::channel();
+        let (audit_tx, audit_replies) = mpsc::channel();
+        let wake = waker.clone();
+        let notifier = Notifier {
+            replies: audit_tx,
+            wake: Arc::new(move || {
+                let _ = wake.wake();
+            }),
+        };
         let shared = runtime.current();
         let cx = Cx {
             registry: poll.registry().try_clone()?,
@@ -201,6 +220,8 @@ impl Worker {
             waker,
             tickets: HashMap::new(),
             next_ticket: 0,
+            notifier,
+            audit_waits: HashMap::new(),
         };
         Ok(Worker {
             poll,
@@ -209,6 +230,7 @@ impl Worker {
             busy: Vec::new(),
             cx,
             replies,
+            audit_replies,
         })
     }
 
@@ -281,6 +303,7 @@ impl Worker {
 
     fn dispatch(&mut self, event: &mio::event::Event, now: Instant) {
         if event.token() == WAKER {
+            self.audit_answers(now);
             return self.resolved(now);
         }
         let (kind, key) = (event.token().0 & 3, event.token().0 >> 2);
@@ -327,7 +350,12 @@ impl Worker {
                     return;
                 }
             };
-            if self.cx.runtime.handshake_failures.is_blocked(peer.ip(), self.cx.runtime.nanos(now)) {
+            if self
+                .cx
+                .runtime
+                .handshake_failures
+                .is_blocked(peer.ip(), self.cx.runtime.nanos(now))
+            {
                 log::debug!("accept: {peer} refused, too many failed handshakes from its address");
                 continue;
             }
@@ -347,12 +375,30 @@ impl Worker {
                         .register(&self.cx.registry, token(CLIENT, entry.key()))
                         .map_err(|e| e.to_string())?;
                     entry.insert(client);
+                    self.cx.runtime.metrics.connection_opened();
                     Ok(())
                 });
             if let Err(e) = registered {
                 self.cx.runtime.connections.fetch_sub(1, Ordering::Relaxed);
                 log::warn!("accept: {peer}: {e}");
             }
+        }
+    }
+
+    /// The audit writer answered: `req` records are durable (or not).
+    fn audit_answers(&mut self, now: Instant) {
+        while let Ok(durable) = self.audit_replies.try_recv() {
+            let Some(key) = self.cx.audit_waits.remove(&durable.ticket) else {
+                continue;
+            };
+            let Some(c) = self.clients.get_mut(key) else {
+                continue;
+            };
+            if c.exchange.as_ref().and_then(|ex| ex.audit_ticket) != Some(durable.ticket) {
+                continue;
+            }
+            exchange::audited(c, &mut self.cx, durable.seq, now);
+            self.drive(key, now);
         }
     }
 
@@ -423,9 +469,18 @@ impl Worker {
     fn reap(&mut self, key: usize) {
         if self.clients.get(key).is_some_and(|c| c.done) {
             let c = self.clients.remove(key);
-            if c.refused_handshake {
-                let runtime = &self.cx.runtime;
-                runtime.handshake_failures.record(c.peer.ip(), runtime.nanos(Instant::now()));
+            let runtime = &self.cx.runtime;
+            runtime.metrics.connection_closed();
+            if let Some(error) = c.refused_handshake {
+                runtime
+                    .handshake_failures
+                    .record(c.peer.ip(), runtime.nanos(Instant::now()));
+                runtime.metrics.handshake_failed(report::handshake_reason(&error));
+                runtime.audit.record(Event::Tls {
+                    peer: c.peer,
+                    reason: error.to_string(),
+                    subject: None,
+                });
             }
             self.cx.runtime.connections.fetch_sub(1, Ordering::Relaxed);
         }
@@ -483,6 +538,7 @@ fn on_head(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
                 xml: answer::prefers_xml(head::sniff_field(&c.inbuf, "accept")),
                 head_request: false,
             };
+            refused(c, cx, None, &refusal, now);
             c.answer(&refusal, ctx, true, now);
             return true;
         }
@@ -497,6 +553,10 @@ fn on_head(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
     let shared = cx.shared.clone();
     let admitted = policy::admit(&shared.rules, &head, identity, wall).and_then(|admission| {
         let permits = limits(&shared, &admission, cx.runtime.nanos(now))?;
+        // Row 16: while the audit cannot be written, nothing is admitted.
+        if !cx.runtime.audit.healthy() {
+            return Err(Refusal::AuditUnavailable);
+        }
         Ok((admission, permits))
     });
     match admitted {
@@ -504,7 +564,13 @@ fn on_head(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
             exchange::start(c, key, cx, head, admission, permit, rate_fields, now)
         }
         Err(refusal) => {
-            log::debug!("{} {} {} {}", c.peer, identity.subject, refusal.status(), refusal.token());
+            log::debug!(
+                "{} {} {} {}",
+                c.peer,
+                identity.subject,
+                refusal.status(),
+                refusal.token()
+            );
             let ctx = Context {
                 trace_id: head.field("ssp-traceid"),
                 xml: answer::prefers_xml(head.field("accept")),
@@ -512,6 +578,7 @@ fn on_head(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
             };
             // An unread body would be taken for the next request: close instead.
             let close = head.framing != BodyFraming::None || !head.keep_alive;
+            refused(c, cx, Some(&head), &refusal, now);
             c.served += 1;
             c.answer(&refusal, ctx, close, now);
         }
@@ -526,12 +593,15 @@ fn limits(shared: &Shared, admission: &Admission, nanos: u64) -> Result<(Permit,
     let route = admission.route;
     let limit = shared.rates.limit(route.consumer).map_or(0, |l| l.burst);
     // An index the limiter does not know cannot happen; refuse rather than skip the limit.
-    let verdict = shared.rates.acquire(route.consumer, nanos).ok_or(Refusal::Throttled {
-        from: admission.ssp.from.clone(),
-        limit,
-        retry_after: 1,
-        reset: 1,
-    })?;
+    let verdict = shared
+        .rates
+        .acquire(route.consumer, nanos)
+        .ok_or(Refusal::Throttled {
+            from: admission.ssp.from.clone(),
+            limit,
+            retry_after: 1,
+            reset: 1,
+        })?;
     if !verdict.allowed {
         return Err(Refusal::Throttled {
             from: admission.ssp.from.clone(),
@@ -543,7 +613,9 @@ fn limits(shared: &Shared, admission: &Admission, nanos: u64) -> Result<(Permit,
     let permit = shared
         .in_flight
         .try_acquire(route.provider)
-        .ok_or_else(|| Refusal::ProviderBusy { to: admission.ssp.to.clone() })?;
+        .ok_or_else(|| Refusal::ProviderBusy {
+            to: admission.ssp.to.clone(),
+        })?;
     let fields = format!(
         "X-Rate-Limit-Limit: {limit}\r\nX-Rate-Limit-Remaining: {}\r\nX-Rate-Limit-Reset: {}\r\n",
         verdict.remaining,
@@ -557,12 +629,30 @@ fn whole_seconds(nanos: u64) -> u64 {
     nanos.div_ceil(1_000_000_000)
 }
 
+/// A request refused before it became an exchange: its `deny` record and its metrics.
+fn refused(c: &Client, cx: &Cx, head: Option<&RequestHead>, refusal: &Refusal, now: Instant) {
+    let metrics = &cx.runtime.metrics;
+    match refusal {
+        Refusal::Throttled { .. } => metrics.throttled(),
+        Refusal::ProviderBusy { .. } => metrics.provider_busy(),
+        _ => {}
+    }
+    let since = c.head_started.unwrap_or(c.since);
+    metrics.request(
+        refusal.status(),
+        Some(&refusal.token()),
+        now.saturating_duration_since(since),
+    );
+    cx.runtime.audit.record(report::deny(c, head, refusal));
+}
+
 fn timed_out(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) {
     match c.phase {
         Phase::Handshake | Phase::Closing => c.done = true,
         Phase::Head if c.inbuf.is_empty() && c.served > 0 => c.start_closing(now),
         Phase::Head => {
             log::debug!("{} 408 REQUEST_TIMEOUT", c.peer);
+            refused(c, cx, None, &Refusal::RequestTimeout, now);
             c.answer(&Refusal::RequestTimeout, Context::default(), true, now);
         }
         Phase::Exchange => exchange::timed_out(c, key, cx, now),

@@ -209,6 +209,14 @@ impl Setup {
         let endpoint = options
             .endpoint
             .replace("{port}", &provider_addr.port().to_string());
+        // A real sealing key, as an operator makes with `ssp audit keygen`.
+        assert_eq!(
+            ssp::audit::cli::keygen(&dir.path().join("audit.key")),
+            0,
+            "audit keygen"
+        );
+        // The initial key stays with the "auditor": the proxy's copy evolves at every seal.
+        std::fs::copy(dir.path().join("audit.key"), dir.path().join("audit.k0")).unwrap();
         let config = dir.path().join("ssp.toml");
         std::fs::write(
             &config,
@@ -244,12 +252,16 @@ impl Proxy {
     }
 
     pub fn with(options: Options) -> Proxy {
-        let setup = Setup::new(&options);
+        Proxy::on(Setup::new(&options))
+    }
+
+    /// Runs a proxy on a prepared setup (e.g. with its audit folder on a small tmpfs).
+    pub fn on(setup: Setup) -> Proxy {
         let config = ssp::config::load(&setup.config).unwrap_or_else(|e| panic!("harness config: {e}"));
         let shared = Shared::load(config).unwrap_or_else(|e| panic!("harness config: {e}"));
         let listeners = ssp::proxy::bind(&shared).expect("bind");
         let addr = listeners[0].local_addr().unwrap();
-        let runtime = Arc::new(Runtime::new(shared));
+        let runtime = Arc::new(Runtime::start(shared).unwrap_or_else(|e| panic!("harness audit: {e}")));
         let serving = runtime.clone();
         std::thread::Builder::new()
             .name("ssp-under-test".into())
@@ -263,6 +275,11 @@ impl Proxy {
             seen: setup.seen.clone(),
             _setup: setup,
         }
+    }
+
+    /// The test's folder: `audit/`, `audit.k0` (the initial key), `transactions.log`.
+    pub fn dir(&self) -> &Path {
+        self._setup.dir.path()
     }
 
     /// Loads a configuration written from `options` (same provider) and puts it in force, as

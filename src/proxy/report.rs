@@ -1,0 +1,122 @@
+//! What the proxy tells the audit and the transactions log about a connection or a request:
+//! the translation from connection state to `audit::Event` and `audit::Transaction`, in one
+//! place. Nothing here decides anything.
+
+use std::time::Instant;
+
+use super::client::Client;
+use super::exchange::Exchange;
+use crate::audit::{Event, RequestFacts, Transaction};
+use crate::http::head;
+use crate::http::request::RequestHead;
+use crate::policy::jwt;
+use crate::policy::refusal::Refusal;
+
+/// Longest header value copied into a record; the audit caps records anyway.
+const MAX_VALUE: usize = 512;
+
+fn text(value: Option<&[u8]>) -> Option<String> {
+    value.map(|v| String::from_utf8_lossy(&v[..v.len().min(MAX_VALUE)]).into_owned())
+}
+
+/// The facts of a request as far as it was parsed: all of it when a head was read, the
+/// sniffed trace id only when the head was refused before parsing.
+pub fn facts(c: &Client, head: Option<&RequestHead>) -> RequestFacts {
+    let identity = c.identity.as_ref();
+    let field = |name: &str| match head {
+        Some(h) => text(h.field(name)),
+        None => text(head::sniff_field(&c.inbuf, name)),
+    };
+    RequestFacts {
+        trace_id: field("ssp-traceid"),
+        from: field("ssp-from"),
+        to: field("ssp-to"),
+        interaction: field("ssp-interactionid"),
+        method: head.map_or_else(String::new, |h| h.method().to_string()),
+        target: head.map_or_else(String::new, |h| {
+            h.target()[..h.target().len().min(MAX_VALUE)].to_string()
+        }),
+        peer: c.peer,
+        subject: identity.map_or_else(String::new, |i| i.subject.clone()),
+        issuer: identity.map_or_else(String::new, |i| i.issuer.clone()),
+        serial: identity.map_or_else(String::new, |i| i.serial_hex.clone()),
+        fingerprint: identity.map_or_else(String::new, |i| i.fingerprint.clone()),
+        claims: head
+            .and_then(|h| h.field("authorization"))
+            .and_then(jwt::parse_bearer),
+    }
+}
+
+/// A bounded name for why a handshake was refused, for `ssp_tls_handshake_failures_total`.
+pub fn handshake_reason(error: &rustls::Error) -> &'static str {
+    use rustls::{CertificateError as C, Error as E};
+    match error {
+        E::NoCertificatesPresented => "no_certificate",
+        E::InvalidCertificate(C::Revoked) => "revoked",
+        E::InvalidCertificate(
+            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
+        ) => "expired",
+        E::InvalidCertificate(C::ExpiredRevocationList | C::ExpiredRevocationListContext { .. }) => {
+            "crl_expired"
+        }
+        E::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => "unknown_ca",
+        E::InvalidCertificate(C::Other(_) | C::ApplicationVerificationFailure) => "subject",
+        E::InvalidMessage(_)
+        | E::PeerIncompatible(_)
+        | E::PeerMisbehaved(_)
+        | E::InappropriateMessage { .. } => "protocol",
+        _ => "other",
+    }
+}
+
+pub fn deny(c: &Client, head: Option<&RequestHead>, refusal: &Refusal) -> Event {
+    Event::Deny {
+        request: facts(c, head),
+        status: refusal.status(),
+        token: refusal.token(),
+    }
+}
+
+pub fn ms(from: Instant, to: Instant) -> f64 {
+    to.saturating_duration_since(from).as_secs_f64() * 1000.0
+}
+
+/// The `res` record of an exchange that ended with `status` (and `token` when the proxy
+/// answered itself).
+pub fn res(ex: &Exchange, status: u16, token: Option<String>, now: Instant) -> Event {
+    Event::Res {
+        trace_id: ex.admission.ssp.trace_id.clone(),
+        req_seq: ex.req_seq,
+        status,
+        token,
+        bytes_in: ex.bytes_up,
+        bytes_out: ex.bytes_down,
+        duration_ms: ms(ex.started, now),
+        upstream_ms: ex
+            .timings
+            .response_head
+            .map(|t| ms(ex.timings.forwarded.unwrap_or(ex.started), t)),
+    }
+}
+
+/// The transactions-log line of an exchange.
+pub fn transaction(c: &Client, ex: &Exchange, status: u16, now: Instant) -> Transaction {
+    let ssp = &ex.admission.ssp;
+    let t = &ex.timings;
+    Transaction {
+        trace_id: Some(ssp.trace_id.clone()),
+        from: Some(ssp.from.clone()),
+        to: Some(ssp.to.clone()),
+        interaction: Some(ssp.interaction.clone()),
+        status,
+        bytes_in: ex.bytes_up,
+        bytes_out: ex.bytes_down,
+        tls_handshake_ms: c.handshake_ms,
+        queue_ms: t.connect_started.map_or(0.0, |s| ms(ex.started, s)),
+        upstream_connect_ms: t.connect_started.zip(t.tcp_connected).map(|(a, b)| ms(a, b)),
+        upstream_tls_ms: t.tcp_connected.zip(t.tls_done).map(|(a, b)| ms(a, b)),
+        ttfb_ms: t.response_head.map(|h| ms(ex.started, h)),
+        total_ms: ms(ex.started, now),
+        reused: ex.reused,
+    }
+}

@@ -1,0 +1,114 @@
+//! SPEC section 5 through the proxy: every request leaves a record, the `req` record is
+//! durable before the provider sees the request, and the directory verifies with the key.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+
+use common::*;
+use ssp::demo::provider::{Handler, Reply, SeenRequest};
+
+fn audit_text(proxy: &Proxy) -> String {
+    std::fs::read_to_string(proxy.dir().join("audit/audit.jsonl")).unwrap()
+}
+
+fn records(proxy: &Proxy) -> Vec<serde_json::Value> {
+    audit_text(proxy)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+const OTHER_TRACE: &str = "0f0e0d0c-0b0a-4998-8776-655443322110";
+
+#[test]
+fn allowed_refused_and_handshake_refusals_are_recorded_and_the_chain_verifies() {
+    let proxy = Proxy::start();
+    assert_eq!(proxy.consumer(&CONSUMER_A).exchange(&proxy.get()).status, 200);
+    let refused = proxy
+        .get()
+        .set("Ssp-From", CONSUMER_B.asid)
+        .set("Ssp-TraceID", OTHER_TRACE);
+    assert_eq!(proxy.consumer(&CONSUMER_B).exchange(&refused).status, 403);
+    let mut revoked = proxy.consumer(&REVOKED);
+    assert!(
+        revoked
+            .send(&proxy.get())
+            .and_then(|_| revoked.read_response())
+            .is_err()
+    );
+
+    proxy.runtime.shutdown("test over");
+
+    let all = records(&proxy);
+    let of_type = |t: &str| all.iter().filter(|r| r["type"] == t).collect::<Vec<_>>();
+    assert_eq!(of_type("start").len(), 1);
+    let req = of_type("req");
+    assert_eq!(req.len(), 1);
+    assert_eq!(req[0]["trace_id"], TRACE_ID);
+    let res = of_type("res");
+    assert_eq!(res.len(), 1);
+    assert_eq!(res[0]["status"], 200);
+    let deny = of_type("deny");
+    assert_eq!(deny.len(), 1);
+    assert_eq!(deny[0]["trace_id"], OTHER_TRACE);
+    assert_eq!(deny[0]["status"], 403);
+    assert!(
+        deny[0]["token"]
+            .as_str()
+            .unwrap()
+            .starts_with("FOT_CHECK_FAILED_MESSAGESENDER_")
+    );
+    assert_eq!(of_type("tls").len(), 1, "the revoked certificate's handshake");
+    assert!(!of_type("seal").is_empty(), "shutdown seals");
+    // `stop`, then a seal over it, so the end of the chain is sealed too.
+    assert_eq!(all[all.len() - 2]["type"], "stop");
+    assert_eq!(all[all.len() - 1]["type"], "seal");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_ssp"))
+        .args(["audit", "verify"])
+        .arg(proxy.dir().join("audit"))
+        .arg("--key-file")
+        .arg(proxy.dir().join("audit.k0"))
+        .arg("--require-sealed")
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{summary}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn req_record_is_durable_before_the_provider_sees_the_request() {
+    // The provider looks in the audit file for the request it is handed.
+    let audit_file = Arc::new(std::sync::Mutex::new(None::<std::path::PathBuf>));
+    let looked_up = audit_file.clone();
+    let handler: Handler = Arc::new(move |req: &SeenRequest| {
+        let path = looked_up.lock().unwrap().clone().expect("audit path set");
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let trace = req.field("ssp-traceid").unwrap_or("");
+        let recorded = text
+            .lines()
+            .any(|l| l.contains("\"type\":\"req\"") && l.contains(trace));
+        Reply::json(if recorded { 200 } else { 500 }, "{}")
+    });
+    let proxy = Proxy::with(Options {
+        handler,
+        ..Options::default()
+    });
+    *audit_file.lock().unwrap() = Some(proxy.dir().join("audit/audit.jsonl"));
+    let mut consumer = proxy.consumer(&CONSUMER_A);
+    for i in 0..5 {
+        let trace = format!("5b6f3f8e-7a1d-4c1e-9d3a-2f0b6c1e8a4{i}");
+        let r = consumer.exchange(&proxy.get().set("Ssp-TraceID", &trace));
+        assert_eq!(
+            r.status, 200,
+            "request {i} reached the provider before its req record"
+        );
+    }
+}

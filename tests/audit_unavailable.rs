@@ -1,0 +1,106 @@
+//! SPEC section 4 row 16 through the proxy: while the audit cannot be written nothing is
+//! admitted (503 AUDIT_UNAVAILABLE, nothing reaches the provider), `/readyz`'s source says so,
+//! and admission resumes by itself when writing works again.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A tmpfs mounted on the audit folder, unmounted when dropped.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn small_tmpfs(dir: &Path) -> Option<Mount> {
+    std::fs::create_dir_all(dir).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(dir)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        println!("note: cannot mount a tmpfs here (not root?); the disk-full test is skipped");
+    }
+    mounted.then(|| Mount(dir.to_owned()))
+}
+
+/// Takes every free byte of the file system holding `dir`.
+fn fill(dir: &Path) -> PathBuf {
+    let filler = dir.join("filler");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=4096"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(Stdio::null())
+        .status();
+    filler
+}
+
+#[test]
+fn full_disk_refuses_admission_and_service_resumes_when_space_returns() {
+    let setup = Setup::new(&Options::default());
+    let audit_dir = setup.dir.path().join("audit");
+    let Some(_mount) = small_tmpfs(&audit_dir) else {
+        return;
+    };
+    let proxy = Proxy::on(setup);
+    let mut consumer = proxy.consumer(&CONSUMER_A);
+    assert_eq!(consumer.exchange(&proxy.get()).status, 200);
+
+    let filler = fill(&audit_dir);
+    let mut refused = None;
+    // The first write into the full disk fails; from then on nothing is admitted.
+    for _ in 0..20 {
+        let r = proxy.consumer(&CONSUMER_A).exchange(&proxy.get());
+        if r.status == 503 {
+            refused = Some(r);
+            break;
+        }
+        assert_eq!(r.status, 200);
+    }
+    let refused = refused.expect("a 503 once the audit cannot be written");
+    assert_outcome(&refused, 503, "transient", "AUDIT_UNAVAILABLE", Some(TRACE_ID));
+    assert!(!proxy.runtime.audit.healthy());
+    let forwarded = proxy.seen().len();
+    assert_eq!(proxy.consumer(&CONSUMER_A).exchange(&proxy.get()).status, 503);
+    assert_eq!(
+        proxy.seen().len(),
+        forwarded,
+        "nothing reaches the provider unaudited"
+    );
+
+    std::fs::remove_file(filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = proxy.consumer(&CONSUMER_A).exchange(&proxy.get());
+        if r.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "admission never resumed: {}", r.status);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(proxy.runtime.audit.healthy());
+
+    proxy.runtime.shutdown("test over");
+    let out = Command::new(env!("CARGO_BIN_EXE_ssp"))
+        .args(["audit", "verify"])
+        .arg(&audit_dir)
+        .arg("--key-file")
+        .arg(proxy.dir().join("audit.k0"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
