@@ -89,6 +89,22 @@ fn bench(c: &mut Criterion) {
     c.bench_function("row 7: Ssp headers + JWT", |b| {
         b.iter(|| ssp::policy::headers::check(black_box(&head), true))
     });
+    let limits =
+        ssp::policy::throttle::RateLimits::new(vec![
+            ssp::policy::throttle::Limit::new(1e9, 1_000_000);
+            CONSUMERS
+        ]);
+    let mut clock = 0u64;
+    c.bench_function("row 14: rate limit (GCRA, one atomic)", |b| {
+        b.iter(|| {
+            clock += 1_000;
+            limits.acquire(black_box(CONSUMERS / 2), clock)
+        })
+    });
+    let in_flight = ssp::policy::throttle::InFlight::new(vec![64; PROVIDERS]);
+    c.bench_function("row 15: in-flight permit, taken and released", |b| {
+        b.iter(|| in_flight.try_acquire(black_box(7)))
+    });
     c.bench_function("parse head + admit", |b| {
         b.iter(|| {
             let head = request::parse(black_box(raw.as_bytes()), 32768)
