@@ -53,7 +53,9 @@ pub fn handle_signals(
                     }
                     SIGUSR1 => reopen(),
                     _ if runtime.is_stopping() => {
-                        log::warn!("second stop signal: exiting without waiting");
+                        // Requests in flight are cut off, but the audit is still sealed.
+                        log::warn!("second stop signal: exiting without waiting for requests in flight");
+                        runtime.shutdown("second stop signal");
                         std::process::exit(1);
                     }
                     _ => {
