@@ -62,6 +62,8 @@ pub struct Server {
     pub client_subject: Vec<(String, String)>,
     pub forwarded: bool,
     pub require_jwt: bool,
+    /// Every connection starts with a PROXY protocol v2 header (behind an L4 balancer).
+    pub proxy_protocol: bool,
 }
 
 /// What to do with a CRL past its nextUpdate.

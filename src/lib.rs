@@ -8,6 +8,7 @@ pub mod http;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod service;
 pub mod systemd;
 pub mod tls;

@@ -44,6 +44,7 @@ pub(super) struct RawServer {
     pub client_subject: Field<BTreeMap<Spanned<String>, Spanned<String>>>,
     pub forwarded: Field<bool>,
     pub require_jwt: Field<bool>,
+    pub proxy_protocol: Field<bool>,
 }
 
 #[derive(Deserialize, Default)]

@@ -150,6 +150,7 @@ fn spec_sections() -> Sections {
             client_subject: vec![("O".into(), "nhs".into()), ("OU".into(), "Devices".into())],
             forwarded: true,
             require_jwt: true,
+            proxy_protocol: false,
         },
         Upstream {
             ca: etc("tls/nhs-ca.pem"),

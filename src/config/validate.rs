@@ -91,6 +91,7 @@ fn server(src: &Source<'_>, raw: Field<raw::RawServer>) -> Result<Server, Config
         client_subject: client_subject(&t, s.client_subject)?,
         forwarded: t.or(s.forwarded, "forwarded", true, Ok)?,
         require_jwt: t.or(s.require_jwt, "require_jwt", true, Ok)?,
+        proxy_protocol: t.or(s.proxy_protocol, "proxy_protocol", false, Ok)?,
     })
 }
 

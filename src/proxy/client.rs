@@ -16,6 +16,7 @@ use crate::http::head::HeadError;
 use crate::http::request::{self, RequestHead};
 use crate::policy::identity::Identity;
 use crate::policy::refusal::Refusal;
+use crate::proxy_protocol;
 
 /// How long a closing connection is drained after our last byte, so that unread input does
 /// not turn our close into a reset that destroys the answer in flight.
@@ -23,6 +24,8 @@ const LINGER: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// Reading the PROXY protocol v2 header a balancer sends before the TLS bytes.
+    ProxyHeader,
     Handshake,
     /// Waiting for or reading a request head.
     Head,
@@ -60,7 +63,14 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(sock: TcpStream, tls: ServerConnection, peer: SocketAddr, now: Instant) -> Client {
+    /// `proxy_header`: the listener sits behind a balancer speaking PROXY protocol v2.
+    pub fn new(
+        sock: TcpStream,
+        tls: ServerConnection,
+        peer: SocketAddr,
+        proxy_header: bool,
+        now: Instant,
+    ) -> Client {
         Client {
             sock,
             tls,
@@ -69,7 +79,11 @@ impl Client {
             inbuf: Vec::new(),
             read_ready: true,
             eof: false,
-            phase: Phase::Handshake,
+            phase: if proxy_header {
+                Phase::ProxyHeader
+            } else {
+                Phase::Handshake
+            },
             since: now,
             head_started: None,
             served: 0,
@@ -106,6 +120,9 @@ impl Client {
         if !self.read_ready || self.eof || self.done {
             return false;
         }
+        if self.phase == Phase::ProxyHeader {
+            return self.read_proxy_header(now);
+        }
         let cap = self.read_cap(max_head);
         if self.inbuf.len() >= cap {
             return false;
@@ -136,6 +153,53 @@ impl Client {
                 }
                 // rustls has queued an alert; send it, then close.
                 let _ = tls_io::flush(&mut self.sock, &mut self.tls);
+                self.done = true;
+                true
+            }
+        }
+    }
+
+    /// Reads the PROXY v2 header, takes the consumer's address from it, and hands the TLS
+    /// bytes read along with it to rustls.
+    fn read_proxy_header(&mut self, now: Instant) -> bool {
+        use std::io::Read;
+        let mut chunk = [0u8; 512];
+        let room = proxy_protocol::MAX_HEADER
+            .saturating_sub(self.inbuf.len())
+            .min(chunk.len());
+        match self.sock.read(&mut chunk[..room]) {
+            Ok(0) => self.eof = true,
+            Ok(n) => self.inbuf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                self.read_ready = false;
+                return false;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return true,
+            Err(_) => self.eof = true,
+        }
+        match proxy_protocol::parse(&self.inbuf) {
+            Ok(proxy_protocol::Header::Incomplete) => true,
+            Ok(proxy_protocol::Header::Done { consumed, source }) => {
+                if let Some(source) = source {
+                    self.peer = source;
+                }
+                let mut rest = &self.inbuf[consumed..];
+                while !rest.is_empty() {
+                    if self.tls.read_tls(&mut rest).is_err() {
+                        self.done = true;
+                        break;
+                    }
+                }
+                self.inbuf.clear();
+                self.enter(Phase::Handshake, now);
+                true
+            }
+            Err(why) => {
+                log::warn!(
+                    "proxy protocol: {} (from the balancer at {}): {why}",
+                    self.peer,
+                    self.peer
+                );
                 self.done = true;
                 true
             }
@@ -246,7 +310,7 @@ impl Client {
     /// The deadline of the current phase, from `[limits]` and `[upstream]` (SPEC row 2).
     pub fn deadline(&self, header_timeout: Duration, idle_timeout: Duration) -> Option<Instant> {
         match self.phase {
-            Phase::Handshake => Some(self.since + header_timeout),
+            Phase::ProxyHeader | Phase::Handshake => Some(self.since + header_timeout),
             Phase::Head if self.inbuf.is_empty() && self.served > 0 => Some(self.since + idle_timeout),
             Phase::Head => Some(self.head_started.unwrap_or(self.since) + header_timeout),
             Phase::Exchange => self.exchange.as_ref().map(|ex| ex.deadline),

@@ -290,7 +290,9 @@ impl Worker {
         let idle: Vec<usize> = self
             .clients
             .iter()
-            .filter(|(_, c)| matches!(c.phase, Phase::Handshake | Phase::Head) && c.inbuf.is_empty())
+            .filter(|(_, c)| {
+                matches!(c.phase, Phase::ProxyHeader | Phase::Handshake | Phase::Head) && c.inbuf.is_empty()
+            })
             .map(|(key, _)| key)
             .collect();
         for key in idle {
@@ -350,11 +352,15 @@ impl Worker {
                     return;
                 }
             };
-            if self
-                .cx
-                .runtime
-                .handshake_failures
-                .is_blocked(peer.ip(), self.cx.runtime.nanos(now))
+            // Behind a balancer the socket's peer is the balancer: the consumer's own address
+            // is checked once the PROXY header names it (`drive`).
+            let proxied = shared.config.server.proxy_protocol;
+            if !proxied
+                && self
+                    .cx
+                    .runtime
+                    .handshake_failures
+                    .is_blocked(peer.ip(), self.cx.runtime.nanos(now))
             {
                 log::debug!("accept: {peer} refused, too many failed handshakes from its address");
                 continue;
@@ -370,7 +376,7 @@ impl Worker {
                 .map_err(|e| e.to_string())
                 .and_then(|tls| {
                     let entry = self.clients.vacant_entry();
-                    let mut client = Client::new(sock, tls, peer, now);
+                    let mut client = Client::new(sock, tls, peer, proxied, now);
                     client
                         .register(&self.cx.registry, token(CLIENT, entry.key()))
                         .map_err(|e| e.to_string())?;
@@ -492,17 +498,28 @@ impl Worker {
 fn drive(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
     let max_head = cx.shared.config.limits.max_header_bytes;
     for _ in 0..MAX_ROUNDS {
+        let before = c.phase;
         let mut progress = c.read(max_head, now);
+        if before == Phase::ProxyHeader
+            && c.phase == Phase::Handshake
+            && cx
+                .runtime
+                .handshake_failures
+                .is_blocked(c.peer.ip(), cx.runtime.nanos(now))
+        {
+            log::debug!("{}: refused, too many failed handshakes from its address", c.peer);
+            c.done = true;
+        }
         progress |= match c.phase {
             Phase::Handshake if !c.tls.is_handshaking() && !c.done => {
                 c.finish_handshake(now);
                 true
             }
-            Phase::Handshake | Phase::Closing => false,
+            Phase::ProxyHeader | Phase::Handshake | Phase::Closing => false,
             Phase::Head => on_head(c, key, cx, now),
             Phase::Exchange => exchange::pump(c, key, cx, now),
         };
-        if c.eof && matches!(c.phase, Phase::Handshake | Phase::Head) {
+        if c.eof && matches!(c.phase, Phase::ProxyHeader | Phase::Handshake | Phase::Head) {
             c.done = true;
         }
         flush_upstream(c, key, cx, now);
@@ -648,7 +665,7 @@ fn refused(c: &Client, cx: &Cx, head: Option<&RequestHead>, refusal: &Refusal, n
 
 fn timed_out(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) {
     match c.phase {
-        Phase::Handshake | Phase::Closing => c.done = true,
+        Phase::ProxyHeader | Phase::Handshake | Phase::Closing => c.done = true,
         Phase::Head if c.inbuf.is_empty() && c.served > 0 => c.start_closing(now),
         Phase::Head => {
             log::debug!("{} 408 REQUEST_TIMEOUT", c.peer);

@@ -596,7 +596,13 @@ pub struct Consumer {
 
 impl Consumer {
     pub fn connect(addr: SocketAddr, config: Arc<ClientConfig>) -> Consumer {
-        let sock = TcpStream::connect(addr).expect("connect to the proxy");
+        Consumer::connect_after(addr, config, b"")
+    }
+
+    /// Connects and writes `preamble` (e.g. a PROXY protocol header) before any TLS byte.
+    pub fn connect_after(addr: SocketAddr, config: Arc<ClientConfig>, preamble: &[u8]) -> Consumer {
+        let mut sock = TcpStream::connect(addr).expect("connect to the proxy");
+        io::Write::write_all(&mut sock, preamble).expect("write the preamble");
         sock.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
         sock.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
         let conn = ClientConnection::new(config, ServerName::try_from("localhost").unwrap()).unwrap();
