@@ -307,3 +307,51 @@ fn admin_endpoint_reports_health_and_counts_requests() {
     assert!(metrics.contains("ssp_audit_records_total"), "{metrics}");
     assert!(metrics.contains("ssp_connections_active"), "{metrics}");
 }
+
+#[test]
+fn repeated_reloads_lose_no_request_of_a_concurrent_stream() {
+    let setup = Setup::new(&Options::default());
+    let ssp = Ssp::start(&setup.config, None);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let streams: Vec<_> = (0..2)
+        .map(|i| {
+            let (addr, stop) = (ssp.addr, stop.clone());
+            let request = request(&setup, &CONSUMER_A, SEARCH);
+            std::thread::spawn(move || {
+                let mut statuses = Vec::new();
+                // One stream keeps its connection; the other opens one per request.
+                let mut kept = Consumer::connect(addr, client_config(&CONSUMER_A));
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let status = if i == 0 {
+                        kept.exchange(&request).status
+                    } else {
+                        Consumer::connect(addr, client_config(&CONSUMER_A))
+                            .exchange(&request)
+                            .status
+                    };
+                    statuses.push(status);
+                }
+                statuses
+            })
+        })
+        .collect();
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(150));
+        ssp.signal(libc::SIGHUP);
+        ssp.wait_for_log("reload:");
+    }
+    std::thread::sleep(Duration::from_millis(150));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for stream in streams {
+        let statuses = stream.join().expect("a stream thread");
+        assert!(
+            statuses.len() > 5,
+            "the stream made requests throughout: {}",
+            statuses.len()
+        );
+        assert!(
+            statuses.iter().all(|&s| s == 200),
+            "a request failed across a reload: {statuses:?}"
+        );
+    }
+}

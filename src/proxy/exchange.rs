@@ -111,6 +111,13 @@ impl Exchange {
     }
 }
 
+/// How long an exchange may wait for the other side now: the consumer's next body bytes while
+/// its body is incomplete, else the provider's response head.
+fn wait_limit(shared: &Shared, body_pending: bool) -> std::time::Duration {
+    let cfg = &shared.config;
+    if body_pending { cfg.limits.header_timeout } else { cfg.upstream.response_timeout }
+}
+
 /// Begins forwarding an admitted request.
 #[allow(clippy::too_many_arguments)]
 pub fn start(
@@ -209,7 +216,7 @@ fn connect(c: &mut Client, key: usize, cx: &mut Cx, allow_pooled: bool, now: Ins
         ex.timings.tcp_connected = Some(now);
         ex.timings.tls_done = Some(now);
         ex.awaiting_handshake = false;
-        ex.deadline = now + ex.shared.config.upstream.response_timeout;
+        ex.deadline = now + wait_limit(&ex.shared, ex.request_body.is_some());
         return;
     }
     ex.reused = false;
@@ -282,9 +289,10 @@ pub fn pump(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
                 if p.done {
                     ex.request_body = None;
                 }
-                // The response clock starts once the request is out, not while it uploads.
+                // While the body uploads, a stall is the consumer's (header_timeout between
+                // reads); the response clock starts once the request is out.
                 if p.consumed > 0 && !ex.awaiting_handshake {
-                    ex.deadline = now + ex.shared.config.upstream.response_timeout;
+                    ex.deadline = now + wait_limit(&ex.shared, ex.request_body.is_some());
                 }
                 progress |= p.consumed > 0 || p.done;
                 if too_large {
@@ -318,7 +326,7 @@ pub fn pump(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
     if ex.awaiting_handshake && !up.tls.is_handshaking() {
         ex.awaiting_handshake = false;
         ex.timings.tls_done = Some(now);
-        ex.deadline = now + ex.shared.config.upstream.response_timeout;
+        ex.deadline = now + wait_limit(&ex.shared, ex.request_body.is_some());
         progress = true;
     }
     if up.read_ready && ex.to_client.len() < STAGE_LIMIT {
