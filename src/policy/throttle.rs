@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use crate::config::{Consumer, Provider, Throttle};
+
 const NANOS_PER_SEC: f64 = 1e9;
 
 /// A consumer's rate: `rate` requests a second on average, up to `burst` at once.
@@ -68,6 +70,23 @@ pub fn gcra(limit: &Limit, tat: u64, now: u64) -> Verdict {
             reset: current,
         }
     }
+}
+
+/// Each consumer's limit, in configuration order: its own `rate`/`burst` where it has them,
+/// else `[throttle]`'s.
+pub fn consumer_limits(consumers: &[Consumer], defaults: &Throttle) -> Vec<Limit> {
+    consumers
+        .iter()
+        .map(|c| Limit::new(c.rate.unwrap_or(defaults.rate), c.burst.unwrap_or(defaults.burst)))
+        .collect()
+}
+
+/// Each provider's cap on requests in flight, in configuration order.
+pub fn provider_caps(providers: &[Provider], defaults: &Throttle) -> Vec<u32> {
+    providers
+        .iter()
+        .map(|p| p.max_in_flight.unwrap_or(defaults.max_in_flight))
+        .collect()
 }
 
 /// The rate state of every consumer, shared by all workers.
@@ -294,6 +313,53 @@ mod tests {
         assert!(
             !failures.is_blocked(bad, now + SEC),
             "blocked only until the bucket refills"
+        );
+    }
+
+    #[test]
+    fn per_consumer_and_per_provider_overrides_win_over_the_defaults() {
+        let defaults = Throttle {
+            rate: 20.0,
+            burst: 40,
+            max_in_flight: 64,
+        };
+        let consumer = |rate, burst| Consumer {
+            asid: "1".into(),
+            fqdn: "a".into(),
+            interactions: vec![],
+            providers: vec![],
+            rate,
+            burst,
+            line: 1,
+        };
+        let limits = consumer_limits(
+            &[
+                consumer(None, None),
+                consumer(Some(50.0), Some(100)),
+                consumer(Some(1.0), None),
+            ],
+            &defaults,
+        );
+        assert_eq!(
+            limits,
+            vec![Limit::new(20.0, 40), Limit::new(50.0, 100), Limit::new(1.0, 40)]
+        );
+        let provider = |cap| Provider {
+            asid: "9".into(),
+            endpoint: crate::config::Endpoint {
+                url: "https://p".into(),
+                host: "p".into(),
+                port: None,
+                path: String::new(),
+            },
+            interactions: vec![],
+            connect: None,
+            max_in_flight: cap,
+            line: 1,
+        };
+        assert_eq!(
+            provider_caps(&[provider(None), provider(Some(128))], &defaults),
+            vec![64, 128]
         );
     }
 

@@ -115,7 +115,11 @@ impl Exchange {
 /// its body is incomplete, else the provider's response head.
 fn wait_limit(shared: &Shared, body_pending: bool) -> std::time::Duration {
     let cfg = &shared.config;
-    if body_pending { cfg.limits.header_timeout } else { cfg.upstream.response_timeout }
+    if body_pending {
+        cfg.limits.header_timeout
+    } else {
+        cfg.upstream.response_timeout
+    }
 }
 
 /// Begins forwarding an admitted request.

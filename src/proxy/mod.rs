@@ -23,7 +23,7 @@ use rustls::pki_types::ServerName;
 use crate::config::Config;
 use crate::policy::Rules;
 use crate::policy::allowlist::Allowlist;
-use crate::policy::throttle::{HandshakeFailures, InFlight, Limit, RateLimits};
+use crate::policy::throttle::{self, HandshakeFailures, InFlight, Limit, RateLimits};
 use crate::tls::{self, Tls};
 
 /// Where and how to reach one provider.
@@ -222,21 +222,8 @@ impl Shared {
             allowlist: Allowlist::new(&config.consumers, &config.providers),
             revocations,
         };
-        let throttle = &config.throttle;
-        let rates = RateLimits::new(
-            config
-                .consumers
-                .iter()
-                .map(|c| Limit::new(c.rate.unwrap_or(throttle.rate), c.burst.unwrap_or(throttle.burst)))
-                .collect(),
-        );
-        let in_flight = InFlight::new(
-            config
-                .providers
-                .iter()
-                .map(|p| p.max_in_flight.unwrap_or(throttle.max_in_flight))
-                .collect(),
-        );
+        let rates = RateLimits::new(throttle::consumer_limits(&config.consumers, &config.throttle));
+        let in_flight = InFlight::new(throttle::provider_caps(&config.providers, &config.throttle));
         Ok(Shared {
             rates,
             in_flight,
