@@ -355,3 +355,72 @@ fn repeated_reloads_lose_no_request_of_a_concurrent_stream() {
         );
     }
 }
+
+#[test]
+fn kill_9_under_load_then_restart_leaves_a_chain_that_verifies() {
+    let setup = Setup::new(&Options::default());
+    let mut ssp = Ssp::start(&setup.config, None);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..2)
+        .map(|_| {
+            let (addr, stop) = (ssp.addr, stop.clone());
+            let request = request(&setup, &CONSUMER_A, SEARCH);
+            std::thread::spawn(move || {
+                let mut served = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let mut c = Consumer::connect(addr, client_config(&CONSUMER_A));
+                    // After the kill, requests fail: that is the point.
+                    match c.send(&request).and_then(|_| c.read_response()) {
+                        Ok(r) if r.status == 200 => served += 1,
+                        _ => break,
+                    }
+                }
+                served
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(600));
+    ssp.child.kill().unwrap(); // SIGKILL, mid-load
+    ssp.child.wait().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let served: usize = load.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(served > 0, "the load ran before the kill");
+
+    let mut again = Ssp::start(&setup.config, None);
+    assert_eq!(
+        again
+            .consumer(&CONSUMER_A)
+            .exchange(&request(&setup, &CONSUMER_A, SEARCH))
+            .status,
+        200
+    );
+    again.signal(libc::SIGTERM);
+    assert!(again.wait_exit().success());
+
+    let out = Command::new(env!("CARGO_BIN_EXE_ssp"))
+        .args(["audit", "verify"])
+        .arg(setup.dir.path().join("audit"))
+        .arg("--key-file")
+        .arg(setup.dir.path().join("audit.k0"))
+        .arg("--require-sealed")
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{summary}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let audit = std::fs::read_dir(setup.dir.path().join("audit"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect::<String>();
+    let reqs = audit.lines().filter(|l| l.contains("\"type\":\"req\"")).count();
+    assert!(
+        reqs > served,
+        "every forwarded request has its req record ({reqs} for {served} answered)"
+    );
+}
