@@ -30,7 +30,8 @@ impl Ssp {
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped());
         if let Some(socket) = notify_socket {
-            cmd.env("NOTIFY_SOCKET", socket);
+            // A watchdog of 400 ms: pings every 200 ms while the loops turn.
+            cmd.env("NOTIFY_SOCKET", socket).env("WATCHDOG_USEC", "400000");
         }
         let mut child = cmd.spawn().expect("start ssp run");
         let stderr = child.stderr.take().unwrap();
@@ -228,6 +229,16 @@ fn systemd_hears_ready_reloading_and_stopping() {
         String::from_utf8_lossy(&buf[..n]).into_owned()
     };
     let mut ssp = Ssp::start(&setup.config, Some(&socket_path));
+    // Watchdog pings arrive between the other notifications: note that one came, skip them.
+    let mut pinged = false;
+    let mut next = || loop {
+        let state = next();
+        if state == "WATCHDOG=1" {
+            pinged = true;
+        } else {
+            return state;
+        }
+    };
     assert_eq!(next(), "READY=1");
 
     ssp.signal(libc::SIGHUP);
@@ -238,9 +249,12 @@ fn systemd_hears_ready_reloading_and_stopping() {
     );
     assert_eq!(next(), "READY=1");
 
+    std::thread::sleep(Duration::from_millis(500));
     ssp.signal(libc::SIGTERM);
     assert_eq!(next(), "STOPPING=1");
     assert!(ssp.wait_exit().success());
+    drop(next);
+    assert!(pinged, "WATCHDOG=1 while the worker loops turn");
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
