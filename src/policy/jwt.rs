@@ -1,8 +1,6 @@
 //! The consumer's JWT: logged for audit, never trusted (PECS and GP Connect JWTs are often
 //! `alg: none`). Its shape is checked so that a malformed one is refused (SPEC section 1).
 
-use std::borrow::Cow;
-
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 /// The claims the audit record keeps.
@@ -57,8 +55,8 @@ impl<'de, T: Fields> Deserialize<'de> for Object<T> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object<T>, A::Error> {
                 let mut fields = T::default();
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    if !fields.read(&key, &mut map)? {
+                while let Some(Key(key)) = map.next_key::<Key>()? {
+                    if !fields.read(key, &mut map)? {
                         map.next_value::<IgnoredAny>()?;
                     }
                 }
@@ -66,6 +64,28 @@ impl<'de, T: Fields> Deserialize<'de> for Object<T> {
             }
         }
         d.deserialize_map(ObjectVisitor(std::marker::PhantomData))
+    }
+}
+
+/// An object key, borrowed from the input when it has no escapes (serde's `Cow<str>` would
+/// always allocate). Keys the claims do not use are not kept at all.
+struct Key(&'static str);
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+                const KNOWN: [&str; 7] =
+                    ["alg", "iss", "sub", "reason_for_request", "requesting_organization", "requesting_practitioner", "id"];
+                Ok(Key(KNOWN.iter().find(|k| **k == v).copied().unwrap_or("")))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
     }
 }
 
