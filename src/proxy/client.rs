@@ -21,6 +21,8 @@ use crate::proxy_protocol;
 /// How long a closing connection is drained after our last byte, so that unread input does
 /// not turn our close into a reset that destroys the answer in flight.
 const LINGER: Duration = Duration::from_secs(2);
+/// Input buffer capacity an idle connection may keep (bytes).
+const IDLE_BUFFER: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -235,6 +237,10 @@ impl Client {
     pub fn enter(&mut self, phase: Phase, now: Instant) {
         self.phase = phase;
         self.since = now;
+        // An idle connection gives back what a large head or body made its buffer grow to.
+        if self.inbuf.is_empty() && self.inbuf.capacity() > IDLE_BUFFER {
+            self.inbuf = Vec::new();
+        }
         // Pipelined bytes already waiting start their head clock now.
         self.head_started = (!self.inbuf.is_empty()).then_some(now);
     }
