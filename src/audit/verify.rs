@@ -225,7 +225,7 @@ impl Verifier {
     /// A complete line, without its newline.
     pub fn line(&mut self, bytes: &[u8]) {
         let Some(line) = self.next_line() else { return };
-        let expected = self.last.map_or(0, |(seq, _)| seq + 1);
+        let expected = self.last.map_or(0, |(seq, _)| seq.saturating_add(1));
         let parsed = match record::parse(bytes) {
             Ok(p) => p,
             Err(e) => return self.finding(Kind::Tampered, Some(line), Some(expected), e),
@@ -341,7 +341,7 @@ impl Verifier {
                 )),
             };
         };
-        if p.seq == seq + 1 {
+        if seq.checked_add(1) == Some(p.seq) {
             if p.prev != h {
                 return Err((
                     Kind::Tampered,
@@ -350,10 +350,14 @@ impl Verifier {
             }
             return Ok(());
         }
-        if first_in_file && p.seq > seq + 1 {
+        if first_in_file && p.seq > seq.saturating_add(1) {
             return Err((
                 Kind::Gap,
-                format!("seq {}..{} are missing: a file was removed", seq + 1, p.seq - 1),
+                format!(
+                    "seq {}..{} are missing: a file was removed",
+                    seq.saturating_add(1),
+                    p.seq - 1
+                ),
             ));
         }
         Err((Kind::Tampered, format!("seq {} follows seq {seq}", p.seq)))
@@ -395,13 +399,15 @@ impl Verifier {
             return Err(format!("seal epoch {epoch}, expected {expected}"));
         }
         if self.k0.is_some() {
-            let key = self.key_at(epoch).ok_or("seal epoch precedes the key given")?;
+            let key = self
+                .key_at(epoch)
+                .ok_or("seal epoch precedes the key given, or is implausibly far after it")?;
             if key.mac(p.seq, &p.prev, &p.ts) != mac {
                 return Err("the seal's MAC does not verify: records before it were changed, or the key is not this chain's"
                     .into());
             }
         }
-        self.expected_epoch = Some(epoch + 1);
+        self.expected_epoch = Some(epoch.saturating_add(1));
         self.declared_epoch = None;
         self.report.seals += 1;
         self.report.sealed_through = Some(p.seq);

@@ -57,14 +57,9 @@ pub struct Fields {
 impl Fields {
     /// Records the fields httparse found, as offsets into `raw` (which they borrow from).
     pub fn from_parsed(raw: &[u8], parsed: &[httparse::Header<'_>]) -> Fields {
-        let base = raw.as_ptr() as usize;
         let ranges = parsed
             .iter()
-            .map(|h| {
-                let name = h.name.as_ptr() as usize - base;
-                let value = h.value.as_ptr() as usize - base;
-                (name..name + h.name.len(), value..value + h.value.len())
-            })
+            .map(|h| (range_in(raw, h.name.as_bytes()), range_in(raw, h.value)))
             .collect();
         Fields { ranges }
     }
@@ -97,6 +92,16 @@ impl Fields {
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty()
     }
+}
+
+/// Where `part` lies in `raw`. httparse returns slices of the buffer it parsed, except for a
+/// static empty string in some cases (a missing reason phrase): that, or anything else not
+/// inside `raw`, is an empty range rather than an out-of-bounds offset.
+pub fn range_in(raw: &[u8], part: &[u8]) -> Range<usize> {
+    (part.as_ptr() as usize)
+        .checked_sub(raw.as_ptr() as usize)
+        .filter(|start| start + part.len() <= raw.len())
+        .map_or(0..0, |start| start..start + part.len())
 }
 
 /// Trims optional whitespace (SP and HTAB) from both ends of a field value.

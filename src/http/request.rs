@@ -106,12 +106,13 @@ pub fn parse(buf: &[u8], max_head_bytes: usize) -> Result<Option<RequestHead>, H
         Err(httparse::Error::Version) => return Err(HeadError::Malformed("unsupported HTTP version")),
         Err(_) => return Err(HeadError::Malformed("invalid request line")),
     }
-    let base = raw.as_ptr() as usize;
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(HeadError::Malformed("incomplete request line"));
     };
-    let method_start = method.as_ptr() as usize - base;
-    let target_start = target.as_ptr() as usize - base;
+    let (method, target) = (
+        head::range_in(&raw, method.as_bytes()),
+        head::range_in(&raw, target.as_bytes()),
+    );
     let version = if minor == 1 {
         Version::Http11
     } else {
@@ -120,8 +121,8 @@ pub fn parse(buf: &[u8], max_head_bytes: usize) -> Result<Option<RequestHead>, H
     let fields = Fields::from_parsed(&raw, req.headers);
     let framing = framing(&raw, &fields, version)?;
     let mut head = RequestHead {
-        method: method_start..method_start + method.len(),
-        target: target_start..target_start + target.len(),
+        method,
+        target,
         raw,
         version,
         fields,

@@ -83,11 +83,7 @@ pub fn parse(
     let (Some(status), Some(minor)) = (res.code, res.version) else {
         return Err(HeadError::Malformed("incomplete status line"));
     };
-    let base = raw.as_ptr() as usize;
-    let reason = res.reason.map_or(0..0, |r| {
-        let start = r.as_ptr() as usize - base;
-        start..start + r.len()
-    });
+    let reason = res.reason.map_or(0..0, |r| head::range_in(&raw, r.as_bytes()));
     let fields = Fields::from_parsed(&raw, res.headers);
     let framing = framing(&raw, &fields, status, request_method)?;
     let mut head = ResponseHead {
