@@ -42,7 +42,9 @@ fn run(body: &[u8], cuts: &[usize], copy: bool) -> Outcome {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&count, rest)) = data.split_first() else { return };
+    let Some((&count, rest)) = data.split_first() else {
+        return;
+    };
     let count = usize::from(count % 8).min(rest.len());
     let (raw_cuts, body) = rest.split_at(count);
     let mut cuts: Vec<usize> = raw_cuts

@@ -9,7 +9,9 @@ use ssp::http::request::{self, BodyFraming, Version};
 const MAX_HEAD: usize = 32768;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(Some(head)) = request::parse(data, MAX_HEAD) else { return };
+    let Ok(Some(head)) = request::parse(data, MAX_HEAD) else {
+        return;
+    };
     // The head is a prefix of what was given, within the limit.
     assert!(head.len() <= data.len() && head.len() <= MAX_HEAD);
     // The same head alone parses the same way: nothing after the blank line leaks into it.

@@ -7,7 +7,9 @@ use libfuzzer_sys::fuzz_target;
 use ssp::http::target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(raw) = std::str::from_utf8(data) else { return };
+    let Ok(raw) = std::str::from_utf8(data) else {
+        return;
+    };
     let Ok(parsed) = target::parse(raw) else { return };
     let printed = format!("/{parsed}");
     let again = target::parse(&printed);
