@@ -108,6 +108,9 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// How long SIGTERM waits for requests in flight; zero stops at once.
     pub drain_timeout: Duration,
+    /// Refused TLS handshakes tolerated from one address at once (then one a second) before
+    /// its new connections are closed at accept; 0 switches the limit off.
+    pub refused_handshakes: u32,
     /// Uppercase HTTP tokens; never empty.
     pub methods: Vec<String>,
 }

@@ -66,6 +66,7 @@ pub(super) struct RawLimits {
     pub header_timeout: Field<String>,
     pub idle_timeout: Field<String>,
     pub drain_timeout: Field<String>,
+    pub refused_handshakes: Field<u32>,
     pub methods: List<String>,
 }
 

@@ -166,6 +166,7 @@ fn spec_sections() -> Sections {
             header_timeout: secs(10),
             idle_timeout: secs(60),
             drain_timeout: secs(30),
+            refused_handshakes: 20,
             methods: vec!["GET".into(), "POST".into(), "PUT".into()],
         },
         Throttle {

@@ -177,7 +177,8 @@ impl Drop for Permit {
 /// work, until it refills. A flood of bad handshakes then costs an `accept` and a `close`.
 #[derive(Debug)]
 pub struct HandshakeFailures {
-    limit: Limit,
+    /// `None`: no limit (`[limits] refused_handshakes = 0`).
+    limit: Option<Limit>,
     tats: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u64>>,
 }
 
@@ -186,7 +187,7 @@ pub struct HandshakeFailures {
 const MAX_REMEMBERED: usize = 65_536;
 
 impl HandshakeFailures {
-    pub fn new(limit: Limit) -> HandshakeFailures {
+    pub fn new(limit: Option<Limit>) -> HandshakeFailures {
         HandshakeFailures {
             limit,
             tats: Default::default(),
@@ -195,20 +196,22 @@ impl HandshakeFailures {
 
     /// Counts one refused handshake from `addr`.
     pub fn record(&self, addr: std::net::IpAddr, now: u64) {
+        let Some(limit) = self.limit else { return };
         let mut tats = self.tats.lock().unwrap_or_else(|e| e.into_inner());
         if tats.len() >= MAX_REMEMBERED {
             tats.retain(|_, tat| *tat > now);
         }
         let tat = tats.entry(addr).or_insert(0);
         // Refused or not, the failure is counted: the arrival time keeps running ahead.
-        *tat = (*tat).max(now).saturating_add(self.limit.emission);
+        *tat = (*tat).max(now).saturating_add(limit.emission);
     }
 
     /// Whether `addr` has used up its allowance of refused handshakes.
     pub fn is_blocked(&self, addr: std::net::IpAddr, now: u64) -> bool {
+        let Some(limit) = self.limit else { return false };
         let tats = self.tats.lock().unwrap_or_else(|e| e.into_inner());
         tats.get(&addr)
-            .is_some_and(|&tat| tat.saturating_sub(now) > self.limit.capacity)
+            .is_some_and(|&tat| tat.saturating_sub(now) > limit.capacity)
     }
 }
 
@@ -295,7 +298,7 @@ mod tests {
 
     #[test]
     fn an_address_with_too_many_refused_handshakes_is_blocked_until_it_refills() {
-        let failures = HandshakeFailures::new(Limit::new(1.0, 3));
+        let failures = HandshakeFailures::new(Some(Limit::new(1.0, 3)));
         let (bad, good): (std::net::IpAddr, std::net::IpAddr) =
             ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         let now = 10 * SEC;

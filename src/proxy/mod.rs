@@ -71,9 +71,8 @@ pub struct Runtime {
     heartbeats: RwLock<Vec<Arc<AtomicU64>>>,
 }
 
-/// Refused handshakes tolerated from one address: a burst of 20, then one a second.
+/// Refused handshakes an address earns back per second, after its `refused_handshakes` burst.
 const HANDSHAKE_FAILURES_PER_SECOND: f64 = 1.0;
-const HANDSHAKE_FAILURE_BURST: u32 = 20;
 
 impl Runtime {
     /// Starts the audit and the transactions log of `shared`'s configuration; the proxy does
@@ -98,6 +97,10 @@ impl Runtime {
         })
         .map_err(|e| e.to_string())?;
         let transactions = Transactions::start(cfg.transactions.path.clone()).map_err(|e| e.to_string())?;
+        // Kept for the process's life: a reload does not forget who flooded us.
+        let burst = shared.config.limits.refused_handshakes;
+        let handshake_failures =
+            HandshakeFailures::new((burst > 0).then(|| Limit::new(HANDSHAKE_FAILURES_PER_SECOND, burst)));
         Ok(Runtime {
             current: RwLock::new(Arc::new(shared)),
             audit,
@@ -106,10 +109,7 @@ impl Runtime {
             generation: AtomicU64::new(0),
             connections: AtomicUsize::new(0),
             started: Instant::now(),
-            handshake_failures: HandshakeFailures::new(Limit::new(
-                HANDSHAKE_FAILURES_PER_SECOND,
-                HANDSHAKE_FAILURE_BURST,
-            )),
+            handshake_failures,
             stopping: AtomicBool::new(false),
             heartbeats: RwLock::new(Vec::new()),
         })
