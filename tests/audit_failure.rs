@@ -4,60 +4,26 @@
 
 #[path = "common/audit.rs"]
 mod common;
+#[path = "common/tmpfs.rs"]
+mod tmpfs;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use ssp::audit::Audit;
 
-/// A small tmpfs mounted for the test, unmounted when dropped.
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
-fn tmpfs(dir: &Path, size: &str) -> Option<Mount> {
-    std::fs::create_dir_all(dir).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-        .arg(dir)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        println!("note: cannot mount a tmpfs here (not root?); the disk-full test is skipped");
-    }
-    mounted.then(|| Mount(dir.to_owned()))
-}
-
-/// Fills the file system holding `dir`; returns the filler to remove.
-fn fill(dir: &Path) -> PathBuf {
-    let filler = dir.join("filler");
-    let mut file = std::fs::File::create(&filler).unwrap();
-    let chunk = vec![0u8; 4096];
-    while file.write_all(&chunk).is_ok() {}
-    let _ = file.sync_all();
-    filler
-}
-
 #[test]
 fn a_full_disk_fails_closed_and_recovers_by_itself() {
     let dir = TempDir::new("full");
     keygen(&dir);
-    let Some(_mount) = tmpfs(&dir.audit(), "256k") else {
+    let Some(_mount) = tmpfs::tmpfs(&dir.audit(), "256k") else {
         return;
     };
     let mut settings = settings(&dir, true);
     settings.seal_interval = Duration::from_millis(100);
     let audit = Audit::start(settings).unwrap();
     assert!(durable(&audit, req("ok-before")).is_some());
-    let filler = fill(&dir.audit());
+    let filler = tmpfs::fill(&dir.audit());
 
     // The last page of the file may still have room for a record or two.
     let mut refused = Vec::new();

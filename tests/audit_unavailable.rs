@@ -3,59 +3,26 @@
 //! and admission resumes by itself when writing works again.
 
 mod common;
+#[path = "common/tmpfs.rs"]
+mod tmpfs;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// A tmpfs mounted on the audit folder, unmounted when dropped.
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
-fn small_tmpfs(dir: &Path) -> Option<Mount> {
-    std::fs::create_dir_all(dir).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
-        .arg(dir)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        println!("note: cannot mount a tmpfs here (not root?); the disk-full test is skipped");
-    }
-    mounted.then(|| Mount(dir.to_owned()))
-}
-
-/// Takes every free byte of the file system holding `dir`.
-fn fill(dir: &Path) -> PathBuf {
-    let filler = dir.join("filler");
-    let _ = Command::new("dd")
-        .args(["if=/dev/zero", "bs=4096"])
-        .arg(format!("of={}", filler.display()))
-        .stderr(Stdio::null())
-        .status();
-    filler
-}
 
 #[test]
 fn full_disk_refuses_admission_and_service_resumes_when_space_returns() {
     let setup = Setup::new(&Options::default());
     let audit_dir = setup.dir.path().join("audit");
-    let Some(_mount) = small_tmpfs(&audit_dir) else {
+    let Some(_mount) = tmpfs::tmpfs(&audit_dir, "256k") else {
         return;
     };
     let proxy = Proxy::on(setup);
     let mut consumer = proxy.consumer(&CONSUMER_A);
     assert_eq!(consumer.exchange(&proxy.get()).status, 200);
 
-    let filler = fill(&audit_dir);
+    let filler = tmpfs::fill(&audit_dir);
     let mut refused = None;
     // The first write into the full disk fails; from then on nothing is admitted.
     for _ in 0..20 {

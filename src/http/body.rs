@@ -70,15 +70,6 @@ impl BodyReader {
             _ => Err(BodyError::Truncated),
         }
     }
-
-    /// Payload bytes so far, for the body-size limit.
-    pub fn payload_len(&self, declared: u64) -> u64 {
-        match self {
-            BodyReader::Length { remaining } => declared - remaining,
-            BodyReader::Chunked(d) => d.payload_len(),
-            BodyReader::UntilClose { seen } => *seen,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -80,14 +80,13 @@ impl<'de> Deserialize<'de> for Key {
                 f.write_str("an object key")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
-                const KNOWN: [&str; 7] = [
+                const KNOWN: [&str; 6] = [
                     "alg",
                     "iss",
                     "sub",
                     "reason_for_request",
                     "requesting_organization",
                     "requesting_practitioner",
-                    "id",
                 ];
                 Ok(Key(KNOWN.iter().find(|k| **k == v).copied().unwrap_or("")))
             }
