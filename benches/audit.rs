@@ -61,7 +61,13 @@ fn bench(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 for i in 0..RECORDS {
-                    audit.record_durable(Event::Req { request: facts(i) }, i, &notifier);
+                    audit.record_durable(
+                        Event::Req {
+                            request: facts(i).into(),
+                        },
+                        i,
+                        &notifier,
+                    );
                 }
                 for _ in 0..RECORDS {
                     black_box(rx.recv().expect("an answer").seq.expect("durable"));

@@ -80,7 +80,10 @@ fn bench(c: &mut Criterion) {
         b.iter(|| admit(black_box(&rules), black_box(&head), black_box(&identity), NOW))
     });
     let auth = head.field("authorization").expect("jwt").to_vec();
-    c.bench_function("row 7: JWT claims", |b| {
+    c.bench_function("row 7: JWT well-formed", |b| {
+        b.iter(|| ssp::policy::jwt::is_valid_bearer(black_box(&auth)))
+    });
+    c.bench_function("audit: JWT claims read", |b| {
         b.iter(|| ssp::policy::jwt::parse_bearer(black_box(&auth)))
     });
     c.bench_function("row 5: target URL", |b| {

@@ -136,6 +136,11 @@ fn a_durable_record_is_in_the_file_before_the_worker_is_told() {
             "ticket {i} got seq {seq}: {line}"
         );
     }
+    // The writer sends the answers, then wakes the worker: the wake may come after them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while seen.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let seen = seen.lock().unwrap();
     assert!(
         !seen.is_empty() && seen.iter().all(|s| *s),
@@ -225,7 +230,7 @@ fn records_are_single_lines_of_at_most_4_kib() {
     facts.target = format!("/https://pecs.example.nhs.uk/{}", "x".repeat(20_000));
     facts.subject = "CN=evil\nforged: line\r\n".repeat(100);
     audit.record(Event::Deny {
-        request: facts,
+        request: facts.into(),
         status: 431,
         token: "REQUEST_HEADER_FIELDS_TOO_LARGE".into(),
     });

@@ -2,6 +2,7 @@
 //! and `h`; everything else in a record comes from here.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crate::policy::jwt::Claims;
 
@@ -16,12 +17,13 @@ pub enum Event {
     },
     /// A refused request (rows 2–16), with the status and token it was answered with.
     Deny {
-        request: RequestFacts,
+        request: Arc<RequestFacts>,
         status: u16,
         token: String,
     },
     /// An admitted request, recorded before it is forwarded.
-    Req { request: RequestFacts },
+    /// The facts are shared with the exchange that forwards the request.
+    Req { request: Arc<RequestFacts> },
     /// A completed exchange; status 499 when the consumer went away first.
     Res {
         trace_id: String,

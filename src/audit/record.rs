@@ -439,7 +439,7 @@ mod tests {
             1,
             "t",
             &Entry::Event(Box::new(Event::Deny {
-                request: facts(),
+                request: facts().into(),
                 status: 403,
                 token: "T".into(),
             })),
@@ -483,7 +483,14 @@ mod tests {
             sub: Some("\n".repeat(3000)),
             ..Claims::default()
         });
-        let line = line(9, "t", &Entry::Event(Box::new(Event::Req { request })), &GENESIS);
+        let line = line(
+            9,
+            "t",
+            &Entry::Event(Box::new(Event::Req {
+                request: request.into(),
+            })),
+            &GENESIS,
+        );
         assert!(line.bytes.len() <= MAX_LINE, "{}", line.bytes.len());
         assert_eq!(line.bytes.iter().filter(|&&b| b == b'\n').count(), 1);
         let value: serde_json::Value = serde_json::from_slice(&line.bytes).unwrap();

@@ -172,7 +172,12 @@ fn read_request(
         target: head.target().to_string(),
         fields: head
             .fields()
-            .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v).into_owned()))
+            .map(|(n, v)| {
+                (
+                    String::from_utf8_lossy(n).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
             .collect(),
         body,
         client_subject,

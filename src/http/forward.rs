@@ -2,6 +2,7 @@
 //! consumer sees of a response. End-to-end fields pass unchanged and in order; hop-by-hop
 //! fields stay behind (SPEC section 4).
 
+use std::io::Write;
 use std::net::SocketAddr;
 
 use super::head::is_hop_by_hop;
@@ -22,21 +23,30 @@ pub fn write_request(
     out.push(b' ');
     out.extend_from_slice(target.path_and_query.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-    out.extend_from_slice(target.authority().as_bytes());
+    out.extend_from_slice(target.host.as_bytes());
+    if let Some(port) = target.port {
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, ":{port}");
+    }
     out.extend_from_slice(b"\r\n");
     let connection = head.connection_tokens();
     for (name, value) in head.fields() {
-        if !name.eq_ignore_ascii_case("host") && !is_hop_by_hop(name, &connection) {
+        if !name.eq_ignore_ascii_case(b"host") && !is_hop_by_hop(name, &connection) {
             write_field(out, name, value);
         }
     }
     if let Some(addr) = forwarded_for {
         // Quoted because an address with a port contains ':' (RFC 7239 section 6).
-        let value = match addr {
-            SocketAddr::V4(a) => format!("for=\"{a}\";proto=https"),
-            SocketAddr::V6(a) => format!("for=\"[{}]:{}\";proto=https", a.ip(), a.port()),
+        // Writing to a Vec cannot fail.
+        let _ = match addr {
+            SocketAddr::V4(a) => write!(out, "Forwarded: for=\"{a}\";proto=https\r\n"),
+            SocketAddr::V6(a) => write!(
+                out,
+                "Forwarded: for=\"[{}]:{}\";proto=https\r\n",
+                a.ip(),
+                a.port()
+            ),
         };
-        write_field(out, "Forwarded", value.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -67,7 +77,7 @@ pub fn write_response(
     let connection = head.connection_tokens();
     for (name, value) in head.fields() {
         let dropped =
-            is_hop_by_hop(name, &connection) || (dechunk && name.eq_ignore_ascii_case("transfer-encoding"));
+            is_hop_by_hop(name, &connection) || (dechunk && name.eq_ignore_ascii_case(b"transfer-encoding"));
         if !dropped {
             write_field(out, name, value);
         }
@@ -81,8 +91,8 @@ pub fn write_response(
     out.extend_from_slice(b"\r\n");
 }
 
-fn write_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
-    out.extend_from_slice(name.as_bytes());
+fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");

@@ -64,12 +64,12 @@ impl Fields {
         Fields { ranges }
     }
 
-    pub fn iter<'a>(&'a self, raw: &'a [u8]) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
-        self.ranges.iter().map(move |(n, v)| {
-            // httparse only accepts token characters in names, so this cannot fail.
-            let name = std::str::from_utf8(&raw[n.clone()]).unwrap_or("");
-            (name, &raw[v.clone()])
-        })
+    /// Names and values, in order. Names are ASCII tokens (httparse checked them) and are
+    /// compared as bytes, so no UTF-8 work per field.
+    pub fn iter<'a>(&'a self, raw: &'a [u8]) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        self.ranges
+            .iter()
+            .map(move |(n, v)| (&raw[n.clone()], &raw[v.clone()]))
     }
 
     /// All values of a header, case-insensitively by name, in order. Compares bytes: names
@@ -137,7 +137,7 @@ pub fn parse_content_length(value: &[u8]) -> Option<u64> {
 
 /// Headers that describe one hop and are never forwarded (RFC 9110 section 7.6.1), plus
 /// whatever the message's own `Connection` header names.
-pub fn is_hop_by_hop(name: &str, connection_tokens: &[&[u8]]) -> bool {
+pub fn is_hop_by_hop(name: &[u8], connection_tokens: &[&[u8]]) -> bool {
     const FIXED: &[&str] = &[
         "connection",
         "keep-alive",
@@ -148,11 +148,9 @@ pub fn is_hop_by_hop(name: &str, connection_tokens: &[&[u8]]) -> bool {
         "proxy-authenticate",
         "proxy-authorization",
     ];
-    FIXED.iter().any(|h| h.eq_ignore_ascii_case(name))
-        || name.len() > 6 && name[..6].eq_ignore_ascii_case("proxy-")
-        || connection_tokens
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+    FIXED.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(name))
+        || name.len() > 6 && name[..6].eq_ignore_ascii_case(b"proxy-")
+        || connection_tokens.iter().any(|t| t.eq_ignore_ascii_case(name))
 }
 
 /// Finds a field in a head that could not be parsed, so that an answer to a malformed request
@@ -234,11 +232,11 @@ mod tests {
 
     #[test]
     fn hop_by_hop_includes_connection_named_fields() {
-        assert!(is_hop_by_hop("Connection", &[]));
-        assert!(is_hop_by_hop("Proxy-Whatever", &[]));
-        assert!(is_hop_by_hop("X-Secret", &[b"x-secret"]));
-        assert!(!is_hop_by_hop("Ssp-From", &[b"close"]));
-        assert!(!is_hop_by_hop("Authorization", &[]));
-        assert!(!is_hop_by_hop("Transfer-Encoding", &[]));
+        assert!(is_hop_by_hop(b"Connection", &[]));
+        assert!(is_hop_by_hop(b"Proxy-Whatever", &[]));
+        assert!(is_hop_by_hop(b"X-Secret", &[b"x-secret"]));
+        assert!(!is_hop_by_hop(b"Ssp-From", &[b"close"]));
+        assert!(!is_hop_by_hop(b"Authorization", &[]));
+        assert!(!is_hop_by_hop(b"Transfer-Encoding", &[]));
     }
 }

@@ -55,7 +55,7 @@ impl RequestHead {
         self.raw.is_empty()
     }
 
-    pub fn fields(&self) -> impl Iterator<Item = (&str, &[u8])> {
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.fields.iter(&self.raw)
     }
 
@@ -226,8 +226,8 @@ mod tests {
         assert!(h.keep_alive);
         assert_eq!(h.field("SSP-FROM"), Some(&b"1"[..]));
         assert_eq!(h.field_count("ssp-from"), 2);
-        let names: Vec<&str> = h.fields().map(|(n, _)| n).collect();
-        assert_eq!(names, ["Host", "Ssp-From", "ssp-from"]);
+        let names: Vec<&[u8]> = h.fields().map(|(n, _)| n).collect();
+        assert_eq!(names, [&b"Host"[..], b"Ssp-From", b"ssp-from"]);
     }
 
     #[test]

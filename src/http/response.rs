@@ -38,7 +38,7 @@ impl ResponseHead {
         self.raw.is_empty()
     }
 
-    pub fn fields(&self) -> impl Iterator<Item = (&str, &[u8])> {
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.fields.iter(&self.raw)
     }
 

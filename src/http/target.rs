@@ -1,17 +1,20 @@
 //! The request-target of a proxied request: `/https://host[:port]/path?query`, raw or with the
 //! whole URL percent-encoded (`/https%3A%2F%2Fhost%2Fpath`). SPEC section 1.
 
+use std::borrow::Cow;
 use std::fmt;
 
-/// A provider URL taken from a request-target.
+/// A provider URL taken from a request-target. It borrows from the head it came from, so
+/// deciding a request copies nothing; only a percent-encoded target, an uppercase host or a
+/// query without a path (all rare) make owned parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub struct Target<'a> {
     /// Lowercased; an IPv6 literal keeps its brackets.
-    pub host: String,
+    pub host: Cow<'a, str>,
     /// Only when written in the target: `:443` is not the same as nothing (SPEC section 1).
     pub port: Option<u16>,
     /// Starts with `/`; the query, if any, included.
-    pub path_and_query: String,
+    pub path_and_query: Cow<'a, str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +26,7 @@ pub enum TargetError {
     BadPath,
 }
 
-impl Target {
+impl Target<'_> {
     /// The path without the query.
     pub fn path(&self) -> &str {
         let end = self
@@ -38,26 +41,36 @@ impl Target {
     pub fn authority(&self) -> String {
         match self.port {
             Some(p) => format!("{}:{p}", self.host),
-            None => self.host.clone(),
+            None => self.host.to_string(),
+        }
+    }
+
+    pub fn into_owned(self) -> Target<'static> {
+        Target {
+            host: Cow::Owned(self.host.into_owned()),
+            port: self.port,
+            path_and_query: Cow::Owned(self.path_and_query.into_owned()),
         }
     }
 }
 
-impl fmt::Display for Target {
+impl fmt::Display for Target<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "https://{}{}", self.authority(), self.path_and_query)
     }
 }
 
-pub fn parse(raw: &str) -> Result<Target, TargetError> {
+pub fn parse(raw: &str) -> Result<Target<'_>, TargetError> {
     let url = raw.strip_prefix('/').ok_or(TargetError::NotProxyForm)?;
-    let decoded;
-    let url = if starts_with_ignore_case(url, "https%3a%2f%2f") {
-        decoded = percent_decode(url).ok_or(TargetError::BadEncoding)?;
-        decoded.as_str()
-    } else {
-        url
-    };
+    if starts_with_ignore_case(url, "https%3a%2f%2f") {
+        let decoded = percent_decode(url).ok_or(TargetError::BadEncoding)?;
+        return parse_url(&decoded).map(Target::into_owned);
+    }
+    parse_url(url)
+}
+
+/// `https://host[:port][/path][?query]`, already decoded.
+fn parse_url(url: &str) -> Result<Target<'_>, TargetError> {
     if !starts_with_ignore_case(url, "https://") {
         return Err(if url.contains("://") {
             TargetError::NotHttps
@@ -66,34 +79,105 @@ pub fn parse(raw: &str) -> Result<Target, TargetError> {
         });
     }
     let rest = &url["https://".len()..];
-    if rest
-        .bytes()
-        .any(|b| b.is_ascii_control() || b == b' ' || b == b'#' || b == b'\\')
-    {
-        return Err(TargetError::BadPath);
-    }
     let authority_end = rest
         .bytes()
         .position(|b| b == b'/' || b == b'?')
         .unwrap_or(rest.len());
+    // The authority's own rules leave no room for controls, spaces, `#` or `\\`.
     let (host, port) = parse_authority(&rest[..authority_end])?;
-    let path_and_query = match &rest[authority_end..] {
-        "" => "/".to_string(),
-        p if p.starts_with('?') => format!("/{p}"),
-        p => p.to_string(),
+    let path_and_query = &rest[authority_end..];
+    check_path_and_query(path_and_query)?;
+    let path_and_query = match path_and_query {
+        "" => Cow::Borrowed("/"),
+        p if p.starts_with('?') => Cow::Owned(format!("/{p}")),
+        p => Cow::Borrowed(p),
     };
-    let target = Target {
+    Ok(Target {
         host,
         port,
         path_and_query,
-    };
-    if has_dot_segment(target.path()) || has_hidden_separator(target.path()) {
-        return Err(TargetError::BadPath);
-    }
-    Ok(target)
+    })
 }
 
-fn parse_authority(authority: &str) -> Result<(String, Option<u16>), TargetError> {
+/// One pass over the path and query. Refused anywhere: controls, spaces, `#` and `\\`. Refused
+/// in the path: `.` and `..` segments (also percent-encoded), which would let a provider
+/// resolve a path outside the registered endpoint after our prefix check passed; and encoded
+/// `/`, `\\` and controls, which a provider that decodes them would see as different segments
+/// than the prefix check did.
+fn check_path_and_query(p: &str) -> Result<(), TargetError> {
+    let bytes = p.as_bytes();
+    // The current path segment: its dots, and whether anything else is in it.
+    let (mut dots, mut other) = (0u32, false);
+    let dot_segment = |dots: u32, other: bool| !other && (dots == 1 || dots == 2);
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        i += 1;
+        match CLASS[usize::from(b)] {
+            Class::Plain => other = true,
+            Class::Dot => dots += 1,
+            Class::Slash | Class::Query if dot_segment(dots, other) => return Err(TargetError::BadPath),
+            Class::Slash => (dots, other) = (0, false),
+            Class::Query => {
+                let query = &bytes[i..];
+                return match query.iter().any(|&b| CLASS[usize::from(b)] == Class::Refused) {
+                    true => Err(TargetError::BadPath),
+                    false => Ok(()),
+                };
+            }
+            Class::Refused => return Err(TargetError::BadPath),
+            Class::Percent => {
+                let escaped = match bytes.get(i..i + 2) {
+                    Some(&[hi, lo]) => hex_digit(hi).zip(hex_digit(lo)).map(|(hi, lo)| hi << 4 | lo),
+                    _ => None,
+                };
+                match escaped {
+                    Some(b'/' | b'\\' | 0..0x20 | 0x7f) => return Err(TargetError::BadPath),
+                    Some(b'.') => dots += 1,
+                    _ => other = true,
+                }
+                if escaped.is_some() {
+                    i += 2;
+                }
+            }
+        }
+    }
+    match dot_segment(dots, other) {
+        true => Err(TargetError::BadPath),
+        false => Ok(()),
+    }
+}
+
+/// What a byte means to `check_path_and_query`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Plain,
+    Dot,
+    Slash,
+    Query,
+    Percent,
+    /// Controls, space, `#` and `\\`.
+    Refused,
+}
+
+const CLASS: [Class; 256] = {
+    let mut table = [Class::Plain; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = match b as u8 {
+            b'.' => Class::Dot,
+            b'/' => Class::Slash,
+            b'?' => Class::Query,
+            b'%' => Class::Percent,
+            0..0x20 | 0x7f | b' ' | b'#' | b'\\' => Class::Refused,
+            _ => Class::Plain,
+        };
+        b += 1;
+    }
+    table
+};
+
+fn parse_authority(authority: &str) -> Result<(Cow<'_, str>, Option<u16>), TargetError> {
     if authority.is_empty() || authority.bytes().any(|b| b == b'@') {
         return Err(TargetError::BadAuthority);
     }
@@ -134,46 +218,21 @@ fn parse_authority(authority: &str) -> Result<(String, Option<u16>), TargetError
         }
         Some(_) => return Err(TargetError::BadAuthority),
     };
-    Ok((host.to_ascii_lowercase(), port))
-}
-
-/// `.` and `..` segments (also percent-encoded) would let a provider resolve a path outside
-/// the registered endpoint after our prefix check passed.
-fn has_dot_segment(path: &str) -> bool {
-    path.as_bytes().split(|&b| b == b'/').any(|segment| {
-        let mut rest = segment;
-        let mut dots = 0;
-        while !rest.is_empty() {
-            if rest[0] == b'.' {
-                rest = &rest[1..];
-            } else if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case(b"%2e") {
-                rest = &rest[3..];
-            } else {
-                return false;
-            }
-            dots += 1;
-        }
-        dots == 1 || dots == 2
-    })
-}
-
-/// Encoded `/`, `\\` and control characters in the path: a provider that decodes them would
-/// see different segments (or a path outside its root) than the prefix check did.
-fn has_hidden_separator(path: &str) -> bool {
-    path.as_bytes().windows(3).any(|w| {
-        w[0] == b'%'
-            && match (hex_digit(w[1]), hex_digit(w[2])) {
-                (Some(hi), Some(lo)) => {
-                    let byte = hi << 4 | lo;
-                    byte == b'/' || byte == b'\\' || byte < 0x20 || byte == 0x7f
-                }
-                _ => false,
-            }
-    })
+    let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    };
+    Ok((host, port))
 }
 
 fn hex_digit(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
 }
 
 fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
@@ -228,9 +287,26 @@ mod tests {
         assert_eq!(parse("/https://h:443/p").unwrap().port, Some(443));
         assert_eq!(parse("/https://10.0.0.7/p").unwrap().host, "10.0.0.7");
         let v6 = parse("/https://[::1]:8443/p").unwrap();
-        assert_eq!((v6.host.as_str(), v6.port), ("[::1]", Some(8443)));
+        assert_eq!((&*v6.host, v6.port), ("[::1]", Some(8443)));
         assert_eq!(parse("/https://h").unwrap().path_and_query, "/");
         assert_eq!(parse("/https://h?q").unwrap().path_and_query, "/?q");
+        // Dots are only refused as whole segments of the path, not in names or the query.
+        for fine in [
+            "/https://h/a/...",
+            "/https://h/a/.b",
+            "/https://h/a?x/../y",
+            "/https://h/a?%2F",
+        ] {
+            assert!(parse(fine).is_ok(), "{fine}");
+        }
+        for bad in [
+            "/https://h/a/.%2e/b",
+            "/https://h/a/..?x",
+            "/https://h/%2e",
+            "/https://h/a%3F/..",
+        ] {
+            assert_eq!(parse(bad), Err(TargetError::BadPath), "{bad}");
+        }
         // Encoded separators are fine in the query: they never become path segments.
         assert_eq!(parse("/https://h/p?next=%2Fa%2Fb").unwrap().path(), "/p");
         assert_eq!(parse("/https://h/p%20q").unwrap().path(), "/p%20q");

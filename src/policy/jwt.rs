@@ -19,6 +19,16 @@ pub struct Claims {
 /// The signature may be empty (`alg: none`); header and payload must be base64url JSON objects,
 /// and the header must name an `alg`.
 pub fn parse_bearer(value: &[u8]) -> Option<Claims> {
+    read_bearer::<Claims>(value)
+}
+
+/// Whether `parse_bearer` would accept `value`, without keeping (or allocating) anything: the
+/// admission decision needs only this; the claims are read once, for the audit.
+pub fn is_valid_bearer(value: &[u8]) -> bool {
+    read_bearer::<Nothing>(value).is_some()
+}
+
+fn read_bearer<T: Fields>(value: &[u8]) -> Option<T> {
     let value = value.trim_ascii();
     let space = value.iter().position(|&b| b == b' ')?;
     if !value[..space].eq_ignore_ascii_case(b"bearer") {
@@ -29,12 +39,27 @@ pub fn parse_bearer(value: &[u8]) -> Option<Claims> {
     if parts.next().is_some() || !signature.iter().all(|&b| is_base64url(b)) {
         return None;
     }
-    let header: Object<HeaderFields> = serde_json::from_slice(&base64url_decode(header)?).ok()?;
+    let header: Object<HeaderFields> = with_decoded(header, |json| serde_json::from_slice(json).ok())?;
     if !header.0.has_alg {
         return None;
     }
-    let payload: Object<Claims> = serde_json::from_slice(&base64url_decode(payload)?).ok()?;
+    let payload: Object<T> = with_decoded(payload, |json| serde_json::from_slice(json).ok())?;
     Some(payload.0)
+}
+
+/// Runs `read` on the base64url decoding of `s`, decoded on the stack when it is small (as
+/// JWT headers and payloads are).
+fn with_decoded<R>(s: &[u8], read: impl FnOnce(&[u8]) -> Option<R>) -> Option<R> {
+    let mut stack = [0u8; 1024];
+    let room = decoded_room(s.len());
+    if room <= stack.len() {
+        let n = base64url_decode_into(s, &mut stack)?;
+        read(&stack[..n])
+    } else {
+        let mut heap = vec![0u8; room];
+        let n = base64url_decode_into(s, &mut heap)?;
+        read(&heap[..n])
+    }
 }
 
 /// A JSON object read key by key into `T`, without building a map of everything in it.
@@ -92,6 +117,16 @@ impl<'de> Deserialize<'de> for Key {
             }
         }
         d.deserialize_str(KeyVisitor)
+    }
+}
+
+/// Reads no claims: the object is checked, every value skipped.
+#[derive(Default)]
+struct Nothing;
+
+impl Fields for Nothing {
+    fn read<'de, A: MapAccess<'de>>(&mut self, _: &str, _: &mut A) -> Result<bool, A::Error> {
+        Ok(false)
     }
 }
 
@@ -201,14 +236,20 @@ fn is_base64url(b: u8) -> bool {
     BASE64URL[usize::from(b)] != INVALID
 }
 
-/// Unpadded base64url (RFC 7515 section 2); trailing `=` padding is tolerated.
-fn base64url_decode(s: &[u8]) -> Option<Vec<u8>> {
+/// Bytes enough to decode `len` base64url characters into.
+fn decoded_room(len: usize) -> usize {
+    len / 4 * 3 + 3
+}
+
+/// Unpadded base64url (RFC 7515 section 2) into `out`, which has `decoded_room` bytes;
+/// trailing `=` padding is tolerated. Returns the decoded length.
+fn base64url_decode_into(s: &[u8], out: &mut [u8]) -> Option<usize> {
     let end = s.iter().rposition(|&b| b != b'=').map_or(0, |i| i + 1);
     let s = &s[..end];
-    if s.is_empty() || s.len() % 4 == 1 {
+    if s.is_empty() || s.len() % 4 == 1 || out.len() < decoded_room(s.len()) {
         return None;
     }
-    let mut out = Vec::with_capacity(s.len() * 3 / 4 + 3);
+    let mut n_out = 0;
     let quads = s.chunks_exact(4);
     let tail = quads.remainder();
     for q in quads {
@@ -223,7 +264,8 @@ fn base64url_decode(s: &[u8]) -> Option<Vec<u8>> {
             return None;
         }
         let n = u32::from(v[0]) << 18 | u32::from(v[1]) << 12 | u32::from(v[2]) << 6 | u32::from(v[3]);
-        out.extend_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8]);
+        out[n_out..n_out + 3].copy_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8]);
+        n_out += 3;
     }
     if !tail.is_empty() {
         // 2 or 3 characters left: 1 or 2 more bytes, at the top of the 24 bits.
@@ -236,9 +278,11 @@ fn base64url_decode(s: &[u8]) -> Option<Vec<u8>> {
             n = n << 6 | u32::from(v);
         }
         n <<= 6 * (4 - tail.len() as u32);
-        out.extend_from_slice(&[(n >> 16) as u8, (n >> 8) as u8][..tail.len() - 1]);
+        let extra = tail.len() - 1;
+        out[n_out..n_out + extra].copy_from_slice(&[(n >> 16) as u8, (n >> 8) as u8][..extra]);
+        n_out += extra;
     }
-    Some(out)
+    Some(n_out)
 }
 
 const INVALID: u8 = 0xff;
@@ -301,6 +345,13 @@ mod tests {
         assert_eq!(claims.reason_for_request.as_deref(), Some("directcare"));
     }
 
+    fn base64url_decode(s: &[u8]) -> Option<Vec<u8>> {
+        let mut out = vec![0; decoded_room(s.len())];
+        let n = base64url_decode_into(s, &mut out)?;
+        out.truncate(n);
+        Some(out)
+    }
+
     #[test]
     fn base64url_decodes_every_tail_length() {
         assert_eq!(base64url_decode(b"YWJj").unwrap(), b"abc");
@@ -330,7 +381,14 @@ mod tests {
         ];
         for case in cases {
             assert!(parse_bearer(case.as_bytes()).is_none(), "{case}");
+            assert!(!is_valid_bearer(case.as_bytes()), "{case}");
         }
-        assert!(parse_bearer(token(good_header, "{}", "c2ln").as_bytes()).is_some());
+        let good = token(good_header, "{}", "c2ln");
+        assert!(parse_bearer(good.as_bytes()).is_some());
+        assert!(is_valid_bearer(good.as_bytes()));
+        // Larger than the stack buffer: decoded on the heap, same answer.
+        let big = token(good_header, &format!(r#"{{"sub":"{}"}}"#, "x".repeat(3000)), "");
+        assert_eq!(parse_bearer(big.as_bytes()).unwrap().sub.unwrap().len(), 3000);
+        assert!(is_valid_bearer(big.as_bytes()));
     }
 }

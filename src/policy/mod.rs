@@ -28,17 +28,22 @@ pub struct Rules {
     pub revocations: Revocations,
 }
 
-/// A request that may be forwarded.
+/// A request that may be forwarded, borrowed from its head: deciding allocates nothing.
 #[derive(Debug, Clone)]
-pub struct Admission {
-    pub target: Target,
+pub struct Admission<'h> {
+    pub target: Target<'h>,
     /// Indexes of the consumer and the provider in the configuration.
     pub route: allowlist::Route,
-    pub ssp: SspHeaders,
+    pub ssp: SspHeaders<'h>,
 }
 
 /// Decides one request. `now` is the wall clock in seconds since the epoch (CRL freshness).
-pub fn admit(rules: &Rules, head: &RequestHead, identity: &Identity, now: i64) -> Result<Admission, Refusal> {
+pub fn admit<'h>(
+    rules: &Rules,
+    head: &'h RequestHead,
+    identity: &Identity,
+    now: i64,
+) -> Result<Admission<'h>, Refusal> {
     // Row 5.
     let target = target::parse(head.target()).map_err(|_| Refusal::InvalidTarget)?;
     // Row 6.

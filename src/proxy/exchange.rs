@@ -45,9 +45,9 @@ pub struct Exchange {
     /// The `req` record's durability: the ticket the audit will answer, then its `seq`. Nothing
     /// is sent to the provider before `audited` (SPEC section 5).
     pub audit_ticket: Option<u64>,
-    /// The request's facts, kept until its `req` record is durable: if it cannot be, the
-    /// refusal is recorded as a `deny` with them.
-    pub unaudited: Option<Box<RequestFacts>>,
+    /// The request's facts, shared with its `req` record: if that cannot be made durable, the
+    /// refusal is recorded as a `deny` with them; the `res` record and the logs name them.
+    pub facts: Arc<RequestFacts>,
     pub audited: bool,
     pub req_seq: Option<u64>,
     pub timings: Timings,
@@ -58,9 +58,9 @@ pub struct Exchange {
     _permit: Permit,
     /// `X-Rate-Limit-*` fields for the consumer's answer (row 14).
     pub rate_fields: String,
-    pub admission: Admission,
+    /// The provider's index in the configuration.
+    pub provider: usize,
     pub method: String,
-    pub trace_id: Vec<u8>,
     pub xml: bool,
     pub http10: bool,
     /// Whether the consumer's connection may carry another request after this one.
@@ -100,14 +100,16 @@ impl Exchange {
 
     fn context(&self) -> Context<'_> {
         Context {
-            trace_id: Some(&self.trace_id),
+            trace_id: self.facts.trace_id.as_deref().map(str::as_bytes),
             xml: self.xml,
             head_request: self.method == "HEAD",
         }
     }
 
-    fn target(&self) -> String {
-        self.admission.target.to_string()
+    /// The provider URL as the consumer wrote it, for log lines.
+    fn target(&self) -> &str {
+        let target = &self.facts.target;
+        target.strip_prefix('/').unwrap_or(target)
     }
 }
 
@@ -128,7 +130,7 @@ pub fn start(
     c: &mut Client,
     key: usize,
     cx: &mut Cx,
-    head: RequestHead,
+    head: &RequestHead,
     admission: Admission,
     permit: Permit,
     rate_fields: String,
@@ -137,7 +139,7 @@ pub fn start(
     let shared = cx.shared.clone();
     let mut to_upstream = Vec::with_capacity(head.len() + 96);
     let forwarded_for = shared.config.server.forwarded.then_some(c.peer);
-    forward::write_request(&mut to_upstream, &head, &admission.target, forwarded_for);
+    forward::write_request(&mut to_upstream, head, &admission.target, forwarded_for);
     let request_body = match head.framing {
         BodyFraming::None => None,
         BodyFraming::Length(n) => Some(BodyReader::length(n)),
@@ -153,8 +155,7 @@ pub fn start(
     if continue_sent {
         c.write_plaintext(b"HTTP/1.1 100 Continue\r\n\r\n");
     }
-    let mut facts = report::facts(c, Some(&head));
-    facts.claims = admission.ssp.claims.clone();
+    let facts = Arc::new(report::facts(c, Some(head)));
     let ticket = cx.audit_durable(
         Event::Req {
             request: facts.clone(),
@@ -163,16 +164,15 @@ pub fn start(
     );
     let ex = Exchange {
         audit_ticket: Some(ticket),
-        unaudited: Some(Box::new(facts)),
+        facts,
         audited: false,
         req_seq: None,
         timings: Timings::default(),
         method: head.method().to_string(),
-        trace_id: admission.ssp.trace_id.as_bytes().to_vec(),
         xml: answer::prefers_xml(head.field("accept")),
         http10: head.version() == Version::Http10,
         keep_alive: head.keep_alive,
-        admission,
+        provider: admission.route.provider,
         upstream: None,
         ticket: None,
         reused: false,
@@ -208,7 +208,7 @@ fn connect(c: &mut Client, key: usize, cx: &mut Cx, allow_pooled: bool, now: Ins
         connect_started: Some(now),
         ..Timings::default()
     };
-    let provider = ex.admission.route.provider;
+    let provider = ex.provider;
     // A pooled connection that cannot be re-registered is dropped (closed) here.
     if allow_pooled
         && let Some(mut up) = cx.pool.take(provider)
@@ -240,7 +240,7 @@ fn connect(c: &mut Client, key: usize, cx: &mut Cx, allow_pooled: bool, now: Ins
 pub fn open(c: &mut Client, key: usize, cx: &mut Cx, addr: std::net::SocketAddr, now: Instant) {
     let Some(ex) = c.exchange.as_mut() else { return };
     ex.ticket = None;
-    let provider = ex.admission.route.provider;
+    let provider = ex.provider;
     let route = &ex.shared.routes[provider];
     let opened = Upstream::connect(
         addr,
@@ -507,26 +507,23 @@ fn finish(c: &mut Client, cx: &mut Cx, now: Instant) {
 pub fn audited(c: &mut Client, cx: &mut Cx, seq: Option<u64>, now: Instant) {
     let Some(ex) = c.exchange.as_mut() else { return };
     ex.audit_ticket = None;
-    let facts = ex.unaudited.take();
-    match (seq, facts) {
-        (Some(seq), _) => {
+    match seq {
+        Some(seq) => {
             ex.audited = true;
             ex.req_seq = Some(seq);
         }
-        (None, facts) => {
+        None => {
             log::error!(
                 "audit: the req record of {} is not durable; refusing",
-                ex.admission.ssp.trace_id
+                ex.facts.trace_id.as_deref().unwrap_or("-")
             );
             // No `req` was written, so no `res` either: the refusal is a `deny`.
             let refusal = Refusal::AuditUnavailable;
-            if let Some(request) = facts {
-                cx.runtime.audit.record(Event::Deny {
-                    request: *request,
-                    status: refusal.status(),
-                    token: refusal.token(),
-                });
-            }
+            cx.runtime.audit.record(Event::Deny {
+                request: ex.facts.clone(),
+                status: refusal.status(),
+                token: refusal.token(),
+            });
             cx.runtime.metrics.request(
                 refusal.status(),
                 Some(&refusal.token()),
@@ -547,7 +544,7 @@ pub fn audited(c: &mut Client, cx: &mut Cx, seq: Option<u64>, now: Instant) {
 /// Rows 17 and 18 before the response started; a cut-off response after.
 pub fn provider_failed(c: &mut Client, key: usize, cx: &mut Cx, why: &str, now: Instant) {
     let Some(ex) = c.exchange.as_mut() else { return };
-    let target = ex.target();
+    let target = ex.target().to_string();
     log::warn!("upstream: {target}: {why}");
     let dead = ex.upstream.take();
     if ex.response_started {
@@ -582,7 +579,7 @@ pub fn timed_out(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) {
         ex.upstream = None;
         respond_with(c, cx, Refusal::RequestTimeout, true, now);
     } else {
-        let target = ex.target();
+        let target = ex.target().to_string();
         log::warn!("upstream: {target}: no response head within response_timeout");
         ex.upstream = None;
         respond_with(c, cx, Refusal::ProviderTimeout { target }, false, now);
@@ -635,14 +632,14 @@ fn abort(c: &mut Client, cx: &mut Cx, now: Instant) {
 /// Every exchange ends here, whichever way: its `res` record, its transactions line, a log
 /// line.
 fn ended(c: &Client, cx: &Cx, ex: &Exchange, status: u16, token: Option<String>, now: Instant) {
-    let ssp = &ex.admission.ssp;
+    let facts = &ex.facts;
     log::debug!(
         "{} {}->{} {} {} {} up={} down={} reused={} {}ms",
         c.peer,
-        ssp.from,
-        ssp.to,
+        facts.from.as_deref().unwrap_or("-"),
+        facts.to.as_deref().unwrap_or("-"),
         ex.method,
-        ex.admission.target,
+        ex.target(),
         status,
         ex.bytes_up,
         ex.bytes_down,

@@ -16,7 +16,10 @@ use crate::policy::refusal::Refusal;
 const MAX_VALUE: usize = 512;
 
 fn text(value: Option<&[u8]>) -> Option<String> {
-    value.map(|v| String::from_utf8_lossy(&v[..v.len().min(MAX_VALUE)]).into_owned())
+    value.map(|v| {
+        let v = head::trim_ows(v);
+        String::from_utf8_lossy(&v[..v.len().min(MAX_VALUE)]).into_owned()
+    })
 }
 
 /// The facts of a request as far as it was parsed: all of it when a head was read, the
@@ -71,7 +74,7 @@ pub fn handshake_reason(error: &rustls::Error) -> &'static str {
 
 pub fn deny(c: &Client, head: Option<&RequestHead>, refusal: &Refusal) -> Event {
     Event::Deny {
-        request: facts(c, head),
+        request: facts(c, head).into(),
         status: refusal.status(),
         token: refusal.token(),
     }
@@ -85,7 +88,7 @@ pub fn ms(from: Instant, to: Instant) -> f64 {
 /// answered itself).
 pub fn res(ex: &Exchange, status: u16, token: Option<String>, now: Instant) -> Event {
     Event::Res {
-        trace_id: ex.admission.ssp.trace_id.clone(),
+        trace_id: ex.facts.trace_id.clone().unwrap_or_default(),
         req_seq: ex.req_seq,
         status,
         token,
@@ -101,13 +104,13 @@ pub fn res(ex: &Exchange, status: u16, token: Option<String>, now: Instant) -> E
 
 /// The transactions-log line of an exchange.
 pub fn transaction(c: &Client, ex: &Exchange, status: u16, now: Instant) -> Transaction {
-    let ssp = &ex.admission.ssp;
+    let facts = &ex.facts;
     let t = &ex.timings;
     Transaction {
-        trace_id: Some(ssp.trace_id.clone()),
-        from: Some(ssp.from.clone()),
-        to: Some(ssp.to.clone()),
-        interaction: Some(ssp.interaction.clone()),
+        trace_id: facts.trace_id.clone(),
+        from: facts.from.clone(),
+        to: facts.to.clone(),
+        interaction: facts.interaction.clone(),
         status,
         bytes_in: ex.bytes_up,
         bytes_out: ex.bytes_down,

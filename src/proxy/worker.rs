@@ -578,7 +578,7 @@ fn on_head(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
     });
     match admitted {
         Ok((admission, (permit, rate_fields))) => {
-            exchange::start(c, key, cx, head, admission, permit, rate_fields, now)
+            exchange::start(c, key, cx, &head, admission, permit, rate_fields, now)
         }
         Err(refusal) => {
             log::debug!(
@@ -614,14 +614,14 @@ fn limits(shared: &Shared, admission: &Admission, nanos: u64) -> Result<(Permit,
         .rates
         .acquire(route.consumer, nanos)
         .ok_or(Refusal::Throttled {
-            from: admission.ssp.from.clone(),
+            from: admission.ssp.from.to_string(),
             limit,
             retry_after: 1,
             reset: 1,
         })?;
     if !verdict.allowed {
         return Err(Refusal::Throttled {
-            from: admission.ssp.from.clone(),
+            from: admission.ssp.from.to_string(),
             limit,
             retry_after: whole_seconds(verdict.retry_after),
             reset: whole_seconds(verdict.reset),
@@ -631,7 +631,7 @@ fn limits(shared: &Shared, admission: &Admission, nanos: u64) -> Result<(Permit,
         .in_flight
         .try_acquire(route.provider)
         .ok_or_else(|| Refusal::ProviderBusy {
-            to: admission.ssp.to.clone(),
+            to: admission.ssp.to.to_string(),
         })?;
     let fields = format!(
         "X-Rate-Limit-Limit: {limit}\r\nX-Rate-Limit-Remaining: {}\r\nX-Rate-Limit-Reset: {}\r\n",

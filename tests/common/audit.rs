@@ -98,13 +98,13 @@ pub fn facts(trace_id: &str) -> RequestFacts {
 
 pub fn req(trace_id: &str) -> Event {
     Event::Req {
-        request: facts(trace_id),
+        request: facts(trace_id).into(),
     }
 }
 
 pub fn deny(trace_id: &str) -> Event {
     Event::Deny {
-        request: facts(trace_id),
+        request: facts(trace_id).into(),
         status: 403,
         token: "ASID_CHECK_FAILED_MESSAGESENDER_200000000001".into(),
     }

@@ -662,7 +662,12 @@ impl Consumer {
         self.buf.drain(..head.len());
         let fields = head
             .fields()
-            .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v).into_owned()))
+            .map(|(n, v)| {
+                (
+                    String::from_utf8_lossy(n).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
             .collect();
         let mut reader = match head.framing {
             ResponseFraming::None => None,
