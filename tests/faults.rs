@@ -43,6 +43,8 @@ use serde_json::Value;
 enum Inject {
     /// Nothing listens on the provider's port while the request is made.
     ClosedPort,
+    /// The provider accepts the connection and never answers the TLS handshake.
+    HandshakeStall,
     /// The provider runs this script on the request (a GET).
     Provider(Script),
     /// A POST whose body is 1,000 bytes short: the provider answers before reading it.
@@ -93,6 +95,13 @@ const FAULTS: &[Fault] = &[
     Fault {
         fault: "provider port closed (connection refused)",
         inject: Inject::ClosedPort,
+        answer: BAD_GATEWAY,
+        audited: (502, Some(ERROR)),
+        reaches_provider: false,
+    },
+    Fault {
+        fault: "provider accepts and never answers the TLS handshake",
+        inject: Inject::HandshakeStall,
         answer: BAD_GATEWAY,
         audited: (502, Some(ERROR)),
         reaches_provider: false,
@@ -187,8 +196,8 @@ fn every_fault_gets_its_answer_and_leaves_the_proxy_serving_with_the_audit_whole
     let mut provider = ScriptedProvider::start(tls);
     let proxy = Proxy::with(Options {
         provider_at: Some(provider.addr),
-        // Small enough that the dripping row ends in about a second.
-        upstream: "connect_timeout = \"2s\"\nresponse_timeout = \"1s\"".into(),
+        // Small enough that the stalled and dripping rows end in about a second each.
+        upstream: "connect_timeout = \"1s\"\nresponse_timeout = \"1s\"".into(),
         throttle: "rate = 10000\nburst = 10000\nmax_in_flight = 1".into(),
         ..Options::default()
     });
@@ -235,6 +244,12 @@ fn run(proxy: &Proxy, provider: &mut ScriptedProvider, row: &Fault, n: usize) {
             provider.close_port();
             let r = consumer.exchange(&proxy.get().set("Ssp-TraceID", &trace));
             provider.reopen();
+            check_answer(row, &r, &url, &trace, &mut consumer);
+        }
+        Inject::HandshakeStall => {
+            provider.stall_handshakes(true);
+            let r = consumer.exchange(&proxy.get().set("Ssp-TraceID", &trace));
+            provider.stall_handshakes(false);
             check_answer(row, &r, &url, &trace, &mut consumer);
         }
         Inject::Provider(_) => {
@@ -284,7 +299,7 @@ fn run(proxy: &Proxy, provider: &mut ScriptedProvider, row: &Fault, n: usize) {
 /// The request's method and target suffix: the fault script in the query.
 fn suffix(row: &Fault) -> (&'static str, String) {
     match row.inject {
-        Inject::ClosedPort => ("GET", SEARCH.to_string()),
+        Inject::ClosedPort | Inject::HandshakeStall => ("GET", SEARCH.to_string()),
         Inject::Provider(script) => ("GET", format!("/search?{}", script.query())),
         Inject::AnswerBeforeBody => ("POST", format!("/search?{}", Script::AnswerBeforeBody.query())),
         Inject::ConsumerLeavesMidBody | Inject::ConsumerBreaksTlsMidBody => {

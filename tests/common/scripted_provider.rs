@@ -2,7 +2,9 @@
 //! certificates required, one blocking thread per connection. Each request picks a `Script`
 //! with `fault=<name>` in its target; without one it is answered 200 and the connection stays
 //! open for the next request (so the proxy pools it, and later faults may land on a pooled
-//! connection). `close_port` / `reopen` take the listening port away and give it back.
+//! connection). `close_port` / `reopen` take the listening port away and give it back;
+//! `stall_handshakes` makes new connections wait in silence instead of answering the TLS
+//! handshake.
 //!
 //! Every connection that runs a fault script is counted in `faults_open` until it ends; the
 //! scripts that wait for the proxy to close their connection end when it does (or after
@@ -112,6 +114,8 @@ struct State {
     faults_open: AtomicUsize,
     release: Mutex<Receiver<()>>,
     stop: AtomicBool,
+    /// New connections get no TLS answer: they are held until the proxy closes them.
+    stall: AtomicBool,
 }
 
 pub struct ScriptedProvider {
@@ -136,6 +140,7 @@ impl ScriptedProvider {
             faults_open: AtomicUsize::new(0),
             release: Mutex::new(gate),
             stop: AtomicBool::new(false),
+            stall: AtomicBool::new(false),
         });
         let accepting = Some(accept_loop(listener, state.clone()));
         ScriptedProvider {
@@ -169,6 +174,19 @@ impl ScriptedProvider {
             let _ = TcpStream::connect(self.addr);
             let _ = accepting.join();
         }
+        self.shut_open_connections();
+    }
+
+    /// While on, new connections are accepted and then get no byte of TLS (a provider that
+    /// hangs); turning it on shuts every open connection, so none is reused from the pool.
+    pub fn stall_handshakes(&self, on: bool) {
+        self.state.stall.store(on, Ordering::SeqCst);
+        if on {
+            self.shut_open_connections();
+        }
+    }
+
+    fn shut_open_connections(&self) {
         for (_, sock) in self.state.open.lock().unwrap().drain() {
             let _ = sock.shutdown(Shutdown::Both);
         }
@@ -235,6 +253,13 @@ fn serve(stream: TcpStream, state: &State) {
     }
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(HOLD_LIMIT));
+    if state.stall.load(Ordering::SeqCst) {
+        state.faults_open.fetch_add(1, Ordering::SeqCst);
+        let _counted = FaultGuard(&state.faults_open);
+        hold_silent(&stream);
+        state.open.lock().unwrap().remove(&id);
+        return;
+    }
     let Ok(conn) = ServerConnection::new(state.config.clone()) else {
         state.open.lock().unwrap().remove(&id);
         return;
@@ -375,6 +400,13 @@ fn closed_within(tls: &mut Tls, wait: Duration) -> bool {
             ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
         ),
     }
+}
+
+/// Reads and discards raw bytes (the proxy's ClientHello) until the proxy closes.
+fn hold_silent(mut stream: &TcpStream) {
+    let _ = stream.set_read_timeout(Some(HOLD_LIMIT));
+    let mut chunk = [0u8; 4096];
+    while matches!(stream.read(&mut chunk), Ok(n) if n > 0) {}
 }
 
 fn reset_on_close(sock: &TcpStream) {
