@@ -5,6 +5,7 @@ mod common;
 
 use std::process::Command;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::*;
 use ssp::demo::provider::{Handler, Reply, SeenRequest};
@@ -38,6 +39,13 @@ fn allowed_refused_and_handshake_refusals_are_recorded_and_the_chain_verifies() 
             .and_then(|_| revoked.read_response())
             .is_err()
     );
+    // The worker records the refused handshake just after its alert went out, so the consumer
+    // can see the alert first: wait for the record before stopping the audit.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !audit_text(&proxy).contains("\"type\":\"tls\"") {
+        assert!(Instant::now() < deadline, "no tls record within 5 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     proxy.runtime.shutdown("test over");
 

@@ -70,4 +70,19 @@ fn full_disk_refuses_admission_and_service_resumes_when_space_returns() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+
+    // The audit accounts for every request the provider received, and each has its `res`.
+    let text: String = std::fs::read_dir(&audit_dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
+    let count = |kind: &str| {
+        text.lines()
+            .filter(|l| l.contains(&format!("\"type\":\"{kind}\"")))
+            .count()
+    };
+    assert_eq!(count("req"), proxy.seen().len(), "one req per forwarded request");
+    assert_eq!(count("res"), count("req"), "every req has its res");
 }

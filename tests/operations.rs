@@ -436,4 +436,9 @@ fn kill_9_under_load_then_restart_leaves_a_chain_that_verifies() {
         reqs > served,
         "every forwarded request has its req record ({reqs} for {served} answered)"
     );
+    let forwarded = setup.seen.lock().unwrap().len();
+    assert!(
+        reqs >= forwarded,
+        "every request the provider received has its req record ({reqs} for {forwarded})"
+    );
 }

@@ -612,8 +612,9 @@ fn request_failed(c: &mut Client, cx: &mut Cx, refusal: Refusal, now: Instant) -
     true
 }
 
-/// The consumer went away before its answer was complete: SPEC section 4's 499.
-fn consumer_gone(c: &mut Client, cx: &mut Cx, now: Instant) {
+/// The consumer went away before its answer was complete: SPEC section 4's 499. Also how a
+/// connection dropped for a broken TLS session or a failed write ends its exchange.
+pub fn consumer_gone(c: &mut Client, cx: &mut Cx, now: Instant) {
     if let Some(ex) = c.exchange.take() {
         ended(c, cx, &ex, 499, None, now);
     }

@@ -474,7 +474,10 @@ impl Worker {
 
     fn reap(&mut self, key: usize) {
         if self.clients.get(key).is_some_and(|c| c.done) {
-            let c = self.clients.remove(key);
+            let mut c = self.clients.remove(key);
+            // A request still in flight (the consumer's TLS broke, or writing to it failed)
+            // gets its `res` record: nothing admitted leaves the audit without one.
+            exchange::consumer_gone(&mut c, &mut self.cx, Instant::now());
             let runtime = &self.cx.runtime;
             runtime.metrics.connection_closed();
             if let Some(error) = c.refused_handshake {

@@ -150,6 +150,9 @@ pub struct Options {
     pub provider_identity: &'static str,
     /// No provider at all: the configured address has nothing listening.
     pub dead_provider: bool,
+    /// A provider the test runs itself (`common/scripted_provider.rs`) at this address: the
+    /// harness starts none, and `seen` stays empty.
+    pub provider_at: Option<SocketAddr>,
     pub handler: Handler,
 }
 
@@ -164,6 +167,7 @@ impl Default for Options {
             endpoint: format!("https://localhost:{{port}}{ROOT}"),
             provider_identity: "provider",
             dead_provider: false,
+            provider_at: None,
             handler: default_handler(),
         }
     }
@@ -193,7 +197,9 @@ impl Setup {
     pub fn new(options: &Options) -> Setup {
         let _ = env_logger::builder().is_test(true).try_init();
         let dir = TempDir::new("proxy");
-        let (provider_addr, seen) = if options.dead_provider {
+        let (provider_addr, seen) = if let Some(addr) = options.provider_at {
+            (addr, Arc::new(Mutex::new(Vec::new())))
+        } else if options.dead_provider {
             (unused_port(), Arc::new(Mutex::new(Vec::new())))
         } else {
             let id = options.provider_identity;
