@@ -218,6 +218,55 @@ fn sigterm_finishes_the_request_in_flight_then_exits_0() {
 }
 
 #[test]
+fn sigterm_past_drain_timeout_still_gives_the_request_in_flight_its_res_record() {
+    let stuck: Handler = Arc::new(|req: &SeenRequest| {
+        let mut reply = Reply::json(200, "{}");
+        if req.target.contains("stuck") {
+            reply.delay = Duration::from_secs(5);
+        }
+        reply
+    });
+    let setup = Setup::new(&Options {
+        handler: stuck,
+        limits: "drain_timeout = \"300ms\"".into(),
+        ..Options::default()
+    });
+    let mut ssp = Ssp::start(&setup.config, None);
+    let mut in_flight = ssp.consumer(&CONSUMER_A);
+    in_flight.send(&request(&setup, &CONSUMER_A, "/stuck")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while setup.seen.lock().unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the provider"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ssp.signal(libc::SIGTERM);
+    assert!(ssp.wait_exit().success(), "exit 0 after the drain timeout");
+
+    let audit = std::fs::read_dir(setup.dir.path().join("audit"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect::<String>();
+    let records: Vec<serde_json::Value> = audit.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let req = records
+        .iter()
+        .find(|r| r["type"] == "req")
+        .expect("the req record");
+    let res = records
+        .iter()
+        .find(|r| r["type"] == "res" && r["req_seq"] == req["seq"])
+        .expect("a res record for the request cut short by the drain timeout");
+    assert_eq!(
+        (res["status"].as_u64(), res["token"].as_str()),
+        (Some(503), Some("DRAIN_TIMEOUT"))
+    );
+}
+
+#[test]
 fn systemd_hears_ready_reloading_and_stopping() {
     let setup = Setup::new(&Options::default());
     let socket_path = setup.dir.path().join("notify.sock");

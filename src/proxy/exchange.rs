@@ -621,6 +621,17 @@ pub fn consumer_gone(c: &mut Client, cx: &mut Cx, now: Instant) {
     c.done = true;
 }
 
+/// SIGTERM's `drain_timeout` ran out with this exchange in flight: the proxy stops without
+/// answering (or mid-answer). Its `res` record says so, with the status the consumer was
+/// given (503 if none) and the token `DRAIN_TIMEOUT`, so no `req` is left without a `res`.
+pub fn drain_expired(c: &mut Client, cx: &mut Cx, now: Instant) {
+    if let Some(ex) = c.exchange.take() {
+        let status = if ex.response_started { ex.status } else { 503 };
+        ended(c, cx, &ex, status, Some("DRAIN_TIMEOUT".to_string()), now);
+    }
+    c.done = true;
+}
+
 /// Nothing sensible can be said on this connection any more: close it. The consumer got a
 /// truncated answer; the record keeps the status it started with.
 fn abort(c: &mut Client, cx: &mut Cx, now: Instant) {

@@ -269,6 +269,9 @@ impl Worker {
                 self.close_idle(now);
                 if self.clients.is_empty() || now >= until {
                     log::info!("worker stopping with {} connections left", self.clients.len());
+                    for (_, c) in self.clients.iter_mut() {
+                        exchange::drain_expired(c, &mut self.cx, now);
+                    }
                     return Ok(());
                 }
             }
