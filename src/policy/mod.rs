@@ -5,6 +5,7 @@
 pub mod allowlist;
 pub mod headers;
 pub mod identity;
+pub mod json;
 pub mod jwt;
 pub mod refusal;
 pub mod revocation;
