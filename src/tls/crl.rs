@@ -158,3 +158,67 @@ pub fn issuer_file(path: &Path) -> Result<CertificateDer<'static>, super::FileEr
         .next()
         .ok_or_else(|| super::files::error(path, "no certificate"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CrlSource;
+
+    fn pem(name: &str) -> Vec<CertificateDer<'static>> {
+        crate::tls::files::certificates(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/pki").join(name)).unwrap()
+    }
+
+    fn crl(name: &str) -> CrlSummary {
+        let bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/pki").join(name)).unwrap();
+        parse(&CrlSource::file(name.into()), &bytes).unwrap()
+    }
+
+    fn algorithms() -> WebPkiSupportedAlgorithms {
+        crate::tls::crypto_provider().signature_verification_algorithms
+    }
+
+    #[test]
+    fn crl_signatures_are_checked_against_their_issuer() {
+        let level1c = pem("level1c.pem").remove(0);
+        let issuers = Issuers::new(&pem("root.pem"), &[("level1c.pem".into(), level1c)], &algorithms()).unwrap();
+        for name in ["level1c.crl", "level1c.crl.pem", "root.crl", "level1c-expired.crl"] {
+            let c = crl(name);
+            assert_eq!(issuers.verify(&c.der, &c.issuer_der, &algorithms()), Ok(()), "{name}");
+        }
+        // One flipped bit in the signed part, then in the signature.
+        let c = crl("level1c.crl");
+        for at in [40, c.der.len() - 5] {
+            let mut der = c.der.to_vec();
+            der[at] ^= 0x01;
+            let error = issuers.verify(&der, &c.issuer_der, &algorithms()).unwrap_err();
+            assert!(error.contains("bad signature") || error.contains("cannot find"), "at {at}: {error}");
+        }
+        // Without Level 1C's certificate, its CRLs cannot be checked.
+        let roots_only = Issuers::new(&pem("root.pem"), &[], &algorithms()).unwrap();
+        let error = roots_only.verify(&c.der, &c.issuer_der, &algorithms()).unwrap_err();
+        assert!(error.contains("not a known certificate"), "{error}");
+        assert!(issuers.verify(&c.der[..c.der.len() - 1], &c.issuer_der, &algorithms()).is_err());
+    }
+
+    #[test]
+    fn an_issuer_file_must_be_signed_by_a_trust_anchor() {
+        let level1c = pem("level1c.pem").remove(0);
+        let (path, error) =
+            Issuers::new(&pem("other-root.pem"), &[("level1c.pem".into(), level1c)], &algorithms()).unwrap_err();
+        assert_eq!(path, Path::new("level1c.pem"));
+        assert!(error.contains("not signed by a trust anchor"), "{error}");
+    }
+
+    #[test]
+    fn garbage_is_not_a_crl() {
+        let source = CrlSource::file("x.crl".into());
+        for bytes in [&b"<html><body>Not Found</body></html>"[..], b"", b"-----BEGIN X509 CRL-----\nAAAA\n"] {
+            assert!(parse(&source, bytes).is_err(), "{bytes:?}");
+        }
+        let good = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/pki/level1c.crl")).unwrap();
+        assert!(parse(&source, &good[..good.len() / 2]).is_err());
+        let summary = parse(&source, &good).unwrap();
+        assert_eq!((summary.revoked, summary.number.as_deref()), (1, Some(&[1u8][..])));
+        assert_eq!(summary.issuer, "CN=SSP Test NHS Level 1C, O=nhs");
+    }
+}
