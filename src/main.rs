@@ -188,7 +188,11 @@ fn crl_fetch(file: PathBuf) -> ExitCode {
         failed |= matches!(outcome, ssp::crl::Outcome::Failed(_));
         println!("{}", outcome.line(held));
     }
-    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn run(file: PathBuf) -> ExitCode {

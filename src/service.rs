@@ -12,10 +12,10 @@ use signal_hook::iterator::Signals;
 use crate::admin::{self, Health};
 use crate::config::{self, CrlExpired};
 use crate::crl::{self, refresher::unix_now};
-use crate::tls::CrlSummary;
 use crate::metrics::{Kind, Sample};
 use crate::proxy::{Runtime, Shared};
 use crate::systemd;
+use crate::tls::CrlSummary;
 
 /// Loads a configuration and puts it in force as one swap, or refuses it whole.
 pub fn reload(runtime: &Runtime, path: &Path) -> Result<(), String> {

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use rcgen::{
-    CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType, Issuer, KeyIdMethod, KeyPair,
-    KeyUsagePurpose, RevocationReason, RevokedCertParams, SerialNumber,
+    CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType, Issuer, KeyIdMethod,
+    KeyPair, KeyUsagePurpose, RevocationReason, RevokedCertParams, SerialNumber,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -51,7 +51,13 @@ fn unix_now() -> i64 {
 
 /// A DER CRL from `issuer` valid from `this_update` to `next_update` (seconds since the
 /// epoch), numbered `number`, revoking `revoked` serials.
-fn crl(issuer: &Issuer<'_, KeyPair>, this_update: i64, next_update: i64, number: u64, revoked: &[&[u8]]) -> Vec<u8> {
+fn crl(
+    issuer: &Issuer<'_, KeyPair>,
+    this_update: i64,
+    next_update: i64,
+    number: u64,
+    revoked: &[&[u8]],
+) -> Vec<u8> {
     let at = |t: i64| rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(t as u64);
     let params = CertificateRevocationListParams {
         this_update: at(this_update),
@@ -74,7 +80,10 @@ fn crl(issuer: &Issuer<'_, KeyPair>, this_update: i64, next_update: i64, number:
 
 fn serial_of(who: &Who) -> Vec<u8> {
     let chain = ssp::tls::files::certificates(&pki(&format!("{}.pem", who.file))).unwrap();
-    webpki::EndEntityCert::try_from(&chain[0]).unwrap().serial().to_vec()
+    webpki::EndEntityCert::try_from(&chain[0])
+        .unwrap()
+        .serial()
+        .to_vec()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -158,7 +167,8 @@ impl CrlServer {
     fn wait_until_listening(&self) {
         if !matches!(*self.serve.lock().unwrap(), Serve::Down) {
             assert!(
-                eventually(Duration::from_secs(5), || std::net::TcpStream::connect(self.addr).is_ok()),
+                eventually(Duration::from_secs(5), || std::net::TcpStream::connect(self.addr)
+                    .is_ok()),
                 "CRL server listening"
             );
         }
@@ -238,11 +248,17 @@ fn metric(proxy: &Proxy, line_prefix: &str) -> u64 {
 }
 
 fn failures(proxy: &Proxy, reason: &str) -> u64 {
-    metric(proxy, &format!("ssp_crl_refresh_failures_total{{reason=\"{reason}\"}} "))
+    metric(
+        proxy,
+        &format!("ssp_crl_refresh_failures_total{{reason=\"{reason}\"}} "),
+    )
 }
 
 fn all_failures(proxy: &Proxy) -> u64 {
-    ssp::metrics::CRL_FAILURES.iter().map(|r| failures(proxy, r)).sum()
+    ssp::metrics::CRL_FAILURES
+        .iter()
+        .map(|r| failures(proxy, r))
+        .sum()
 }
 
 fn updates(proxy: &Proxy) -> u64 {
@@ -284,28 +300,49 @@ fn newer_crl_revoking_a_consumer_is_picked_up_without_a_reload() {
         eventually(WITHIN, || rig.server.hits.load(Ordering::SeqCst) >= 2),
         "the refresher fetches on its own"
     );
-    assert_eq!((updates(proxy), all_failures(proxy)), (0, 0), "the same CRL is nothing to do");
+    assert_eq!(
+        (updates(proxy), all_failures(proxy)),
+        (0, 0),
+        "the same CRL is nothing to do"
+    );
 
     let newer = crl(&level1c(), now - 60, now + 86_400, 11, &[&serial_of(&REVOKED)]);
     rig.server.serve(Serve::Crl(newer.clone()));
-    assert!(eventually(WITHIN, || updates(proxy) == 1), "the newer CRL is put in force");
+    assert!(
+        eventually(WITHIN, || updates(proxy) == 1),
+        "the newer CRL is put in force"
+    );
     assert_eq!(held_this_update(proxy), now - 60);
     assert_eq!(proxy.runtime.current().crls[0].revoked, 1);
-    assert_eq!(std::fs::read(&rig.crl_path).unwrap(), newer, "stored where it is loaded from");
+    assert_eq!(
+        std::fs::read(&rig.crl_path).unwrap(),
+        newer,
+        "stored where it is loaded from"
+    );
 
     // Row 8 on the connection that was already open...
     let r = revoked.exchange(&revoked_request);
     assert_outcome(&r, 403, "forbidden", "CERTIFICATE_REVOKED", Some(TRACE_ID));
     revoked.assert_closed();
     // ...and row 1 for a new one.
-    let e = proxy.consumer(&REVOKED).assert_refused_at_handshake(&revoked_request);
+    let e = proxy
+        .consumer(&REVOKED)
+        .assert_refused_at_handshake(&revoked_request);
     assert!(e.to_string().contains("CertificateRevoked"), "{e}");
 
     // Everyone else carries on, and the rate limits were not reset by the swap.
     assert_eq!(a.exchange(&proxy.get()).status, 200, "4th of a burst of 4");
-    assert_eq!(a.exchange(&proxy.get()).status, 429, "5th: the bucket kept its state");
+    assert_eq!(
+        a.exchange(&proxy.get()).status,
+        429,
+        "5th: the bucket kept its state"
+    );
     assert_eq!(all_failures(proxy), 0);
-    assert_eq!(proxy.seen().len(), 1 + 4, "refused requests never reach the provider");
+    assert_eq!(
+        proxy.seen().len(),
+        1 + 4,
+        "refused requests never reach the provider"
+    );
 }
 
 #[test]
@@ -328,21 +365,65 @@ fn bad_candidates_leave_the_held_crl_in_force() {
         )
     };
     let cases = [
-        ("older", Serve::Crl(crl(&level1c(), now - 7200, now + 86_400, 9, &revoking)), "older", "older than the CRL held"),
-        ("signed by another key", Serve::Crl(crl(&impostor(), now - 60, now + 86_400, 11, &revoking)), "bad_signature", "signature check failed"),
-        ("truncated file", Serve::Crl(newer[..newer.len() / 2].to_vec()), "not_a_crl", "not a CRL"),
-        ("truncated transfer", Serve::Raw([format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", newer.len()).as_bytes(), &newer[..100]].concat()), "bad_response", "truncated"),
+        (
+            "older",
+            Serve::Crl(crl(&level1c(), now - 7200, now + 86_400, 9, &revoking)),
+            "older",
+            "older than the CRL held",
+        ),
+        (
+            "signed by another key",
+            Serve::Crl(crl(&impostor(), now - 60, now + 86_400, 11, &revoking)),
+            "bad_signature",
+            "signature check failed",
+        ),
+        (
+            "truncated file",
+            Serve::Crl(newer[..newer.len() / 2].to_vec()),
+            "not_a_crl",
+            "not a CRL",
+        ),
+        (
+            "truncated transfer",
+            Serve::Raw(
+                [
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", newer.len()).as_bytes(),
+                    &newer[..100],
+                ]
+                .concat(),
+            ),
+            "bad_response",
+            "truncated",
+        ),
         ("HTML page with 200", page("200 OK"), "not_a_crl", "HTML page"),
-        ("HTML error page", page("404 Not Found"), "http_status", "HTTP status 404"),
-        ("garbage", Serve::Crl(b"\x30\x82garbage".to_vec()), "not_a_crl", "not a CRL"),
-        ("stale on arrival", Serve::Crl(crl(&level1c(), now - 120, now - 60, 12, &revoking)), "expired", "already past its nextUpdate"),
+        (
+            "HTML error page",
+            page("404 Not Found"),
+            "http_status",
+            "HTTP status 404",
+        ),
+        (
+            "garbage",
+            Serve::Crl(b"\x30\x82garbage".to_vec()),
+            "not_a_crl",
+            "not a CRL",
+        ),
+        (
+            "stale on arrival",
+            Serve::Crl(crl(&level1c(), now - 120, now - 60, 12, &revoking)),
+            "expired",
+            "already past its nextUpdate",
+        ),
         ("unreachable", Serve::Down, "unreachable", "unreachable"),
     ];
     for (what, serve, reason, message) in cases {
         let before = failures(proxy, reason);
         let alarms_before = alarms(proxy).len();
         rig.server.serve(serve);
-        assert!(eventually(WITHIN, || failures(proxy, reason) > before), "{what}: counted as {reason}");
+        assert!(
+            eventually(WITHIN, || failures(proxy, reason) > before),
+            "{what}: counted as {reason}"
+        );
         assert!(
             eventually(WITHIN, || alarms(proxy)[alarms_before.min(alarms(proxy).len())..]
                 .iter()
@@ -351,7 +432,11 @@ fn bad_candidates_leave_the_held_crl_in_force() {
             alarms(proxy)
         );
         assert_eq!(held_this_update(proxy), now - 3600, "{what}: the held CRL stays");
-        assert_eq!(std::fs::read(&rig.crl_path).unwrap(), held, "{what}: the file stays");
+        assert_eq!(
+            std::fs::read(&rig.crl_path).unwrap(),
+            held,
+            "{what}: the file stays"
+        );
     }
     assert_eq!(updates(proxy), 0);
     // Every candidate revoked this consumer; none of them was put in force.
@@ -371,26 +456,55 @@ fn crl_gone_stale_while_unreachable_refuses_everyone_until_a_fresh_one_arrives()
     let mut a = proxy.consumer(&CONSUMER_A);
     assert_eq!(a.exchange(&proxy.get()).status, 200);
 
-    assert!(eventually(Duration::from_secs(8), || !health().ready), "not ready once stale");
-    assert!(health().reasons.iter().any(|r| r.contains("past its nextUpdate")), "{:?}", health().reasons);
+    assert!(
+        eventually(Duration::from_secs(8), || !health().ready),
+        "not ready once stale"
+    );
+    assert!(
+        health().reasons.iter().any(|r| r.contains("past its nextUpdate")),
+        "{:?}",
+        health().reasons
+    );
     let gauge = ssp::service::crl_samples(&proxy.runtime.current().crls, unix_now());
-    assert!(gauge[0].value < 0.0, "ssp_crl_next_update_seconds is negative when stale: {gauge:?}");
+    assert!(
+        gauge[0].value < 0.0,
+        "ssp_crl_next_update_seconds is negative when stale: {gauge:?}"
+    );
     assert!(failures(proxy, "unreachable") > 0);
     // crl_expired = "deny" (the default): new handshakes and open connections are refused.
-    proxy.consumer(&CONSUMER_A).assert_refused_at_handshake(&proxy.get());
-    assert_outcome(&a.exchange(&proxy.get()), 403, "forbidden", "CERTIFICATE_REVOKED", Some(TRACE_ID));
+    proxy
+        .consumer(&CONSUMER_A)
+        .assert_refused_at_handshake(&proxy.get());
+    assert_outcome(
+        &a.exchange(&proxy.get()),
+        403,
+        "forbidden",
+        "CERTIFICATE_REVOKED",
+        Some(TRACE_ID),
+    );
 
     let fresh = crl(&level1c(), unix_now() - 1, unix_now() + 86_400, 11, &[]);
     rig.server.serve(Serve::Crl(fresh));
-    assert!(eventually(WITHIN, || health().ready), "ready again: {:?}", health().reasons);
-    assert_eq!(proxy.consumer(&CONSUMER_A).exchange(&proxy.get()).status, 200, "recovered by itself");
+    assert!(
+        eventually(WITHIN, || health().ready),
+        "ready again: {:?}",
+        health().reasons
+    );
+    assert_eq!(
+        proxy.consumer(&CONSUMER_A).exchange(&proxy.get()).status,
+        200,
+        "recovered by itself"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
 // The command line.
 
 fn ssp(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ssp")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ssp"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -410,26 +524,52 @@ fn crl_fetch_updates_once_in_the_foreground_and_check_shows_each_crl() {
 
     let (code, out, err) = ssp(&["check", "--config", config]);
     assert_eq!(code, 0, "{out}{err}");
-    let line = out.lines().find(|l| l.contains("level1c.crl")).unwrap_or_else(|| panic!("{out}"));
-    for part in ["issuer \"CN=SSP Test NHS Level 1C, O=nhs\"", "thisUpdate", "nextUpdate", "0 revoked", &server.url()] {
+    let line = out
+        .lines()
+        .find(|l| l.contains("level1c.crl"))
+        .unwrap_or_else(|| panic!("{out}"));
+    for part in [
+        "issuer \"CN=SSP Test NHS Level 1C, O=nhs\"",
+        "thisUpdate",
+        "nextUpdate",
+        "0 revoked",
+        &server.url(),
+    ] {
         assert!(line.contains(part), "{part:?} in {line}");
     }
 
     let (code, out, err) = ssp(&["crl", "fetch", "--config", config]);
-    assert_eq!((code, out.trim()), (0, format!("{}: unchanged ({})", crl_path.display(), server.url()).as_str()), "{err}");
+    assert_eq!(
+        (code, out.trim()),
+        (
+            0,
+            format!("{}: unchanged ({})", crl_path.display(), server.url()).as_str()
+        ),
+        "{err}"
+    );
 
     let newer = crl(&level1c(), now - 60, now + 86_400, 11, &[&serial_of(&REVOKED)]);
     server.serve(Serve::Crl(newer.clone()));
     let (code, out, err) = ssp(&["crl", "fetch", "--config", config]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains(": updated from ") && out.contains("1 revoked"), "{out}");
+    assert!(
+        out.contains(": updated from ") && out.contains("1 revoked"),
+        "{out}"
+    );
     assert_eq!(std::fs::read(&crl_path).unwrap(), newer);
 
     server.serve(Serve::Crl(crl(&impostor(), now, now + 86_400, 12, &[])));
     let (code, out, _) = ssp(&["crl", "fetch", "--config", config]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("failed: ") && out.contains("signature check failed"), "{out}");
-    assert_eq!(std::fs::read(&crl_path).unwrap(), newer, "a failed fetch changes nothing");
+    assert!(
+        out.contains("failed: ") && out.contains("signature check failed"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read(&crl_path).unwrap(),
+        newer,
+        "a failed fetch changes nothing"
+    );
 
     let (code, _, err) = ssp(&["crl", "fetch", "--config", "/nonexistent/ssp.toml"]);
     assert_eq!(code, 2, "{err}");

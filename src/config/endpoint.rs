@@ -106,7 +106,9 @@ impl HttpUrl {
             ));
         };
         if rest.contains(['?', '#']) {
-            return Err(format!("{s:?} has a query or fragment; write the CRL's plain path"));
+            return Err(format!(
+                "{s:?} has a query or fragment; write the CRL's plain path"
+            ));
         }
         let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         if authority.contains('@') {
@@ -242,7 +244,12 @@ mod tests {
     #[test]
     fn http_urls_are_plain_http_only() {
         let ok = [
-            ("http://crl.nhs.uk/live/1c/crlc4519.crl", "crl.nhs.uk", 80, "/live/1c/crlc4519.crl"),
+            (
+                "http://crl.nhs.uk/live/1c/crlc4519.crl",
+                "crl.nhs.uk",
+                80,
+                "/live/1c/crlc4519.crl",
+            ),
             ("HTTP://127.0.0.1:8080/x.crl", "127.0.0.1", 8080, "/x.crl"),
             ("http://[::1]:81/a", "::1", 81, "/a"),
             ("http://proxy.example:3128", "proxy.example", 3128, ""),
@@ -250,7 +257,11 @@ mod tests {
         ];
         for (text, host, port, path) in ok {
             let url = HttpUrl::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
-            assert_eq!((url.host.as_str(), url.port, url.path.as_str()), (host, port, path), "{text}");
+            assert_eq!(
+                (url.host.as_str(), url.port, url.path.as_str()),
+                (host, port, path),
+                "{text}"
+            );
         }
         let refused = [
             ("https://crl.nhs.uk/x.crl", "CRLs are signed"),

@@ -737,31 +737,117 @@ fn crl_entries_mix_paths_and_tables_with_urls() {
     let r = &config.server.crl_refresh;
     assert_eq!(
         (r.interval, r.jitter, r.margin, r.retry),
-        (Duration::from_millis(200), Duration::ZERO, secs(3600), Duration::from_millis(100))
+        (
+            Duration::from_millis(200),
+            Duration::ZERO,
+            secs(3600),
+            Duration::from_millis(100)
+        )
     );
-    assert_eq!(r.proxy.as_ref().map(HttpUrl::authority).as_deref(), Some("proxy.example:3128"));
-    assert_eq!((r.connect_timeout, r.read_timeout, r.max_bytes), (secs(2), secs(3), 4096));
+    assert_eq!(
+        r.proxy.as_ref().map(HttpUrl::authority).as_deref(),
+        Some("proxy.example:3128")
+    );
+    assert_eq!(
+        (r.connect_timeout, r.read_timeout, r.max_bytes),
+        (secs(2), secs(3), 4096)
+    );
 }
 
 #[test]
 fn crl_refresh_errors_name_line_and_key() {
     let table = [
-        ("crl = [{ url = \"http://a.example/x.crl\" }]", 5, "server.crl[1].path", "missing required key"),
-        ("crl = [{ path = \"a.crl\", url = \"https://a.example/x.crl\" }]", 5, "server.crl[1].url", "CRLs are signed"),
-        ("crl = [\"a.crl\",\n  { path = \"b.crl\", url = \"ldap://a.example/x\" }]", 6, "server.crl[2].url", "http://"),
-        ("crl = [{ path = \"a.crl\", uri = \"http://a.example/x.crl\" }]", 5, "server.crl[1].uri", "unknown key"),
-        ("crl = [{ path = \"\", url = \"http://a.example/x.crl\" }]", 5, "server.crl[1].path", "must not be empty"),
+        (
+            "crl = [{ url = \"http://a.example/x.crl\" }]",
+            5,
+            "server.crl[1].path",
+            "missing required key",
+        ),
+        (
+            "crl = [{ path = \"a.crl\", url = \"https://a.example/x.crl\" }]",
+            5,
+            "server.crl[1].url",
+            "CRLs are signed",
+        ),
+        (
+            "crl = [\"a.crl\",\n  { path = \"b.crl\", url = \"ldap://a.example/x\" }]",
+            6,
+            "server.crl[2].url",
+            "http://",
+        ),
+        (
+            "crl = [{ path = \"a.crl\", uri = \"http://a.example/x.crl\" }]",
+            5,
+            "server.crl[1].uri",
+            "unknown key",
+        ),
+        (
+            "crl = [{ path = \"\", url = \"http://a.example/x.crl\" }]",
+            5,
+            "server.crl[1].path",
+            "must not be empty",
+        ),
         ("crl = [7]", 5, "server.crl[1]", "a path or a table"),
-        ("crl = []\ncrl_refresh = \"0s\"", 6, "server.crl_refresh", "longer than zero"),
-        ("crl = []\ncrl_refresh = \"1 h\"", 6, "server.crl_refresh", "expected a duration"),
-        ("crl = []\ncrl_refresh_jitter = \"x\"", 6, "server.crl_refresh_jitter", "expected a duration"),
-        ("crl = []\ncrl_refresh_margin = \"-1s\"", 6, "server.crl_refresh_margin", "expected a duration"),
-        ("crl = []\ncrl_retry = \"0ms\"", 6, "server.crl_retry", "longer than zero"),
-        ("crl = []\ncrl_proxy = \"https://p.example:3128\"", 6, "server.crl_proxy", "http://"),
-        ("crl = []\ncrl_proxy = \"http://p.example:3128/x\"", 6, "server.crl_proxy", "forward proxy"),
-        ("crl = []\ncrl_connect_timeout = \"0s\"", 6, "server.crl_connect_timeout", "longer than zero"),
-        ("crl = []\ncrl_read_timeout = \"0s\"", 6, "server.crl_read_timeout", "longer than zero"),
-        ("crl = []\ncrl_max_bytes = 10", 6, "server.crl_max_bytes", "at least 1024"),
+        (
+            "crl = []\ncrl_refresh = \"0s\"",
+            6,
+            "server.crl_refresh",
+            "longer than zero",
+        ),
+        (
+            "crl = []\ncrl_refresh = \"1 h\"",
+            6,
+            "server.crl_refresh",
+            "expected a duration",
+        ),
+        (
+            "crl = []\ncrl_refresh_jitter = \"x\"",
+            6,
+            "server.crl_refresh_jitter",
+            "expected a duration",
+        ),
+        (
+            "crl = []\ncrl_refresh_margin = \"-1s\"",
+            6,
+            "server.crl_refresh_margin",
+            "expected a duration",
+        ),
+        (
+            "crl = []\ncrl_retry = \"0ms\"",
+            6,
+            "server.crl_retry",
+            "longer than zero",
+        ),
+        (
+            "crl = []\ncrl_proxy = \"https://p.example:3128\"",
+            6,
+            "server.crl_proxy",
+            "http://",
+        ),
+        (
+            "crl = []\ncrl_proxy = \"http://p.example:3128/x\"",
+            6,
+            "server.crl_proxy",
+            "forward proxy",
+        ),
+        (
+            "crl = []\ncrl_connect_timeout = \"0s\"",
+            6,
+            "server.crl_connect_timeout",
+            "longer than zero",
+        ),
+        (
+            "crl = []\ncrl_read_timeout = \"0s\"",
+            6,
+            "server.crl_read_timeout",
+            "longer than zero",
+        ),
+        (
+            "crl = []\ncrl_max_bytes = 10",
+            6,
+            "server.crl_max_bytes",
+            "at least 1024",
+        ),
     ];
     for (edit, line, key, message) in table {
         let error = refused(&minimal_with("crl = [\"tls/level1c.crl\"]", edit));

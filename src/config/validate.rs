@@ -15,8 +15,8 @@ use super::endpoint::{Endpoint, HttpUrl, is_dns_name};
 use super::error::{ConfigError, Source};
 use super::raw::{self, Field, List};
 use super::{
-    Admin, Audit, AuditSync, Config, Consumer, CrlCheck, CrlExpired, CrlRefresh, CrlSource, Limits, Provider, Server, Throttle,
-    Transactions, Upstream, parse_duration,
+    Admin, Audit, AuditSync, Config, Consumer, CrlCheck, CrlExpired, CrlRefresh, CrlSource, Limits, Provider,
+    Server, Throttle, Transactions, Upstream, parse_duration,
 };
 
 const DEFAULT_AUDIT_DIR: &str = "/var/log/ssp";
@@ -69,11 +69,11 @@ fn server(src: &Source<'_>, raw: Field<raw::RawServer>) -> Result<Server, Config
         client_ca: t.required(s.client_ca, "client_ca", |p| src.path(p))?,
         // No default: revocation checking must not be switched off by forgetting a line.
         crl: crls(&t, s.crl)?.ok_or_else(|| {
-                t.missing(
-                    "crl",
-                    "missing required key; write `crl = []` to run without revocation checks",
-                )
-            })?,
+            t.missing(
+                "crl",
+                "missing required key; write `crl = []` to run without revocation checks",
+            )
+        })?,
         crl_expired: t.or(
             s.crl_expired,
             "crl_expired",
@@ -89,7 +89,12 @@ fn server(src: &Source<'_>, raw: Field<raw::RawServer>) -> Result<Server, Config
         crl_refresh: CrlRefresh {
             interval: t.or(s.crl_refresh, "crl_refresh", secs(3600), positive_duration)?,
             jitter: t.or(s.crl_refresh_jitter, "crl_refresh_jitter", secs(300), duration)?,
-            margin: t.or(s.crl_refresh_margin, "crl_refresh_margin", secs(4 * 3600), duration)?,
+            margin: t.or(
+                s.crl_refresh_margin,
+                "crl_refresh_margin",
+                secs(4 * 3600),
+                duration,
+            )?,
             retry: t.or(s.crl_retry, "crl_retry", secs(300), positive_duration)?,
             proxy: t.or(s.crl_proxy, "crl_proxy", None, |text| {
                 if text.is_empty() {
@@ -97,11 +102,23 @@ fn server(src: &Source<'_>, raw: Field<raw::RawServer>) -> Result<Server, Config
                 }
                 match HttpUrl::parse(&text)? {
                     url if url.path.is_empty() || url.path == "/" => Ok(Some(url)),
-                    _ => Err(format!("expected a forward proxy such as \"http://proxy.example:3128\", found {text:?}")),
+                    _ => Err(format!(
+                        "expected a forward proxy such as \"http://proxy.example:3128\", found {text:?}"
+                    )),
                 }
             })?,
-            connect_timeout: t.or(s.crl_connect_timeout, "crl_connect_timeout", secs(10), positive_duration)?,
-            read_timeout: t.or(s.crl_read_timeout, "crl_read_timeout", secs(30), positive_duration)?,
+            connect_timeout: t.or(
+                s.crl_connect_timeout,
+                "crl_connect_timeout",
+                secs(10),
+                positive_duration,
+            )?,
+            read_timeout: t.or(
+                s.crl_read_timeout,
+                "crl_read_timeout",
+                secs(30),
+                positive_duration,
+            )?,
             max_bytes: t.or(s.crl_max_bytes, "crl_max_bytes", 16 << 20, at_least(1024))?,
         },
         client_subject: client_subject(&t, s.client_subject)?,
@@ -122,8 +139,11 @@ fn crls(t: &Table<'_>, raw: List<raw::RawCrl>) -> Result<Option<Vec<CrlSource>>,
             raw::RawCrl::Path(p) => CrlSource::file(t.value(Spanned::new(span, p), &key, |p| t.src.path(p))?),
             raw::RawCrl::Entry(e) => {
                 let path = e.path.ok_or_else(|| {
-                    t.src
-                        .error(Some(span.clone()), Some(format!("{}.{key}.path", t.name)), "missing required key")
+                    t.src.error(
+                        Some(span.clone()),
+                        Some(format!("{}.{key}.path", t.name)),
+                        "missing required key",
+                    )
                 })?;
                 CrlSource {
                     path: t.value(path, &format!("{key}.path"), |p| t.src.path(p))?,

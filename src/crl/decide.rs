@@ -51,8 +51,15 @@ pub fn judge(held: &CrlSummary, candidate: &CrlSummary, now: i64) -> Judgement {
 ///
 /// Normally every `interval`; every `retry` after a failure or once less than `margin` is left
 /// before nextUpdate, and never sleeping past the moment the margin begins.
-pub fn next_attempt(s: &CrlRefresh, next_update: Option<i64>, now: i64, failed: bool, jitter: f64) -> Duration {
-    let margin_starts_in = next_update.map(|next| next.saturating_sub(now).saturating_sub(secs_i64(s.margin)));
+pub fn next_attempt(
+    s: &CrlRefresh,
+    next_update: Option<i64>,
+    now: i64,
+    failed: bool,
+    jitter: f64,
+) -> Duration {
+    let margin_starts_in =
+        next_update.map(|next| next.saturating_sub(now).saturating_sub(secs_i64(s.margin)));
     let hurried = failed || margin_starts_in.is_some_and(|left| left <= 0);
     let mut wait = if hurried { s.retry } else { s.interval };
     if let Some(left) = margin_starts_in.filter(|&left| left > 0) {
@@ -90,16 +97,56 @@ mod tests {
     fn candidates_are_judged_against_the_crl_held() {
         let held = crl(b"L1C", 900_000, Some(1_100_000), Some(&[5]));
         let table = [
-            ("later date, later number", crl(b"L1C", 950_000, Some(1_200_000), Some(&[6])), Judgement::Newer),
-            ("later date, no number", crl(b"L1C", 950_000, Some(1_200_000), None), Judgement::Newer),
-            ("later date, same number", crl(b"L1C", 950_000, Some(1_200_000), Some(&[5])), Judgement::Newer),
-            ("same date, later number", crl(b"L1C", 900_000, Some(1_200_000), Some(&[0, 6])), Judgement::Newer),
-            ("same issue", crl(b"L1C", 900_000, Some(1_100_000), Some(&[0, 5])), Judgement::Unchanged),
-            ("older date", crl(b"L1C", 899_999, Some(1_200_000), Some(&[6])), Judgement::Refused(Failure::Older)),
-            ("number backwards", crl(b"L1C", 950_000, Some(1_200_000), Some(&[4])), Judgement::Refused(Failure::Older)),
-            ("stale on arrival", crl(b"L1C", 950_000, Some(NOW - 1), Some(&[6])), Judgement::Refused(Failure::Expired(NOW - 1))),
-            ("another issuer", crl(b"ROOT", 950_000, Some(1_200_000), Some(&[6])), Judgement::Refused(Failure::WrongIssuer("ROOT".into()))),
-            ("no nextUpdate", crl(b"L1C", 950_000, None, Some(&[6])), Judgement::Newer),
+            (
+                "later date, later number",
+                crl(b"L1C", 950_000, Some(1_200_000), Some(&[6])),
+                Judgement::Newer,
+            ),
+            (
+                "later date, no number",
+                crl(b"L1C", 950_000, Some(1_200_000), None),
+                Judgement::Newer,
+            ),
+            (
+                "later date, same number",
+                crl(b"L1C", 950_000, Some(1_200_000), Some(&[5])),
+                Judgement::Newer,
+            ),
+            (
+                "same date, later number",
+                crl(b"L1C", 900_000, Some(1_200_000), Some(&[0, 6])),
+                Judgement::Newer,
+            ),
+            (
+                "same issue",
+                crl(b"L1C", 900_000, Some(1_100_000), Some(&[0, 5])),
+                Judgement::Unchanged,
+            ),
+            (
+                "older date",
+                crl(b"L1C", 899_999, Some(1_200_000), Some(&[6])),
+                Judgement::Refused(Failure::Older),
+            ),
+            (
+                "number backwards",
+                crl(b"L1C", 950_000, Some(1_200_000), Some(&[4])),
+                Judgement::Refused(Failure::Older),
+            ),
+            (
+                "stale on arrival",
+                crl(b"L1C", 950_000, Some(NOW - 1), Some(&[6])),
+                Judgement::Refused(Failure::Expired(NOW - 1)),
+            ),
+            (
+                "another issuer",
+                crl(b"ROOT", 950_000, Some(1_200_000), Some(&[6])),
+                Judgement::Refused(Failure::WrongIssuer("ROOT".into())),
+            ),
+            (
+                "no nextUpdate",
+                crl(b"L1C", 950_000, None, Some(&[6])),
+                Judgement::Newer,
+            ),
         ];
         for (what, candidate, expected) in table {
             assert_eq!(judge(&held, &candidate, NOW), expected, "{what}");
@@ -127,20 +174,41 @@ mod tests {
         let m = |n: u64| Duration::from_secs(n * 60);
         let table = [
             ("fresh CRL, success", Some(NOW + day), false, 0.0, h(1)),
-            ("fresh CRL, full jitter", Some(NOW + day), false, 0.999_999_9, h(1) + m(10) - Duration::from_micros(60)),
+            (
+                "fresh CRL, full jitter",
+                Some(NOW + day),
+                false,
+                0.999_999_9,
+                h(1) + m(10) - Duration::from_micros(60),
+            ),
             ("fresh CRL, half jitter", Some(NOW + day), false, 0.5, h(1) + m(5)),
             ("fresh CRL, failure", Some(NOW + day), true, 0.0, m(5)),
-            ("failure, jitter capped by the wait", Some(NOW + day), true, 0.5, m(5) + Duration::from_secs(150)),
+            (
+                "failure, jitter capped by the wait",
+                Some(NOW + day),
+                true,
+                0.5,
+                m(5) + Duration::from_secs(150),
+            ),
             ("inside the margin", Some(NOW + 3 * 3600), false, 0.0, m(5)),
             ("stale", Some(NOW - 10), false, 0.0, m(5)),
-            ("margin begins in 10 minutes", Some(NOW + 4 * 3600 + 600), false, 0.0, m(10)),
+            (
+                "margin begins in 10 minutes",
+                Some(NOW + 4 * 3600 + 600),
+                false,
+                0.0,
+                m(10),
+            ),
             ("no nextUpdate", None, false, 0.0, h(1)),
             ("no nextUpdate, failure", None, true, 0.0, m(5)),
         ];
         for (what, next, failed, jitter, expected) in table {
             let wait = next_attempt(&s, next, NOW, failed, jitter);
             let diff = wait.abs_diff(expected);
-            assert!(diff < Duration::from_millis(1), "{what}: {wait:?} vs {expected:?}");
+            assert!(
+                diff < Duration::from_millis(1),
+                "{what}: {wait:?} vs {expected:?}"
+            );
         }
     }
 
@@ -150,10 +218,22 @@ mod tests {
         s.interval = Duration::from_millis(200);
         s.retry = Duration::from_millis(100);
         s.jitter = Duration::ZERO;
-        assert_eq!(next_attempt(&s, Some(NOW + 86_400), NOW, false, 0.7), Duration::from_millis(200));
-        assert_eq!(next_attempt(&s, Some(NOW + 86_400), NOW, true, 0.7), Duration::from_millis(100));
+        assert_eq!(
+            next_attempt(&s, Some(NOW + 86_400), NOW, false, 0.7),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            next_attempt(&s, Some(NOW + 86_400), NOW, true, 0.7),
+            Duration::from_millis(100)
+        );
         // Clock or CRL dates at the ends of the range do not overflow.
-        assert_eq!(next_attempt(&s, Some(i64::MIN), i64::MAX, false, 0.0), Duration::from_millis(100));
-        assert_eq!(next_attempt(&s, Some(i64::MAX), i64::MIN, false, 0.0), Duration::from_millis(200));
+        assert_eq!(
+            next_attempt(&s, Some(i64::MIN), i64::MAX, false, 0.0),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            next_attempt(&s, Some(i64::MAX), i64::MIN, false, 0.0),
+            Duration::from_millis(200)
+        );
     }
 }

@@ -62,7 +62,9 @@ pub fn parse_answer(answer: &[u8], max_bytes: u64) -> Result<Vec<u8>, Failure> {
         return Err(Failure::TooLarge(max_bytes));
     }
     if !progress.done && reader.finish_at_eof().is_err() {
-        return Err(Failure::BadResponse("the answer ended before its body did (truncated)".into()));
+        return Err(Failure::BadResponse(
+            "the answer ended before its body did (truncated)".into(),
+        ));
     }
     Ok(body)
 }
@@ -73,7 +75,9 @@ pub fn get(url: &HttpUrl, s: &CrlRefresh) -> Result<Vec<u8>, Failure> {
     let via = s.proxy.as_ref().unwrap_or(url);
     let mut stream = connect(via, s.connect_timeout)?;
     let io = |e: std::io::Error| match e.kind() {
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Failure::Unreachable(format!("timed out: {e}")),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            Failure::Unreachable(format!("timed out: {e}"))
+        }
         _ => Failure::Unreachable(e.to_string()),
     };
     stream.set_read_timeout(Some(s.read_timeout)).map_err(io)?;
@@ -93,7 +97,10 @@ pub fn get(url: &HttpUrl, s: &CrlRefresh) -> Result<Vec<u8>, Failure> {
             return Err(Failure::TooLarge(s.max_bytes));
         }
         if Instant::now() > deadline {
-            return Err(Failure::Unreachable(format!("no complete answer within {:?}", s.read_timeout * 10)));
+            return Err(Failure::Unreachable(format!(
+                "no complete answer within {:?}",
+                s.read_timeout * 10
+            )));
         }
     }
     parse_answer(&answer, s.max_bytes)
@@ -110,7 +117,9 @@ fn connect(url: &HttpUrl, timeout: Duration) -> Result<TcpStream, Failure> {
             Err(e) => last = Some(format!("{addr}: {e}")),
         }
     }
-    Err(Failure::Unreachable(last.unwrap_or_else(|| format!("{} has no address", url.host))))
+    Err(Failure::Unreachable(
+        last.unwrap_or_else(|| format!("{} has no address", url.host)),
+    ))
 }
 
 #[cfg(test)]
@@ -121,32 +130,63 @@ mod tests {
     fn requests_are_origin_form_direct_and_absolute_form_through_a_proxy() {
         let url = HttpUrl::parse("http://crl.nhs.uk/live/1c/crlc4519.crl").unwrap();
         let direct = String::from_utf8(request(&url, false)).unwrap();
-        assert!(direct.starts_with("GET /live/1c/crlc4519.crl HTTP/1.1\r\nHost: crl.nhs.uk:80\r\n"), "{direct}");
+        assert!(
+            direct.starts_with("GET /live/1c/crlc4519.crl HTTP/1.1\r\nHost: crl.nhs.uk:80\r\n"),
+            "{direct}"
+        );
         assert!(direct.ends_with("Connection: close\r\n\r\n"), "{direct}");
         let proxied = String::from_utf8(request(&url, true)).unwrap();
-        assert!(proxied.starts_with("GET http://crl.nhs.uk:80/live/1c/crlc4519.crl HTTP/1.1\r\n"), "{proxied}");
+        assert!(
+            proxied.starts_with("GET http://crl.nhs.uk:80/live/1c/crlc4519.crl HTTP/1.1\r\n"),
+            "{proxied}"
+        );
     }
 
     #[test]
     fn answers_yield_the_body_or_say_why_not() {
         let ok: [(&str, &[u8]); 4] = [
             ("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", b"abc"),
-            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\n\r\n", b"abc"),
-            ("HTTP/1.1 200 OK\r\nContent-Type: application/pkix-crl\r\n\r\nabc", b"abc"),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\n\r\n",
+                b"abc",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Type: application/pkix-crl\r\n\r\nabc",
+                b"abc",
+            ),
             ("HTTP/1.0 200 OK\r\n\r\nabc", b"abc"),
         ];
         for (answer, body) in ok {
-            assert_eq!(parse_answer(answer.as_bytes(), 1024).as_deref(), Ok(body), "{answer:?}");
+            assert_eq!(
+                parse_answer(answer.as_bytes(), 1024).as_deref(),
+                Ok(body),
+                "{answer:?}"
+            );
         }
         let refused = [
-            ("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", "http_status"),
+            (
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+                "http_status",
+            ),
             ("HTTP/1.1 503 Busy\r\n\r\n", "http_status"),
-            ("HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<html>", "not_a_crl"),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<html>",
+                "not_a_crl",
+            ),
             ("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", "bad_response"),
-            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab", "bad_response"),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+                "bad_response",
+            ),
             ("HTTP/1.1 200 OK\r\nContent-Length: 2000\r\n\r\nabc", "too_large"),
-            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", "bad_response"),
-            ("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc", "bad_response"),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "bad_response",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc",
+                "bad_response",
+            ),
             ("HTTP/1.1 204 No Content\r\n\r\n", "http_status"),
             ("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", "not_a_crl"),
             ("HTTP/1.1 200 OK\r\nCont", "bad_response"),
@@ -158,6 +198,9 @@ mod tests {
             assert_eq!(failure.label(), reason, "{answer:?}: {failure}");
         }
         let big = format!("HTTP/1.1 200 OK\r\n\r\n{}", "x".repeat(1025));
-        assert_eq!(parse_answer(big.as_bytes(), 1024).unwrap_err().label(), "too_large");
+        assert_eq!(
+            parse_answer(big.as_bytes(), 1024).unwrap_err().label(),
+            "too_large"
+        );
     }
 }

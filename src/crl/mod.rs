@@ -66,9 +66,13 @@ impl fmt::Display for Failure {
             Failure::BadResponse(why) => write!(f, "bad HTTP answer: {why}"),
             Failure::TooLarge(max) => write!(f, "larger than crl_max_bytes ({max} bytes)"),
             Failure::NotACrl(why) => write!(f, "not a CRL: {why}"),
-            Failure::WrongIssuer(issuer) => write!(f, "issued by \"{issuer}\", not by the issuer of the CRL held"),
+            Failure::WrongIssuer(issuer) => {
+                write!(f, "issued by \"{issuer}\", not by the issuer of the CRL held")
+            }
             Failure::BadSignature(why) => write!(f, "signature check failed: {why}"),
-            Failure::Older => f.write_str("older than the CRL held (thisUpdate or CRL number goes backwards)"),
+            Failure::Older => {
+                f.write_str("older than the CRL held (thisUpdate or CRL number goes backwards)")
+            }
             Failure::Expired(next) => write!(f, "already past its nextUpdate ({})", format_utc(*next)),
             Failure::Write(why) => write!(f, "in force, but the file was not replaced: {why}"),
         }
@@ -147,7 +151,10 @@ mod tests {
             Failure::Write(String::new()),
         ];
         for failure in all {
-            assert!(crate::metrics::CRL_FAILURES.contains(&failure.label()), "{failure}");
+            assert!(
+                crate::metrics::CRL_FAILURES.contains(&failure.label()),
+                "{failure}"
+            );
         }
     }
 }

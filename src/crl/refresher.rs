@@ -19,17 +19,19 @@ use crate::x509::format_utc;
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 
 pub fn start(runtime: Arc<Runtime>) -> std::io::Result<()> {
-    std::thread::Builder::new().name("ssp-crl".into()).spawn(move || {
-        let mut refresher = Refresher {
-            runtime,
-            due: HashMap::new(),
-            seed: seed(),
-        };
-        while !refresher.runtime.is_stopping() {
-            let sleep = refresher.turn(Instant::now());
-            std::thread::sleep(sleep);
-        }
-    })?;
+    std::thread::Builder::new()
+        .name("ssp-crl".into())
+        .spawn(move || {
+            let mut refresher = Refresher {
+                runtime,
+                due: HashMap::new(),
+                seed: seed(),
+            };
+            while !refresher.runtime.is_stopping() {
+                let sleep = refresher.turn(Instant::now());
+                std::thread::sleep(sleep);
+            }
+        })?;
     Ok(())
 }
 
@@ -60,7 +62,11 @@ impl Refresher {
             let wait = self.refresh(&path);
             self.due.insert(path, Instant::now() + wait);
         }
-        let next = self.due.values().min().map_or(MAX_SLEEP, |due| due.saturating_duration_since(Instant::now()));
+        let next = self
+            .due
+            .values()
+            .min()
+            .map_or(MAX_SLEEP, |due| due.saturating_duration_since(Instant::now()));
         next.clamp(Duration::from_millis(5), MAX_SLEEP)
     }
 

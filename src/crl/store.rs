@@ -38,7 +38,10 @@ mod tests {
         fs::write(&path, b"old").unwrap();
         replace(&path, b"new").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"new");
-        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, ["level1c.crl"]);
         assert!(replace(&dir.join("missing/x.crl"), b"x").is_err());
         fs::remove_dir_all(&dir).unwrap();

@@ -221,8 +221,9 @@ impl Shared {
     /// and the session cache carry over, so a refresh is invisible to everyone but the
     /// consumers it revokes.
     pub fn with_crls(&self, crls: Vec<tls::CrlSummary>) -> Result<Shared, LoadError> {
-        let (server, revocations) = tls::consumer_side(&self.config, &self.tls_material, &crls, Some(&self.server_tls))
-            .map_err(|e| LoadError(e.to_string()))?;
+        let (server, revocations) =
+            tls::consumer_side(&self.config, &self.tls_material, &crls, Some(&self.server_tls))
+                .map_err(|e| LoadError(e.to_string()))?;
         let tls = Tls {
             server,
             client: self.client_tls.clone(),
@@ -230,10 +231,20 @@ impl Shared {
             crls,
             material: self.tls_material.clone(),
         };
-        Shared::assemble(self.config.clone(), tls, self.rates.clone(), self.in_flight.clone())
+        Shared::assemble(
+            self.config.clone(),
+            tls,
+            self.rates.clone(),
+            self.in_flight.clone(),
+        )
     }
 
-    fn assemble(config: Config, tls: Tls, rates: Arc<RateLimits>, in_flight: Arc<InFlight>) -> Result<Shared, LoadError> {
+    fn assemble(
+        config: Config,
+        tls: Tls,
+        rates: Arc<RateLimits>,
+        in_flight: Arc<InFlight>,
+    ) -> Result<Shared, LoadError> {
         let Tls {
             server,
             client,

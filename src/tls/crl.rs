@@ -105,9 +105,12 @@ impl Issuers {
             let issuer_name = webpki::EndEntityCert::try_from(cert)
                 .map(|c| c.issuer().to_vec())
                 .map_err(|e| (path.clone(), format!("not a usable certificate: {e:?}")))?;
-            anchors
-                .verify(cert, &issuer_name, algorithms)
-                .map_err(|why| (path.clone(), format!("not signed by a trust anchor of client_ca: {why}")))?;
+            anchors.verify(cert, &issuer_name, algorithms).map_err(|why| {
+                (
+                    path.clone(),
+                    format!("not signed by a trust anchor of client_ca: {why}"),
+                )
+            })?;
             issuers.push(Issuer {
                 subject: parsed.subject.to_vec(),
                 spki: parsed.subject_public_key_info.to_vec(),
@@ -123,7 +126,12 @@ impl Issuers {
     /// Whether `signed` (a certificate or CRL in DER) carries a valid signature by a known
     /// certificate whose subject is `issuer_name`. Several certificates may share a name
     /// (a renewed CA key): any of them will do.
-    pub fn verify(&self, signed: &[u8], issuer_name: &[u8], algorithms: &WebPkiSupportedAlgorithms) -> Result<(), String> {
+    pub fn verify(
+        &self,
+        signed: &[u8],
+        issuer_name: &[u8],
+        algorithms: &WebPkiSupportedAlgorithms,
+    ) -> Result<(), String> {
         let parts = x509::signed_parts(signed).ok_or("cannot find its signature")?;
         let mut candidates = self.0.iter().filter(|i| i.subject == issuer_name).peekable();
         if candidates.peek().is_none() {
@@ -135,7 +143,8 @@ impl Issuers {
                 continue;
             };
             for alg in algorithms.all.iter().filter(|a| {
-                a.signature_alg_id().as_ref() == parts.algorithm && a.public_key_alg_id().as_ref() == key_algorithm
+                a.signature_alg_id().as_ref() == parts.algorithm
+                    && a.public_key_alg_id().as_ref() == key_algorithm
             }) {
                 supported = true;
                 if alg.verify_signature(key, parts.tbs, parts.signature).is_ok() {
@@ -165,11 +174,21 @@ mod tests {
     use crate::config::CrlSource;
 
     fn pem(name: &str) -> Vec<CertificateDer<'static>> {
-        crate::tls::files::certificates(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/pki").join(name)).unwrap()
+        crate::tls::files::certificates(
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures/pki")
+                .join(name),
+        )
+        .unwrap()
     }
 
     fn crl(name: &str) -> CrlSummary {
-        let bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/pki").join(name)).unwrap();
+        let bytes = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures/pki")
+                .join(name),
+        )
+        .unwrap();
         parse(&CrlSource::file(name.into()), &bytes).unwrap()
     }
 
@@ -180,10 +199,24 @@ mod tests {
     #[test]
     fn crl_signatures_are_checked_against_their_issuer() {
         let level1c = pem("level1c.pem").remove(0);
-        let issuers = Issuers::new(&pem("root.pem"), &[("level1c.pem".into(), level1c)], &algorithms()).unwrap();
-        for name in ["level1c.crl", "level1c.crl.pem", "root.crl", "level1c-expired.crl"] {
+        let issuers = Issuers::new(
+            &pem("root.pem"),
+            &[("level1c.pem".into(), level1c)],
+            &algorithms(),
+        )
+        .unwrap();
+        for name in [
+            "level1c.crl",
+            "level1c.crl.pem",
+            "root.crl",
+            "level1c-expired.crl",
+        ] {
             let c = crl(name);
-            assert_eq!(issuers.verify(&c.der, &c.issuer_der, &algorithms()), Ok(()), "{name}");
+            assert_eq!(
+                issuers.verify(&c.der, &c.issuer_der, &algorithms()),
+                Ok(()),
+                "{name}"
+            );
         }
         // One flipped bit in the signed part, then in the signature.
         let c = crl("level1c.crl");
@@ -191,20 +224,33 @@ mod tests {
             let mut der = c.der.to_vec();
             der[at] ^= 0x01;
             let error = issuers.verify(&der, &c.issuer_der, &algorithms()).unwrap_err();
-            assert!(error.contains("bad signature") || error.contains("cannot find"), "at {at}: {error}");
+            assert!(
+                error.contains("bad signature") || error.contains("cannot find"),
+                "at {at}: {error}"
+            );
         }
         // Without Level 1C's certificate, its CRLs cannot be checked.
         let roots_only = Issuers::new(&pem("root.pem"), &[], &algorithms()).unwrap();
-        let error = roots_only.verify(&c.der, &c.issuer_der, &algorithms()).unwrap_err();
+        let error = roots_only
+            .verify(&c.der, &c.issuer_der, &algorithms())
+            .unwrap_err();
         assert!(error.contains("not a known certificate"), "{error}");
-        assert!(issuers.verify(&c.der[..c.der.len() - 1], &c.issuer_der, &algorithms()).is_err());
+        assert!(
+            issuers
+                .verify(&c.der[..c.der.len() - 1], &c.issuer_der, &algorithms())
+                .is_err()
+        );
     }
 
     #[test]
     fn an_issuer_file_must_be_signed_by_a_trust_anchor() {
         let level1c = pem("level1c.pem").remove(0);
-        let (path, error) =
-            Issuers::new(&pem("other-root.pem"), &[("level1c.pem".into(), level1c)], &algorithms()).unwrap_err();
+        let (path, error) = Issuers::new(
+            &pem("other-root.pem"),
+            &[("level1c.pem".into(), level1c)],
+            &algorithms(),
+        )
+        .unwrap_err();
         assert_eq!(path, Path::new("level1c.pem"));
         assert!(error.contains("not signed by a trust anchor"), "{error}");
     }
@@ -212,13 +258,21 @@ mod tests {
     #[test]
     fn garbage_is_not_a_crl() {
         let source = CrlSource::file("x.crl".into());
-        for bytes in [&b"<html><body>Not Found</body></html>"[..], b"", b"-----BEGIN X509 CRL-----\nAAAA\n"] {
+        for bytes in [
+            &b"<html><body>Not Found</body></html>"[..],
+            b"",
+            b"-----BEGIN X509 CRL-----\nAAAA\n",
+        ] {
             assert!(parse(&source, bytes).is_err(), "{bytes:?}");
         }
-        let good = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/pki/level1c.crl")).unwrap();
+        let good =
+            std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/pki/level1c.crl")).unwrap();
         assert!(parse(&source, &good[..good.len() / 2]).is_err());
         let summary = parse(&source, &good).unwrap();
-        assert_eq!((summary.revoked, summary.number.as_deref()), (1, Some(&[1u8][..])));
+        assert_eq!(
+            (summary.revoked, summary.number.as_deref()),
+            (1, Some(&[1u8][..]))
+        );
         assert_eq!(summary.issuer, "CN=SSP Test NHS Level 1C, O=nhs");
     }
 }

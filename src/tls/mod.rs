@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use rustls::crypto::{CryptoProvider, ring};
-use rustls::server::{ServerSessionMemoryCache, WebPkiClientVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ServerSessionMemoryCache, WebPkiClientVerifier};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::config::{Config, CrlCheck, CrlExpired};
@@ -45,8 +45,11 @@ pub struct Material {
 impl Material {
     /// Checks a CRL's signature against the certificate of its issuer.
     pub fn verify_crl(&self, crl: &CrlSummary) -> Result<(), String> {
-        self.issuers
-            .verify(&crl.der, &crl.issuer_der, &self.provider.signature_verification_algorithms)
+        self.issuers.verify(
+            &crl.der,
+            &crl.issuer_der,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 }
 

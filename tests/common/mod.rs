@@ -401,7 +401,11 @@ connect = "{provider}"
             .crl
             .iter()
             // A `{ path = ..., url = ... }` table is written as given.
-            .map(|f| if f.starts_with('{') { f.to_string() } else { format!("\"{pki}/{f}\"") })
+            .map(|f| if f.starts_with('{') {
+                f.to_string()
+            } else {
+                format!("\"{pki}/{f}\"")
+            })
             .collect::<Vec<_>>()
             .join(", "),
         server = o.server,
