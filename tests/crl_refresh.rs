@@ -104,6 +104,8 @@ struct CrlServer {
     addr: SocketAddr,
     serve: Arc<Mutex<Serve>>,
     hits: Arc<AtomicUsize>,
+    /// The head of the last request, as received.
+    last_head: Arc<Mutex<Vec<u8>>>,
 }
 
 impl CrlServer {
@@ -111,7 +113,8 @@ impl CrlServer {
         let addr = unused_port();
         let serve = Arc::new(Mutex::new(first));
         let hits = Arc::new(AtomicUsize::new(0));
-        let (state, count) = (serve.clone(), hits.clone());
+        let last_head = Arc::new(Mutex::new(Vec::new()));
+        let (state, count, last) = (serve.clone(), hits.clone(), last_head.clone());
         std::thread::spawn(move || {
             let mut listener: Option<TcpListener> = None;
             loop {
@@ -137,6 +140,7 @@ impl CrlServer {
                 while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
                     head.push(byte[0]);
                 }
+                *last.lock().unwrap() = head;
                 count.fetch_add(1, Ordering::SeqCst);
                 let answer = match state.lock().unwrap().clone() {
                     Serve::Crl(body) => {
@@ -154,7 +158,12 @@ impl CrlServer {
                 let _ = stream.write_all(&answer);
             }
         });
-        let server = CrlServer { addr, serve, hits };
+        let server = CrlServer {
+            addr,
+            serve,
+            hits,
+            last_head,
+        };
         server.wait_until_listening();
         server
     }
@@ -213,9 +222,14 @@ fn options(held: &[u8], server: &CrlServer, dir: &TempDir, throttle: &str) -> (O
 }
 
 fn rig(held: &[u8], first: Serve, throttle: &str) -> Rig {
+    rig_with(held, first, throttle, |_, _| {})
+}
+
+fn rig_with(held: &[u8], first: Serve, throttle: &str, edit: impl FnOnce(&mut Options, &CrlServer)) -> Rig {
     let dir = TempDir::new("crl");
     let server = CrlServer::start(first);
-    let (options, crl_path) = options(held, &server, &dir, throttle);
+    let (mut options, crl_path) = options(held, &server, &dir, throttle);
+    edit(&mut options, &server);
     let proxy = Proxy::with(options);
     ssp::service::start_crl_refresher(&proxy.runtime).unwrap();
     Rig {
@@ -494,6 +508,32 @@ fn crl_gone_stale_while_unreachable_refuses_everyone_until_a_fresh_one_arrives()
         proxy.consumer(&CONSUMER_A).exchange(&proxy.get()).status,
         200,
         "recovered by itself"
+    );
+}
+
+#[test]
+fn a_forward_proxy_is_asked_with_an_absolute_form_get() {
+    let now = unix_now();
+    let held = crl(&level1c(), now - 3600, now + 86_400, 10, &[]);
+    let newer = crl(&level1c(), now - 60, now + 86_400, 11, &[]);
+    // The "proxy" is the test server; the CRL's own host does not even resolve.
+    let rig = rig_with(&held, Serve::Crl(newer), "", |options, server| {
+        let entry = options.crl[0].replace(&server.url(), "http://crl.example.invalid/live/1c/crlc4519.crl");
+        options.crl[0] = Box::leak(entry.into_boxed_str());
+        options
+            .server
+            .push_str(&format!("\ncrl_proxy = \"http://{}\"", server.addr));
+    });
+    assert!(
+        eventually(WITHIN, || updates(&rig.proxy) == 1),
+        "fetched through the proxy"
+    );
+    let head = String::from_utf8(rig.server.last_head.lock().unwrap().clone()).unwrap();
+    assert!(
+        head.starts_with(
+            "GET http://crl.example.invalid/live/1c/crlc4519.crl HTTP/1.1\r\nHost: crl.example.invalid\r\n"
+        ),
+        "{head}"
     );
 }
 

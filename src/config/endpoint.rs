@@ -127,12 +127,17 @@ impl HttpUrl {
         })
     }
 
-    /// `host:port` as the `Host` header and a proxy's request-target want it.
+    /// `host[:port]` as the `Host` header and a proxy's request-target want it; the default
+    /// port 80 is left out.
     pub fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
         } else {
-            format!("{}:{}", self.host, self.port)
+            self.host.clone()
+        };
+        match self.port {
+            80 => host,
+            port => format!("{host}:{port}"),
         }
     }
 
@@ -279,7 +284,15 @@ mod tests {
             let error = HttpUrl::parse(text).unwrap_err();
             assert!(error.contains(why), "{text}: {error}");
         }
-        assert_eq!(HttpUrl::parse("http://[::1]/").unwrap().authority(), "[::1]:80");
+        assert_eq!(HttpUrl::parse("http://[::1]/").unwrap().authority(), "[::1]");
+        assert_eq!(
+            HttpUrl::parse("http://[::1]:8080/").unwrap().authority(),
+            "[::1]:8080"
+        );
+        assert_eq!(
+            HttpUrl::parse("http://a.example:80/").unwrap().authority(),
+            "a.example"
+        );
     }
 
     fn endpoint(url: &str, host: &str, port: Option<u16>, path: &str) -> Endpoint {
