@@ -920,3 +920,20 @@ fn unreadable_file_is_named_in_the_error() {
         "{error}"
     );
 }
+
+#[test]
+fn packaged_example_parses_with_and_without_its_crl_table() {
+    let text = include_str!("../../packaging/ssp.toml");
+    let config = parse_text(text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.server.crl_refresh.interval, secs(3600));
+    let table = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# crl = [{"))
+        .expect("the commented CRL table");
+    let uncommented = text.replacen("crl = [\"tls/level1c.crl\"]", &format!("crl = [{{{table}"), 1);
+    let config = parse_text(&uncommented).unwrap_or_else(|e| panic!("{e}"));
+    let crl = &config.server.crl[0];
+    assert_eq!(crl.path, Path::new("/var/lib/ssp/level1c.crl"));
+    assert_eq!(crl.url.as_ref().map(|u| u.path.as_str()), Some("/live/1c/crlc4519.crl"));
+    assert_eq!(crl.issuer, Some(etc("tls/level1c.pem")));
+}
