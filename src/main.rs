@@ -124,9 +124,7 @@ fn check(file: PathBuf) -> ExitCode {
     if shared.crls.is_empty() {
         println!("  WARNING: crl = []: revocation is not checked");
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = ssp::crl::refresher::unix_now();
     let mut refuses_everyone = Vec::new();
     for crl in &shared.crls {
         let next = crl.next_update.map_or("none".to_string(), format_utc);

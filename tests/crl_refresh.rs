@@ -613,4 +613,10 @@ fn crl_fetch_updates_once_in_the_foreground_and_check_shows_each_crl() {
 
     let (code, _, err) = ssp(&["crl", "fetch", "--config", "/nonexistent/ssp.toml"]);
     assert_eq!(code, 2, "{err}");
+
+    // A forged CRL put in place by hand is caught by `ssp check`, not at the first handshake.
+    std::fs::write(&crl_path, crl(&impostor(), now, now + 86_400, 12, &[])).unwrap();
+    let (code, out, err) = ssp(&["check", "--config", config]);
+    assert_eq!(code, 2, "{out}");
+    assert!(err.contains("level1c.crl: CRL signature check failed"), "{err}");
 }

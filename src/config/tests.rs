@@ -934,6 +934,9 @@ fn packaged_example_parses_with_and_without_its_crl_table() {
     let config = parse_text(&uncommented).unwrap_or_else(|e| panic!("{e}"));
     let crl = &config.server.crl[0];
     assert_eq!(crl.path, Path::new("/var/lib/ssp/level1c.crl"));
-    assert_eq!(crl.url.as_ref().map(|u| u.path.as_str()), Some("/live/1c/crlc4519.crl"));
+    assert_eq!(
+        crl.url.as_ref().map(|u| u.path.as_str()),
+        Some("/live/1c/crlc4519.crl")
+    );
     assert_eq!(crl.issuer, Some(etc("tls/level1c.pem")));
 }

@@ -104,6 +104,16 @@ pub fn load(cfg: &Config) -> Result<Tls, FileError> {
                 ),
             ));
         }
+        // webpki would refuse every consumer of this issuer at the handshake; say so now.
+        if issuers.knows(&summary.issuer_der) {
+            issuers
+                .verify(
+                    &summary.der,
+                    &summary.issuer_der,
+                    &provider.signature_verification_algorithms,
+                )
+                .map_err(|why| error(path, format!("CRL signature check failed: {why}")))?;
+        }
         // A CRL that is fetched must be checkable, or every fetch would fail at 3 a.m.
         if source.url.is_some() && !issuers.knows(&summary.issuer_der) {
             return Err(error(
