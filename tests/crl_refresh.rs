@@ -512,6 +512,42 @@ fn crl_gone_stale_while_unreachable_refuses_everyone_until_a_fresh_one_arrives()
 }
 
 #[test]
+fn a_newer_crl_that_cannot_be_stored_is_still_put_in_force_and_alarmed() {
+    let now = unix_now();
+    let held = crl(&level1c(), now - 3600, now + 86_400, 10, &[]);
+    let rig = rig(&held, Serve::Crl(held.clone()), "");
+    let proxy = &rig.proxy;
+    // Its folder vanishes after start-up (a read-only /etc under ProtectSystem=strict fails
+    // the same way, but root, as tests often run, may write anywhere).
+    std::fs::remove_dir_all(rig.crl_path.parent().unwrap()).unwrap();
+    rig.server.serve(Serve::Crl(crl(
+        &level1c(),
+        now - 60,
+        now + 86_400,
+        11,
+        &[&serial_of(&REVOKED)],
+    )));
+    assert!(
+        eventually(WITHIN, || failures(proxy, "write") == 1),
+        "counted as a write failure"
+    );
+    assert_eq!(
+        updates(proxy),
+        1,
+        "in force all the same: fresher revocations win"
+    );
+    assert!(
+        eventually(WITHIN, || alarms(proxy)
+            .iter()
+            .any(|m| m.contains("file was not replaced"))),
+        "{:#?}",
+        alarms(proxy)
+    );
+    let request = proxy.get().set("Ssp-From", REVOKED.asid);
+    proxy.consumer(&REVOKED).assert_refused_at_handshake(&request);
+}
+
+#[test]
 fn a_forward_proxy_is_asked_with_an_absolute_form_get() {
     let now = unix_now();
     let held = crl(&level1c(), now - 3600, now + 86_400, 10, &[]);

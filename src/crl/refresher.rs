@@ -120,12 +120,18 @@ impl Refresher {
             Outcome::Unchanged => log::debug!("CRL refresh: {}", outcome.line(held)),
             Outcome::Failed(failure) => {
                 let url = held.url.as_ref().map_or(String::new(), ToString::to_string);
-                let message = format!(
-                    "CRL refresh from {url} failed: {failure}; {} stays in force (thisUpdate {}, nextUpdate {})",
-                    held.path.display(),
-                    format_utc(held.this_update),
-                    held.next_update.map_or("none".into(), format_utc),
-                );
+                let message = match failure {
+                    // The newer CRL is in force; only its file is behind.
+                    Failure::Write(_) => format!(
+                        "CRL refresh from {url}: {failure}; a reload or restart would bring the older file back"
+                    ),
+                    _ => format!(
+                        "CRL refresh from {url} failed: {failure}; {} stays in force (thisUpdate {}, nextUpdate {})",
+                        held.path.display(),
+                        format_utc(held.this_update),
+                        held.next_update.map_or("none".into(), format_utc),
+                    ),
+                };
                 log::warn!("{message}");
                 self.runtime.metrics.crl_refresh_failed(failure.label());
                 self.runtime.audit.record(Event::Alarm { message });
