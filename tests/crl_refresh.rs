@@ -363,7 +363,10 @@ fn newer_crl_revoking_a_consumer_is_picked_up_without_a_reload() {
 fn bad_candidates_leave_the_held_crl_in_force() {
     let now = unix_now();
     let held = crl(&level1c(), now - 3600, now + 86_400, 10, &[]);
-    let rig = rig(&held, Serve::Crl(held.clone()), "");
+    // CRLs with one entry are about 500 bytes.
+    let rig = rig_with(&held, Serve::Crl(held.clone()), "", |options, _| {
+        options.server.push_str("\ncrl_max_bytes = 1024")
+    });
     let proxy = &rig.proxy;
     let revoking = [serial_of(&REVOKED)];
     let revoking: Vec<&[u8]> = revoking.iter().map(Vec::as_slice).collect();
@@ -427,6 +430,12 @@ fn bad_candidates_leave_the_held_crl_in_force() {
             Serve::Crl(crl(&level1c(), now - 120, now - 60, 12, &revoking)),
             "expired",
             "already past its nextUpdate",
+        ),
+        (
+            "over crl_max_bytes",
+            Serve::Crl([newer.clone(), vec![0; 1024]].concat()),
+            "too_large",
+            "larger than crl_max_bytes",
         ),
         ("unreachable", Serve::Down, "unreachable", "unreachable"),
     ];
