@@ -665,3 +665,72 @@ fn crl_fetch_updates_once_in_the_foreground_and_check_shows_each_crl() {
     assert_eq!(code, 2, "{out}");
     assert!(err.contains("level1c.crl: CRL signature check failed"), "{err}");
 }
+
+#[test]
+fn ssp_run_refreshes_by_itself_and_logs_one_warning_per_failure() {
+    let now = unix_now();
+    let held = crl(&level1c(), now - 3600, now + 86_400, 10, &[]);
+    let dir = TempDir::new("crl-run");
+    let html = "<html>Service unavailable</html>";
+    let server = CrlServer::start(Serve::Raw(
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{html}",
+            html.len()
+        )
+        .into_bytes(),
+    ));
+    let (options, crl_path) = options(&held, &server, &dir, "");
+    let setup = Setup::new(&options);
+    let mut child = Running(
+        Command::new(env!("CARGO_BIN_EXE_ssp"))
+            .args(["run", "--config"])
+            .arg(&setup.config)
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (lines, log) = std::sync::mpsc::channel();
+    let stderr = child.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |needle: &str| -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match log.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no log line containing {needle:?} within 10 s"),
+            }
+        }
+    };
+    let warning = wait_for("CRL refresh from ");
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(
+        warning.contains(&format!(
+            "CRL refresh from {} failed: not a CRL: the server answered with an HTML page",
+            server.url()
+        )),
+        "{warning}"
+    );
+    let newer = crl(&level1c(), now - 60, now + 86_400, 11, &[&serial_of(&REVOKED)]);
+    server.serve(Serve::Crl(newer.clone()));
+    let updated = wait_for(": updated from ");
+    assert!(updated.contains("1 revoked"), "{updated}");
+    assert_eq!(std::fs::read(&crl_path).unwrap(), newer);
+}
+
+/// A child process that is killed when the test ends, however it ends.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
