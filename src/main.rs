@@ -124,7 +124,7 @@ fn check(file: PathBuf) -> ExitCode {
     if shared.crls.is_empty() {
         println!("  WARNING: crl = []: revocation is not checked");
     }
-    let now = ssp::crl::refresher::unix_now();
+    let now = ssp::crl::unix_now();
     let mut refuses_everyone = Vec::new();
     for crl in &shared.crls {
         let next = crl.next_update.map_or("none".to_string(), format_utc);
@@ -168,7 +168,7 @@ fn crl_fetch(file: PathBuf) -> ExitCode {
         }
     };
     let settings = &shared.config.server.crl_refresh;
-    let now = ssp::crl::refresher::unix_now();
+    let now = ssp::crl::unix_now();
     let mut failed = false;
     let fetched: Vec<_> = shared.crls.iter().filter(|c| c.url.is_some()).collect();
     if fetched.is_empty() {

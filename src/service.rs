@@ -11,7 +11,7 @@ use signal_hook::iterator::Signals;
 
 use crate::admin::{self, Health};
 use crate::config::{self, CrlExpired};
-use crate::crl::{self, refresher::unix_now};
+use crate::crl::{self, unix_now};
 use crate::metrics::{Kind, Sample};
 use crate::proxy::{Runtime, Shared};
 use crate::systemd;

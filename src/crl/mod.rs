@@ -17,6 +17,14 @@ use crate::tls::{self, CrlSummary, Material};
 use crate::x509::format_utc;
 use decide::Judgement;
 
+/// The wall clock in seconds since the epoch, as CRL dates are; read at the edges (the
+/// refresher, `/readyz`, the command line) and passed into the decisions.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// Why a fetched CRL was not put in force. The CRL held stays in force in every case.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {

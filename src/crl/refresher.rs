@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::decide::next_attempt;
-use super::{Failure, Outcome, fetch, store};
+use super::{Failure, Outcome, fetch, store, unix_now};
 use crate::audit::Event;
 use crate::proxy::Runtime;
 use crate::tls::CrlSummary;
@@ -148,12 +148,6 @@ impl Refresher {
         self.seed ^= self.seed << 17;
         (self.seed >> 11) as f64 / (1u64 << 53) as f64
     }
-}
-
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn seed() -> u64 {
