@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use duration::parse_duration;
-pub use endpoint::Endpoint;
+pub use endpoint::{Endpoint, HttpUrl};
 pub use error::ConfigError;
 
 use error::Source;
@@ -55,15 +55,59 @@ pub struct Server {
     pub private_key: PathBuf,
     pub client_ca: PathBuf,
     /// Required, so that running without revocation checks is a written decision (`crl = []`).
-    pub crl: Vec<PathBuf>,
+    pub crl: Vec<CrlSource>,
     pub crl_expired: CrlExpired,
     pub crl_check: CrlCheck,
+    /// How CRLs with a `url` are kept fresh.
+    pub crl_refresh: CrlRefresh,
     /// Attributes every consumer subject must carry, ordered by attribute name.
     pub client_subject: Vec<(String, String)>,
     pub forwarded: bool,
     pub require_jwt: bool,
     /// Every connection starts with a PROXY protocol v2 header (behind an L4 balancer).
     pub proxy_protocol: bool,
+}
+
+/// One CRL: the file it is loaded from and, when it is kept fresh, where it is published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrlSource {
+    pub path: PathBuf,
+    /// Plain `http://`: a CRL is signed by its issuer, so the transport adds nothing to trust.
+    pub url: Option<HttpUrl>,
+    /// The certificate of the CRL's issuer, when it is not a trust anchor in `client_ca`;
+    /// it must itself be signed by one of them.
+    pub issuer: Option<PathBuf>,
+}
+
+impl CrlSource {
+    /// A CRL that is only read from disk.
+    pub fn file(path: PathBuf) -> CrlSource {
+        CrlSource {
+            path,
+            url: None,
+            issuer: None,
+        }
+    }
+}
+
+/// `crl_refresh*`, `crl_retry`, `crl_proxy` and the fetch limits of `[server]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrlRefresh {
+    /// How often a CRL with a `url` is fetched; longer than zero.
+    pub interval: Duration,
+    /// Up to this much is added at random to each wait, so gateways do not fetch in step.
+    pub jitter: Duration,
+    /// Once less than this is left before a CRL's nextUpdate, it is fetched every `retry`.
+    pub margin: Duration,
+    /// The wait after a failed fetch (and inside the margin); longer than zero.
+    pub retry: Duration,
+    /// A forward proxy (`http://host:port`) asked with absolute-form GETs.
+    pub proxy: Option<HttpUrl>,
+    pub connect_timeout: Duration,
+    /// For each read of the answer, and for the whole answer at most ten times as long.
+    pub read_timeout: Duration,
+    /// The largest CRL accepted, in bytes; at least 1024.
+    pub max_bytes: u64,
 }
 
 /// What to do with a CRL past its nextUpdate.

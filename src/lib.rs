@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod audit;
 pub mod config;
+pub mod crl;
 pub mod demo;
 pub mod http;
 pub mod metrics;

@@ -14,6 +14,9 @@ usage: ssp <command>
 
   ssp run --config FILE     run the proxy in the foreground
   ssp check --config FILE   validate the configuration and everything it names; exit 0 or 2
+  ssp crl fetch --config FILE
+                            fetch every CRL that has a url once, store the newer ones; exit 0
+                            all updated or unchanged, 1 any failed, 2 configuration problem
   ssp demo                  run the proxy and a demo provider on loopback with the fixture PKI
   ssp audit keygen --out FILE
                             create the audit sealing key (mode 0600); prints the initial key once
@@ -41,6 +44,10 @@ fn main() -> ExitCode {
             run(PathBuf::from(file))
         }
         ["check", "--config", file] => check(PathBuf::from(file)),
+        ["crl", "fetch", "--config", file] => {
+            init_logging("warn");
+            crl_fetch(PathBuf::from(file))
+        }
         ["audit", "keygen", "--out", file] => ExitCode::from(ssp::audit::cli::keygen(Path::new(file))),
         ["audit", "verify", dir, rest @ ..] => audit_verify(Path::new(dir), rest),
         ["demo"] => {
@@ -117,18 +124,18 @@ fn check(file: PathBuf) -> ExitCode {
     if shared.crls.is_empty() {
         println!("  WARNING: crl = []: revocation is not checked");
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = ssp::crl::unix_now();
     let mut refuses_everyone = Vec::new();
     for crl in &shared.crls {
         let next = crl.next_update.map_or("none".to_string(), format_utc);
         let stale = crl.next_update.is_some_and(|n| n < now);
+        let url = crl.url.as_ref().map_or(String::new(), |u| format!(", from {u}"));
         println!(
-            "  crl {}: issuer \"{}\", thisUpdate {}, nextUpdate {next}{}",
+            "  crl {}: issuer \"{}\", thisUpdate {}, nextUpdate {next}, {} revoked{url}{}",
             crl.path.display(),
             crl.issuer,
             format_utc(crl.this_update),
+            crl.revoked,
             if stale { "  STALE" } else { "" }
         );
         if stale && cfg.server.crl_expired == CrlExpired::Deny {
@@ -147,6 +154,42 @@ fn check(file: PathBuf) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
+    }
+}
+
+/// One refresh of every CRL with a `url`, in the foreground: one line per CRL. A running
+/// proxy keeps using what it holds until its own refresh or a reload reads the stored file.
+fn crl_fetch(file: PathBuf) -> ExitCode {
+    let shared = match load(file) {
+        Ok(shared) => shared,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let settings = &shared.config.server.crl_refresh;
+    let now = ssp::crl::unix_now();
+    let mut failed = false;
+    let fetched: Vec<_> = shared.crls.iter().filter(|c| c.url.is_some()).collect();
+    if fetched.is_empty() {
+        println!("no CRL has a url: nothing to fetch");
+    }
+    for held in fetched {
+        let outcome = match ssp::crl::fetch(held, &shared.tls_material, settings, now) {
+            Ok(None) => ssp::crl::Outcome::Unchanged,
+            Ok(Some((new, bytes))) => match ssp::crl::store::replace(&held.path, &bytes) {
+                Ok(()) => ssp::crl::Outcome::Updated(new),
+                Err(e) => ssp::crl::Outcome::Failed(ssp::crl::Failure::Write(e.to_string())),
+            },
+            Err(failure) => ssp::crl::Outcome::Failed(failure),
+        };
+        failed |= matches!(outcome, ssp::crl::Outcome::Failed(_));
+        println!("{}", outcome.line(held));
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -182,7 +225,8 @@ fn run(file: PathBuf) -> ExitCode {
         Box::new(move || reopen.transactions.reopen()),
     )
     .and_then(|()| service::watchdog(runtime.clone()))
-    .and_then(|()| service::start_admin(&runtime));
+    .and_then(|()| service::start_admin(&runtime))
+    .and_then(|()| service::start_crl_refresher(&runtime));
     if let Err(e) = started {
         eprintln!("ssp: {e}");
         return ExitCode::FAILURE;

@@ -105,6 +105,21 @@ const REASONS: [&str; 8] = [
     "other",
 ];
 
+/// Reasons for `ssp_crl_refresh_failures_total{reason}` (`crl::Failure::label`).
+pub const CRL_FAILURES: [&str; 11] = [
+    "unreachable",
+    "http_status",
+    "bad_response",
+    "too_large",
+    "not_a_crl",
+    "wrong_issuer",
+    "bad_signature",
+    "older",
+    "expired",
+    "write",
+    "other",
+];
+
 /// Histogram bounds: a proxy adding well under 1 ms, providers answering within 3 s (SPEC
 /// section 1) and a 30 s response timeout that lands in `+Inf`. Nanoseconds so observing
 /// needs no floating point; the labels are written out so rendering needs no formatting.
@@ -282,6 +297,8 @@ pub struct Metrics {
     handshake_failures: [AtomicU64; REASONS.len()],
     throttled: AtomicU64,
     provider_busy: AtomicU64,
+    crl_refresh_failures: [AtomicU64; CRL_FAILURES.len()],
+    crl_updates: AtomicU64,
 }
 
 impl Metrics {
@@ -294,6 +311,8 @@ impl Metrics {
             handshake_failures: [const { AtomicU64::new(0) }; REASONS.len()],
             throttled: AtomicU64::new(0),
             provider_busy: AtomicU64::new(0),
+            crl_refresh_failures: [const { AtomicU64::new(0) }; CRL_FAILURES.len()],
+            crl_updates: AtomicU64::new(0),
         })
     }
 
@@ -338,6 +357,21 @@ impl Metrics {
     /// provider's cap, not the consumer's rate, that refused.
     pub fn provider_busy(&self) {
         self.provider_busy.fetch_add(1, Relaxed);
+    }
+
+    /// A fetched CRL that was not put in force (or not stored); `reason` is one of
+    /// [`CRL_FAILURES`] (anything else counts as `other`).
+    pub fn crl_refresh_failed(&self, reason: &str) {
+        let slot = CRL_FAILURES
+            .iter()
+            .position(|&r| r == reason)
+            .unwrap_or(CRL_FAILURES.len() - 1);
+        self.crl_refresh_failures[slot].fetch_add(1, Relaxed);
+    }
+
+    /// A newer CRL put in force by the refresher.
+    pub fn crl_updated(&self) {
+        self.crl_updates.fetch_add(1, Relaxed);
     }
 
     /// Everything in the Prometheus text format 0.0.4, followed by the caller's `extra`
@@ -394,6 +428,26 @@ impl Metrics {
             "ssp_provider_busy_total {}",
             self.provider_busy.load(Relaxed)
         );
+        header(
+            &mut out,
+            "ssp_crl_refresh_failures_total",
+            "CRL fetches that left the CRL held in force (or could not store a new one), by reason.",
+            "counter",
+        );
+        for (reason, count) in CRL_FAILURES.iter().zip(&self.crl_refresh_failures) {
+            let _ = writeln!(
+                out,
+                "ssp_crl_refresh_failures_total{{reason=\"{reason}\"}} {}",
+                count.load(Relaxed)
+            );
+        }
+        header(
+            &mut out,
+            "ssp_crl_updates_total",
+            "Newer CRLs fetched and put in force without a reload.",
+            "counter",
+        );
+        let _ = writeln!(out, "ssp_crl_updates_total {}", self.crl_updates.load(Relaxed));
         render_extra(&mut out, extra);
         out
     }

@@ -4,16 +4,18 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 use crate::admin::{self, Health};
 use crate::config::{self, CrlExpired};
+use crate::crl::{self, unix_now};
 use crate::metrics::{Kind, Sample};
 use crate::proxy::{Runtime, Shared};
 use crate::systemd;
+use crate::tls::CrlSummary;
 
 /// Loads a configuration and puts it in force as one swap, or refuses it whole.
 pub fn reload(runtime: &Runtime, path: &Path) -> Result<(), String> {
@@ -101,7 +103,11 @@ pub fn start_admin(runtime: &Arc<Runtime>) -> std::io::Result<()> {
         cfg.allow_remote,
         runtime.metrics.clone(),
         Arc::new(move || health(&health_of)),
-        Arc::new(move || audit_samples(&samples_of)),
+        Arc::new(move || {
+            let mut samples = audit_samples(&samples_of);
+            samples.extend(crl_samples(&samples_of.current().crls, unix_now()));
+            samples
+        }),
     )?;
     log::info!("admin endpoint on http://{bound}/ (healthz, readyz, metrics)");
     Ok(())
@@ -116,9 +122,7 @@ pub fn health(runtime: &Runtime) -> Health {
     }
     let shared = runtime.current();
     if shared.config.server.crl_expired == CrlExpired::Deny {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = unix_now();
         for crl in shared
             .crls
             .iter()
@@ -138,6 +142,26 @@ pub fn health(runtime: &Runtime) -> Health {
         ready: reasons.is_empty(),
         reasons,
     }
+}
+
+/// Starts the `ssp-crl` thread. Without any CRL `url` it only looks once a second whether a
+/// reload has added one.
+pub fn start_crl_refresher(runtime: &Arc<Runtime>) -> std::io::Result<()> {
+    crl::refresher::start(runtime.clone())
+}
+
+/// `ssp_crl_next_update_seconds{issuer}`: how long until each CRL goes stale at `now`;
+/// negative once it is (with `crl_expired = "deny"`, every consumer is then refused).
+pub fn crl_samples(crls: &[CrlSummary], now: i64) -> Vec<Sample> {
+    crls.iter()
+        .map(|crl| Sample {
+            name: "ssp_crl_next_update_seconds",
+            help: "Seconds until each CRL's nextUpdate; negative when stale (+Inf without one).",
+            kind: Kind::Gauge,
+            labels: vec![("issuer", crl.issuer.clone())],
+            value: crl.next_update.map_or(f64::INFINITY, |next| (next - now) as f64),
+        })
+        .collect()
 }
 
 /// The audit's figures for `/metrics`.

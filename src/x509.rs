@@ -45,6 +45,9 @@ const SEQUENCE: u8 = 0x30;
 const SET: u8 = 0x31;
 const OID: u8 = 0x06;
 const INTEGER: u8 = 0x02;
+const BIT_STRING: u8 = 0x03;
+const OCTET_STRING: u8 = 0x04;
+const CRL_EXTENSIONS: u8 = 0xa0;
 const UTC_TIME: u8 = 0x17;
 const GENERALIZED_TIME: u8 = 0x18;
 
@@ -150,9 +153,14 @@ pub struct CrlInfo {
     /// Seconds since the Unix epoch.
     pub this_update: i64,
     pub next_update: Option<i64>,
+    /// The cRLNumber extension's INTEGER contents (big-endian), when present.
+    pub number: Option<Vec<u8>>,
+    /// Entries in revokedCertificates.
+    pub revoked: usize,
 }
 
-/// Reads issuer, thisUpdate and nextUpdate from a DER `CertificateList`.
+/// Reads issuer, thisUpdate, nextUpdate, the entry count and the CRL number from a DER
+/// `CertificateList` (RFC 5280 section 5.1).
 pub fn crl_info(der: &[u8]) -> Option<CrlInfo> {
     let (list, _) = expect(der, SEQUENCE)?;
     let (mut tbs, _) = expect(list, SEQUENCE)?;
@@ -163,17 +171,106 @@ pub fn crl_info(der: &[u8]) -> Option<CrlInfo> {
     }
     let (_signature, rest) = expect(tbs, SEQUENCE)?;
     let (issuer, rest) = expect(rest, SEQUENCE)?;
-    let (this_update, rest) = read(rest)?;
+    let (this_update, mut rest) = read(rest)?;
     let this_update = parse_time(this_update.tag, this_update.value)?;
-    let next_update = match read(rest) {
-        Some((t, _)) if t.tag == UTC_TIME || t.tag == GENERALIZED_TIME => Some(parse_time(t.tag, t.value)?),
-        _ => None,
+    let mut next_update = None;
+    if let Some((t, after)) = read(rest)
+        && (t.tag == UTC_TIME || t.tag == GENERALIZED_TIME)
+    {
+        next_update = Some(parse_time(t.tag, t.value)?);
+        rest = after;
+    }
+    let mut revoked = 0;
+    if let Some((entries, after)) = expect(rest, SEQUENCE) {
+        revoked = count(entries)?;
+        rest = after;
+    }
+    let number = match expect(rest, CRL_EXTENSIONS) {
+        Some((extensions, _)) => crl_number(extensions)?,
+        None => None,
     };
     Some(CrlInfo {
         issuer: issuer.to_vec(),
         this_update,
         next_update,
+        number,
+        revoked,
     })
+}
+
+/// How many elements a SEQUENCE's contents hold.
+fn count(mut contents: &[u8]) -> Option<usize> {
+    let mut n = 0;
+    while !contents.is_empty() {
+        contents = read(contents)?.1;
+        n += 1;
+    }
+    Some(n)
+}
+
+/// The cRLNumber (2.5.29.20) among a CRL's `[0] EXPLICIT Extensions`.
+fn crl_number(explicit: &[u8]) -> Option<Option<Vec<u8>>> {
+    let (mut extensions, _) = expect(explicit, SEQUENCE)?;
+    while !extensions.is_empty() {
+        let (extension, rest) = expect(extensions, SEQUENCE)?;
+        extensions = rest;
+        let (oid, mut value) = expect(extension, OID)?;
+        if oid != [0x55, 0x1d, 0x14] {
+            continue;
+        }
+        if let Some((critical, rest)) = read(value)
+            && critical.tag == 0x01
+        {
+            value = rest;
+        }
+        let (octets, _) = expect(value, OCTET_STRING)?;
+        let (number, _) = expect(octets, INTEGER)?;
+        return Some(Some(number.to_vec()));
+    }
+    Some(None)
+}
+
+/// Compares two DER INTEGER contents as non-negative numbers (CRL numbers are, RFC 5280
+/// section 5.2.3): leading zero bytes do not count.
+pub fn compare_unsigned(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let strip = |x: &[u8]| -> Vec<u8> { x.iter().copied().skip_while(|&b| b == 0).collect() };
+    let (a, b) = (strip(a), strip(b));
+    a.len().cmp(&b.len()).then_with(|| a.cmp(&b))
+}
+
+/// The three parts of a signed X.509 structure (certificate or CRL): the to-be-signed part
+/// as encoded (tag and length included, as it was signed), the signature algorithm's
+/// AlgorithmIdentifier contents, and the signature bits.
+pub struct Signed<'a> {
+    pub tbs: &'a [u8],
+    pub algorithm: &'a [u8],
+    pub signature: &'a [u8],
+}
+
+pub fn signed_parts(der: &[u8]) -> Option<Signed<'_>> {
+    let (outer, rest) = expect(der, SEQUENCE)?;
+    if !rest.is_empty() {
+        return None;
+    }
+    let (_, after_tbs) = expect(outer, SEQUENCE)?;
+    let tbs = &outer[..outer.len() - after_tbs.len()];
+    let (algorithm, rest) = expect(after_tbs, SEQUENCE)?;
+    let (bits, rest) = expect(rest, BIT_STRING)?;
+    let (&unused, signature) = bits.split_first()?;
+    (unused == 0 && rest.is_empty()).then_some(Signed {
+        tbs,
+        algorithm,
+        signature,
+    })
+}
+
+/// A SubjectPublicKeyInfo's contents (as `TrustAnchor::subject_public_key_info` holds them)
+/// split into its AlgorithmIdentifier contents and the key bits.
+pub fn spki_parts(spki: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (algorithm, rest) = expect(spki, SEQUENCE)?;
+    let (bits, _) = expect(rest, BIT_STRING)?;
+    let (&unused, key) = bits.split_first()?;
+    (unused == 0).then_some((algorithm, key))
 }
 
 /// UTCTime (`YYMMDDHHMMSSZ`, RFC 5280 years 1950–2049) or GeneralizedTime (`YYYYMMDDHHMMSSZ`).
@@ -283,6 +380,35 @@ mod tests {
         }
         assert!(crl_info(&[0x30, 0x82, 0xff]).is_none());
         assert!(crl_info(&[]).is_none());
+        let crl = include_bytes!("../fixtures/pki/level1c.crl");
+        for cut in 0..crl.len() {
+            assert!(crl_info(&crl[..cut]).is_none(), "cut at {cut}");
+            assert!(signed_parts(&crl[..cut]).is_none(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn crl_number_and_entries_are_read() {
+        let info = crl_info(include_bytes!("../fixtures/pki/level1c.crl")).unwrap();
+        assert_eq!((info.number, info.revoked), (Some(vec![1]), 1));
+        let info = crl_info(include_bytes!("../fixtures/pki/root.crl")).unwrap();
+        assert_eq!((info.number, info.revoked), (Some(vec![1]), 0));
+    }
+
+    #[test]
+    fn crl_numbers_compare_as_unsigned_integers() {
+        use std::cmp::Ordering::*;
+        let table: [(&[u8], &[u8], std::cmp::Ordering); 6] = [
+            (&[1], &[2], Less),
+            (&[0, 0x80], &[0x7f], Greater),
+            (&[0x01, 0x00], &[0xff], Greater),
+            (&[0, 5], &[5], Equal),
+            (&[], &[0], Equal),
+            (&[2], &[1], Greater),
+        ];
+        for (a, b, expected) in table {
+            assert_eq!(compare_unsigned(a, b), expected, "{a:?} vs {b:?}");
+        }
     }
 
     #[test]

@@ -80,6 +80,79 @@ impl Endpoint {
     }
 }
 
+/// A plain-HTTP URL: where a CRL is published, or the forward proxy that fetches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl {
+    /// As configured.
+    pub url: String,
+    /// Lowercased DNS name or IP literal; IPv6 without brackets.
+    pub host: String,
+    pub port: u16,
+    /// `/live/1c/crlc4519.crl`; `""` for a bare host.
+    pub path: String,
+}
+
+impl HttpUrl {
+    /// Only `http://`: a CRL carries its issuer's signature, which is what is trusted, and
+    /// NHS CRL distribution points are plain HTTP (RFC 5280 section 4.2.1.13 expects that).
+    pub(crate) fn parse(s: &str) -> Result<HttpUrl, String> {
+        let Some(rest) = s
+            .get(..7)
+            .filter(|scheme| scheme.eq_ignore_ascii_case("http://"))
+            .map(|_| &s[7..])
+        else {
+            return Err(format!(
+                "expected a URL starting with \"http://\", found {s:?}; CRLs are signed by their issuer, so they are fetched over plain HTTP"
+            ));
+        };
+        if rest.contains(['?', '#']) {
+            return Err(format!(
+                "{s:?} has a query or fragment; write the CRL's plain path"
+            ));
+        }
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        if authority.contains('@') {
+            return Err(format!("{s:?} carries user information (user@); remove it"));
+        }
+        let (host, port) = split_host_port(authority).map_err(|why| format!("{s:?}: {why}"))?;
+        check_path(path).or_else(|why| match path {
+            "/" => Ok(()),
+            _ => Err(format!("{s:?}: {why}")),
+        })?;
+        Ok(HttpUrl {
+            url: s.to_string(),
+            host,
+            port: port.unwrap_or(80),
+            path: path.to_string(),
+        })
+    }
+
+    /// `host[:port]` as the `Host` header and a proxy's request-target want it; the default
+    /// port 80 is left out.
+    pub fn authority(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        match self.port {
+            80 => host,
+            port => format!("{host}:{port}"),
+        }
+    }
+
+    /// The origin-form request-target: the path, `/` when there is none.
+    pub fn origin_target(&self) -> &str {
+        if self.path.is_empty() { "/" } else { &self.path }
+    }
+}
+
+impl std::fmt::Display for HttpUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
 /// Whether `s` looks like a DNS host name: dot-separated labels of letters, digits and `-`.
 ///
 /// Deliberately plausible rather than exhaustive: it exists to catch typos (spaces, schemes,
@@ -172,6 +245,55 @@ fn check_path(path: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_urls_are_plain_http_only() {
+        let ok = [
+            (
+                "http://crl.nhs.uk/live/1c/crlc4519.crl",
+                "crl.nhs.uk",
+                80,
+                "/live/1c/crlc4519.crl",
+            ),
+            ("HTTP://127.0.0.1:8080/x.crl", "127.0.0.1", 8080, "/x.crl"),
+            ("http://[::1]:81/a", "::1", 81, "/a"),
+            ("http://proxy.example:3128", "proxy.example", 3128, ""),
+            ("http://proxy.example:3128/", "proxy.example", 3128, "/"),
+        ];
+        for (text, host, port, path) in ok {
+            let url = HttpUrl::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(
+                (url.host.as_str(), url.port, url.path.as_str()),
+                (host, port, path),
+                "{text}"
+            );
+        }
+        let refused = [
+            ("https://crl.nhs.uk/x.crl", "CRLs are signed"),
+            ("ftp://crl.nhs.uk/x.crl", "http://"),
+            ("ldap://crl.nhs.uk/x", "http://"),
+            ("crl.nhs.uk/x.crl", "http://"),
+            ("http://crl.nhs.uk/x.crl?a=1", "query"),
+            ("http://user@crl.nhs.uk/x.crl", "user information"),
+            ("http:///x.crl", "no host"),
+            ("http://crl.nhs.uk:0/x.crl", "out of range"),
+            ("http://crl nhs/x", "host name"),
+            ("http://crl.nhs.uk/a b", "percent-encoded"),
+        ];
+        for (text, why) in refused {
+            let error = HttpUrl::parse(text).unwrap_err();
+            assert!(error.contains(why), "{text}: {error}");
+        }
+        assert_eq!(HttpUrl::parse("http://[::1]/").unwrap().authority(), "[::1]");
+        assert_eq!(
+            HttpUrl::parse("http://[::1]:8080/").unwrap().authority(),
+            "[::1]:8080"
+        );
+        assert_eq!(
+            HttpUrl::parse("http://a.example:80/").unwrap().authority(),
+            "a.example"
+        );
+    }
 
     fn endpoint(url: &str, host: &str, port: Option<u16>, path: &str) -> Endpoint {
         let (url, host, path) = (url.to_string(), host.to_string(), path.to_string());

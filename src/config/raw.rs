@@ -38,13 +38,56 @@ pub(super) struct RawServer {
     pub certificate: Field<String>,
     pub private_key: Field<String>,
     pub client_ca: Field<String>,
-    pub crl: List<String>,
+    pub crl: List<RawCrl>,
     pub crl_expired: Field<String>,
     pub crl_check: Field<String>,
+    pub crl_refresh: Field<String>,
+    pub crl_refresh_jitter: Field<String>,
+    pub crl_refresh_margin: Field<String>,
+    pub crl_retry: Field<String>,
+    pub crl_proxy: Field<String>,
+    pub crl_connect_timeout: Field<String>,
+    pub crl_read_timeout: Field<String>,
+    pub crl_max_bytes: Field<u64>,
     pub client_subject: Field<BTreeMap<Spanned<String>, Spanned<String>>>,
     pub forwarded: Field<bool>,
     pub require_jwt: Field<bool>,
     pub proxy_protocol: Field<bool>,
+}
+
+/// One `crl` element: a path, or `{ path, url, issuer }` for a CRL that is kept fresh.
+pub(super) enum RawCrl {
+    Path(String),
+    Entry(RawCrlEntry),
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawCrlEntry {
+    pub path: Field<String>,
+    pub url: Field<String>,
+    pub issuer: Field<String>,
+}
+
+/// By hand rather than `#[serde(untagged)]`: untagged buffers the value and loses the spans
+/// of the table's keys, so an error could not name the line of a bad `url`.
+impl<'de> Deserialize<'de> for RawCrl {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawCrl;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a path or a table such as { path = \"tls/level1c.crl\", url = \"http://...\" }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawCrl, E> {
+                Ok(RawCrl::Path(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawCrl, A::Error> {
+                RawCrlEntry::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(RawCrl::Entry)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Deserialize, Default)]

@@ -144,9 +144,19 @@ fn spec_sections() -> Sections {
             certificate: etc("tls/ssp.pem"),
             private_key: etc("tls/ssp.key"),
             client_ca: etc("tls/nhs-ca.pem"),
-            crl: vec![etc("tls/level1c.crl")],
+            crl: vec![CrlSource::file(etc("tls/level1c.crl"))],
             crl_expired: CrlExpired::Deny,
             crl_check: CrlCheck::Leaf,
+            crl_refresh: CrlRefresh {
+                interval: secs(3600),
+                jitter: secs(300),
+                margin: secs(4 * 3600),
+                retry: secs(300),
+                proxy: None,
+                connect_timeout: secs(10),
+                read_timeout: secs(30),
+                max_bytes: 16 << 20,
+            },
             client_subject: vec![("O".into(), "nhs".into()), ("OU".into(), "Devices".into())],
             forwarded: true,
             require_jwt: true,
@@ -708,6 +718,143 @@ fn entries_may_be_written_as_inline_tables() {
     assert_eq!(config.consumers[0].rate, Some(2.0));
 }
 
+// CRL sources and their refresh.
+
+#[test]
+fn crl_entries_mix_paths_and_tables_with_urls() {
+    let text = minimal_with(
+        "crl = [\"tls/level1c.crl\"]",
+        "crl = [\"tls/root.crl\", { path = \"tls/level1c.crl\", url = \"http://crl.nhs.uk/live/1c/crlc4519.crl\", issuer = \"tls/level1c.pem\" }]\n\
+         crl_refresh = \"200ms\"\ncrl_refresh_jitter = \"0s\"\ncrl_refresh_margin = \"1h\"\ncrl_retry = \"100ms\"\n\
+         crl_proxy = \"http://proxy.example:3128\"\ncrl_connect_timeout = \"2s\"\ncrl_read_timeout = \"3s\"\ncrl_max_bytes = 4096",
+    );
+    let config = parse_text(&text).unwrap_or_else(|e| panic!("{e}"));
+    let crl = &config.server.crl;
+    assert_eq!(crl[0], CrlSource::file(etc("tls/root.crl")));
+    assert_eq!(crl[1].path, etc("tls/level1c.crl"));
+    assert_eq!(crl[1].url.as_ref().map(|u| u.host.as_str()), Some("crl.nhs.uk"));
+    assert_eq!(crl[1].issuer, Some(etc("tls/level1c.pem")));
+    let r = &config.server.crl_refresh;
+    assert_eq!(
+        (r.interval, r.jitter, r.margin, r.retry),
+        (
+            Duration::from_millis(200),
+            Duration::ZERO,
+            secs(3600),
+            Duration::from_millis(100)
+        )
+    );
+    assert_eq!(
+        r.proxy.as_ref().map(HttpUrl::authority).as_deref(),
+        Some("proxy.example:3128")
+    );
+    assert_eq!(
+        (r.connect_timeout, r.read_timeout, r.max_bytes),
+        (secs(2), secs(3), 4096)
+    );
+}
+
+#[test]
+fn crl_refresh_errors_name_line_and_key() {
+    let table = [
+        (
+            "crl = [{ url = \"http://a.example/x.crl\" }]",
+            5,
+            "server.crl[1].path",
+            "missing required key",
+        ),
+        (
+            "crl = [{ path = \"a.crl\", url = \"https://a.example/x.crl\" }]",
+            5,
+            "server.crl[1].url",
+            "CRLs are signed",
+        ),
+        (
+            "crl = [\"a.crl\",\n  { path = \"b.crl\", url = \"ldap://a.example/x\" }]",
+            6,
+            "server.crl[2].url",
+            "http://",
+        ),
+        (
+            "crl = [{ path = \"a.crl\", uri = \"http://a.example/x.crl\" }]",
+            5,
+            "server.crl[1].uri",
+            "unknown key",
+        ),
+        (
+            "crl = [{ path = \"\", url = \"http://a.example/x.crl\" }]",
+            5,
+            "server.crl[1].path",
+            "must not be empty",
+        ),
+        ("crl = [7]", 5, "server.crl[1]", "a path or a table"),
+        (
+            "crl = []\ncrl_refresh = \"0s\"",
+            6,
+            "server.crl_refresh",
+            "longer than zero",
+        ),
+        (
+            "crl = []\ncrl_refresh = \"1 h\"",
+            6,
+            "server.crl_refresh",
+            "expected a duration",
+        ),
+        (
+            "crl = []\ncrl_refresh_jitter = \"x\"",
+            6,
+            "server.crl_refresh_jitter",
+            "expected a duration",
+        ),
+        (
+            "crl = []\ncrl_refresh_margin = \"-1s\"",
+            6,
+            "server.crl_refresh_margin",
+            "expected a duration",
+        ),
+        (
+            "crl = []\ncrl_retry = \"0ms\"",
+            6,
+            "server.crl_retry",
+            "longer than zero",
+        ),
+        (
+            "crl = []\ncrl_proxy = \"https://p.example:3128\"",
+            6,
+            "server.crl_proxy",
+            "http://",
+        ),
+        (
+            "crl = []\ncrl_proxy = \"http://p.example:3128/x\"",
+            6,
+            "server.crl_proxy",
+            "forward proxy",
+        ),
+        (
+            "crl = []\ncrl_connect_timeout = \"0s\"",
+            6,
+            "server.crl_connect_timeout",
+            "longer than zero",
+        ),
+        (
+            "crl = []\ncrl_read_timeout = \"0s\"",
+            6,
+            "server.crl_read_timeout",
+            "longer than zero",
+        ),
+        (
+            "crl = []\ncrl_max_bytes = 10",
+            6,
+            "server.crl_max_bytes",
+            "at least 1024",
+        ),
+    ];
+    for (edit, line, key, message) in table {
+        let error = refused(&minimal_with("crl = [\"tls/level1c.crl\"]", edit));
+        assert_error(&error, Some(line), key, message);
+    }
+}
+
 // Paths: relative to the configuration file's folder.
 
 #[test]
@@ -717,7 +864,7 @@ fn relative_paths_resolve_against_the_config_folder() {
     let config = parse_text(&text).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.server.certificate, Path::new("/etc/ssp/tls/ssp.pem"));
     assert_eq!(config.server.private_key, Path::new("/srv/keys/ssp.key"));
-    assert_eq!(config.server.crl, [Path::new("/etc/ssp/tls/level1c.crl")]);
+    assert_eq!(config.server.crl, [CrlSource::file(etc("tls/level1c.crl"))]);
     assert_eq!(config.upstream.ca, Path::new("/etc/ssp/tls/nhs-ca.pem"));
     assert_eq!(config.audit.dir, Path::new("/etc/ssp/audit"));
     assert_eq!(
@@ -772,4 +919,24 @@ fn unreadable_file_is_named_in_the_error() {
             .starts_with("/nonexistent/ssp/ssp.toml: cannot read"),
         "{error}"
     );
+}
+
+#[test]
+fn packaged_example_parses_with_and_without_its_crl_table() {
+    let text = include_str!("../../packaging/ssp.toml");
+    let config = parse_text(text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.server.crl_refresh.interval, secs(3600));
+    let table = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# crl = [{"))
+        .expect("the commented CRL table");
+    let uncommented = text.replacen("crl = [\"tls/level1c.crl\"]", &format!("crl = [{{{table}"), 1);
+    let config = parse_text(&uncommented).unwrap_or_else(|e| panic!("{e}"));
+    let crl = &config.server.crl[0];
+    assert_eq!(crl.path, Path::new("/var/lib/ssp/level1c.crl"));
+    assert_eq!(
+        crl.url.as_ref().map(|u| u.path.as_str()),
+        Some("/live/1c/crlc4519.crl")
+    );
+    assert_eq!(crl.issuer, Some(etc("tls/level1c.pem")));
 }

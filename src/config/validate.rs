@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::endpoint::{Endpoint, is_dns_name};
+use super::endpoint::{Endpoint, HttpUrl, is_dns_name};
 use super::error::{ConfigError, Source};
 use super::raw::{self, Field, List};
 use super::{
-    Admin, Audit, AuditSync, Config, Consumer, CrlCheck, CrlExpired, Limits, Provider, Server, Throttle,
-    Transactions, Upstream, parse_duration,
+    Admin, Audit, AuditSync, Config, Consumer, CrlCheck, CrlExpired, CrlRefresh, CrlSource, Limits, Provider,
+    Server, Throttle, Transactions, Upstream, parse_duration,
 };
 
 const DEFAULT_AUDIT_DIR: &str = "/var/log/ssp";
@@ -68,14 +68,12 @@ fn server(src: &Source<'_>, raw: Field<raw::RawServer>) -> Result<Server, Config
         private_key: t.required(s.private_key, "private_key", |p| src.path(p))?,
         client_ca: t.required(s.client_ca, "client_ca", |p| src.path(p))?,
         // No default: revocation checking must not be switched off by forgetting a line.
-        crl: t
-            .list(s.crl, "crl", Empty::Allowed, |p| src.path(p))?
-            .ok_or_else(|| {
-                t.missing(
-                    "crl",
-                    "missing required key; write `crl = []` to run without revocation checks",
-                )
-            })?,
+        crl: crls(&t, s.crl)?.ok_or_else(|| {
+            t.missing(
+                "crl",
+                "missing required key; write `crl = []` to run without revocation checks",
+            )
+        })?,
         crl_expired: t.or(
             s.crl_expired,
             "crl_expired",
@@ -88,11 +86,75 @@ fn server(src: &Source<'_>, raw: Field<raw::RawServer>) -> Result<Server, Config
             CrlCheck::Leaf,
             choice(&[("leaf", CrlCheck::Leaf), ("chain", CrlCheck::Chain)]),
         )?,
+        crl_refresh: CrlRefresh {
+            interval: t.or(s.crl_refresh, "crl_refresh", secs(3600), positive_duration)?,
+            jitter: t.or(s.crl_refresh_jitter, "crl_refresh_jitter", secs(300), duration)?,
+            margin: t.or(
+                s.crl_refresh_margin,
+                "crl_refresh_margin",
+                secs(4 * 3600),
+                duration,
+            )?,
+            retry: t.or(s.crl_retry, "crl_retry", secs(300), positive_duration)?,
+            proxy: t.or(s.crl_proxy, "crl_proxy", None, |text| {
+                if text.is_empty() {
+                    return Ok(None);
+                }
+                match HttpUrl::parse(&text)? {
+                    url if url.path.is_empty() || url.path == "/" => Ok(Some(url)),
+                    _ => Err(format!(
+                        "expected a forward proxy such as \"http://proxy.example:3128\", found {text:?}"
+                    )),
+                }
+            })?,
+            connect_timeout: t.or(
+                s.crl_connect_timeout,
+                "crl_connect_timeout",
+                secs(10),
+                positive_duration,
+            )?,
+            read_timeout: t.or(
+                s.crl_read_timeout,
+                "crl_read_timeout",
+                secs(30),
+                positive_duration,
+            )?,
+            max_bytes: t.or(s.crl_max_bytes, "crl_max_bytes", 16 << 20, at_least(1024))?,
+        },
         client_subject: client_subject(&t, s.client_subject)?,
         forwarded: t.or(s.forwarded, "forwarded", true, Ok)?,
         require_jwt: t.or(s.require_jwt, "require_jwt", true, Ok)?,
         proxy_protocol: t.or(s.proxy_protocol, "proxy_protocol", false, Ok)?,
     })
+}
+
+/// `crl`: plain paths and `{ path, url, issuer }` tables, mixed as the operator likes.
+fn crls(t: &Table<'_>, raw: List<raw::RawCrl>) -> Result<Option<Vec<CrlSource>>, ConfigError> {
+    let Some(list) = raw else { return Ok(None) };
+    let mut out = Vec::with_capacity(list.get_ref().len());
+    for (i, item) in list.into_inner().into_iter().enumerate() {
+        let key = format!("crl[{}]", i + 1);
+        let span = item.span();
+        let source = match item.into_inner() {
+            raw::RawCrl::Path(p) => CrlSource::file(t.value(Spanned::new(span, p), &key, |p| t.src.path(p))?),
+            raw::RawCrl::Entry(e) => {
+                let path = e.path.ok_or_else(|| {
+                    t.src.error(
+                        Some(span.clone()),
+                        Some(format!("{}.{key}.path", t.name)),
+                        "missing required key",
+                    )
+                })?;
+                CrlSource {
+                    path: t.value(path, &format!("{key}.path"), |p| t.src.path(p))?,
+                    url: t.optional(e.url, &format!("{key}.url"), |u| HttpUrl::parse(&u))?,
+                    issuer: t.optional(e.issuer, &format!("{key}.issuer"), |p| t.src.path(p))?,
+                }
+            }
+        };
+        out.push(source);
+    }
+    Ok(Some(out))
 }
 
 type RawSubject = BTreeMap<Spanned<String>, Spanned<String>>;

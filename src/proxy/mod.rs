@@ -42,10 +42,13 @@ pub struct Shared {
     pub server_tls: Arc<rustls::ServerConfig>,
     pub client_tls: Arc<rustls::ClientConfig>,
     pub crls: Vec<tls::CrlSummary>,
+    /// What a CRL refresh rebuilds `server_tls` from.
+    pub tls_material: Arc<tls::Material>,
     pub rules: Rules,
     pub routes: Vec<Route>,
-    /// Row 14: each consumer's rate, by configuration position (reset by a reload).
-    pub rates: RateLimits,
+    /// Row 14: each consumer's rate, by configuration position (reset by a reload, kept by a
+    /// CRL refresh).
+    pub rates: Arc<RateLimits>,
     /// Row 15: each provider's requests in flight.
     pub in_flight: Arc<InFlight>,
 }
@@ -174,6 +177,19 @@ impl Runtime {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(shared);
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
+
+    /// Like `replace`, but only while `basis` is still the configuration in force: a CRL
+    /// refresh built from `basis` must not undo a SIGHUP reload that happened meanwhile.
+    /// Returns whether it was put in force.
+    pub fn replace_if_current(&self, basis: &Arc<Shared>, shared: Shared) -> bool {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if !Arc::ptr_eq(&current, basis) {
+            return false;
+        }
+        *current = Arc::new(shared);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        true
+    }
 }
 
 /// A configuration that loaded but cannot run.
@@ -191,12 +207,51 @@ impl std::error::Error for LoadError {}
 impl Shared {
     /// Loads certificates, keys and CRLs and compiles the rules: everything `ssp check` checks.
     pub fn load(config: Config) -> Result<Shared, LoadError> {
+        let tls = tls::load(&config).map_err(|e| LoadError(e.to_string()))?;
+        let rates = Arc::new(RateLimits::new(throttle::consumer_limits(
+            &config.consumers,
+            &config.throttle,
+        )));
+        let in_flight = InFlight::new(throttle::provider_caps(&config.providers, &config.throttle));
+        Shared::assemble(config, tls, rates, in_flight)
+    }
+
+    /// The same configuration with `crls` in force: new handshakes and the row-8 check of
+    /// every request use them. The rate limits, the in-flight permits, the provider-side TLS
+    /// and the session cache carry over, so a refresh is invisible to everyone but the
+    /// consumers it revokes.
+    pub fn with_crls(&self, crls: Vec<tls::CrlSummary>) -> Result<Shared, LoadError> {
+        let (server, revocations) =
+            tls::consumer_side(&self.config, &self.tls_material, &crls, Some(&self.server_tls))
+                .map_err(|e| LoadError(e.to_string()))?;
+        let tls = Tls {
+            server,
+            client: self.client_tls.clone(),
+            revocations,
+            crls,
+            material: self.tls_material.clone(),
+        };
+        Shared::assemble(
+            self.config.clone(),
+            tls,
+            self.rates.clone(),
+            self.in_flight.clone(),
+        )
+    }
+
+    fn assemble(
+        config: Config,
+        tls: Tls,
+        rates: Arc<RateLimits>,
+        in_flight: Arc<InFlight>,
+    ) -> Result<Shared, LoadError> {
         let Tls {
             server,
             client,
             revocations,
             crls,
-        } = tls::load(&config).map_err(|e| LoadError(e.to_string()))?;
+            material,
+        } = tls;
         let mut routes = Vec::with_capacity(config.providers.len());
         for p in &config.providers {
             let server_name = ServerName::try_from(p.endpoint.host.clone()).map_err(|e| {
@@ -222,9 +277,8 @@ impl Shared {
             allowlist: Allowlist::new(&config.consumers, &config.providers),
             revocations,
         };
-        let rates = RateLimits::new(throttle::consumer_limits(&config.consumers, &config.throttle));
-        let in_flight = InFlight::new(throttle::provider_caps(&config.providers, &config.throttle));
         Ok(Shared {
+            tls_material: material,
             rates,
             in_flight,
             config,

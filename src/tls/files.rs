@@ -27,7 +27,7 @@ pub fn error(path: &Path, message: impl Into<String>) -> FileError {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, FileError> {
+pub fn read(path: &Path) -> Result<Vec<u8>, FileError> {
     std::fs::read(path).map_err(|e| error(path, format!("cannot read: {e}")))
 }
 
@@ -59,11 +59,5 @@ pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, FileError> {
 
 /// A CRL in PEM or DER.
 pub fn crl(path: &Path) -> Result<CertificateRevocationListDer<'static>, FileError> {
-    let bytes = read(path)?;
-    if bytes.starts_with(b"-----BEGIN") {
-        CertificateRevocationListDer::from_pem_slice(&bytes)
-            .map_err(|e| error(path, format!("invalid PEM CRL: {e}")))
-    } else {
-        Ok(CertificateRevocationListDer::from(bytes))
-    }
+    super::crl::decode(&read(path)?).map_err(|e| error(path, e))
 }

@@ -138,7 +138,8 @@ impl Drop for TempDir {
 /// table (e.g. `limits: "header_timeout = \"1s\"".into()`).
 pub struct Options {
     pub server: String,
-    /// Files under fixtures/pki for `server.crl`; empty for `crl = []`.
+    /// Files under fixtures/pki for `server.crl`, or inline tables (`{ path = ..., url = ... }`);
+    /// empty for `crl = []`.
     pub crl: Vec<&'static str>,
     pub upstream: String,
     pub limits: String,
@@ -405,7 +406,12 @@ connect = "{provider}"
         crl = o
             .crl
             .iter()
-            .map(|f| format!("\"{pki}/{f}\""))
+            // A `{ path = ..., url = ... }` table is written as given.
+            .map(|f| if f.starts_with('{') {
+                f.to_string()
+            } else {
+                format!("\"{pki}/{f}\"")
+            })
             .collect::<Vec<_>>()
             .join(", "),
         server = o.server,
