@@ -42,8 +42,15 @@ fn a_full_disk_fails_closed_and_recovers_by_itself() {
         refused.push(trace);
     }
     audit.record(deny("held-back"));
-    std::thread::sleep(Duration::from_millis(300));
+    let cpu_before = audit_threads_cpu_ticks();
+    std::thread::sleep(Duration::from_secs(1));
+    let cpu = audit_threads_cpu_ticks() - cpu_before;
     assert!(!audit.healthy(), "still failing while the disk is full");
+    // Waiting out an outage is a timed retry, not a busy loop (it once spun a core).
+    assert!(
+        cpu < 30,
+        "the audit thread used {cpu} ticks of CPU in a second of outage"
+    );
 
     std::fs::remove_file(filler).unwrap();
     assert!(
@@ -100,4 +107,20 @@ fn a_key_that_cannot_be_evolved_skips_the_seal_loudly_and_keeps_auditing() {
     );
     assert_eq!(verify(&dir, true, false), 0);
     assert_eq!(verify(&dir, true, true), 2, "nothing is sealed");
+}
+
+/// CPU time (user + system, in clock ticks) of this process's audit writer threads.
+fn audit_threads_cpu_ticks() -> u64 {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "ssp-audit"))
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .map(|stat| {
+            // Fields after the `(comm)`: state is the first, utime the 12th, stime the 13th.
+            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            let fields: Vec<u64> = after.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+            fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0)
+        })
+        .sum()
 }

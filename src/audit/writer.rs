@@ -257,7 +257,12 @@ impl Writer {
         }
         let _guard = Unhealthy(self.shared.clone());
         loop {
-            let deadline = self.next_seal.min(self.next_check);
+            // During an outage housekeeping only retries: waiting for a seal or check that
+            // is already due would spin.
+            let deadline = match self.outage {
+                Some(_) => self.next_retry,
+                None => self.next_seal.min(self.next_check),
+            };
             let first = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(msg) => Some(msg),
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
