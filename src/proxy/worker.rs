@@ -118,8 +118,12 @@ impl Cx {
         let generation = self.runtime.generation();
         if generation != self.generation {
             self.generation = generation;
-            self.shared = self.runtime.current();
-            self.pool = new_pool(&self.shared);
+            let previous = std::mem::replace(&mut self.shared, self.runtime.current());
+            // A CRL refresh keeps the provider side (same TLS config, same routes): its idle
+            // connections stay good. A reload may change either, so it starts a new pool.
+            if !Arc::ptr_eq(&previous.client_tls, &self.shared.client_tls) {
+                self.pool = new_pool(&self.shared);
+            }
         }
     }
 }
