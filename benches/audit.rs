@@ -27,7 +27,7 @@ fn facts(i: u64) -> RequestFacts {
         subject: "CN=dispenser-a.example.nhs.uk, OU=Devices, O=nhs".into(),
         issuer: "CN=SSP Test NHS Level 1C, O=nhs".into(),
         serial: "0d1a73eddbefc3dce5ee89ec7b4266af".into(),
-        fingerprint: "f".repeat(64),
+        fingerprint: "f".repeat(64).into(),
         claims: None,
     }
 }

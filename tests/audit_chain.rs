@@ -228,7 +228,7 @@ fn records_are_single_lines_of_at_most_4_kib() {
     let audit = Audit::start(settings(&dir, false)).unwrap();
     let mut facts = facts("long");
     facts.target = format!("/https://pecs.example.nhs.uk/{}", "x".repeat(20_000));
-    facts.subject = "CN=evil\nforged: line\r\n".repeat(100);
+    facts.subject = "CN=evil\nforged: line\r\n".repeat(100).into();
     audit.record(Event::Deny {
         request: facts.into(),
         status: 431,

@@ -50,10 +50,11 @@ pub struct RequestFacts {
     pub method: String,
     pub target: String,
     pub peer: SocketAddr,
-    pub subject: String,
-    pub issuer: String,
-    pub serial: String,
+    /// The consumer certificate's, shared with its connection.
+    pub subject: Arc<str>,
+    pub issuer: Arc<str>,
+    pub serial: Arc<str>,
     /// SHA-256 of the consumer certificate's DER, hex.
-    pub fingerprint: String,
+    pub fingerprint: Arc<str>,
     pub claims: Option<Claims>,
 }

@@ -399,7 +399,7 @@ mod tests {
             subject: "CN=a, OU=Devices, O=nhs".into(),
             issuer: "CN=NHS Level 1C".into(),
             serial: "0a1b".into(),
-            fingerprint: "ab".repeat(32),
+            fingerprint: "ab".repeat(32).into(),
             claims: Some(Claims {
                 iss: Some("x".into()),
                 ..Claims::default()

@@ -166,7 +166,7 @@ fn read_request(
         .peer_certificates()
         .and_then(|c| c.first())
         .and_then(|c| Identity::from_certificate(c))
-        .map(|i| i.subject);
+        .map(|i| i.subject.to_string());
     Some(SeenRequest {
         method: head.method().to_string(),
         target: head.target().to_string(),

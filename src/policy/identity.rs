@@ -1,26 +1,29 @@
 //! Who is on the other end of a consumer connection, taken once from its verified certificate.
 
+use std::sync::Arc;
+
 use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 
 use crate::x509::{self, Name};
 
+/// The texts every audit record of the connection repeats are shared, not copied, per request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     /// RFC 4514 text, e.g. `CN=dispenser-a.example.nhs.uk, OU=Devices, O=nhs`.
-    pub subject: String,
+    pub subject: Arc<str>,
     pub subject_attrs: Name,
     /// The last CN of the subject, if any.
     pub cn: Option<String>,
-    pub issuer: String,
+    pub issuer: Arc<str>,
     /// DER contents of the issuer name, to find the issuer's CRL.
     pub issuer_der: Vec<u8>,
     /// DER contents of the serial INTEGER, as CRLs list it.
     pub serial_der: Vec<u8>,
     /// Lowercase hex, colon-free.
-    pub serial_hex: String,
+    pub serial_hex: Arc<str>,
     /// SHA-256 of the whole certificate, lowercase hex.
-    pub fingerprint: String,
+    pub fingerprint: Arc<str>,
 }
 
 impl Identity {
@@ -36,13 +39,13 @@ impl Identity {
             .find(|(k, _)| k == "CN")
             .map(|(_, v)| v.clone());
         Some(Identity {
-            subject: x509::format_name(&subject_attrs),
+            subject: x509::format_name(&subject_attrs).into(),
             cn,
-            issuer: x509::format_name(&issuer_attrs),
+            issuer: x509::format_name(&issuer_attrs).into(),
             issuer_der: cert.issuer().to_vec(),
             serial_der: cert.serial().to_vec(),
-            serial_hex: hex(cert.serial()),
-            fingerprint: hex(&Sha256::digest(der)),
+            serial_hex: hex(cert.serial()).into(),
+            fingerprint: hex(&Sha256::digest(der)).into(),
             subject_attrs,
         })
     }

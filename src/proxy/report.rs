@@ -40,10 +40,10 @@ pub fn facts(c: &Client, head: Option<&RequestHead>) -> RequestFacts {
             h.target()[..h.target().len().min(MAX_VALUE)].to_string()
         }),
         peer: c.peer,
-        subject: identity.map_or_else(String::new, |i| i.subject.clone()),
-        issuer: identity.map_or_else(String::new, |i| i.issuer.clone()),
-        serial: identity.map_or_else(String::new, |i| i.serial_hex.clone()),
-        fingerprint: identity.map_or_else(String::new, |i| i.fingerprint.clone()),
+        subject: identity.map_or_else(|| "".into(), |i| i.subject.clone()),
+        issuer: identity.map_or_else(|| "".into(), |i| i.issuer.clone()),
+        serial: identity.map_or_else(|| "".into(), |i| i.serial_hex.clone()),
+        fingerprint: identity.map_or_else(|| "".into(), |i| i.fingerprint.clone()),
         claims: head
             .and_then(|h| h.field("authorization"))
             .and_then(jwt::parse_bearer),

@@ -85,7 +85,7 @@ pub fn facts(trace_id: &str) -> RequestFacts {
         subject: "CN=dispenser-a.example.nhs.uk, OU=Devices, O=nhs".into(),
         issuer: "CN=NHS Level 1C, O=nhs".into(),
         serial: "1a2b3c".into(),
-        fingerprint: "ab".repeat(32),
+        fingerprint: "ab".repeat(32).into(),
         claims: Some(Claims {
             iss: Some("https://dispenser-a.example.nhs.uk".into()),
             sub: Some("user-1".into()),
