@@ -47,7 +47,7 @@ fn allowed_refused_and_handshake_refusals_are_recorded_and_the_chain_verifies() 
         std::thread::sleep(Duration::from_millis(20));
     }
 
-    proxy.runtime.shutdown("test over");
+    proxy.stop();
 
     let all = records(&proxy);
     let of_type = |t: &str| all.iter().filter(|r| r["type"] == t).collect::<Vec<_>>();

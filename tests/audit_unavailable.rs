@@ -56,7 +56,7 @@ fn full_disk_refuses_admission_and_service_resumes_when_space_returns() {
     }
     assert!(proxy.runtime.audit.healthy());
 
-    proxy.runtime.shutdown("test over");
+    proxy.stop();
     let out = Command::new(env!("CARGO_BIN_EXE_ssp"))
         .args(["audit", "verify"])
         .arg(&audit_dir)

@@ -37,7 +37,7 @@ fn the_consumer_named_by_the_balancer_is_forwarded_and_audited() {
         seen[0].field("forwarded"),
         Some("for=\"203.0.113.7:5555\";proto=https")
     );
-    proxy.runtime.shutdown("test over");
+    proxy.stop();
     let audit = std::fs::read_to_string(proxy.dir().join("audit/audit.jsonl")).unwrap();
     let req = audit
         .lines()

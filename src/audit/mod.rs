@@ -172,8 +172,7 @@ impl Audit {
             }
             self.dequeue_lost();
         }
-        let _ = notify.replies.send(Durable { ticket, seq: None });
-        (notify.wake)();
+        not_durable(ticket, notify);
     }
 
     /// False while the audit cannot be written (and after shutdown); true again once a write
@@ -220,5 +219,72 @@ impl Audit {
     fn dequeue_lost(&self) {
         self.inner.shared.queued.fetch_sub(1, Ordering::SeqCst);
         self.inner.shared.lost.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Tells the waiter of a durable record that it will not be durable.
+fn not_durable(ticket: u64, notify: &Notifier) {
+    let _ = notify.replies.send(Durable { ticket, seq: None });
+    (notify.wake)();
+}
+
+/// A worker's records, gathered during one turn of its event loop and handed to the writer as
+/// one message by `flush`: under load the writer thread wakes once per turn, not once per
+/// record, and on a small box every wake-up is a context switch the worker pays for. Order is
+/// kept; the same queue limit and loss accounting apply as for `Audit::record`.
+pub struct Outbox {
+    audit: Audit,
+    msgs: Vec<Msg>,
+}
+
+impl fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outbox")
+            .field("gathered", &self.msgs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Outbox {
+    pub fn new(audit: Audit) -> Outbox {
+        Outbox {
+            audit,
+            msgs: Vec::new(),
+        }
+    }
+
+    pub fn record(&mut self, event: Event) {
+        if self.audit.enqueue() {
+            self.msgs.push(Msg::Record(event));
+        }
+    }
+
+    /// As `Audit::record_durable`; the answer comes after `flush`.
+    pub fn record_durable(&mut self, event: Event, ticket: u64, notify: &Notifier) {
+        if self.audit.enqueue() {
+            self.msgs.push(Msg::Durable {
+                event,
+                ticket,
+                notify: notify.clone(),
+            });
+        } else {
+            not_durable(ticket, notify);
+        }
+    }
+
+    /// Hands what was gathered to the writer.
+    pub fn flush(&mut self) {
+        if self.msgs.is_empty() {
+            return;
+        }
+        let msgs = std::mem::take(&mut self.msgs);
+        if let Err(mpsc::SendError(Msg::Many(msgs))) = self.audit.inner.tx.send(Msg::Many(msgs)) {
+            for msg in msgs {
+                self.audit.dequeue_lost();
+                if let Msg::Durable { ticket, notify, .. } = msg {
+                    not_durable(ticket, &notify);
+                }
+            }
+        }
     }
 }

@@ -67,7 +67,8 @@ fn line(t: &Transaction, ts: &str) -> String {
 }
 
 enum Msg {
-    Log(Transaction),
+    /// A worker's lines of one event-loop turn, in order.
+    Log(Vec<Transaction>),
     Reopen,
     Shutdown,
 }
@@ -118,12 +119,28 @@ impl Transactions {
 
     /// Queues one line. Never blocks.
     pub fn log(&self, t: Transaction) {
+        self.log_all(vec![t]);
+    }
+
+    /// Queues lines gathered by a worker over one turn of its loop, as one message: the
+    /// writer thread wakes once per turn, not once per line. Never blocks.
+    pub fn log_all(&self, lines: Vec<Transaction>) {
         let Some(inner) = &self.inner else { return };
-        if inner.queued.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUE || inner.tx.send(Msg::Log(t)).is_err() {
-            inner.queued.fetch_sub(1, Ordering::Relaxed);
-            let dropped = inner.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            if dropped.is_power_of_two() {
-                log::warn!("transactions log: {dropped} lines dropped (queue full or writer stopped)");
+        let n = lines.len();
+        if n == 0 {
+            return;
+        }
+        if inner.queued.fetch_add(n, Ordering::Relaxed) >= MAX_QUEUE
+            || inner.tx.send(Msg::Log(lines)).is_err()
+        {
+            inner.queued.fetch_sub(n, Ordering::Relaxed);
+            let before = inner.dropped.fetch_add(n as u64, Ordering::Relaxed);
+            // Warn when the count passes a power of two, not on every loss.
+            if (before + n as u64).ilog2() != before.checked_ilog2().unwrap_or(u32::MAX) {
+                log::warn!(
+                    "transactions log: {} lines dropped (queue full or writer stopped)",
+                    before + n as u64
+                );
             }
         }
     }
@@ -166,16 +183,19 @@ impl LogWriter {
             // Drain what is queued, then flush once.
             while let Some(m) = msg {
                 match m {
-                    Msg::Log(t) => {
-                        self.queued.fetch_sub(1, Ordering::Relaxed);
+                    Msg::Log(lines) => {
+                        self.queued.fetch_sub(lines.len(), Ordering::Relaxed);
                         if self.out.is_none() && Instant::now() >= retry_at {
                             retry_at = Instant::now() + RETRY_EVERY;
                             self.out = open(&self.path).ok().map(BufWriter::new);
                         }
-                        if let Some(out) = &mut self.out
-                            && let Err(e) = out.write_all(line(&t, &format_ts(SystemTime::now())).as_bytes())
-                        {
-                            self.failed(&e);
+                        let ts = format_ts(SystemTime::now());
+                        for t in &lines {
+                            if let Some(out) = &mut self.out
+                                && let Err(e) = out.write_all(line(t, &ts).as_bytes())
+                            {
+                                self.failed(&e);
+                            }
                         }
                     }
                     Msg::Reopen => {

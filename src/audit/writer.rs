@@ -36,6 +36,8 @@ const RETRY_EVERY: Duration = Duration::from_millis(250);
 const HOUSEKEEPING: Duration = Duration::from_millis(500);
 
 pub(crate) enum Msg {
+    /// A worker's records of one event-loop turn (see `Outbox`), in order.
+    Many(Vec<Msg>),
     Record(Event),
     Durable {
         event: Event,
@@ -271,11 +273,18 @@ impl Writer {
                     return;
                 }
             };
-            let mut batch: Vec<Msg> = first.into_iter().collect();
+            let mut batch: Vec<Msg> = Vec::new();
+            let add = |msg: Msg, batch: &mut Vec<Msg>| match msg {
+                Msg::Many(msgs) => batch.extend(msgs),
+                msg => batch.push(msg),
+            };
+            if let Some(msg) = first {
+                add(msg, &mut batch);
+            }
             while batch.len() < MAX_BATCH
                 && let Ok(msg) = rx.try_recv()
             {
-                batch.push(msg);
+                add(msg, &mut batch);
             }
             let records = batch
                 .iter()
@@ -307,6 +316,8 @@ impl Writer {
                     waiter: Some(Waiter { ticket, notify }),
                 }),
                 Msg::Shutdown { reason } => shutdown = Some(reason),
+                // Flattened by `run`; nested ones are never sent.
+                Msg::Many(_) => {}
             }
         }
         if items.is_empty() {

@@ -519,7 +519,7 @@ pub fn audited(c: &mut Client, cx: &mut Cx, seq: Option<u64>, now: Instant) {
             );
             // No `req` was written, so no `res` either: the refusal is a `deny`.
             let refusal = Refusal::AuditUnavailable;
-            cx.runtime.audit.record(Event::Deny {
+            cx.audit(Event::Deny {
                 request: ex.facts.clone(),
                 status: refusal.status(),
                 token: refusal.token(),
@@ -643,7 +643,7 @@ fn abort(c: &mut Client, cx: &mut Cx, now: Instant) {
 
 /// Every exchange ends here, whichever way: its `res` record, its transactions line, a log
 /// line.
-fn ended(c: &Client, cx: &Cx, ex: &Exchange, status: u16, token: Option<String>, now: Instant) {
+fn ended(c: &Client, cx: &mut Cx, ex: &Exchange, status: u16, token: Option<String>, now: Instant) {
     let facts = &ex.facts;
     log::debug!(
         "{} {}->{} {} {} {} up={} down={} reused={} {}ms",
@@ -663,8 +663,6 @@ fn ended(c: &Client, cx: &Cx, ex: &Exchange, status: u16, token: Option<String>,
         token.as_deref(),
         now.saturating_duration_since(ex.started),
     );
-    cx.runtime
-        .transactions
-        .log(report::transaction(c, ex, status, now));
-    cx.runtime.audit.record(report::res(ex, status, token, now));
+    cx.transaction(report::transaction(c, ex, status, now));
+    cx.audit(report::res(ex, status, token, now));
 }

@@ -21,7 +21,7 @@ use super::resolver::{self, Question};
 use super::tls_io;
 use super::upstream::{Pool, Upstream};
 use super::{Runtime, Shared, report};
-use crate::audit::{Durable, Event, Notifier};
+use crate::audit::{Durable, Event, Notifier, Outbox, Transaction};
 use crate::http::answer::{self, Context};
 use crate::http::head;
 use crate::http::request::{BodyFraming, RequestHead};
@@ -67,6 +67,9 @@ pub struct Cx {
     notifier: Notifier,
     /// Audit tickets in flight, to the connection whose `req` record it is.
     audit_waits: HashMap<u64, usize>,
+    /// Audit records and transactions lines of this turn of the loop, handed over at its end.
+    audit: Outbox,
+    transactions: Vec<Transaction>,
 }
 
 impl Cx {
@@ -94,8 +97,28 @@ impl Cx {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         self.audit_waits.insert(ticket, key);
-        self.runtime.audit.record_durable(event, ticket, &self.notifier);
+        self.audit.record_durable(event, ticket, &self.notifier);
         ticket
+    }
+
+    /// Queues an audit record (sent at the end of this turn of the loop).
+    pub fn audit(&mut self, event: Event) {
+        self.audit.record(event);
+    }
+
+    /// Queues a transactions-log line (sent at the end of this turn of the loop).
+    pub fn transaction(&mut self, line: Transaction) {
+        self.transactions.push(line);
+    }
+
+    /// Hands this turn's records and lines to their writer threads.
+    fn flush_logs(&mut self) {
+        self.audit.flush();
+        if !self.transactions.is_empty() {
+            self.runtime
+                .transactions
+                .log_all(std::mem::take(&mut self.transactions));
+        }
     }
 
     /// Parks a clean provider connection for reuse, unless it was made under a configuration
@@ -213,6 +236,7 @@ impl Worker {
             }),
         };
         let shared = runtime.current();
+        let outbox = Outbox::new(runtime.audit.clone());
         let cx = Cx {
             registry: poll.registry().try_clone()?,
             pool: new_pool(&shared),
@@ -226,6 +250,8 @@ impl Worker {
             next_ticket: 0,
             notifier,
             audit_waits: HashMap::new(),
+            audit: outbox,
+            transactions: Vec::new(),
         };
         Ok(Worker {
             poll,
@@ -267,6 +293,7 @@ impl Worker {
                 self.tick(now);
                 next_tick = now + TICK;
             }
+            self.cx.flush_logs();
             heartbeat.store(self.cx.runtime.nanos(now), Ordering::Release);
             if self.cx.runtime.is_stopping() {
                 let until = *drain_until.get_or_insert_with(|| self.stop_accepting(now));
@@ -276,6 +303,7 @@ impl Worker {
                     for (_, c) in self.clients.iter_mut() {
                         exchange::drain_expired(c, &mut self.cx, now);
                     }
+                    self.cx.flush_logs();
                     return Ok(());
                 }
             }
@@ -492,7 +520,7 @@ impl Worker {
                     .handshake_failures
                     .record(c.peer.ip(), runtime.nanos(Instant::now()));
                 runtime.metrics.handshake_failed(report::handshake_reason(&error));
-                runtime.audit.record(Event::Tls {
+                self.cx.audit(Event::Tls {
                     peer: c.peer,
                     reason: error.to_string(),
                     subject: None,
@@ -657,7 +685,7 @@ fn whole_seconds(nanos: u64) -> u64 {
 }
 
 /// A request refused before it became an exchange: its `deny` record and its metrics.
-fn refused(c: &Client, cx: &Cx, head: Option<&RequestHead>, refusal: &Refusal, now: Instant) {
+fn refused(c: &Client, cx: &mut Cx, head: Option<&RequestHead>, refusal: &Refusal, now: Instant) {
     let metrics = &cx.runtime.metrics;
     match refusal {
         Refusal::Throttled { .. } => metrics.throttled(),
@@ -670,7 +698,7 @@ fn refused(c: &Client, cx: &Cx, head: Option<&RequestHead>, refusal: &Refusal, n
         Some(&refusal.token()),
         now.saturating_duration_since(since),
     );
-    cx.runtime.audit.record(report::deny(c, head, refusal));
+    cx.audit(report::deny(c, head, refusal));
 }
 
 fn timed_out(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) {

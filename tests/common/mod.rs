@@ -249,6 +249,7 @@ pub struct Proxy {
     pub seen: Arc<Mutex<Vec<SeenRequest>>>,
     /// The configuration in force, replaceable as a reload would.
     pub runtime: Arc<Runtime>,
+    serving: Mutex<Option<std::thread::JoinHandle<std::io::Result<()>>>>,
     /// Holds the temp folder until the test ends.
     _setup: Setup,
 }
@@ -270,18 +271,32 @@ impl Proxy {
         let addr = listeners[0].local_addr().unwrap();
         let runtime = Arc::new(Runtime::start(shared).unwrap_or_else(|e| panic!("harness audit: {e}")));
         let serving = runtime.clone();
-        std::thread::Builder::new()
+        let serving = std::thread::Builder::new()
             .name("ssp-under-test".into())
             .spawn(move || ssp::proxy::serve(serving, listeners))
             .unwrap();
         Proxy {
             addr,
             runtime,
+            serving: Mutex::new(Some(serving)),
             provider_addr: setup.provider_addr,
             endpoint: setup.endpoint.clone(),
             seen: setup.seen.clone(),
             _setup: setup,
         }
+    }
+
+    /// Stops as SIGTERM does: the workers drain and hand over their last records, then the
+    /// audit is sealed and closed.
+    pub fn stop(&self) {
+        self.runtime.stop();
+        if let Some(serving) = self.serving.lock().unwrap().take() {
+            serving
+                .join()
+                .expect("the proxy thread")
+                .expect("the proxy stopped cleanly");
+        }
+        self.runtime.shutdown("test over");
     }
 
     /// The test's folder: `audit/`, `audit.k0` (the initial key), `transactions.log`.
