@@ -34,8 +34,13 @@ where
 {
     let mut out = ReadOutcome::default();
     while plaintext.len() < cap {
-        match tls.read_tls(sock) {
+        let mut probe = ShortReadProbe { sock, short: false };
+        match tls.read_tls(&mut probe) {
             Ok(0) => out.eof = true,
+            // The kernel gave less than was asked for: the socket is empty now, and epoll
+            // (edge-triggered, as mio registers) reports the next bytes that arrive. Asking
+            // again would only earn an EAGAIN, a wasted system call per request.
+            Ok(_) if probe.short => out.drained = true,
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::WouldBlock => out.drained = true,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -51,6 +56,20 @@ where
         }
     }
     Ok(out)
+}
+
+/// A socket reader that remembers whether a read returned fewer bytes than asked for.
+struct ShortReadProbe<'a> {
+    sock: &'a mut TcpStream,
+    short: bool,
+}
+
+impl Read for ShortReadProbe<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.sock.read(buf)?;
+        self.short = n > 0 && n < buf.len();
+        Ok(n)
+    }
 }
 
 fn drain_plaintext<C, S>(tls: &mut C, plaintext: &mut Vec<u8>) -> usize
