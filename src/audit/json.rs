@@ -3,6 +3,8 @@
 //! formatting are not ours to pin. Output never contains a raw control character, so a record
 //! is always one line.
 
+use std::fmt::Write;
+
 /// A field value. Strings are the only values that can grow without bound, so they are the
 /// only ones [`shrink`] cuts.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,17 +81,29 @@ pub fn write_val(out: &mut String, val: &Val) {
 /// A JSON string literal. Control characters are escaped, so no raw newline can split a record.
 pub fn write_str(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
+    // Copy runs of plain text whole; only the few bytes that need escaping are looked at one
+    // by one. They are all ASCII, so every cut is on a character boundary.
+    let mut plain = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escaped = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..0x20 | 0x7f => "",
+            _ => continue,
+        };
+        out.push_str(&s[plain..i]);
+        if escaped.is_empty() {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "\\u{:04x}", b);
+        } else {
+            out.push_str(escaped);
         }
+        plain = i + 1;
     }
+    out.push_str(&s[plain..]);
     out.push('"');
 }
 
