@@ -266,6 +266,11 @@ fn run(proxy: &Proxy, provider: &mut ScriptedProvider, row: &Fault, n: usize) {
         Inject::AnswerBeforeBody => {
             partial_upload(proxy, &mut consumer, &suffix, &trace);
             let r = consumer.read_response().expect("the early answer");
+            assert_eq!(
+                r.field("connection"),
+                Some("close"),
+                "an answer before the body is read says the connection ends"
+            );
             check_answer(row, &r, &url, &trace, &mut consumer);
         }
         Inject::ConsumerLeavesMidBody | Inject::ConsumerBreaksTlsMidBody => {

@@ -403,7 +403,14 @@ fn response_step(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool 
                 return true;
             }
             let dechunk = ex.http10 && head.framing == ResponseFraming::Chunked;
-            ex.close_client |= !ex.keep_alive || head.framing == ResponseFraming::UntilClose || dechunk;
+            // A provider that answers before the consumer's body is all read: the rest of the
+            // body cannot be told from a next request, so the connection ends with this answer
+            // and says so (RFC 9112 section 9.6).
+            let body_unread = ex.request_body.is_some();
+            ex.close_client |= !ex.keep_alive
+                || head.framing == ResponseFraming::UntilClose
+                || dechunk
+                || body_unread;
             let persistence = match (ex.close_client, ex.http10) {
                 (true, _) => Persistence::Close,
                 (false, true) => Persistence::KeepAlive,
