@@ -45,6 +45,8 @@ pub struct Client {
     /// Plaintext from the consumer not yet handled (a head, body bytes, pipelined requests).
     pub inbuf: Vec<u8>,
     pub read_ready: bool,
+    /// epoll reported the consumer's close or reset (see `tls_io::read`).
+    pub peer_closing: bool,
     pub eof: bool,
     pub phase: Phase,
     /// When the current phase (or, in `Head`, the current wait) began.
@@ -80,6 +82,7 @@ impl Client {
             identity: None,
             inbuf: Vec::new(),
             read_ready: true,
+            peer_closing: false,
             eof: false,
             phase: if proxy_header {
                 Phase::ProxyHeader
@@ -130,7 +133,13 @@ impl Client {
             return false;
         }
         let was_handshaking = self.tls.is_handshaking();
-        match tls_io::read(&mut self.sock, &mut self.tls, &mut self.inbuf, cap) {
+        match tls_io::read(
+            &mut self.sock,
+            &mut self.tls,
+            &mut self.inbuf,
+            cap,
+            self.peer_closing,
+        ) {
             Ok(outcome) => {
                 if outcome.drained {
                     self.read_ready = false;

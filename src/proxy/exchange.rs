@@ -334,7 +334,13 @@ pub fn pump(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
         progress = true;
     }
     if up.read_ready && ex.to_client.len() < STAGE_LIMIT {
-        match tls_io::read(&mut up.sock, &mut up.tls, &mut up.inbuf, STAGE_LIMIT) {
+        match tls_io::read(
+            &mut up.sock,
+            &mut up.tls,
+            &mut up.inbuf,
+            STAGE_LIMIT,
+            up.peer_closing,
+        ) {
             Ok(o) => {
                 up.read_ready = !o.drained;
                 up.eof |= o.eof;
@@ -407,10 +413,8 @@ fn response_step(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool 
             // body cannot be told from a next request, so the connection ends with this answer
             // and says so (RFC 9112 section 9.6).
             let body_unread = ex.request_body.is_some();
-            ex.close_client |= !ex.keep_alive
-                || head.framing == ResponseFraming::UntilClose
-                || dechunk
-                || body_unread;
+            ex.close_client |=
+                !ex.keep_alive || head.framing == ResponseFraming::UntilClose || dechunk || body_unread;
             let persistence = match (ex.close_client, ex.http10) {
                 (true, _) => Persistence::Close,
                 (false, true) => Persistence::KeepAlive,

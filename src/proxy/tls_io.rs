@@ -21,13 +21,19 @@ pub struct ReadOutcome {
     pub eof: bool,
 }
 
-/// Reads from the socket through TLS into `plaintext` until the socket would block, the peer
-/// closes, or `plaintext` holds `cap` bytes. TLS errors are returned for the caller to log.
+/// Reads from the socket through TLS into `plaintext` until the socket would block (or gave
+/// less than asked for, see below), the peer closes, or `plaintext` holds `cap` bytes. TLS
+/// errors are returned for the caller to log.
+///
+/// `peer_closing`: epoll said the peer closed or reset. A short read then proves nothing: the
+/// close was reported with the data and will not be reported again, so reading goes on until
+/// the socket says EOF, error or would-block.
 pub fn read<C, S>(
     sock: &mut TcpStream,
     tls: &mut C,
     plaintext: &mut Vec<u8>,
     cap: usize,
+    peer_closing: bool,
 ) -> Result<ReadOutcome, rustls::Error>
 where
     C: DerefMut + Deref<Target = ConnectionCommon<S>>,
@@ -38,9 +44,9 @@ where
         match tls.read_tls(&mut probe) {
             Ok(0) => out.eof = true,
             // The kernel gave less than was asked for: the socket is empty now, and epoll
-            // (edge-triggered, as mio registers) reports the next bytes that arrive. Asking
-            // again would only earn an EAGAIN, a wasted system call per request.
-            Ok(_) if probe.short => out.drained = true,
+            // (edge-triggered, as mio registers) reports the next bytes, or close, that arrive.
+            // Asking again would only earn an EAGAIN, a wasted system call per request.
+            Ok(_) if probe.short && !peer_closing => out.drained = true,
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::WouldBlock => out.drained = true,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,

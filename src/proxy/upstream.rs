@@ -19,6 +19,8 @@ pub struct Upstream {
     pub inbuf: Vec<u8>,
     /// The socket may have bytes we have not read (edge-triggered readiness).
     pub read_ready: bool,
+    /// epoll reported the provider's close or reset (see `tls_io::read`).
+    pub peer_closing: bool,
     pub eof: bool,
     /// Set once the TCP connect is known to have completed.
     pub connected: bool,
@@ -41,6 +43,7 @@ impl Upstream {
             provider,
             inbuf: Vec::new(),
             read_ready: false,
+            peer_closing: false,
             eof: false,
             connected: false,
         })

@@ -344,7 +344,8 @@ impl Worker {
             return self.resolved(now);
         }
         let (kind, key) = (event.token().0 & 3, event.token().0 >> 2);
-        let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+        let closing = event.is_read_closed() || event.is_error();
+        let readable = event.is_readable() || closing;
         match kind {
             LISTENER => self.accept(key, now),
             CLIENT => {
@@ -352,6 +353,7 @@ impl Worker {
                     return;
                 };
                 c.read_ready |= readable;
+                c.peer_closing |= closing;
                 drive(c, key, &mut self.cx, now);
                 self.reap(key);
             }
@@ -361,6 +363,7 @@ impl Worker {
                 };
                 if let Some(up) = c.exchange.as_mut().and_then(|ex| ex.upstream.as_mut()) {
                     up.read_ready |= readable;
+                    up.peer_closing |= closing;
                     if !up.connected
                         && let Err(why) = up.check_connected()
                     {
@@ -469,7 +472,8 @@ impl Worker {
             return;
         };
         let mut unexpected = Vec::new();
-        let usable = match tls_io::read(&mut up.sock, &mut up.tls, &mut unexpected, 1) {
+        // Rare (the provider closed or sent something): read it all.
+        let usable = match tls_io::read(&mut up.sock, &mut up.tls, &mut unexpected, 1, true) {
             Ok(o) => !o.eof && unexpected.is_empty() && tls_io::flush(&mut up.sock, &mut up.tls).is_ok(),
             Err(_) => false,
         };
