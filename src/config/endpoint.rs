@@ -46,11 +46,7 @@ impl Endpoint {
                 "{s:?} has a fragment (#...); an endpoint is a service root URL"
             ));
         }
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        if authority.contains('@') {
-            return Err(format!("{s:?} carries user information (user@); remove it"));
-        }
-        let (host, port) = split_host_port(authority).map_err(|why| format!("{s:?}: {why}"))?;
+        let (host, port, path) = split_authority(s, rest)?;
         let path = path.strip_suffix('/').unwrap_or(path);
         check_path(path).map_err(|why| format!("{s:?}: {why}"))?;
         Ok(Endpoint {
@@ -110,11 +106,7 @@ impl HttpUrl {
                 "{s:?} has a query or fragment; write the CRL's plain path"
             ));
         }
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        if authority.contains('@') {
-            return Err(format!("{s:?} carries user information (user@); remove it"));
-        }
-        let (host, port) = split_host_port(authority).map_err(|why| format!("{s:?}: {why}"))?;
+        let (host, port, path) = split_authority(s, rest)?;
         check_path(path).or_else(|why| match path {
             "/" => Ok(()),
             _ => Err(format!("{s:?}: {why}")),
@@ -165,6 +157,17 @@ pub(crate) fn is_dns_name(s: &str) -> bool {
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
+}
+
+/// `host[:port]` and the path of `rest` (the URL `s` after its scheme), without user
+/// information.
+fn split_authority<'a>(s: &str, rest: &'a str) -> Result<(String, Option<u16>, &'a str), String> {
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if authority.contains('@') {
+        return Err(format!("{s:?} carries user information (user@); remove it"));
+    }
+    let (host, port) = split_host_port(authority).map_err(|why| format!("{s:?}: {why}"))?;
+    Ok((host, port, path))
 }
 
 fn split_host_port(authority: &str) -> Result<(String, Option<u16>), String> {
