@@ -57,12 +57,12 @@ build() {
   log "cargo build --release (ssp and examples/loadgen)"
   cargo build --release --bin ssp --example loadgen >&2 || fail "cargo build --release failed"
   local tgt=${CARGO_TARGET_DIR:-$repo/target}
-  ssp_bin=$tgt/release/ssp
+  ssp_bin=${BENCH_SSP_BIN:-$tgt/release/ssp} # BENCH_SSP_BIN: e.g. an unstripped build to profile
   loadgen_bin=$tgt/release/examples/loadgen
   [[ -x $ssp_bin && -x $loadgen_bin ]] || fail "no $ssp_bin or $loadgen_bin after the build"
 }
 
-port_free() { [[ -z $(ss -Htan "sport = :$1" 2>/dev/null) ]]; }
+port_free() { [[ -z $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; } # (TIME-WAIT sockets do not matter)
 wait_listening() { # port pid name
   local i
   for ((i = 0; i < 300; i++)); do
