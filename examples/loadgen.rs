@@ -56,6 +56,19 @@ const JWT: &str = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJpc3MiOiJodHRwczovL2Rpc
 const INTERACTION: &str =
     "urn:nhs:names:services:prescription-exemptions:custom:operation:search:prescription-exemptions";
 
+const HELP: &str = "loadgen: mutual-TLS load generator (scripts/bench, scripts/soak)
+  --mode keepalive|connect|idle   [keepalive]  connect: a full handshake per request;
+                                  idle: open --connections, one request each, then hold until killed
+  --target IP:PORT [127.0.0.1:8443]   --server-name NAME [localhost]
+  --ca PEM --cert PEM --key PEM   [fixtures/pki/nhs-ca.pem, consumer-a.pem, consumer-a.key]
+  --path TARGET                   request target of the built-in SSP request
+  --request-file FILE             raw request bytes instead of the built-in request
+  --connections N [8]  --duration S [5]  --warmup S [0]  --threads N [4] (idle mode)
+  --rate R [0]                    0: closed loop; else open loop at R req/s in total,
+                                  latency from each request's intended send time
+  --label TEXT                    copied to the output
+Output: one JSON line on stdout, a summary on stderr.";
+
 type Stream = StreamOwned<ClientConnection, TcpStream>;
 
 #[derive(Clone, Copy, PartialEq)]
@@ -88,6 +101,10 @@ fn parse_args() -> (Opts, Arc<ClientConfig>) {
     let mut kv: BTreeMap<String, String> = BTreeMap::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
+        if a == "--help" || a == "-h" {
+            println!("{HELP}");
+            std::process::exit(0);
+        }
         let Some(name) = a.strip_prefix("--") else {
             usage(&format!("unexpected argument {a}"))
         };
@@ -345,6 +362,10 @@ fn drive(
     } else {
         None
     };
+    // Everyone starts together (the threads are spawned just before `start`).
+    if let Some(wait) = start.checked_duration_since(Instant::now()) {
+        std::thread::sleep(wait);
+    }
     let mut next = start + Duration::from_secs_f64(if o.rate > 0.0 { index as f64 / o.rate } else { 0.0 });
     loop {
         let now = Instant::now();
@@ -499,7 +520,7 @@ fn main() {
         }
     }
 
-    let start = t0 + Duration::from_millis(5);
+    let start = t0 + Duration::from_millis(20);
     let measure_from = start + o.warmup;
     let end = measure_from + o.duration;
     let handles: Vec<_> = (0..o.connections)
