@@ -159,3 +159,28 @@ start_ssp() {
   started+=("$ssp_pid")
   wait_listening "$port" "$ssp_pid" "ssp"
 }
+
+# "0-1,3" -> "0 1 3"
+cpus_expand() {
+  local part c parts out=()
+  IFS=, read -ra parts <<<"$1"
+  for part in "${parts[@]}"; do
+    if [[ $part == *-* ]]; then
+      for ((c = ${part%-*}; c <= ${part#*-}; c++)); do out+=("$c"); done
+    else
+      out+=("$part")
+    fi
+  done
+  echo "${out[@]}"
+}
+# CPU seconds the listed CPUs have been busy so far, from /proc/stat: user, system, irq,
+# softirq, steal; not idle, iowait or nice (niced work such as a background `cargo fuzz` at
+# nice 19 only soaks up idle time). With the processes' own CPU time this shows how much other
+# work shared their cores.
+busy_of_cpus() {
+  local total=0 c
+  for c in $(cpus_expand "$1"); do
+    total=$((total + $(awk -v c="cpu$c" '$1 == c { print $2 + $4 + $7 + $8 + $9 }' /proc/stat)))
+  done
+  awk -v t="$total" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", t / hz }'
+}
