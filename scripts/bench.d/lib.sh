@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2154 # variables come from the sourcing script
 # Shared by scripts/bench and scripts/soak (sourced, not run). Expects `repo` (the repository
 # root, the current directory), `work` (this run's folder under target/) and `log_prefix`.
 # Every process started here is recorded in `started` and stopped by `stop_all` (the callers'
@@ -162,16 +163,16 @@ start_ssp() {
 
 # "0-1,3" -> "0 1 3"
 cpus_expand() {
-  local part c parts out=()
+  local part c parts cpus=()
   IFS=, read -ra parts <<<"$1"
   for part in "${parts[@]}"; do
     if [[ $part == *-* ]]; then
-      for ((c = ${part%-*}; c <= ${part#*-}; c++)); do out+=("$c"); done
+      for ((c = ${part%-*}; c <= ${part#*-}; c++)); do cpus+=("$c"); done
     else
-      out+=("$part")
+      cpus+=("$part")
     fi
   done
-  echo "${out[@]}"
+  echo "${cpus[@]}"
 }
 # CPU seconds the listed CPUs have been busy so far, from /proc/stat: user, system, irq,
 # softirq, steal; not idle, iowait or nice (niced work such as a background `cargo fuzz` at
