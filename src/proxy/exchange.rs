@@ -352,7 +352,10 @@ pub fn pump(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
             }
         }
     }
-    progress |= response_step(c, key, cx, now);
+    // Head and body in one go when both are in: one TLS record and one write to the consumer.
+    while response_step(c, key, cx, now) {
+        progress = true;
+    }
 
     // What the provider sent, on to the consumer.
     let Some(ex) = c.exchange.as_mut() else {
@@ -362,6 +365,8 @@ pub fn pump(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
         progress |= tls_io::stage(&mut c.tls, &mut ex.to_client) > 0;
     }
     if matches!(ex.response, ResponseState::Done) && ex.to_client.is_empty() {
+        // The answer leaves before the bookkeeping (records, pool) that follows it.
+        c.flush();
         finish(c, cx, now);
         progress = true;
     }
