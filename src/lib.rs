@@ -5,6 +5,7 @@ pub mod audit;
 pub mod config;
 pub mod crl;
 pub mod demo;
+pub mod durable_file;
 pub mod http;
 pub mod metrics;
 pub mod policy;

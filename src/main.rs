@@ -177,7 +177,7 @@ fn crl_fetch(file: PathBuf) -> ExitCode {
     for held in fetched {
         let outcome = match ssp::crl::fetch(held, &shared.tls_material, settings, now) {
             Ok(None) => ssp::crl::Outcome::Unchanged,
-            Ok(Some((new, bytes))) => match ssp::crl::store::replace(&held.path, &bytes) {
+            Ok(Some((new, bytes))) => match ssp::durable_file::replace(&held.path, &bytes, 0o644) {
                 Ok(()) => ssp::crl::Outcome::Updated(new),
                 Err(e) => ssp::crl::Outcome::Failed(ssp::crl::Failure::Write(e.to_string())),
             },

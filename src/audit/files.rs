@@ -37,10 +37,7 @@ pub fn is_torn_name(name: &str) -> bool {
         .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Makes renames and creations in `dir` durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
+pub use crate::durable_file::sync_dir;
 
 /// The rotated files in `dir`, with the first seq their names claim.
 pub fn rotated_files(dir: &Path) -> io::Result<Vec<(String, u64)>> {

@@ -8,15 +8,16 @@
 //! - the key file is one line, `ssp-audit-key-v1 <epoch> <64 hex>`; the initial key (epoch 0)
 //!   is what the auditor keeps and gives to `verify`.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 use super::{AuditError, files, hex};
+use crate::durable_file;
 
 const KEY_LABEL: &[u8] = b"ssp-audit-key-v1";
 const SEAL_LABEL: &[u8] = b"ssp-audit-seal-v1";
@@ -140,31 +141,13 @@ pub fn create(path: &Path, key: &Key) -> io::Result<()> {
         .open(path)?;
     file.write_all(key.to_file_text().as_bytes())?;
     file.sync_all()?;
-    files::sync_dir(parent(path))
+    files::sync_dir(durable_file::folder_of(path))
 }
 
 /// Replaces the key file atomically: the old key is gone from the file system (though not
 /// necessarily from the disk blocks, which no file system API can promise) once this returns.
 pub fn store(path: &Path, key: &Key) -> io::Result<()> {
-    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
-    // A leftover from a crash would make create_new fail; it holds no secret we still need.
-    let _ = fs::remove_file(&tmp);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(key.to_file_text().as_bytes())?;
-    file.sync_all()?;
-    fs::rename(&tmp, path)?;
-    files::sync_dir(parent(path))
-}
-
-fn parent(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
+    durable_file::replace(path, key.to_file_text().as_bytes(), 0o600)
 }
 
 /// Bytes from the kernel's random source, for keys and boot ids.

@@ -8,7 +8,6 @@
 pub mod decide;
 pub mod http;
 pub mod refresher;
-pub mod store;
 
 use std::fmt;
 

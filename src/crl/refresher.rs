@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::decide::next_attempt;
-use super::{Failure, Outcome, fetch, store, unix_now};
+use super::{Failure, Outcome, fetch, unix_now};
 use crate::audit::Event;
+use crate::durable_file;
 use crate::proxy::Runtime;
 use crate::tls::CrlSummary;
 use crate::x509::format_utc;
@@ -82,7 +83,7 @@ impl Refresher {
             Ok(None) => Outcome::Unchanged,
             Err(failure) => Outcome::Failed(failure),
             Ok(Some((new, bytes))) => {
-                let written = store::replace(&held.path, &bytes);
+                let written = durable_file::replace(&held.path, &bytes, 0o644);
                 let crls = basis
                     .crls
                     .iter()

@@ -22,13 +22,8 @@ pub fn write_request(
     out.extend_from_slice(head.method().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.path_and_query.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-    out.extend_from_slice(target.host.as_bytes());
-    if let Some(port) = target.port {
-        // Writing to a Vec cannot fail.
-        let _ = write!(out, ":{port}");
-    }
-    out.extend_from_slice(b"\r\n");
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, " HTTP/1.1\r\nHost: {}\r\n", target.authority());
     let connection = head.connection_tokens();
     for (name, value) in head.fields() {
         if !name.eq_ignore_ascii_case(b"host") && !is_hop_by_hop(name, &connection) {

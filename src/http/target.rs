@@ -37,12 +37,9 @@ impl Target<'_> {
         &self.path_and_query[..end]
     }
 
-    /// `host[:port]` as it goes in a `Host` header.
-    pub fn authority(&self) -> String {
-        match self.port {
-            Some(p) => format!("{}:{p}", self.host),
-            None => self.host.to_string(),
-        }
+    /// `host[:port]` as it goes in a `Host` header, written without an allocation.
+    pub fn authority(&self) -> Authority<'_> {
+        Authority(self)
     }
 
     pub fn into_owned(self) -> Target<'static> {
@@ -50,6 +47,17 @@ impl Target<'_> {
             host: Cow::Owned(self.host.into_owned()),
             port: self.port,
             path_and_query: Cow::Owned(self.path_and_query.into_owned()),
+        }
+    }
+}
+
+pub struct Authority<'t>(&'t Target<'t>);
+
+impl fmt::Display for Authority<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.port {
+            Some(p) => write!(f, "{}:{p}", self.0.host),
+            None => f.write_str(&self.0.host),
         }
     }
 }
