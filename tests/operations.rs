@@ -179,17 +179,31 @@ fn sighup_with_a_broken_config_keeps_the_old_one_serving() {
     );
 }
 
-#[test]
-fn sigterm_finishes_the_request_in_flight_then_exits_0() {
-    let slow: Handler = Arc::new(|req: &SeenRequest| {
+/// Every audit file's lines, in no particular file order.
+fn audit_text(setup: &Setup) -> String {
+    std::fs::read_dir(setup.dir.path().join("audit"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect()
+}
+
+/// A provider that answers 200 at once, but after `delay` when the target contains `marker`.
+fn delaying(marker: &'static str, delay: Duration) -> Handler {
+    Arc::new(move |req: &SeenRequest| {
         let mut reply = Reply::json(200, "{}");
-        if req.target.contains("slow") {
-            reply.delay = Duration::from_millis(1000);
+        if req.target.contains(marker) {
+            reply.delay = delay;
         }
         reply
-    });
+    })
+}
+
+#[test]
+fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     let setup = Setup::new(&Options {
-        handler: slow,
+        handler: delaying("slow", Duration::from_millis(1000)),
         ..Options::default()
     });
     let mut ssp = Ssp::start(&setup.config, None);
@@ -219,15 +233,8 @@ fn sigterm_finishes_the_request_in_flight_then_exits_0() {
 
 #[test]
 fn sigterm_past_drain_timeout_still_gives_the_request_in_flight_its_res_record() {
-    let stuck: Handler = Arc::new(|req: &SeenRequest| {
-        let mut reply = Reply::json(200, "{}");
-        if req.target.contains("stuck") {
-            reply.delay = Duration::from_secs(5);
-        }
-        reply
-    });
     let setup = Setup::new(&Options {
-        handler: stuck,
+        handler: delaying("stuck", Duration::from_secs(5)),
         limits: "drain_timeout = \"300ms\"".into(),
         ..Options::default()
     });
@@ -245,12 +252,7 @@ fn sigterm_past_drain_timeout_still_gives_the_request_in_flight_its_res_record()
     ssp.signal(libc::SIGTERM);
     assert!(ssp.wait_exit().success(), "exit 0 after the drain timeout");
 
-    let audit = std::fs::read_dir(setup.dir.path().join("audit"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap())
-        .collect::<String>();
+    let audit = audit_text(&setup);
     let records: Vec<serde_json::Value> = audit.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let req = records
         .iter()
@@ -474,12 +476,7 @@ fn kill_9_under_load_then_restart_leaves_a_chain_that_verifies() {
         "{summary}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let audit = std::fs::read_dir(setup.dir.path().join("audit"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap())
-        .collect::<String>();
+    let audit = audit_text(&setup);
     let reqs = audit.lines().filter(|l| l.contains("\"type\":\"req\"")).count();
     assert!(
         reqs > served,
