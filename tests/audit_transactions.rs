@@ -9,10 +9,7 @@ use ssp::audit::{Transaction, Transactions};
 
 fn transaction(trace: &str) -> Transaction {
     Transaction {
-        trace_id: Some(trace.to_owned()),
-        from: Some("200000000001".into()),
-        to: Some("200000000999".into()),
-        interaction: Some("urn:x".into()),
+        request: common::facts(trace).into(),
         status: 200,
         bytes_in: 0,
         bytes_out: 321,

@@ -26,7 +26,8 @@ pub enum Event {
     Req { request: Arc<RequestFacts> },
     /// A completed exchange; status 499 when the consumer went away first.
     Res {
-        trace_id: String,
+        /// Shared with the exchange; the record carries its trace id.
+        request: Arc<RequestFacts>,
         /// The `seq` of the matching `req` record, when it was made durable.
         req_seq: Option<u64>,
         status: u16,

@@ -228,13 +228,15 @@ fn not_durable(ticket: u64, notify: &Notifier) {
     (notify.wake)();
 }
 
-/// A worker's records, gathered during one turn of its event loop and handed to the writer as
-/// one message by `flush`: under load the writer thread wakes once per turn, not once per
-/// record, and on a small box every wake-up is a context switch the worker pays for. Order is
-/// kept; the same queue limit and loss accounting apply as for `Audit::record`.
+/// A worker's records, gathered over one or more turns of its event loop and handed to the
+/// writer as one message by `flush`: under load the writer thread wakes at most once per turn,
+/// not once per record, and on a small box every wake-up is a context switch the worker pays
+/// for. Order is kept; the same queue limit and loss accounting apply as for `Audit::record`.
 pub struct Outbox {
     audit: Audit,
     msgs: Vec<Msg>,
+    /// Whether a gathered record has a worker waiting for it to be durable.
+    has_waiter: bool,
 }
 
 impl fmt::Debug for Outbox {
@@ -250,6 +252,7 @@ impl Outbox {
         Outbox {
             audit,
             msgs: Vec::new(),
+            has_waiter: false,
         }
     }
 
@@ -267,9 +270,24 @@ impl Outbox {
                 ticket,
                 notify: notify.clone(),
             });
+            self.has_waiter = true;
         } else {
             not_durable(ticket, notify);
         }
+    }
+
+    /// Records gathered and not yet handed over.
+    pub fn len(&self) -> usize {
+        self.msgs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.msgs.is_empty()
+    }
+
+    /// Whether a gathered record has a worker waiting for it to be durable.
+    pub fn has_waiter(&self) -> bool {
+        self.has_waiter
     }
 
     /// Hands what was gathered to the writer.
@@ -277,6 +295,7 @@ impl Outbox {
         if self.msgs.is_empty() {
             return;
         }
+        self.has_waiter = false;
         let msgs = std::mem::take(&mut self.msgs);
         if let Err(mpsc::SendError(Msg::Many(msgs))) = self.audit.inner.tx.send(Msg::Many(msgs)) {
             for msg in msgs {

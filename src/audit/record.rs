@@ -138,7 +138,7 @@ fn event_fields(event: &Event) -> Vec<(&'static str, Val)> {
         }
         Event::Req { request } => request_fields(request),
         Event::Res {
-            trace_id,
+            request,
             req_seq,
             status,
             token,
@@ -147,7 +147,10 @@ fn event_fields(event: &Event) -> Vec<(&'static str, Val)> {
             duration_ms,
             upstream_ms,
         } => vec![
-            ("trace_id", Val::str(trace_id)),
+            (
+                "trace_id",
+                Val::str(request.trace_id.as_deref().unwrap_or_default()),
+            ),
             ("req_seq", Val::opt_u64(*req_seq)),
             ("status", Val::U64(u64::from(*status))),
             ("token", Val::opt(token)),

@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::AuditError;
 use super::json::{self, Val};
 use super::record::format_ts;
+use super::{AuditError, RequestFacts};
 
 /// Lines queued at most; beyond that they are dropped.
 const MAX_QUEUE: usize = 1 << 16;
@@ -24,10 +24,8 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// (no new TLS handshake on a kept-alive connection, a pooled upstream connection, …).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transaction {
-    pub trace_id: Option<String>,
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub interaction: Option<String>,
+    /// Shared with the exchange and its audit records: nothing is copied per line.
+    pub request: Arc<RequestFacts>,
     pub status: u16,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -45,10 +43,10 @@ pub struct Transaction {
 fn line(t: &Transaction, ts: &str) -> String {
     let fields = [
         ("ts", Val::str(ts)),
-        ("trace_id", Val::opt(&t.trace_id)),
-        ("from", Val::opt(&t.from)),
-        ("to", Val::opt(&t.to)),
-        ("interaction", Val::opt(&t.interaction)),
+        ("trace_id", Val::opt(&t.request.trace_id)),
+        ("from", Val::opt(&t.request.from)),
+        ("to", Val::opt(&t.request.to)),
+        ("interaction", Val::opt(&t.request.interaction)),
         ("status", Val::U64(u64::from(t.status))),
         ("bytes_in", Val::U64(t.bytes_in)),
         ("bytes_out", Val::U64(t.bytes_out)),
@@ -241,11 +239,22 @@ mod tests {
 
     #[test]
     fn a_transaction_is_one_json_line_with_every_timing() {
-        let t = Transaction {
+        let request = RequestFacts {
             trace_id: Some("t-1".into()),
             from: Some("200000000001".into()),
             to: None,
             interaction: Some("urn:x".into()),
+            method: "GET".into(),
+            target: "/".into(),
+            peer: "10.0.0.1:5000".parse().unwrap(),
+            subject: "CN=a".into(),
+            issuer: "CN=b".into(),
+            serial: "01".into(),
+            fingerprint: "00".into(),
+            claims: None,
+        };
+        let t = Transaction {
+            request: Arc::new(request),
             status: 200,
             bytes_in: 10,
             bytes_out: 20,

@@ -88,7 +88,7 @@ pub fn ms(from: Instant, to: Instant) -> f64 {
 /// answered itself).
 pub fn res(ex: &Exchange, status: u16, token: Option<String>, now: Instant) -> Event {
     Event::Res {
-        trace_id: ex.facts.trace_id.clone().unwrap_or_default(),
+        request: ex.facts.clone(),
         req_seq: ex.req_seq,
         status,
         token,
@@ -104,13 +104,9 @@ pub fn res(ex: &Exchange, status: u16, token: Option<String>, now: Instant) -> E
 
 /// The transactions-log line of an exchange.
 pub fn transaction(c: &Client, ex: &Exchange, status: u16, now: Instant) -> Transaction {
-    let facts = &ex.facts;
     let t = &ex.timings;
     Transaction {
-        trace_id: facts.trace_id.clone(),
-        from: facts.from.clone(),
-        to: facts.to.clone(),
-        interaction: facts.interaction.clone(),
+        request: ex.facts.clone(),
         status,
         bytes_in: ex.bytes_up,
         bytes_out: ex.bytes_down,

@@ -34,6 +34,12 @@ use crate::policy::throttle::Permit;
 const TICK: Duration = Duration::from_millis(100);
 /// Bound on `drive` rounds per event so one busy connection cannot starve the others.
 const MAX_ROUNDS: usize = 32;
+/// Records and lines nobody waits for (`res`, `deny`, transactions) stay in the worker until
+/// a `req` record has to go, `HELD_MAX` of them gather, or the oldest is `HOLD` old. Every
+/// hand-over wakes a writer thread, and on a small box each wake-up is a context switch the
+/// worker pays for; a turn that only finished responses need not cause one.
+const HOLD: Duration = Duration::from_millis(20);
+const HELD_MAX: usize = 64;
 
 const LISTENER: usize = 0;
 const CLIENT: usize = 1;
@@ -67,9 +73,10 @@ pub struct Cx {
     notifier: Notifier,
     /// Audit tickets in flight, to the connection whose `req` record it is.
     audit_waits: HashMap<u64, usize>,
-    /// Audit records and transactions lines of this turn of the loop, handed over at its end.
+    /// Audit records and transactions lines not yet handed to their writers, and since when.
     audit: Outbox,
     transactions: Vec<Transaction>,
+    held_since: Option<Instant>,
 }
 
 impl Cx {
@@ -91,8 +98,9 @@ impl Cx {
         ticket
     }
 
-    /// Queues a record that must be durable before the exchange goes on; the answer comes
-    /// through the waker as `Durable` with the returned ticket.
+    /// Queues a record that must be durable before the exchange goes on; it is handed over at
+    /// the end of this turn, and the answer comes through the waker as `Durable` with the
+    /// returned ticket.
     pub fn audit_durable(&mut self, event: Event, key: usize) -> u64 {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
@@ -101,24 +109,34 @@ impl Cx {
         ticket
     }
 
-    /// Queues an audit record (sent at the end of this turn of the loop).
+    /// Queues an audit record (handed over within `HOLD`).
     pub fn audit(&mut self, event: Event) {
         self.audit.record(event);
     }
 
-    /// Queues a transactions-log line (sent at the end of this turn of the loop).
+    /// Queues a transactions-log line (handed over within `HOLD`).
     pub fn transaction(&mut self, line: Transaction) {
         self.transactions.push(line);
     }
 
-    /// Hands this turn's records and lines to their writer threads.
-    fn flush_logs(&mut self) {
-        self.audit.flush();
-        if !self.transactions.is_empty() {
+    /// Hands records and lines to their writer threads when due (see `HOLD`), or all of them
+    /// with `force`. Returns when the ones still held are due.
+    fn flush_logs(&mut self, now: Instant, force: bool) -> Option<Instant> {
+        let due = force || self.held_since.is_some_and(|t| now >= t + HOLD);
+        if due || self.audit.has_waiter() || self.audit.len() >= HELD_MAX {
+            self.audit.flush();
+        }
+        if due || self.transactions.len() >= HELD_MAX {
             self.runtime
                 .transactions
                 .log_all(std::mem::take(&mut self.transactions));
         }
+        if self.audit.is_empty() && self.transactions.is_empty() {
+            self.held_since = None;
+        } else if due || self.held_since.is_none() {
+            self.held_since = Some(now);
+        }
+        self.held_since.map(|t| t + HOLD)
     }
 
     /// Parks a clean provider connection for reuse, unless it was made under a configuration
@@ -252,6 +270,7 @@ impl Worker {
             audit_waits: HashMap::new(),
             audit: outbox,
             transactions: Vec::new(),
+            held_since: None,
         };
         Ok(Worker {
             poll,
@@ -269,9 +288,11 @@ impl Worker {
         let mut next_tick = Instant::now() + TICK;
         let heartbeat = self.cx.runtime.heartbeat();
         let mut drain_until: Option<Instant> = None;
+        let mut held_due: Option<Instant> = None;
         loop {
             let timeout = if self.busy.is_empty() {
-                next_tick.saturating_duration_since(Instant::now())
+                let wake_at = held_due.map_or(next_tick, |t| t.min(next_tick));
+                wake_at.saturating_duration_since(Instant::now())
             } else {
                 Duration::ZERO
             };
@@ -293,7 +314,7 @@ impl Worker {
                 self.tick(now);
                 next_tick = now + TICK;
             }
-            self.cx.flush_logs();
+            held_due = self.cx.flush_logs(now, false);
             heartbeat.store(self.cx.runtime.nanos(now), Ordering::Release);
             if self.cx.runtime.is_stopping() {
                 let until = *drain_until.get_or_insert_with(|| self.stop_accepting(now));
@@ -303,7 +324,7 @@ impl Worker {
                     for (_, c) in self.clients.iter_mut() {
                         exchange::drain_expired(c, &mut self.cx, now);
                     }
-                    self.cx.flush_logs();
+                    self.cx.flush_logs(now, true);
                     return Ok(());
                 }
             }

@@ -112,7 +112,7 @@ pub fn deny(trace_id: &str) -> Event {
 
 pub fn res(trace_id: &str, req_seq: Option<u64>) -> Event {
     Event::Res {
-        trace_id: trace_id.to_owned(),
+        request: facts(trace_id).into(),
         req_seq,
         status: 200,
         token: None,
