@@ -8,7 +8,7 @@ use super::Shared;
 use super::client::{Client, Phase};
 use super::report;
 use super::tls_io;
-use super::upstream::Upstream;
+use super::upstream::{Owner, Upstream};
 use super::worker::{Cx, upstream_token};
 use crate::audit::{Event, RequestFacts};
 use crate::http::answer::{self, Context};
@@ -209,12 +209,11 @@ fn connect(c: &mut Client, key: usize, cx: &mut Cx, allow_pooled: bool, now: Ins
         ..Timings::default()
     };
     let provider = ex.provider;
-    // A pooled connection that cannot be re-registered is dropped (closed) here.
-    if allow_pooled
-        && let Some(mut up) = cx.pool.take(provider)
-        && up.reregister(&cx.registry, upstream_token(key)).is_ok()
-    {
-        up.read_ready = true;
+    // Anything the provider sent or a close while the connection was idle was read by
+    // `Worker::idle_event` (which discards the connection); what arrives from now on is
+    // reported to this exchange.
+    if allow_pooled && let Some(up) = cx.pool.take(provider) {
+        cx.owners.set(up.id(), Owner::Exchange(key));
         ex.upstream = Some(up);
         ex.reused = true;
         ex.timings.tcp_connected = Some(now);
@@ -249,8 +248,9 @@ pub fn open(c: &mut Client, key: usize, cx: &mut Cx, addr: std::net::SocketAddr,
         provider,
     )
     .and_then(|mut up| {
-        up.register(&cx.registry, upstream_token(key))
+        up.register(&cx.registry, upstream_token(up.id()))
             .map_err(|e| e.to_string())?;
+        cx.owners.set(up.id(), Owner::Exchange(key));
         Ok(up)
     });
     match opened {

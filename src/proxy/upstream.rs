@@ -2,6 +2,7 @@
 //! of idle kept-alive connections per provider on each worker.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,12 +50,15 @@ impl Upstream {
         })
     }
 
-    pub fn register(&mut self, registry: &Registry, token: Token) -> std::io::Result<()> {
-        registry.register(&mut self.sock, token, Interest::READABLE | Interest::WRITABLE)
+    /// What its readiness events carry: the socket's descriptor, which stays the same while
+    /// the connection moves between exchanges and the pool, so it is registered once and
+    /// never again (`Owners` says who it belongs to now).
+    pub fn id(&self) -> usize {
+        self.sock.as_raw_fd() as usize
     }
 
-    pub fn reregister(&mut self, registry: &Registry, token: Token) -> std::io::Result<()> {
-        registry.reregister(&mut self.sock, token, Interest::READABLE | Interest::WRITABLE)
+    pub fn register(&mut self, registry: &Registry, token: Token) -> std::io::Result<()> {
+        registry.register(&mut self.sock, token, Interest::READABLE | Interest::WRITABLE)
     }
 
     /// After a writable event: did the connect succeed?
@@ -78,6 +82,37 @@ impl Upstream {
     /// Whether it can carry another request: handshake done, nothing unread, peer still open.
     pub fn is_clean(&self) -> bool {
         !self.eof && self.inbuf.is_empty() && !self.tls.is_handshaking() && !self.tls.wants_write()
+    }
+}
+
+/// Who a provider connection belongs to, by `Upstream::id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    Nobody,
+    /// The exchange of the consumer connection with this key.
+    Exchange(usize),
+    /// The pool, under this key.
+    Idle(usize),
+}
+
+/// The owner of every provider connection on one worker, indexed by descriptor. An entry is
+/// written whenever a connection changes hands and never removed: a closed descriptor gets no
+/// more events, and the next socket given the same number writes its own entry when it is
+/// registered. So an entry may be stale, and whoever it names checks that it still holds
+/// a connection with that id before acting on an event.
+#[derive(Debug, Default)]
+pub struct Owners(Vec<Owner>);
+
+impl Owners {
+    pub fn set(&mut self, id: usize, owner: Owner) {
+        if self.0.len() <= id {
+            self.0.resize(id + 1, Owner::Nobody);
+        }
+        self.0[id] = owner;
+    }
+
+    pub fn get(&self, id: usize) -> Owner {
+        self.0.get(id).copied().unwrap_or(Owner::Nobody)
     }
 }
 

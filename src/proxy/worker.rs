@@ -19,7 +19,7 @@ use super::client::{Client, Phase};
 use super::exchange;
 use super::resolver::{self, Question};
 use super::tls_io;
-use super::upstream::{Pool, Upstream};
+use super::upstream::{Owner, Owners, Pool, Upstream};
 use super::{Runtime, Shared, report};
 use crate::audit::{Durable, Event, Notifier, Outbox, Transaction};
 use crate::http::answer::{self, Context};
@@ -43,22 +43,23 @@ const HELD_MAX: usize = 64;
 
 const LISTENER: usize = 0;
 const CLIENT: usize = 1;
+/// A provider connection, by `Upstream::id`, wherever it is (`Cx::owners`).
 const UPSTREAM: usize = 2;
-const IDLE: usize = 3;
 const WAKER: Token = Token(usize::MAX);
 
 fn token(kind: usize, key: usize) -> Token {
     Token(key << 2 | kind)
 }
 
-pub fn upstream_token(key: usize) -> Token {
-    token(UPSTREAM, key)
+pub fn upstream_token(id: usize) -> Token {
+    token(UPSTREAM, id)
 }
 
 /// What a connection needs from its worker besides itself.
 pub struct Cx {
     pub registry: Registry,
     pub pool: Pool,
+    pub owners: Owners,
     /// The configuration in force, refreshed from `runtime` before each batch of events.
     pub shared: Arc<Shared>,
     pub runtime: Arc<Runtime>,
@@ -145,11 +146,9 @@ impl Cx {
         if !Arc::ptr_eq(made_under, &self.shared) {
             return;
         }
-        if let Some(key) = self.pool.put(up, now)
-            && let Some(up) = self.pool.get_mut(key)
-            && up.reregister(&self.registry, token(IDLE, key)).is_err()
-        {
-            self.pool.discard(key);
+        let id = up.id();
+        if let Some(key) = self.pool.put(up, now) {
+            self.owners.set(id, Owner::Idle(key));
         }
     }
 
@@ -258,6 +257,7 @@ impl Worker {
         let cx = Cx {
             registry: poll.registry().try_clone()?,
             pool: new_pool(&shared),
+            owners: Owners::default(),
             shared,
             generation: runtime.generation(),
             runtime,
@@ -378,24 +378,34 @@ impl Worker {
                 drive(c, key, &mut self.cx, now);
                 self.reap(key);
             }
-            UPSTREAM => {
-                let Some(c) = self.clients.get_mut(key) else {
-                    return;
-                };
-                if let Some(up) = c.exchange.as_mut().and_then(|ex| ex.upstream.as_mut()) {
-                    up.read_ready |= readable;
-                    up.peer_closing |= closing;
-                    if !up.connected
-                        && let Err(why) = up.check_connected()
-                    {
-                        exchange::provider_failed(c, key, &mut self.cx, &why, now);
-                    }
-                }
-                self.drive(key, now);
-            }
-            IDLE => self.idle_event(key),
+            UPSTREAM => match self.cx.owners.get(key) {
+                Owner::Exchange(client) => self.upstream_event(client, key, readable, closing, now),
+                Owner::Idle(pooled) => self.idle_event(pooled, key),
+                Owner::Nobody => {}
+            },
             _ => {}
         }
+    }
+
+    /// Readiness of the provider connection `id`, which the exchange of `key` holds.
+    fn upstream_event(&mut self, key: usize, id: usize, readable: bool, closing: bool, now: Instant) {
+        let Some(c) = self.clients.get_mut(key) else {
+            return;
+        };
+        match c.exchange.as_mut().and_then(|ex| ex.upstream.as_mut()) {
+            Some(up) if up.id() == id => {
+                up.read_ready |= readable;
+                up.peer_closing |= closing;
+                if !up.connected
+                    && let Err(why) = up.check_connected()
+                {
+                    exchange::provider_failed(c, key, &mut self.cx, &why, now);
+                }
+            }
+            // A connection this exchange no longer holds; its owner entry is stale.
+            _ => return,
+        }
+        self.drive(key, now);
     }
 
     fn accept(&mut self, index: usize, now: Instant) {
@@ -488,8 +498,8 @@ impl Worker {
 
     /// An idle provider connection stirred: TLS housekeeping (session tickets) is fine;
     /// anything else, data or a close, means it cannot be reused.
-    fn idle_event(&mut self, key: usize) {
-        let Some(up) = self.cx.pool.get_mut(key) else {
+    fn idle_event(&mut self, key: usize, id: usize) {
+        let Some(up) = self.cx.pool.get_mut(key).filter(|up| up.id() == id) else {
             return;
         };
         let mut unexpected = Vec::new();
