@@ -3,36 +3,42 @@
 //! formatting are not ours to pin. Output never contains a raw control character, so a record
 //! is always one line.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
-/// A field value. Strings are the only values that can grow without bound, so they are the
-/// only ones [`shrink`] cuts.
+/// A field value, borrowing its strings from the event where it can: a record costs no copy
+/// of them before its bytes are written. Strings are the only values that can grow without
+/// bound, so they are the only ones [`shrink`] cuts.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Val {
-    Str(String),
+pub enum Val<'a> {
+    Str(Cow<'a, str>),
     Null,
     U64(u64),
     /// Written with three decimals (milliseconds to the microsecond); not finite → `null`.
     F64(f64),
     Bool(bool),
-    Obj(Vec<(&'static str, Val)>),
-    List(Vec<Val>),
+    Obj(Vec<(&'static str, Val<'a>)>),
+    List(Vec<Val<'a>>),
 }
 
-impl Val {
-    pub fn str(s: &str) -> Val {
-        Val::Str(s.to_owned())
+impl<'a> Val<'a> {
+    pub fn str(s: &'a str) -> Val<'a> {
+        Val::Str(Cow::Borrowed(s))
     }
 
-    pub fn opt(s: &Option<String>) -> Val {
+    pub fn owned(s: String) -> Val<'a> {
+        Val::Str(Cow::Owned(s))
+    }
+
+    pub fn opt(s: &'a Option<String>) -> Val<'a> {
         s.as_deref().map_or(Val::Null, Val::str)
     }
 
-    pub fn opt_u64(n: Option<u64>) -> Val {
+    pub fn opt_u64(n: Option<u64>) -> Val<'a> {
         n.map_or(Val::Null, Val::U64)
     }
 
-    pub fn opt_f64(n: Option<f64>) -> Val {
+    pub fn opt_f64(n: Option<f64>) -> Val<'a> {
         n.map_or(Val::Null, Val::F64)
     }
 }
@@ -41,30 +47,42 @@ impl Val {
 pub fn write_fields(out: &mut String, fields: &[(&'static str, Val)]) {
     for (name, val) in fields {
         out.push(',');
-        write_str(out, name);
-        out.push(':');
-        write_val(out, val);
+        write_field(out, name, val);
     }
 }
 
+fn write_field(out: &mut String, name: &str, val: &Val) {
+    write_str(out, name);
+    out.push(':');
+    write_val(out, val);
+}
+
+/// `{"name":value,…}`.
+pub fn write_obj(out: &mut String, fields: &[(&'static str, Val)]) {
+    out.push('{');
+    for (i, (name, val)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_field(out, name, val);
+    }
+    out.push('}');
+}
+
 pub fn write_val(out: &mut String, val: &Val) {
+    // Writing to a String cannot fail.
     match val {
         Val::Str(s) => write_str(out, s),
         Val::Null => out.push_str("null"),
-        Val::U64(n) => out.push_str(&n.to_string()),
-        Val::F64(x) if x.is_finite() => out.push_str(&format!("{x:.3}")),
+        Val::U64(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Val::F64(x) if x.is_finite() => {
+            let _ = write!(out, "{x:.3}");
+        }
         Val::F64(_) => out.push_str("null"),
         Val::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Val::Obj(fields) => {
-            out.push('{');
-            // write_fields leads every field with a comma; the first one is dropped.
-            let start = out.len();
-            write_fields(out, fields);
-            if out.len() > start {
-                out.remove(start);
-            }
-            out.push('}');
-        }
+        Val::Obj(fields) => write_obj(out, fields),
         Val::List(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
@@ -121,7 +139,10 @@ pub fn shrink(fields: &mut [(&'static str, Val)], excess: usize) -> Option<Strin
     while !s.is_char_boundary(keep) {
         keep -= 1;
     }
-    s.truncate(keep);
+    match s {
+        Cow::Borrowed(b) => *b = &b[..keep],
+        Cow::Owned(o) => o.truncate(keep),
+    }
     Some(path)
 }
 
@@ -142,8 +163,11 @@ fn nth_longest(fields: &[(&'static str, Val)], n: usize) -> usize {
     lengths.get(n).copied().unwrap_or(0)
 }
 
-fn longest<'a>(fields: &'a mut [(&'static str, Val)], prefix: String) -> Option<(String, &'a mut String)> {
-    let mut best: Option<(String, &'a mut String)> = None;
+fn longest<'f, 'a>(
+    fields: &'f mut [(&'static str, Val<'a>)],
+    prefix: String,
+) -> Option<(String, &'f mut Cow<'a, str>)> {
+    let mut best: Option<(String, &'f mut Cow<'a, str>)> = None;
     for (name, val) in fields.iter_mut() {
         let path = if prefix.is_empty() {
             (*name).to_owned()
@@ -212,9 +236,10 @@ mod tests {
 
     #[test]
     fn shrink_cuts_the_longest_string_at_a_char_boundary() {
+        let sub = "é".repeat(10);
         let mut fields = vec![
             ("short", Val::str("abc")),
-            ("jwt", Val::Obj(vec![("sub", Val::str(&"é".repeat(10)))])),
+            ("jwt", Val::Obj(vec![("sub", Val::str(&sub))])),
         ];
         assert_eq!(shrink(&mut fields, 5).as_deref(), Some("jwt.sub"));
         // 20 bytes minus 5 is 15, inside a two-byte character: cut back to 14.

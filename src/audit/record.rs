@@ -9,6 +9,7 @@
 //! - the line written is the same bytes with the final `}` replaced by `,"h":"<64 hex>"}`,
 //!   then `\n`. So a verifier strips the last 72 bytes of a line, appends `}` and hashes.
 
+use std::fmt::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
@@ -81,7 +82,7 @@ impl Entry {
         }
     }
 
-    fn fields(&self) -> Vec<(&'static str, Val)> {
+    fn fields(&self) -> Vec<(&'static str, Val<'_>)> {
         match self {
             Entry::Event(event) => event_fields(event),
             Entry::Start {
@@ -93,8 +94,8 @@ impl Entry {
                 key_epoch,
             } => vec![
                 ("version", Val::str(version)),
-                ("config_hash", Val::Str(hex::encode(config_hash))),
-                ("boot_id", Val::Str(hex::encode(boot_id))),
+                ("config_hash", Val::owned(hex::encode(config_hash))),
+                ("boot_id", Val::owned(hex::encode(boot_id))),
                 ("pid", Val::U64(u64::from(*pid))),
                 ("sync", Val::str(sync)),
                 ("sealing", Val::Bool(key_epoch.is_some())),
@@ -104,25 +105,25 @@ impl Entry {
             Entry::Open { previous } => vec![("previous", Val::opt(previous))],
             Entry::Close { reason } => vec![("reason", Val::str(reason))],
             Entry::Seal { epoch, mac } => {
-                vec![("epoch", Val::U64(*epoch)), ("mac", Val::Str(hex::encode(mac)))]
+                vec![("epoch", Val::U64(*epoch)), ("mac", Val::owned(hex::encode(mac)))]
             }
             Entry::Torn { file, length, sha256 } => vec![
                 ("file", Val::str(file)),
                 ("length", Val::U64(*length)),
-                ("sha256", Val::Str(hex::encode(sha256))),
+                ("sha256", Val::owned(hex::encode(sha256))),
             ],
         }
     }
 }
 
-fn event_fields(event: &Event) -> Vec<(&'static str, Val)> {
+fn event_fields(event: &Event) -> Vec<(&'static str, Val<'_>)> {
     match event {
         Event::Tls {
             peer,
             reason,
             subject,
         } => vec![
-            ("peer", Val::Str(peer.to_string())),
+            ("peer", Val::owned(peer.to_string())),
             ("reason", Val::str(reason)),
             ("subject", Val::opt(subject)),
         ],
@@ -163,7 +164,7 @@ fn event_fields(event: &Event) -> Vec<(&'static str, Val)> {
     }
 }
 
-fn request_fields(r: &RequestFacts) -> Vec<(&'static str, Val)> {
+fn request_fields(r: &RequestFacts) -> Vec<(&'static str, Val<'_>)> {
     let jwt = r.claims.as_ref().map_or(Val::Null, |c| {
         Val::Obj(vec![
             ("iss", Val::opt(&c.iss)),
@@ -180,7 +181,7 @@ fn request_fields(r: &RequestFacts) -> Vec<(&'static str, Val)> {
         ("interaction", Val::opt(&r.interaction)),
         ("method", Val::str(&r.method)),
         ("target", Val::str(&r.target)),
-        ("peer", Val::Str(r.peer.to_string())),
+        ("peer", Val::owned(r.peer.to_string())),
         ("subject", Val::str(&r.subject)),
         ("issuer", Val::str(&r.issuer)),
         ("serial", Val::str(&r.serial)),
@@ -213,48 +214,56 @@ pub struct Line {
 /// Serialises `entry` as record `seq` linked to `prev`, cutting long strings to keep the line
 /// within [`MAX_LINE`] and naming every cut field in `truncated`.
 pub fn line(seq: u64, ts: &str, entry: &Entry, prev: &[u8; 32]) -> Line {
-    let kind = entry.kind();
-    let mut fields = entry.fields();
-    let mut truncated: Vec<Val> = Vec::new();
-    loop {
-        let mut body = String::with_capacity(512);
-        body.push_str("{\"seq\":");
-        body.push_str(&seq.to_string());
-        body.push_str(",\"ts\":");
-        json::write_str(&mut body, ts);
-        body.push_str(",\"type\":");
-        json::write_str(&mut body, kind);
-        json::write_fields(&mut body, &fields);
-        if !truncated.is_empty() {
-            json::write_fields(&mut body, &[("truncated", Val::List(truncated.clone()))]);
-        }
-        body.push_str(",\"prev\":\"");
-        hex::push(&mut body, prev);
-        body.push('"');
-        let total = body.len() + H_SUFFIX + 1;
-        if total > MAX_LINE
-            && let Some(name) = json::shrink(&mut fields, total - MAX_LINE)
-        {
-            let name = Val::Str(name);
-            if !truncated.contains(&name) {
-                truncated.push(name);
-            }
-            continue;
-        }
-        return finish(body);
+    let mut out = String::with_capacity(512);
+    let h = append_line(&mut out, seq, ts, entry, prev);
+    Line {
+        bytes: out.into_bytes(),
+        h,
     }
 }
 
-/// Hashes `body` + `}` and appends the hash field, the closing brace and the newline.
-fn finish(mut body: String) -> Line {
-    let h = hash_record(body.as_bytes());
-    body.push_str(",\"h\":\"");
-    hex::push(&mut body, &h);
-    body.push_str("\"}\n");
-    Line {
-        bytes: body.into_bytes(),
-        h,
+/// As [`line`], appending the bytes to `out` (a writer's batch); returns the hash.
+pub fn append_line(out: &mut String, seq: u64, ts: &str, entry: &Entry, prev: &[u8; 32]) -> [u8; 32] {
+    let kind = entry.kind();
+    let mut fields = entry.fields();
+    let mut truncated: Vec<Val> = Vec::new();
+    let start = out.len();
+    loop {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{{\"seq\":{seq},\"ts\":");
+        json::write_str(out, ts);
+        out.push_str(",\"type\":");
+        json::write_str(out, kind);
+        json::write_fields(out, &fields);
+        if !truncated.is_empty() {
+            json::write_fields(out, &[("truncated", Val::List(truncated.clone()))]);
+        }
+        out.push_str(",\"prev\":\"");
+        hex::push(out, prev);
+        out.push('"');
+        let total = out.len() - start + H_SUFFIX + 1;
+        if total > MAX_LINE
+            && let Some(name) = json::shrink(&mut fields, total - MAX_LINE)
+        {
+            let name = Val::owned(name);
+            if !truncated.contains(&name) {
+                truncated.push(name);
+            }
+            out.truncate(start);
+            continue;
+        }
+        return finish(out, start);
     }
+}
+
+/// Hashes the record begun at `start` + `}` and appends the hash field, the closing brace and
+/// the newline.
+fn finish(out: &mut String, start: usize) -> [u8; 32] {
+    let h = hash_record(&out.as_bytes()[start..]);
+    out.push_str(",\"h\":\"");
+    hex::push(out, &h);
+    out.push_str("\"}\n");
+    h
 }
 
 /// SHA-256 of `body_without_brace` followed by `}`: the record as written, without `h`.

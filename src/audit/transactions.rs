@@ -39,8 +39,8 @@ pub struct Transaction {
     pub reused: bool,
 }
 
-/// The line written for `t`, newline included.
-fn line(t: &Transaction, ts: &str) -> String {
+/// Appends the line written for `t`, newline included.
+fn write_line(out: &mut String, t: &Transaction, ts: &str) {
     let fields = [
         ("ts", Val::str(ts)),
         ("trace_id", Val::opt(&t.request.trace_id)),
@@ -58,10 +58,8 @@ fn line(t: &Transaction, ts: &str) -> String {
         ("total_ms", Val::F64(t.total_ms)),
         ("reused", Val::Bool(t.reused)),
     ];
-    let mut out = String::with_capacity(384);
-    json::write_val(&mut out, &Val::Obj(fields.to_vec()));
+    json::write_obj(out, &fields);
     out.push('\n');
-    out
 }
 
 enum Msg {
@@ -175,6 +173,8 @@ struct LogWriter {
 impl LogWriter {
     fn run(mut self, rx: mpsc::Receiver<Msg>) {
         let mut retry_at = Instant::now();
+        // One buffer for every batch of lines: no allocation per line once it has grown.
+        let mut text = String::new();
         while let Ok(first) = rx.recv() {
             let mut msg = Some(first);
             let mut stop = false;
@@ -188,12 +188,14 @@ impl LogWriter {
                             self.out = open(&self.path).ok().map(BufWriter::new);
                         }
                         let ts = format_ts(SystemTime::now());
+                        text.clear();
                         for t in &lines {
-                            if let Some(out) = &mut self.out
-                                && let Err(e) = out.write_all(line(t, &ts).as_bytes())
-                            {
-                                self.failed(&e);
-                            }
+                            write_line(&mut text, t, &ts);
+                        }
+                        if let Some(out) = &mut self.out
+                            && let Err(e) = out.write_all(text.as_bytes())
+                        {
+                            self.failed(&e);
                         }
                     }
                     Msg::Reopen => {
@@ -267,7 +269,11 @@ mod tests {
             reused: true,
         };
         assert_eq!(
-            line(&t, "2026-03-21T10:04:05.123Z"),
+            {
+                let mut out = String::new();
+                write_line(&mut out, &t, "2026-03-21T10:04:05.123Z");
+                out
+            },
             "{\"ts\":\"2026-03-21T10:04:05.123Z\",\"trace_id\":\"t-1\",\"from\":\"200000000001\",\"to\":null,\
              \"interaction\":\"urn:x\",\"status\":200,\"bytes_in\":10,\"bytes_out\":20,\"tls_handshake_ms\":1.500,\
              \"queue_ms\":0.010,\"upstream_connect_ms\":null,\"upstream_tls_ms\":null,\"ttfb_ms\":3.000,\

@@ -480,7 +480,7 @@ impl Writer {
             Pending::Recovered => self.outage.is_some(),
             Pending::Entry(_) => true,
         });
-        let mut buf = Vec::with_capacity(all.len() * 512);
+        let mut buf = String::with_capacity(all.len() * 512);
         let mut ends = Vec::with_capacity(all.len());
         let mut head = self.head;
         for item in all.iter() {
@@ -503,15 +503,14 @@ impl Writer {
                 // Removed above.
                 (Pending::Seal | Pending::Recovered, ..) => continue,
             };
-            let line = record::line(head.next_seq, ts, entry, &head.prev);
-            buf.extend_from_slice(&line.bytes);
+            let h = record::append_line(&mut buf, head.next_seq, ts, entry, &head.prev);
             head = Head {
                 next_seq: head.next_seq + 1,
-                prev: line.h,
+                prev: h,
             };
             ends.push((buf.len(), head));
         }
-        (buf, ends)
+        (buf.into_bytes(), ends)
     }
 
     /// After `items` (from `first_seq` on) are written and synced: the seal key is spent, an
