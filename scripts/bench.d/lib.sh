@@ -77,7 +77,8 @@ wait_listening() { # port pid name
 # fill TEMPLATE OUT: replaces @PORT@ @PPORT@ @PKI@ @WORK@ @WORKERS@ @ADMIN@.
 fill() {
   sed -e "s|@PORT@|${port:-}|g" -e "s|@PPORT@|$pport|g" -e "s|@PKI@|$pki|g" \
-    -e "s|@WORK@|$work|g" -e "s|@WORKERS@|${workers:-1}|g" -e "s|@ADMIN@|${admin:-}|g" -e "s|@SYNC@|${sync:-batch}|g" "$1" >"$2"
+    -e "s|@WORK@|$work|g" -e "s|@WORKERS@|${workers:-1}|g" -e "s|@ADMIN@|${admin:-}|g" -e "s|@SYNC@|${sync:-batch}|g" \
+    -e "s|@POOL@|${pool:-32}|g" "$1" >"$2"
 }
 
 # A process and its children (nginx: master + worker).
