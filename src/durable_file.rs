@@ -1,7 +1,8 @@
 //! Replacing a file so that a crash or a concurrent reader sees the old file or the new one,
 //! never a torn one: write a temporary file in the same folder, fsync it, rename it over the
 //! old one, fsync the folder (so the rename itself survives a power cut). Used for fetched
-//! CRLs and for the evolving audit key.
+//! CRLs and for the evolving audit key. Also: starting writeback early for a file that is
+//! appended to without syncs (the audit with `sync = "off"`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -42,6 +43,24 @@ pub fn folder_of(path: &Path) -> &Path {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     }
+}
+
+/// Asks the kernel to start writing `file`'s dirty pages to disk, without waiting for it. A
+/// file that is written but never synced would otherwise collect up to the kernel's dirty
+/// limits, and the one fdatasync that must come (an audit rotation or seal) would stall for
+/// all of it. Best effort: where this is not available, that sync is just slower.
+pub fn start_writeback(file: &File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain system call on a descriptor `file` keeps open for the duration; a
+        // zero length means "to the end of the file".
+        unsafe {
+            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
 }
 
 #[cfg(test)]

@@ -432,8 +432,10 @@ fn kill_9_under_load_then_restart_leaves_a_chain_that_verifies() {
             std::thread::spawn(move || {
                 let mut served = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let mut c = Consumer::connect(addr, client_config(&CONSUMER_A));
-                    // After the kill, requests fail: that is the point.
+                    // After the kill, connects and requests fail: that is the point.
+                    let Ok(mut c) = Consumer::try_connect(addr, client_config(&CONSUMER_A)) else {
+                        break;
+                    };
                     match c.send(&request).and_then(|_| c.read_response()) {
                         Ok(r) if r.status == 200 => served += 1,
                         _ => break,

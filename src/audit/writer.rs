@@ -34,6 +34,9 @@ pub(crate) const MAX_QUEUE: usize = 1 << 16;
 /// How often a failed audit is retried, and the active file checked for being moved.
 const RETRY_EVERY: Duration = Duration::from_millis(250);
 const HOUSEKEEPING: Duration = Duration::from_millis(500);
+/// With `sync = "off"`, writeback of the active file is started every this many bytes, so the
+/// fdatasync of a rotation or seal finds little left to write (see `start_writeback`).
+const WRITEBACK_EVERY: u64 = 1 << 20;
 
 pub(crate) enum Msg {
     /// A worker's records of one event-loop turn (see `Outbox`), in order.
@@ -144,6 +147,8 @@ pub(crate) struct Writer {
     ident: Option<(u64, u64)>,
     /// Length of the active file up to its last record known written (and synced unless off).
     good_len: u64,
+    /// Bytes written since the last sync or writeback started (`sync = "off"`).
+    unsynced: u64,
     head: Head,
     file_first_seq: u64,
     /// Midnight UTC after the active file was opened: daily rotation.
@@ -204,6 +209,7 @@ impl Writer {
             file: None,
             ident: None,
             good_len: found.good_len,
+            unsynced: 0,
             head: found.head,
             file_first_seq,
             rotate_at: match first {
@@ -552,7 +558,14 @@ impl Writer {
             return Err(io::Error::other("no active file"));
         };
         file.write_all(bytes)?;
-        if sync {
+        if !sync {
+            self.unsynced += bytes.len() as u64;
+            if self.unsynced >= WRITEBACK_EVERY {
+                crate::durable_file::start_writeback(file);
+                self.unsynced = 0;
+            }
+        } else {
+            self.unsynced = 0;
             let started = Instant::now();
             file.sync_data()?;
             let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);

@@ -630,6 +630,15 @@ impl Consumer {
     pub fn connect_after(addr: SocketAddr, config: Arc<ClientConfig>, preamble: &[u8]) -> Consumer {
         let mut sock = TcpStream::connect(addr).expect("connect to the proxy");
         io::Write::write_all(&mut sock, preamble).expect("write the preamble");
+        Consumer::over(sock, config)
+    }
+
+    /// As `connect`, for a proxy that may be gone (killed under load).
+    pub fn try_connect(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Result<Consumer> {
+        Ok(Consumer::over(TcpStream::connect(addr)?, config))
+    }
+
+    fn over(sock: TcpStream, config: Arc<ClientConfig>) -> Consumer {
         sock.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
         sock.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
         let conn = ClientConnection::new(config, ServerName::try_from("localhost").unwrap()).unwrap();
