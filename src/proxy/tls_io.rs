@@ -1,14 +1,11 @@
 //! Moving bytes between a nonblocking socket and a rustls connection, the same way for both
 //! sides of the proxy. Nothing here decides anything about HTTP.
 
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, BufRead, ErrorKind, Read, Write};
 use std::ops::{Deref, DerefMut};
 
 use mio::net::TcpStream;
 use rustls::ConnectionCommon;
-
-/// Plaintext read per `read` call; rustls decrypts at most one record (16 KiB) at a time.
-const READ_CHUNK: usize = 16 * 1024;
 
 /// What a read pass found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -82,18 +79,21 @@ fn drain_plaintext<C, S>(tls: &mut C, plaintext: &mut Vec<u8>) -> usize
 where
     C: DerefMut + Deref<Target = ConnectionCommon<S>>,
 {
-    // Read through a stack buffer and append only what arrived: growing `plaintext` by a
-    // whole chunk per read would leave every idle connection holding 16 KiB of touched memory.
-    let mut chunk = [0u8; READ_CHUNK];
+    // Copy rustls's decrypted chunks straight in, appending only what arrived: no scratch
+    // buffer to zero per read, and no idle connection holding a whole chunk of touched memory.
     let mut total = 0;
     loop {
+        let mut reader = tls.reader();
         // WouldBlock: no more plaintext now; UnexpectedEof: closed without close_notify,
         // which the caller learns from the socket.
-        let n = tls.reader().read(&mut chunk).unwrap_or_default();
-        if n == 0 {
-            return total;
-        }
-        plaintext.extend_from_slice(&chunk[..n]);
+        let n = match reader.fill_buf() {
+            Ok(chunk) if !chunk.is_empty() => {
+                plaintext.extend_from_slice(chunk);
+                chunk.len()
+            }
+            _ => return total,
+        };
+        reader.consume(n);
         total += n;
     }
 }
