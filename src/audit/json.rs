@@ -99,30 +99,62 @@ pub fn write_val(out: &mut String, val: &Val) {
 /// A JSON string literal. Control characters are escaped, so no raw newline can split a record.
 pub fn write_str(out: &mut String, s: &str) {
     out.push('"');
-    // Copy runs of plain text whole; only the few bytes that need escaping are looked at one
-    // by one. They are all ASCII, so every cut is on a character boundary.
+    // Copy runs of plain text whole; only the bytes that need escaping are handled one by one.
+    // They are all ASCII, so every cut is on a character boundary.
+    let bytes = s.as_bytes();
     let mut plain = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let escaped = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..0x20 | 0x7f => "",
-            _ => continue,
-        };
+    loop {
+        let i = next_special(bytes, plain);
+        let Some(&b) = bytes.get(i) else { break };
         out.push_str(&s[plain..i]);
-        if escaped.is_empty() {
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
             // Writing to a String cannot fail.
-            let _ = write!(out, "\\u{:04x}", b);
-        } else {
-            out.push_str(escaped);
+            _ => {
+                let _ = write!(out, "\\u{:04x}", b);
+            }
         }
         plain = i + 1;
     }
     out.push_str(&s[plain..]);
     out.push('"');
+}
+
+/// Whether JSON needs `b` escaped here: quote, backslash, control characters and DEL.
+fn is_special(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f
+}
+
+/// The position of the first byte from `from` on that must be escaped, or `bytes.len()`.
+/// Records are mostly long plain runs, so eight bytes are tested at once (the "has a zero
+/// byte" and "has a byte less than n" word tricks); a word that may hold one is then looked
+/// at byte by byte. The tricks never miss a byte, they can only flag a word needlessly.
+fn next_special(bytes: &[u8], from: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let mut i = from;
+    while let Some(word) = bytes.get(i..i + 8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        let w = u64::from_le_bytes(w);
+        let control = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
+        let quote = has_zero(w ^ (ONES * u64::from(b'"')));
+        let backslash = has_zero(w ^ (ONES * u64::from(b'\\')));
+        let delete = has_zero(w ^ (ONES * 0x7f));
+        if control | quote | backslash | delete != 0 {
+            break;
+        }
+        i += 8;
+    }
+    while i < bytes.len() && !is_special(bytes[i]) {
+        i += 1;
+    }
+    i
 }
 
 /// Cuts the longest string among `fields` (nested ones included) by at least `excess` bytes and
@@ -232,6 +264,47 @@ mod tests {
         assert!(!out.bytes().any(|b| b < 0x20));
         let back: String = serde_json::from_str(&out).unwrap();
         assert_eq!(back, "a\"b\\c\nd\re\tf\u{0}g\u{1b}h\u{7f}é");
+    }
+
+    /// The escaping as the JSON grammar states it, one byte at a time.
+    fn escaped_slowly(s: &str) -> String {
+        let mut out = String::from("\"");
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if (c as u32) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    #[test]
+    fn word_at_a_time_escaping_finds_every_special_byte_at_every_offset() {
+        // Each byte that needs escaping, and its neighbours in value (which must not be
+        // flagged), at each position of a word, among plain ASCII and multi-byte UTF-8.
+        let probes = [
+            '"', '\\', '\n', '\u{0}', '\u{1f}', '\u{7f}', ' ', '!', '#', '[', ']', '~', 'é', '€',
+        ];
+        for probe in probes {
+            for offset in 0..17 {
+                for len in [offset + 1, offset + 9, 24] {
+                    let s: String = (0..len).map(|i| if i == offset { probe } else { 'a' }).collect();
+                    let mut out = String::new();
+                    write_str(&mut out, &s);
+                    assert_eq!(out, escaped_slowly(&s), "{probe:?} at {offset} in {len}");
+                }
+            }
+        }
+        let mixed = "plain text, then \"quotes\" and \\ and a tab\there, é and € and \u{1}\u{7f}!";
+        let mut out = String::new();
+        write_str(&mut out, mixed);
+        assert_eq!(out, escaped_slowly(mixed));
     }
 
     #[test]
