@@ -268,12 +268,12 @@ fn decode_segment(s: &[u8], out: &mut [u8]) -> Option<(usize, usize)> {
     let (mut used, mut written) = (0, 0);
     // Whole quads, 4 characters to 3 bytes, until one holds a character outside the alphabet.
     for (quad, bytes) in s.chunks_exact(4).zip(out.chunks_exact_mut(3)) {
-        let v = [0, 1, 2, 3].map(|i| BASE64URL[usize::from(quad[i])]);
-        // Valid sextets are below 64; INVALID has the top bits set.
-        if (v[0] | v[1] | v[2] | v[3]) & 0xc0 != 0 {
+        let sextet = |i: usize| BASE64URL[usize::from(quad[i])];
+        let n = sextet(0) << 18 | sextet(1) << 12 | sextet(2) << 6 | sextet(3);
+        // Four valid sextets fill 24 bits; INVALID sets bits above them wherever it is shifted.
+        if n >> 24 != 0 {
             break;
         }
-        let n = u32::from(v[0]) << 18 | u32::from(v[1]) << 12 | u32::from(v[2]) << 6 | u32::from(v[3]);
         bytes.copy_from_slice(&n.to_be_bytes()[1..]);
         used += 4;
         written += 3;
@@ -286,7 +286,7 @@ fn decode_segment(s: &[u8], out: &mut [u8]) -> Option<(usize, usize)> {
         2 | 3 => {
             let n = rest[..tail]
                 .iter()
-                .fold(0u32, |n, &b| n << 6 | u32::from(BASE64URL[usize::from(b)]))
+                .fold(0u32, |n, &b| n << 6 | BASE64URL[usize::from(b)])
                 << (6 * (4 - tail));
             let extra = tail - 1;
             out.get_mut(written..written + extra)?
@@ -301,15 +301,16 @@ fn decode_segment(s: &[u8], out: &mut [u8]) -> Option<(usize, usize)> {
     Some((used + padding, written))
 }
 
-const INVALID: u8 = 0xff;
+const INVALID: u32 = u32::MAX;
 
-/// Sextet value of each byte in the base64url alphabet; `INVALID` for the rest.
-const BASE64URL: [u8; 256] = {
+/// Sextet value of each byte in the base64url alphabet; `INVALID` for the rest. Held as u32
+/// so that a quad is decoded and checked in one word (see `decode_segment`).
+const BASE64URL: [u32; 256] = {
     let mut table = [INVALID; 256];
     let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut i = 0;
     while i < alphabet.len() {
-        table[alphabet[i] as usize] = i as u8;
+        table[alphabet[i] as usize] = i as u32;
         i += 1;
     }
     table
