@@ -266,31 +266,33 @@ fn is_base64url(b: u8) -> bool {
 /// base64. `out` must have room for the decoding of all of `s`, which is never longer.
 fn decode_segment(s: &[u8], out: &mut [u8]) -> Option<(usize, usize)> {
     let (mut used, mut written) = (0, 0);
-    // Whole quads, 4 characters to 3 bytes, until one holds a character outside the alphabet.
-    for (quad, bytes) in s.chunks_exact(4).zip(out.chunks_exact_mut(3)) {
-        let sextet = |i: usize| BASE64URL[usize::from(quad[i])];
-        let n = sextet(0) << 18 | sextet(1) << 12 | sextet(2) << 6 | sextet(3);
-        // Four valid sextets fill 24 bits; INVALID sets bits above them wherever it is shifted.
-        if n >> 24 != 0 {
+    // 8 characters to 6 bytes at a time, then 4 to 3, until one is outside the alphabet.
+    for (chars, bytes) in s.chunks_exact(8).zip(out.chunks_exact_mut(6)) {
+        let Some(n) = <&[u8; 8]>::try_from(chars).ok().and_then(sextets) else {
             break;
-        }
-        bytes.copy_from_slice(&n.to_be_bytes()[1..]);
+        };
+        bytes.copy_from_slice(&n.to_be_bytes()[2..]);
+        used += 8;
+        written += 6;
+    }
+    let quad = s
+        .get(used..used + 4)
+        .and_then(|chars| <&[u8; 4]>::try_from(chars).ok());
+    if let (Some(n), Some(bytes)) = (quad.and_then(sextets), out.get_mut(written..written + 3)) {
+        bytes.copy_from_slice(&n.to_be_bytes()[5..]);
         used += 4;
         written += 3;
     }
-    // The run's last 2 or 3 characters make 1 or 2 more bytes, at the top of the 24 bits.
+    // The run's last 2 or 3 characters make 1 or 2 more bytes, at the top of 24 bits.
     let rest = &s[used..];
     let tail = rest.iter().position(|&b| !is_base64url(b)).unwrap_or(rest.len());
     match tail {
         0 if used > 0 => {}
         2 | 3 => {
-            let n = rest[..tail]
-                .iter()
-                .fold(0u32, |n, &b| n << 6 | BASE64URL[usize::from(b)])
-                << (6 * (4 - tail));
+            let n = bits(&rest[..tail]) << (6 * (4 - tail));
             let extra = tail - 1;
             out.get_mut(written..written + extra)?
-                .copy_from_slice(&n.to_be_bytes()[1..1 + extra]);
+                .copy_from_slice(&n.to_be_bytes()[5..5 + extra]);
             written += extra;
         }
         // Empty, 1 mod 4, or (had `out` been too short) 4 or more: refused, never a panic.
@@ -301,16 +303,29 @@ fn decode_segment(s: &[u8], out: &mut [u8]) -> Option<(usize, usize)> {
     Some((used + padding, written))
 }
 
-const INVALID: u32 = u32::MAX;
+/// The sextets of 4 or 8 characters as one number; `None` if one is outside the alphabet.
+/// The length is a constant, so the compiler unrolls the loop.
+fn sextets<const N: usize>(chars: &[u8; N]) -> Option<u64> {
+    let n = bits(chars);
+    // Valid characters fill 6 bits each; INVALID sets every bit above them it is shifted to.
+    (n >> (6 * N) == 0).then_some(n)
+}
 
-/// Sextet value of each byte in the base64url alphabet; `INVALID` for the rest. Held as u32
-/// so that a quad is decoded and checked in one word (see `decode_segment`).
-const BASE64URL: [u32; 256] = {
+/// Sextets of at most 8 characters, side by side.
+fn bits(chars: &[u8]) -> u64 {
+    chars.iter().fold(0, |n, &c| n << 6 | BASE64URL[usize::from(c)])
+}
+
+const INVALID: u64 = u64::MAX;
+
+/// Sextet value of each byte in the base64url alphabet; `INVALID` for the rest. Held as u64
+/// so that 8 characters are decoded and checked in one word (see `sextets`).
+const BASE64URL: [u64; 256] = {
     let mut table = [INVALID; 256];
     let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut i = 0;
     while i < alphabet.len() {
-        table[alphabet[i] as usize] = i as u32;
+        table[alphabet[i] as usize] = i as u64;
         i += 1;
     }
     table
@@ -377,10 +392,20 @@ mod tests {
         assert_eq!(base64url_decode(b"YWJjZA==").unwrap(), b"abcd");
         assert_eq!(base64url_decode(b"YWJjZGU=").unwrap(), b"abcde");
         assert_eq!(base64url_decode(b"_-8").unwrap(), [0xff, 0xef]);
+        // Across the 8-character groups: every length from 8 to 19 that base64 allows.
+        let text = b"abcdefghijklmn";
+        for n in 6..=14 {
+            let encoded = b64(std::str::from_utf8(&text[..n]).unwrap());
+            assert_eq!(
+                base64url_decode(encoded.as_bytes()).unwrap(),
+                &text[..n],
+                "{encoded}"
+            );
+        }
         // Padding is tolerated in any amount, as before; only after the run.
         assert_eq!(base64url_decode(b"YWJjZA=").unwrap(), b"abcd");
         assert_eq!(base64url_decode(b"YQ===").unwrap(), b"a");
-        let refused: [&[u8]; 8] = [
+        let refused: [&[u8]; 9] = [
             b"YWJjZ",   // length 1 mod 4
             b"YWJjZ==", // still 1 mod 4 once the padding is set aside
             b"Y",
@@ -389,6 +414,7 @@ mod tests {
             b"==",
             b"YW=j",
             b"YW\xc3\xa9",
+            b"YWJjZGVm+2hp", // outside the alphabet in an 8-character group
         ];
         for s in refused {
             assert!(base64url_decode(s).is_none(), "{s:?}");
