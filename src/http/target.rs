@@ -119,6 +119,16 @@ fn check_path_and_query(p: &str) -> Result<(), TargetError> {
     let dot_segment = |dots: u32, other: bool| !other && (dots == 1 || dots == 2);
     let mut i = 0;
     while i < bytes.len() {
+        // Most of a path is plain bytes: skip a run of them in one tight scan.
+        let plain = bytes[i..]
+            .iter()
+            .position(|&b| CLASS[usize::from(b)] != Class::Plain)
+            .unwrap_or(bytes.len() - i);
+        if plain > 0 {
+            other = true;
+            i += plain;
+            continue;
+        }
         let b = bytes[i];
         i += 1;
         match CLASS[usize::from(b)] {
@@ -186,7 +196,9 @@ const CLASS: [Class; 256] = {
 };
 
 fn parse_authority(authority: &str) -> Result<(Cow<'_, str>, Option<u16>), TargetError> {
-    if authority.is_empty() || authority.bytes().any(|b| b == b'@') {
+    // Userinfo (`user@host`) is refused without a scan of its own: `@` is neither a name, a
+    // port nor an IPv6 literal character, so the checks below refuse it wherever it is.
+    if authority.is_empty() {
         return Err(TargetError::BadAuthority);
     }
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
@@ -208,11 +220,14 @@ fn parse_authority(authority: &str) -> Result<(Cow<'_, str>, Option<u16>), Targe
             None => (authority, None),
         }
     };
+    // A name is letters, digits, `-` and `.`; the same pass notes any uppercase to fold.
+    let mut uppercase = false;
     let valid_name = !host.is_empty()
         && (host.starts_with('[')
-            || host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+            || host.bytes().all(|b| {
+                uppercase |= b.is_ascii_uppercase();
+                b.is_ascii_alphanumeric() || b == b'-' || b == b'.'
+            }));
     if !valid_name {
         return Err(TargetError::BadAuthority);
     }
@@ -226,7 +241,9 @@ fn parse_authority(authority: &str) -> Result<(Cow<'_, str>, Option<u16>), Targe
         }
         Some(_) => return Err(TargetError::BadAuthority),
     };
-    let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+    // An IPv6 literal's hex digits were not looked at above.
+    uppercase |= host.starts_with('[') && host.bytes().any(|b| b.is_ascii_uppercase());
+    let host = if uppercase {
         Cow::Owned(host.to_ascii_lowercase())
     } else {
         Cow::Borrowed(host)
@@ -296,6 +313,11 @@ mod tests {
         assert_eq!(parse("/https://10.0.0.7/p").unwrap().host, "10.0.0.7");
         let v6 = parse("/https://[::1]:8443/p").unwrap();
         assert_eq!((&*v6.host, v6.port), ("[::1]", Some(8443)));
+        assert_eq!(parse("/https://[FE80::aB]/p").unwrap().host, "[fe80::ab]");
+        assert_eq!(
+            parse("/https://Host-1.Example:8443/p").unwrap().host,
+            "host-1.example"
+        );
         assert_eq!(parse("/https://h").unwrap().path_and_query, "/");
         assert_eq!(parse("/https://h?q").unwrap().path_and_query, "/?q");
         // Dots are only refused as whole segments of the path, not in names or the query.
@@ -329,6 +351,11 @@ mod tests {
             ("/http://h/p", TargetError::NotHttps),
             ("/ftp://h/p", TargetError::NotHttps),
             ("/https://user@h/p", TargetError::BadAuthority),
+            ("/https://h@/p", TargetError::BadAuthority),
+            ("/https://h:443@x/p", TargetError::BadAuthority),
+            ("/https://[::1]@x/p", TargetError::BadAuthority),
+            ("/https://[::1@]/p", TargetError::BadAuthority),
+            ("/https://@/p", TargetError::BadAuthority),
             ("/https:///p", TargetError::BadAuthority),
             ("/https://h:0/p", TargetError::BadAuthority),
             ("/https://h:65536/p", TargetError::BadAuthority),

@@ -1,7 +1,8 @@
 //! Rows 9–12: the static allowlist of `[[consumer]]` and `[[provider]]`, compiled at load into
-//! hash tables so each request costs a few lookups, never a scan.
+//! hash tables and sorted lists of numbers, so each request costs three lookups (sender,
+//! receiver, interaction) and a few binary searches, never a scan.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::headers::SspHeaders;
@@ -44,21 +45,27 @@ impl Hasher for WordHasher {
 }
 
 type Map<V> = HashMap<String, V, BuildHasherDefault<WordHasher>>;
-type Set = HashSet<String, BuildHasherDefault<WordHasher>>;
 
 #[derive(Debug, Default)]
 pub struct Allowlist {
     consumers: Map<ConsumerRule>,
     providers: Map<ProviderRule>,
+    /// Every configured interaction URN, numbered: a request's ~100-byte URN is hashed and
+    /// compared once, and each party's interactions are a short sorted list of numbers.
+    interactions: Map<usize>,
 }
+
+/// Interaction numbers or provider positions, sorted, for `binary_search`.
+type Ids = Box<[usize]>;
 
 #[derive(Debug)]
 struct ConsumerRule {
     /// Position in the configuration; rate limits are kept by it.
     index: usize,
     fqdn: String,
-    interactions: Set,
-    providers: Set,
+    interactions: Ids,
+    /// Positions of the providers it may call (agreements name configured providers only).
+    providers: Ids,
 }
 
 #[derive(Debug)]
@@ -66,37 +73,62 @@ struct ProviderRule {
     /// Position in the configuration; the upstream pool is keyed by it.
     index: usize,
     endpoint: Endpoint,
-    interactions: Set,
+    interactions: Ids,
 }
 
 impl Allowlist {
     pub fn new(consumers: &[Consumer], providers: &[Provider]) -> Self {
-        let consumers = consumers
-            .iter()
-            .enumerate()
-            .map(|(index, c)| {
-                let rule = ConsumerRule {
-                    index,
-                    fqdn: c.fqdn.to_ascii_lowercase(),
-                    interactions: c.interactions.iter().cloned().collect(),
-                    providers: c.providers.iter().cloned().collect(),
-                };
-                (c.asid.clone(), rule)
-            })
-            .collect();
-        let providers = providers
+        let mut interactions = Map::default();
+        let mut number = |urns: &[String]| -> Ids {
+            let mut ids: Vec<usize> = urns
+                .iter()
+                .map(|urn| {
+                    let next = interactions.len();
+                    *interactions.entry(urn.clone()).or_insert(next)
+                })
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids.into()
+        };
+        let providers: Map<ProviderRule> = providers
             .iter()
             .enumerate()
             .map(|(index, p)| {
                 let rule = ProviderRule {
                     index,
                     endpoint: p.endpoint.clone(),
-                    interactions: p.interactions.iter().cloned().collect(),
+                    interactions: number(&p.interactions),
                 };
                 (p.asid.clone(), rule)
             })
             .collect();
-        Allowlist { consumers, providers }
+        let consumers = consumers
+            .iter()
+            .enumerate()
+            .map(|(index, c)| {
+                // An agreement naming no configured provider could never pass row 10 first.
+                let mut agreed: Vec<usize> = c
+                    .providers
+                    .iter()
+                    .filter_map(|asid| providers.get(asid).map(|p| p.index))
+                    .collect();
+                agreed.sort_unstable();
+                agreed.dedup();
+                let rule = ConsumerRule {
+                    index,
+                    fqdn: c.fqdn.to_ascii_lowercase(),
+                    interactions: number(&c.interactions),
+                    providers: agreed.into(),
+                };
+                (c.asid.clone(), rule)
+            })
+            .collect();
+        Allowlist {
+            consumers,
+            providers,
+            interactions,
+        }
     }
 
     /// Runs rows 9 to 12 in order; on success, who is calling whom.
@@ -106,10 +138,12 @@ impl Allowlist {
         ssp: &SspHeaders,
         target: &Target,
     ) -> Result<Route, Refusal> {
+        // An interaction nobody has is refused at row 9, as the sender cannot have it.
+        let interaction = self.interactions.get(ssp.interaction).copied();
+        let has = |ids: &Ids| interaction.is_some_and(|i| ids.binary_search(&i).is_ok());
         let sender = self.consumers.get(ssp.from).filter(|c| {
             // DNS names compare case-insensitively.
-            certificate_cn.is_some_and(|cn| cn.eq_ignore_ascii_case(&c.fqdn))
-                && c.interactions.contains(ssp.interaction)
+            certificate_cn.is_some_and(|cn| cn.eq_ignore_ascii_case(&c.fqdn)) && has(&c.interactions)
         });
         let Some(sender) = sender else {
             return Err(Refusal::SenderCheckFailed {
@@ -119,11 +153,11 @@ impl Allowlist {
         let receiver = self
             .providers
             .get(ssp.to)
-            .filter(|p| p.interactions.contains(ssp.interaction))
+            .filter(|p| has(&p.interactions))
             .ok_or_else(|| Refusal::ReceiverCheckFailed {
                 to: ssp.to.to_string(),
             })?;
-        if !sender.providers.contains(ssp.to) {
+        if sender.providers.binary_search(&receiver.index).is_err() {
             return Err(Refusal::NoAgreement {
                 from: ssp.from.to_string(),
                 to: ssp.to.to_string(),
@@ -277,6 +311,65 @@ mod tests {
                 to: "9".into()
             })
         );
+    }
+
+    #[test]
+    fn interactions_are_each_partys_own() {
+        let consumer = |asid: &str, interactions: &[&str]| Consumer {
+            asid: asid.into(),
+            fqdn: "a.example.nhs.uk".into(),
+            interactions: interactions.iter().map(|i| i.to_string()).collect(),
+            providers: vec!["9".into(), "8".into(), "unknown".into()],
+            rate: None,
+            burst: None,
+            line: 1,
+        };
+        let provider = |asid: &str, interactions: &[&str]| Provider {
+            asid: asid.into(),
+            endpoint: endpoint("pecs.example.nhs.uk", None, "/Prescription-Exemptions/1.0.0"),
+            interactions: interactions.iter().map(|i| i.to_string()).collect(),
+            connect: None,
+            max_in_flight: None,
+            line: 1,
+        };
+        let a = Allowlist::new(
+            &[
+                consumer("1", &[SEARCH, "urn:read", "urn:\u{e9}", SEARCH]),
+                consumer("2", &["urn:write"]),
+            ],
+            &[
+                provider("9", &["urn:write", "urn:\u{e9}", SEARCH]),
+                provider("8", &["urn:read"]),
+            ],
+        );
+        let t = target(GOOD);
+        let check =
+            |from, to, interaction| a.check(Some("a.example.nhs.uk"), &ssp(from, to, interaction), &t);
+        assert_eq!(check("1", "9", SEARCH).map(|r| r.provider), Ok(0));
+        assert_eq!(check("1", "9", "urn:\u{e9}").map(|r| r.provider), Ok(0));
+        assert_eq!(check("1", "8", "urn:read").map(|r| r.provider), Ok(1));
+        // The receiver has it, the sender does not: row 9. The other way round: row 10.
+        assert_eq!(
+            check("1", "9", "urn:write"),
+            Err(Refusal::SenderCheckFailed { from: "1".into() })
+        );
+        assert_eq!(
+            check("1", "8", SEARCH),
+            Err(Refusal::ReceiverCheckFailed { to: "8".into() })
+        );
+        // Configured for nobody, or a prefix of one that is: row 9.
+        for unknown in ["urn:\u{e8}", "urn:searc", "URN:SEARCH", ""] {
+            assert_eq!(
+                check("1", "9", unknown),
+                Err(Refusal::SenderCheckFailed { from: "1".into() }),
+                "{unknown}"
+            );
+        }
+        assert_eq!(
+            check("2", "8", "urn:write"),
+            Err(Refusal::ReceiverCheckFailed { to: "8".into() })
+        );
+        assert_eq!(check("2", "9", "urn:write").map(|r| r.consumer), Ok(1));
     }
 
     #[test]

@@ -23,6 +23,18 @@ pub fn object_with_string(json: &[u8], key: &str) -> Option<bool> {
     (r.i == json.len()).then_some(found)
 }
 
+/// Bytes that end a run of plain string content: the closing quote, an escape, a control
+/// character (refused) and anything beyond ASCII (to be checked as UTF-8).
+const NOT_PLAIN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = b < 0x20 || b >= 0x80 || b == b'"' as usize || b == b'\\' as usize;
+        b += 1;
+    }
+    table
+};
+
 #[derive(PartialEq, Eq)]
 enum Kind {
     String,
@@ -133,11 +145,10 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> Option<&'a [u8]> {
         self.i += 1;
         let start = self.i;
+        let mut ascii = true;
         loop {
-            // Plain bytes are most of a string: skip them in one tight scan.
-            let plain = self.b[self.i..]
-                .iter()
-                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+            // Plain ASCII is most of a string: skip it in one tight scan.
+            let plain = self.b[self.i..].iter().position(|&c| NOT_PLAIN[usize::from(c)])?;
             self.i += plain;
             match self.next()? {
                 b'"' => break,
@@ -146,12 +157,16 @@ impl<'a> Reader<'a> {
                     b'u' => self.unicode_escape()?,
                     _ => return None,
                 },
+                0x80.. => ascii = false,
                 _ => return None,
             }
         }
         let raw = &self.b[start..self.i - 1];
-        // Escapes are ASCII, so the raw content is UTF-8 exactly when the string is.
-        std::str::from_utf8(raw).ok()?;
+        // Escapes are ASCII, so the raw content is UTF-8 exactly when the string is; only a
+        // string with a byte above 0x7f needs the full check.
+        if !ascii {
+            std::str::from_utf8(raw).ok()?;
+        }
         Some(raw)
     }
 
@@ -328,7 +343,22 @@ mod tests {
         for json in cases {
             assert_eq!(object_with_string(json.as_bytes(), "alg"), None, "{json:?}");
         }
-        assert_eq!(object_with_string(b"{\"a\":\"\xff\"}", "alg"), None);
+        // Bytes beyond ASCII must make UTF-8: a lone byte, a truncated or overlong sequence,
+        // an encoded surrogate.
+        let not_utf8: [&[u8]; 5] = [
+            b"{\"a\":\"\xff\"}",
+            b"{\"a\":\"x\xc3\"}",
+            b"{\"\xa9\":1}",
+            b"{\"a\":\"\xc0\xaf\"}",
+            b"{\"a\":\"\xed\xa0\x80\"}",
+        ];
+        for json in not_utf8 {
+            assert_eq!(object_with_string(json, "alg"), None, "{json:?}");
+        }
+        assert_eq!(
+            object_with_string("{\"alg\":\"\u{e9}\\n\u{1f600}\"}".as_bytes(), "alg"),
+            Some(true)
+        );
     }
 
     #[test]

@@ -27,50 +27,72 @@ pub fn parse_bearer(value: &[u8]) -> Option<Claims> {
 /// the admission decision needs only this; the claims are read once, for the audit. Never
 /// looser than `parse_bearer` (see `json`).
 pub fn is_valid_bearer(value: &[u8]) -> bool {
-    let Some((header, payload)) = segments(value) else {
-        return false;
-    };
-    with_decoded(header, |json| json::object_with_string(json, "alg")) == Some(true)
-        && with_decoded(payload, |json| json::object_with_string(json, "")).is_some()
+    with_decoded(value, |header, payload| {
+        (json::object_with_string(header, "alg")? && json::object_with_string(payload, "").is_some())
+            .then_some(())
+    })
+    .is_some()
 }
 
 fn read_bearer<T: Fields>(value: &[u8]) -> Option<T> {
-    let (header, payload) = segments(value)?;
-    let header: Object<HeaderFields> = with_decoded(header, |json| serde_json::from_slice(json).ok())?;
-    if !header.0.has_alg {
-        return None;
-    }
-    let payload: Object<T> = with_decoded(payload, |json| serde_json::from_slice(json).ok())?;
-    Some(payload.0)
+    with_decoded(value, |header, payload| {
+        let header: Object<HeaderFields> = serde_json::from_slice(header).ok()?;
+        if !header.0.has_alg {
+            return None;
+        }
+        let payload: Object<T> = serde_json::from_slice(payload).ok()?;
+        Some(payload.0)
+    })
 }
 
-/// The header and payload of `Bearer <header>.<payload>.<signature>`, still encoded.
-fn segments(value: &[u8]) -> Option<(&[u8], &[u8])> {
+/// `<header>.<payload>.<signature>` out of `Bearer <token>`, still encoded.
+fn token(value: &[u8]) -> Option<&[u8]> {
     let value = value.trim_ascii();
     let space = value.iter().position(|&b| b == b' ')?;
     if !value[..space].eq_ignore_ascii_case(b"bearer") {
         return None;
     }
-    let mut parts = value[space + 1..].trim_ascii().split(|&b| b == b'.');
-    let (header, payload, signature) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || !signature.iter().all(|&b| is_base64url(b)) {
-        return None;
-    }
-    Some((header, payload))
+    Some(value[space + 1..].trim_ascii())
 }
 
-/// Runs `read` on the base64url decoding of `s`, decoded on the stack when it is small (as
-/// JWT headers and payloads are).
-fn with_decoded<R>(s: &[u8], read: impl FnOnce(&[u8]) -> Option<R>) -> Option<R> {
-    let mut stack = [0u8; 1024];
-    let room = decoded_room(s.len());
-    if room <= stack.len() {
-        let n = base64url_decode_into(s, &mut stack)?;
-        read(&stack[..n])
+/// Runs `read` on the decoded header and payload of a bearer token. Both are decoded on the
+/// stack when small (as JWTs are): decoding shrinks base64, so the token's length is room
+/// enough, and a buffer near that size keeps the zeroing cheap.
+fn with_decoded<R>(value: &[u8], read: impl FnOnce(&[u8], &[u8]) -> Option<R>) -> Option<R> {
+    let token = token(value)?;
+    let read = |out: &mut [u8]| {
+        let (header, payload) = decode_parts(token, out)?;
+        read(header, payload)
+    };
+    if token.len() <= 512 {
+        read(&mut [0u8; 512])
+    } else if token.len() <= 4096 {
+        read(&mut [0u8; 4096])
     } else {
-        let mut heap = vec![0u8; room];
-        let n = base64url_decode_into(s, &mut heap)?;
-        read(&heap[..n])
+        read(&mut vec![0u8; token.len()])
+    }
+}
+
+/// Decodes header and payload into `out` (at least `token.len()` bytes), each in one pass
+/// that also finds where it ends, and checks the signature's alphabet (it may be empty, as
+/// with `alg: none`).
+fn decode_parts<'o>(token: &[u8], out: &'o mut [u8]) -> Option<(&'o [u8], &'o [u8])> {
+    let (header_used, header_len) = decode_segment(token, out)?;
+    let rest = after_dot(token, header_used)?;
+    let (payload_used, payload_len) = decode_segment(rest, &mut out[header_len..])?;
+    let signature = after_dot(rest, payload_used)?;
+    if !signature.iter().all(|&b| is_base64url(b)) {
+        return None;
+    }
+    let (header, payload) = out.split_at(header_len);
+    Some((header, &payload[..payload_len]))
+}
+
+/// What follows the `.` at `at`, if there is one there.
+fn after_dot(s: &[u8], at: usize) -> Option<&[u8]> {
+    match s.get(at..)? {
+        [b'.', rest @ ..] => Some(rest),
+        _ => None,
     }
 }
 
@@ -238,64 +260,72 @@ fn is_base64url(b: u8) -> bool {
     BASE64URL[usize::from(b)] != INVALID
 }
 
-/// Bytes enough to decode `len` base64url characters into.
-fn decoded_room(len: usize) -> usize {
-    len / 4 * 3 + 3
+/// Decodes the run of base64url characters (RFC 7515 section 2, unpadded) at the start of
+/// `s` into `out`; `=` padding after it is tolerated. Returns how many bytes of `s` it took,
+/// padding included, and how many it wrote. The run is empty or has a length of 1 mod 4: not
+/// base64. `out` must have room for the decoding of all of `s`, which is never longer.
+fn decode_segment(s: &[u8], out: &mut [u8]) -> Option<(usize, usize)> {
+    let (mut used, mut written) = (0, 0);
+    // 8 characters to 6 bytes at a time, then 4 to 3, until one is outside the alphabet.
+    for (chars, bytes) in s.chunks_exact(8).zip(out.chunks_exact_mut(6)) {
+        let Some(n) = <&[u8; 8]>::try_from(chars).ok().and_then(sextets) else {
+            break;
+        };
+        bytes.copy_from_slice(&n.to_be_bytes()[2..]);
+        used += 8;
+        written += 6;
+    }
+    let quad = s
+        .get(used..used + 4)
+        .and_then(|chars| <&[u8; 4]>::try_from(chars).ok());
+    if let (Some(n), Some(bytes)) = (quad.and_then(sextets), out.get_mut(written..written + 3)) {
+        bytes.copy_from_slice(&n.to_be_bytes()[5..]);
+        used += 4;
+        written += 3;
+    }
+    // The run's last 2 or 3 characters make 1 or 2 more bytes, at the top of 24 bits.
+    let rest = &s[used..];
+    let tail = rest.iter().position(|&b| !is_base64url(b)).unwrap_or(rest.len());
+    match tail {
+        0 if used > 0 => {}
+        2 | 3 => {
+            let n = bits(&rest[..tail]) << (6 * (4 - tail));
+            let extra = tail - 1;
+            out.get_mut(written..written + extra)?
+                .copy_from_slice(&n.to_be_bytes()[5..5 + extra]);
+            written += extra;
+        }
+        // Empty, 1 mod 4, or (had `out` been too short) 4 or more: refused, never a panic.
+        _ => return None,
+    }
+    used += tail;
+    let padding = s[used..].iter().take_while(|&&b| b == b'=').count();
+    Some((used + padding, written))
 }
 
-/// Unpadded base64url (RFC 7515 section 2) into `out`, which has `decoded_room` bytes;
-/// trailing `=` padding is tolerated. Returns the decoded length.
-fn base64url_decode_into(s: &[u8], out: &mut [u8]) -> Option<usize> {
-    let end = s.iter().rposition(|&b| b != b'=').map_or(0, |i| i + 1);
-    let s = &s[..end];
-    if s.is_empty() || s.len() % 4 == 1 || out.len() < decoded_room(s.len()) {
-        return None;
-    }
-    let mut n_out = 0;
-    let quads = s.chunks_exact(4);
-    let tail = quads.remainder();
-    for q in quads {
-        let v = [
-            BASE64URL[usize::from(q[0])],
-            BASE64URL[usize::from(q[1])],
-            BASE64URL[usize::from(q[2])],
-            BASE64URL[usize::from(q[3])],
-        ];
-        // Valid sextets are below 64; INVALID has the top bits set.
-        if (v[0] | v[1] | v[2] | v[3]) & 0xc0 != 0 {
-            return None;
-        }
-        let n = u32::from(v[0]) << 18 | u32::from(v[1]) << 12 | u32::from(v[2]) << 6 | u32::from(v[3]);
-        out[n_out..n_out + 3].copy_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8]);
-        n_out += 3;
-    }
-    if !tail.is_empty() {
-        // 2 or 3 characters left: 1 or 2 more bytes, at the top of the 24 bits.
-        let mut n = 0u32;
-        for &b in tail {
-            let v = BASE64URL[usize::from(b)];
-            if v == INVALID {
-                return None;
-            }
-            n = n << 6 | u32::from(v);
-        }
-        n <<= 6 * (4 - tail.len() as u32);
-        let extra = tail.len() - 1;
-        out[n_out..n_out + extra].copy_from_slice(&[(n >> 16) as u8, (n >> 8) as u8][..extra]);
-        n_out += extra;
-    }
-    Some(n_out)
+/// The sextets of 4 or 8 characters as one number; `None` if one is outside the alphabet.
+/// The length is a constant, so the compiler unrolls the loop.
+fn sextets<const N: usize>(chars: &[u8; N]) -> Option<u64> {
+    let n = bits(chars);
+    // Valid characters fill 6 bits each; INVALID sets every bit above them it is shifted to.
+    (n >> (6 * N) == 0).then_some(n)
 }
 
-const INVALID: u8 = 0xff;
+/// Sextets of at most 8 characters, side by side.
+fn bits(chars: &[u8]) -> u64 {
+    chars.iter().fold(0, |n, &c| n << 6 | BASE64URL[usize::from(c)])
+}
 
-/// Sextet value of each byte in the base64url alphabet; `INVALID` for the rest.
-const BASE64URL: [u8; 256] = {
+const INVALID: u64 = u64::MAX;
+
+/// Sextet value of each byte in the base64url alphabet; `INVALID` for the rest. Held as u64
+/// so that 8 characters are decoded and checked in one word (see `sextets`).
+const BASE64URL: [u64; 256] = {
     let mut table = [INVALID; 256];
     let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut i = 0;
     while i < alphabet.len() {
-        table[alphabet[i] as usize] = i as u8;
+        table[alphabet[i] as usize] = i as u64;
         i += 1;
     }
     table
@@ -348,10 +378,10 @@ mod tests {
     }
 
     fn base64url_decode(s: &[u8]) -> Option<Vec<u8>> {
-        let mut out = vec![0; decoded_room(s.len())];
-        let n = base64url_decode_into(s, &mut out)?;
+        let mut out = vec![0; s.len()];
+        let (used, n) = decode_segment(s, &mut out)?;
         out.truncate(n);
-        Some(out)
+        (used == s.len()).then_some(out)
     }
 
     #[test]
@@ -360,10 +390,46 @@ mod tests {
         assert_eq!(base64url_decode(b"YWJjZA").unwrap(), b"abcd");
         assert_eq!(base64url_decode(b"YWJjZGU").unwrap(), b"abcde");
         assert_eq!(base64url_decode(b"YWJjZA==").unwrap(), b"abcd");
+        assert_eq!(base64url_decode(b"YWJjZGU=").unwrap(), b"abcde");
         assert_eq!(base64url_decode(b"_-8").unwrap(), [0xff, 0xef]);
-        assert!(base64url_decode(b"YWJjZ").is_none());
-        assert!(base64url_decode(b"YW+j").is_none());
-        assert!(base64url_decode(b"").is_none());
+        // Across the 8-character groups: every length from 8 to 19 that base64 allows.
+        let text = b"abcdefghijklmn";
+        for n in 6..=14 {
+            let encoded = b64(std::str::from_utf8(&text[..n]).unwrap());
+            assert_eq!(
+                base64url_decode(encoded.as_bytes()).unwrap(),
+                &text[..n],
+                "{encoded}"
+            );
+        }
+        // Padding is tolerated in any amount, as before; only after the run.
+        assert_eq!(base64url_decode(b"YWJjZA=").unwrap(), b"abcd");
+        assert_eq!(base64url_decode(b"YQ===").unwrap(), b"a");
+        let refused: [&[u8]; 9] = [
+            b"YWJjZ",   // length 1 mod 4
+            b"YWJjZ==", // still 1 mod 4 once the padding is set aside
+            b"Y",
+            b"YW+j", // standard base64, not base64url
+            b"",
+            b"==",
+            b"YW=j",
+            b"YW\xc3\xa9",
+            b"YWJjZGVm+2hp", // outside the alphabet in an 8-character group
+        ];
+        for s in refused {
+            assert!(base64url_decode(s).is_none(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn a_segment_ends_at_its_dot() {
+        let mut out = [0u8; 16];
+        assert_eq!(decode_segment(b"YWJj.x", &mut out), Some((4, 3)));
+        assert_eq!(decode_segment(b"YWI=.x", &mut out), Some((4, 2)));
+        assert_eq!(decode_segment(b"YWJjZ.x", &mut out), None);
+        assert_eq!(decode_segment(b".x", &mut out), None);
+        // A run longer than `out` can hold is refused, not a panic.
+        assert_eq!(decode_segment(b"YWJjYWJjYWJj", &mut out[..5]), None);
     }
 
     #[test]
@@ -380,6 +446,12 @@ mod tests {
             token(r#"{"typ":"JWT"}"#, "{}", ""),
             token(good_header, "{}", "sig!"),
             format!("Bearer {}.%%%.", b64(good_header)),
+            format!("Bearer {}.{}QQ.", b64(good_header), b64("{}")),
+            format!("Bearer {}=.{}.", b64(good_header), b64("{}")) + "=",
+            format!("Bearer {}.{}.", b64(good_header), b64("{}")).replace('.', "=.="),
+            format!("Bearer {}..{}.", b64(good_header), b64("{}")),
+            format!("Bearer .{}.", b64("{}")),
+            format!("Bearer {}.{}", b64(good_header), b64("{}")),
         ];
         for case in cases {
             assert!(parse_bearer(case.as_bytes()).is_none(), "{case}");
@@ -388,9 +460,16 @@ mod tests {
         let good = token(good_header, "{}", "c2ln");
         assert!(parse_bearer(good.as_bytes()).is_some());
         assert!(is_valid_bearer(good.as_bytes()));
-        // Larger than the stack buffer: decoded on the heap, same answer.
-        let big = token(good_header, &format!(r#"{{"sub":"{}"}}"#, "x".repeat(3000)), "");
-        assert_eq!(parse_bearer(big.as_bytes()).unwrap().sub.unwrap().len(), 3000);
-        assert!(is_valid_bearer(big.as_bytes()));
+        // Padded segments, and the token's whitespace and scheme's case, are as before.
+        let padded = format!("  bEARER \t{}==.{}=.c2ln ", b64(good_header), b64("{ }"));
+        assert!(parse_bearer(padded.as_bytes()).is_some());
+        assert!(is_valid_bearer(padded.as_bytes()));
+        // Larger than the small stack buffer, and than the large one (decoded on the heap):
+        // same answer.
+        for len in [3000, 6000] {
+            let big = token(good_header, &format!(r#"{{"sub":"{}"}}"#, "x".repeat(len)), "");
+            assert_eq!(parse_bearer(big.as_bytes()).unwrap().sub.unwrap().len(), len);
+            assert!(is_valid_bearer(big.as_bytes()));
+        }
     }
 }
