@@ -134,19 +134,26 @@ pub fn prefers_xml(accept: Option<&[u8]>) -> bool {
     let (mut xml, mut json) = (0.0f32, 0.0f32);
     for range in accept.split(',') {
         let mut parts = range.split(';').map(str::trim);
-        let media = parts.next().unwrap_or("").to_ascii_lowercase();
+        let media = parts.next().unwrap_or("");
         let q = parts
             .filter_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")))
             .find_map(|v| v.parse::<f32>().ok())
             .unwrap_or(1.0);
-        match media.as_str() {
-            "application/fhir+xml" | "application/xml+fhir" | "application/xml" | "text/xml" => {
-                xml = xml.max(q)
-            }
-            "application/fhir+json" | "application/json+fhir" | "application/json" | "*/*" => {
-                json = json.max(q)
-            }
-            _ => {}
+        let is = |names: &[&str]| names.iter().any(|n| n.eq_ignore_ascii_case(media));
+        if is(&[
+            "application/fhir+xml",
+            "application/xml+fhir",
+            "application/xml",
+            "text/xml",
+        ]) {
+            xml = xml.max(q);
+        } else if is(&[
+            "application/fhir+json",
+            "application/json+fhir",
+            "application/json",
+            "*/*",
+        ]) {
+            json = json.max(q);
         }
     }
     xml > json
@@ -279,5 +286,6 @@ mod tests {
         )));
         assert!(!prefers_xml(Some(b"*/*")));
         assert!(!prefers_xml(Some(b"text/html")));
+        assert!(prefers_xml(Some(b"Application/FHIR+XML; q=0.9, text/html")));
     }
 }

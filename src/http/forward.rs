@@ -24,9 +24,8 @@ pub fn write_request(
     out.extend_from_slice(target.path_and_query.as_bytes());
     // Writing to a Vec cannot fail.
     let _ = write!(out, " HTTP/1.1\r\nHost: {}\r\n", target.authority());
-    let connection = head.connection_tokens();
     for (name, value) in head.fields() {
-        if !name.eq_ignore_ascii_case(b"host") && !is_hop_by_hop(name, &connection) {
+        if !name.eq_ignore_ascii_case(b"host") && !is_hop_by_hop(name, head.connection_tokens()) {
             write_field(out, name, value);
         }
     }
@@ -58,26 +57,30 @@ pub enum Persistence {
 
 /// The response head as the consumer receives it. With `dechunk`, the body will be sent
 /// without chunk framing (to an HTTP/1.0 consumer), so `Transfer-Encoding` is dropped.
-/// `added` holds whole field lines of the proxy's own (e.g. `X-Rate-Limit-*`).
+/// `added` are fields of the proxy's own with whole-number values (e.g. `X-Rate-Limit-*`).
 pub fn write_response(
     out: &mut Vec<u8>,
     head: &ResponseHead,
     persistence: Persistence,
     dechunk: bool,
-    added: &str,
+    added: &[(&str, u64)],
 ) {
-    out.extend_from_slice(format!("HTTP/1.1 {} ", head.status).as_bytes());
+    // The head rarely grows by more than the proxy's own fields: one reservation.
+    out.reserve(head.len() + 160);
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "HTTP/1.1 {} ", head.status);
     out.extend_from_slice(head.reason());
     out.extend_from_slice(b"\r\n");
-    let connection = head.connection_tokens();
     for (name, value) in head.fields() {
-        let dropped =
-            is_hop_by_hop(name, &connection) || (dechunk && name.eq_ignore_ascii_case(b"transfer-encoding"));
+        let dropped = is_hop_by_hop(name, head.connection_tokens())
+            || (dechunk && name.eq_ignore_ascii_case(b"transfer-encoding"));
         if !dropped {
             write_field(out, name, value);
         }
     }
-    out.extend_from_slice(added.as_bytes());
+    for (name, value) in added {
+        let _ = write!(out, "{name}: {value}\r\n");
+    }
     match persistence {
         Persistence::Default => {}
         Persistence::KeepAlive => out.extend_from_slice(b"Connection: keep-alive\r\n"),
@@ -133,8 +136,8 @@ mod tests {
 
     #[test]
     fn response_drops_hop_by_hop_and_states_persistence() {
-        let raw = "HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nConnection: keep-alive\r\n\
-                   Keep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let raw = "HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nConnection: keep-alive, X-Hop\r\n\
+                   X-Hop: 1\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\n\r\n";
         let head = response::parse(raw.as_bytes(), 8192, "GET").unwrap().unwrap();
         let mut out = Vec::new();
         write_response(
@@ -142,11 +145,12 @@ mod tests {
             &head,
             Persistence::Close,
             true,
-            "X-Rate-Limit-Remaining: 3\r\n",
+            &[("X-Rate-Limit-Remaining", 3), ("X-Rate-Limit-Reset", 60)],
         );
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nX-Rate-Limit-Remaining: 3\r\nConnection: close\r\n\r\n"
+            "HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nX-Rate-Limit-Remaining: 3\r\n\
+             X-Rate-Limit-Reset: 60\r\nConnection: close\r\n\r\n"
         );
     }
 }

@@ -74,11 +74,10 @@ impl RequestHead {
     }
 
     /// The tokens of every `Connection` header, lowercased comparisons left to the caller.
-    pub fn connection_tokens(&self) -> Vec<&[u8]> {
-        self.fields
-            .all(&self.raw, "connection")
-            .flat_map(list_tokens)
-            .collect()
+    /// The tokens of every `Connection` field, walked afresh on each call (no allocation;
+    /// heads have few fields).
+    pub fn connection_tokens(&self) -> impl Iterator<Item = &[u8]> {
+        self.fields.all(&self.raw, "connection").flat_map(list_tokens)
     }
 }
 
@@ -130,8 +129,7 @@ pub fn parse(buf: &[u8], max_head_bytes: usize) -> Result<Option<RequestHead>, H
         keep_alive: false,
     };
     check_host(&head)?;
-    let connection = head.connection_tokens();
-    if let Some(field) = connection.iter().find(|t| {
+    if let Some(field) = head.connection_tokens().find(|t| {
         NEVER_HOP_BY_HOP
             .iter()
             .any(|f| t.eq_ignore_ascii_case(f.as_bytes()))
@@ -141,7 +139,7 @@ pub fn parse(buf: &[u8], max_head_bytes: usize) -> Result<Option<RequestHead>, H
             "Connection names a field that must reach the provider",
         ));
     }
-    head.keep_alive = keep_alive(version, &connection);
+    head.keep_alive = keep_alive(version, || head.connection_tokens());
     Ok(Some(head))
 }
 
@@ -194,8 +192,8 @@ fn check_host(head: &RequestHead) -> Result<(), HeadError> {
     }
 }
 
-fn keep_alive(version: Version, connection: &[&[u8]]) -> bool {
-    let has = |t: &[u8]| connection.iter().any(|c| c.eq_ignore_ascii_case(t));
+fn keep_alive<'a, I: Iterator<Item = &'a [u8]>>(version: Version, connection: impl Fn() -> I) -> bool {
+    let has = |t: &[u8]| connection().any(|c| c.eq_ignore_ascii_case(t));
     match version {
         Version::Http11 => !has(b"close"),
         Version::Http10 => has(b"keep-alive") && !has(b"close"),

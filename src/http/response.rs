@@ -46,11 +46,10 @@ impl ResponseHead {
         self.fields.all(&self.raw, name).next()
     }
 
-    pub fn connection_tokens(&self) -> Vec<&[u8]> {
-        self.fields
-            .all(&self.raw, "connection")
-            .flat_map(list_tokens)
-            .collect()
+    /// The tokens of every `Connection` field, walked afresh on each call (no allocation;
+    /// heads have few fields).
+    pub fn connection_tokens(&self) -> impl Iterator<Item = &[u8]> {
+        self.fields.all(&self.raw, "connection").flat_map(list_tokens)
     }
 
     /// 1xx answers precede the final one.
@@ -94,15 +93,14 @@ pub fn parse(
         framing,
         reusable: false,
     };
-    let tokens = head.connection_tokens();
     // Dropping a framing field named in Connection would leave the consumer misreading the body.
-    let framing_named = tokens
-        .iter()
+    let framing_named = head
+        .connection_tokens()
         .any(|t| t.eq_ignore_ascii_case(b"content-length") || t.eq_ignore_ascii_case(b"transfer-encoding"));
     if framing_named {
         return Err(HeadError::Malformed("Connection names a framing field"));
     }
-    let has = |t: &[u8]| tokens.iter().any(|c| c.eq_ignore_ascii_case(t));
+    let has = |t: &[u8]| head.connection_tokens().any(|c| c.eq_ignore_ascii_case(t));
     let reusable = framing != ResponseFraming::UntilClose
         && if minor == 1 {
             !has(b"close")
@@ -126,21 +124,22 @@ fn framing(
     {
         return Ok(ResponseFraming::None);
     }
-    let lengths: Vec<&[u8]> = fields.all(raw, "content-length").collect();
-    let encodings: Vec<&[u8]> = fields.all(raw, "transfer-encoding").collect();
-    if !encodings.is_empty() {
+    let mut lengths = fields.all(raw, "content-length");
+    let mut encodings = fields.all(raw, "transfer-encoding");
+    let (first_length, first_encoding) = (lengths.next(), encodings.next());
+    if let Some(encoding) = first_encoding {
         // Only a lone `chunked` is something we can frame and forward unchanged.
-        if !lengths.is_empty()
-            || encodings.len() > 1
-            || !trim_ows(encodings[0]).eq_ignore_ascii_case(b"chunked")
+        if first_length.is_some()
+            || encodings.next().is_some()
+            || !trim_ows(encoding).eq_ignore_ascii_case(b"chunked")
         {
             return Err(HeadError::Malformed("ambiguous response framing"));
         }
         return Ok(ResponseFraming::Chunked);
     }
-    match lengths.as_slice() {
-        [] => Ok(ResponseFraming::UntilClose),
-        [one] => match parse_content_length(one) {
+    match (first_length, lengths.next()) {
+        (None, _) => Ok(ResponseFraming::UntilClose),
+        (Some(one), None) => match parse_content_length(one) {
             Some(0) => Ok(ResponseFraming::None),
             Some(n) => Ok(ResponseFraming::Length(n)),
             None => Err(HeadError::Malformed("invalid Content-Length")),

@@ -21,6 +21,9 @@ use crate::policy::Admission;
 use crate::policy::refusal::Refusal;
 use crate::policy::throttle::Permit;
 
+/// `X-Rate-Limit-Limit`, `-Remaining` and `-Reset` for an admitted request's answer (row 14).
+pub type RateFields = [(&'static str, u64); 3];
+
 /// Plaintext staged for one side before we stop reading from the other (backpressure).
 pub const STAGE_LIMIT: usize = 64 * 1024;
 
@@ -57,10 +60,9 @@ pub struct Exchange {
     /// that dropping the exchange on any path releases it.
     _permit: Permit,
     /// `X-Rate-Limit-*` fields for the consumer's answer (row 14).
-    pub rate_fields: String,
+    pub rate_fields: RateFields,
     /// The provider's index in the configuration.
     pub provider: usize,
-    pub method: String,
     pub xml: bool,
     pub http10: bool,
     /// Whether the consumer's connection may carry another request after this one.
@@ -102,7 +104,7 @@ impl Exchange {
         Context {
             trace_id: self.facts.trace_id.as_deref().map(str::as_bytes),
             xml: self.xml,
-            head_request: self.method == "HEAD",
+            head_request: self.facts.method == "HEAD",
         }
     }
 
@@ -133,11 +135,12 @@ pub fn start(
     head: &RequestHead,
     admission: Admission,
     permit: Permit,
-    rate_fields: String,
+    rate_fields: RateFields,
     now: Instant,
 ) {
     let shared = cx.shared.clone();
-    let mut to_upstream = Vec::with_capacity(head.len() + 96);
+    let mut to_upstream = cx.buffers.take();
+    to_upstream.reserve(head.len() + 96);
     let forwarded_for = shared.config.server.forwarded.then_some(c.peer);
     forward::write_request(&mut to_upstream, head, &admission.target, forwarded_for);
     let request_body = match head.framing {
@@ -168,7 +171,6 @@ pub fn start(
         audited: false,
         req_seq: None,
         timings: Timings::default(),
-        method: head.method().to_string(),
         xml: answer::prefers_xml(head.field("accept")),
         http10: head.version() == Version::Http10,
         keep_alive: head.keep_alive,
@@ -176,10 +178,14 @@ pub fn start(
         upstream: None,
         ticket: None,
         reused: false,
-        replay: request_body.is_none().then(|| to_upstream.clone()),
+        replay: request_body.is_none().then(|| {
+            let mut replay = cx.buffers.take();
+            replay.extend_from_slice(&to_upstream);
+            replay
+        }),
         to_upstream,
         request_body,
-        to_client: Vec::new(),
+        to_client: cx.buffers.take(),
         response: ResponseState::AwaitingHead,
         response_started: false,
         continue_sent,
@@ -383,7 +389,7 @@ fn response_step(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool 
     };
     match &mut ex.response {
         ResponseState::AwaitingHead => {
-            let head = match response::parse(&up.inbuf, max_head, &ex.method) {
+            let head = match response::parse(&up.inbuf, max_head, &ex.facts.method) {
                 Ok(Some(head)) => head,
                 Ok(None) if up.eof => {
                     let why = if up.inbuf.is_empty() {
@@ -409,7 +415,7 @@ fn response_step(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool 
                 // HTTP/1.0 consumers do not understand interim answers.
                 let repeat_of_ours = head.status == 100 && ex.continue_sent;
                 if !ex.http10 && !repeat_of_ours {
-                    forward::write_response(&mut ex.to_client, &head, Persistence::Default, false, "");
+                    forward::write_response(&mut ex.to_client, &head, Persistence::Default, false, &[]);
                 }
                 return true;
             }
@@ -501,9 +507,10 @@ fn response_step(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool 
 /// The response is out: park the provider connection if it is clean, report, and get ready
 /// for the consumer's next request.
 fn finish(c: &mut Client, cx: &mut Cx, now: Instant) {
-    let Some(ex) = c.exchange.take() else { return };
+    let Some(mut ex) = c.exchange.take() else { return };
     let request_complete = ex.request_body.is_none() && ex.to_upstream.is_empty();
     ended(c, cx, &ex, ex.status, None, now);
+    give_back_buffers(cx, &mut ex);
     if let Some(up) = ex.upstream
         && ex.provider_keeps_alive
         && request_complete
@@ -516,6 +523,17 @@ fn finish(c: &mut Client, cx: &mut Cx, now: Instant) {
         c.start_closing(now);
     } else {
         c.enter(Phase::Head, now);
+    }
+}
+
+/// The exchange's byte buffers go back to the worker for the next request.
+fn give_back_buffers(cx: &mut Cx, ex: &mut Exchange) {
+    for buf in [
+        std::mem::take(&mut ex.to_upstream),
+        std::mem::take(&mut ex.to_client),
+        ex.replay.take().unwrap_or_default(),
+    ] {
+        cx.buffers.give(buf);
     }
 }
 
@@ -605,9 +623,10 @@ pub fn timed_out(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) {
 /// Answers the exchange with one of our own answers and ends it; the connection closes when
 /// asked, when the consumer's body was not read to its end, or when it asked for it.
 fn respond_with(c: &mut Client, cx: &mut Cx, refusal: Refusal, close: bool, now: Instant) {
-    let Some(ex) = c.exchange.take() else { return };
+    let Some(mut ex) = c.exchange.take() else { return };
     let unread_body = ex.request_body.is_some();
     ended(c, cx, &ex, refusal.status(), Some(refusal.token()), now);
+    give_back_buffers(cx, &mut ex);
     c.served += 1;
     c.answer(
         &refusal,
@@ -666,7 +685,7 @@ fn ended(c: &Client, cx: &mut Cx, ex: &Exchange, status: u16, token: Option<Stri
         c.peer,
         facts.from.as_deref().unwrap_or("-"),
         facts.to.as_deref().unwrap_or("-"),
-        ex.method,
+        facts.method,
         ex.target(),
         status,
         ex.bytes_up,

@@ -1,6 +1,7 @@
 //! The I/O half of the proxy: worker threads, each a mio event loop that moves bytes between
 //! consumers, rustls and providers and asks `policy` and `http` what to do with them.
 
+mod buffers;
 mod client;
 mod exchange;
 pub mod resolver;

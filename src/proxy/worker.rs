@@ -15,8 +15,9 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use rustls::ServerConnection;
 use slab::Slab;
 
+use super::buffers::Buffers;
 use super::client::{Client, Phase};
-use super::exchange;
+use super::exchange::{self, RateFields};
 use super::resolver::{self, Question};
 use super::tls_io;
 use super::upstream::{Owner, Owners, Pool, Upstream};
@@ -60,6 +61,8 @@ pub struct Cx {
     pub registry: Registry,
     pub pool: Pool,
     pub owners: Owners,
+    /// Byte buffers for exchanges, reused from one request to the next.
+    pub buffers: Buffers,
     /// The configuration in force, refreshed from `runtime` before each batch of events.
     pub shared: Arc<Shared>,
     pub runtime: Arc<Runtime>,
@@ -271,6 +274,7 @@ impl Worker {
             audit: outbox,
             transactions: Vec::new(),
             held_since: None,
+            buffers: Buffers::default(),
         };
         Ok(Worker {
             poll,
@@ -679,7 +683,7 @@ fn on_head(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
 /// Rows 14 and 15 for an admitted request: the sender's rate, then a place among the
 /// receiver's requests in flight. Returns the permit (released when the exchange ends) and the
 /// `X-Rate-Limit-*` fields for the answer.
-fn limits(shared: &Shared, admission: &Admission, nanos: u64) -> Result<(Permit, String), Refusal> {
+fn limits(shared: &Shared, admission: &Admission, nanos: u64) -> Result<(Permit, RateFields), Refusal> {
     let route = admission.route;
     let limit = shared.rates.limit(route.consumer).map_or(0, |l| l.burst);
     // An index the limiter does not know cannot happen; refuse rather than skip the limit.
@@ -706,11 +710,11 @@ fn limits(shared: &Shared, admission: &Admission, nanos: u64) -> Result<(Permit,
         .ok_or_else(|| Refusal::ProviderBusy {
             to: admission.ssp.to.to_string(),
         })?;
-    let fields = format!(
-        "X-Rate-Limit-Limit: {limit}\r\nX-Rate-Limit-Remaining: {}\r\nX-Rate-Limit-Reset: {}\r\n",
-        verdict.remaining,
-        whole_seconds(verdict.reset)
-    );
+    let fields = [
+        ("X-Rate-Limit-Limit", u64::from(limit)),
+        ("X-Rate-Limit-Remaining", u64::from(verdict.remaining)),
+        ("X-Rate-Limit-Reset", whole_seconds(verdict.reset)),
+    ];
     Ok((permit, fields))
 }
 
