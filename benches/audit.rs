@@ -7,22 +7,24 @@ use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ssp::audit::{Audit, Durable, Event, Notifier, RequestFacts, Settings};
+use ssp::audit::{Audit, Durable, Event, Notifier, RequestFacts, RequestText, Settings, Text};
 use ssp::config::AuditSync;
 
 const RECORDS: u64 = 1_000;
 
 fn facts(i: u64) -> RequestFacts {
+    let trace_id = format!("5b6f3f8e-7a1d-4c1e-9d3a-{i:012}");
     RequestFacts {
-        trace_id: Some(format!("5b6f3f8e-7a1d-4c1e-9d3a-{i:012}")),
-        from: Some("200000000001".into()),
-        to: Some("200000000999".into()),
-        interaction: Some(
-            "urn:nhs:names:services:prescription-exemptions:custom:operation:search:prescription-exemptions"
-                .into(),
-        ),
-        method: "GET".into(),
-        target: "/https://pecs.example.nhs.uk/Prescription-Exemptions/1.0.0/search?patient=9000000009".into(),
+        text: RequestText::new(&Text {
+            trace_id: Some(&trace_id),
+            from: Some("200000000001"),
+            to: Some("200000000999"),
+            interaction: Some(
+                "urn:nhs:names:services:prescription-exemptions:custom:operation:search:prescription-exemptions",
+            ),
+            method: "GET",
+            target: "/https://pecs.example.nhs.uk/Prescription-Exemptions/1.0.0/search?patient=9000000009",
+        }),
         peer: SocketAddr::from(([10, 0, 0, 1], 50000)),
         subject: "CN=dispenser-a.example.nhs.uk, OU=Devices, O=nhs".into(),
         issuer: "CN=SSP Test NHS Level 1C, O=nhs".into(),

@@ -429,10 +429,10 @@ fn drive(
                         stats.non2xx += 1;
                     }
                 }
-                if !keep || o.mode == Mode::Connect {
-                    if let Some(s) = stream.take() {
-                        close(s);
-                    }
+                if (!keep || o.mode == Mode::Connect)
+                    && let Some(s) = stream.take()
+                {
+                    close(s);
                 }
             }
             Err(e) => {

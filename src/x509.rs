@@ -134,7 +134,7 @@ fn string_value(tag: u8, bytes: &[u8]) -> Option<String> {
         // TeletexString: in practice Latin-1
         0x14 => Some(bytes.iter().map(|&b| char::from(b)).collect()),
         // BMPString: UTF-16BE
-        0x1e if bytes.len() % 2 == 0 => {
+        0x1e if bytes.len().is_multiple_of(2) => {
             let units: Vec<u16> = bytes
                 .chunks(2)
                 .map(|c| u16::from_be_bytes([c[0], c[1]]))

@@ -227,7 +227,11 @@ fn records_are_single_lines_of_at_most_4_kib() {
     let dir = TempDir::new("long");
     let audit = Audit::start(settings(&dir, false)).unwrap();
     let mut facts = facts("long");
-    facts.target = format!("/https://pecs.example.nhs.uk/{}", "x".repeat(20_000));
+    let target = format!("/https://pecs.example.nhs.uk/{}", "x".repeat(20_000));
+    facts.text = ssp::audit::RequestText::new(&ssp::audit::Text {
+        target: &target,
+        ..facts.text.get()
+    });
     facts.subject = "CN=evil\nforged: line\r\n".repeat(100).into();
     audit.record(Event::Deny {
         request: facts.into(),

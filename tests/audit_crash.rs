@@ -92,7 +92,7 @@ fn child_writes_until_killed() {
     let mut i = 0u64;
     loop {
         let trace = format!("child-{i}");
-        if i % 8 == 0 {
+        if i.is_multiple_of(8) {
             let seq = durable(&audit, req(&trace));
             audit.record(res(&trace, seq));
         } else {

@@ -31,7 +31,11 @@ impl<'a> Val<'a> {
     }
 
     pub fn opt(s: &'a Option<String>) -> Val<'a> {
-        s.as_deref().map_or(Val::Null, Val::str)
+        Val::opt_str(s.as_deref())
+    }
+
+    pub fn opt_str(s: Option<&'a str>) -> Val<'a> {
+        s.map_or(Val::Null, Val::str)
     }
 
     pub fn opt_u64(n: Option<u64>) -> Val<'a> {

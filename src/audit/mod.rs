@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-pub use event::{Event, RequestFacts};
+pub use event::{Event, RequestFacts, RequestText, Text};
 pub use transactions::{Transaction, Transactions};
 
 use crate::config::AuditSync;

@@ -148,10 +148,7 @@ fn event_fields(event: &Event) -> Vec<(&'static str, Val<'_>)> {
             duration_ms,
             upstream_ms,
         } => vec![
-            (
-                "trace_id",
-                Val::str(request.trace_id.as_deref().unwrap_or_default()),
-            ),
+            ("trace_id", Val::str(request.text.trace_id().unwrap_or_default())),
             ("req_seq", Val::opt_u64(*req_seq)),
             ("status", Val::U64(u64::from(*status))),
             ("token", Val::opt(token)),
@@ -174,13 +171,14 @@ fn request_fields(r: &RequestFacts) -> Vec<(&'static str, Val<'_>)> {
             ("reason_for_request", Val::opt(&c.reason_for_request)),
         ])
     });
+    let text = r.text.get();
     vec![
-        ("trace_id", Val::opt(&r.trace_id)),
-        ("from", Val::opt(&r.from)),
-        ("to", Val::opt(&r.to)),
-        ("interaction", Val::opt(&r.interaction)),
-        ("method", Val::str(&r.method)),
-        ("target", Val::str(&r.target)),
+        ("trace_id", Val::opt_str(text.trace_id)),
+        ("from", Val::opt_str(text.from)),
+        ("to", Val::opt_str(text.to)),
+        ("interaction", Val::opt_str(text.interaction)),
+        ("method", Val::str(text.method)),
+        ("target", Val::str(text.target)),
         ("peer", Val::owned(r.peer.to_string())),
         ("subject", Val::str(&r.subject)),
         ("issuer", Val::str(&r.issuer)),
@@ -397,16 +395,19 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::audit::{RequestText, Text};
     use crate::policy::jwt::Claims;
 
     fn facts() -> RequestFacts {
         RequestFacts {
-            trace_id: Some("5b6f3f8e-7a1d-4c1e-9d3a-2f0b6c1e8a44".into()),
-            from: Some("200000000001".into()),
-            to: Some("200000000999".into()),
-            interaction: Some("urn:x".into()),
-            method: "GET".into(),
-            target: "/https://p.example/R/search?x=1".into(),
+            text: RequestText::new(&Text {
+                trace_id: Some("5b6f3f8e-7a1d-4c1e-9d3a-2f0b6c1e8a44"),
+                from: Some("200000000001"),
+                to: Some("200000000999"),
+                interaction: Some("urn:x"),
+                method: "GET",
+                target: "/https://p.example/R/search?x=1",
+            }),
             peer: "10.0.0.1:5000".parse().unwrap(),
             subject: "CN=a, OU=Devices, O=nhs".into(),
             issuer: "CN=NHS Level 1C".into(),
@@ -490,7 +491,11 @@ mod tests {
     #[test]
     fn long_fields_are_cut_to_fit_and_named() {
         let mut request = facts();
-        request.target = format!("/https://p.example/{}", "a".repeat(10_000));
+        let target = format!("/https://p.example/{}", "a".repeat(10_000));
+        request.text = RequestText::new(&Text {
+            target: &target,
+            ..request.text.get()
+        });
         request.claims = Some(Claims {
             sub: Some("\n".repeat(3000)),
             ..Claims::default()

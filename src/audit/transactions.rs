@@ -41,12 +41,13 @@ pub struct Transaction {
 
 /// Appends the line written for `t`, newline included.
 fn write_line(out: &mut String, t: &Transaction, ts: &str) {
+    let text = t.request.text.get();
     let fields = [
         ("ts", Val::str(ts)),
-        ("trace_id", Val::opt(&t.request.trace_id)),
-        ("from", Val::opt(&t.request.from)),
-        ("to", Val::opt(&t.request.to)),
-        ("interaction", Val::opt(&t.request.interaction)),
+        ("trace_id", Val::opt_str(text.trace_id)),
+        ("from", Val::opt_str(text.from)),
+        ("to", Val::opt_str(text.to)),
+        ("interaction", Val::opt_str(text.interaction)),
         ("status", Val::U64(u64::from(t.status))),
         ("bytes_in", Val::U64(t.bytes_in)),
         ("bytes_out", Val::U64(t.bytes_out)),
@@ -238,16 +239,19 @@ impl LogWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::{RequestText, Text};
 
     #[test]
     fn a_transaction_is_one_json_line_with_every_timing() {
         let request = RequestFacts {
-            trace_id: Some("t-1".into()),
-            from: Some("200000000001".into()),
-            to: None,
-            interaction: Some("urn:x".into()),
-            method: "GET".into(),
-            target: "/".into(),
+            text: RequestText::new(&Text {
+                trace_id: Some("t-1"),
+                from: Some("200000000001"),
+                to: None,
+                interaction: Some("urn:x"),
+                method: "GET",
+                target: "/",
+            }),
             peer: "10.0.0.1:5000".parse().unwrap(),
             subject: "CN=a".into(),
             issuer: "CN=b".into(),

@@ -102,15 +102,15 @@ impl Exchange {
 
     fn context(&self) -> Context<'_> {
         Context {
-            trace_id: self.facts.trace_id.as_deref().map(str::as_bytes),
+            trace_id: self.facts.text.trace_id().map(str::as_bytes),
             xml: self.xml,
-            head_request: self.facts.method == "HEAD",
+            head_request: self.facts.text.method() == "HEAD",
         }
     }
 
     /// The provider URL as the consumer wrote it, for log lines.
     fn target(&self) -> &str {
-        let target = &self.facts.target;
+        let target = self.facts.text.target();
         target.strip_prefix('/').unwrap_or(target)
     }
 }
@@ -389,7 +389,7 @@ fn response_step(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool 
     };
     match &mut ex.response {
         ResponseState::AwaitingHead => {
-            let head = match response::parse(&up.inbuf, max_head, &ex.facts.method) {
+            let head = match response::parse(&up.inbuf, max_head, ex.facts.text.method()) {
                 Ok(Some(head)) => head,
                 Ok(None) if up.eof => {
                     let why = if up.inbuf.is_empty() {
@@ -549,7 +549,7 @@ pub fn audited(c: &mut Client, cx: &mut Cx, seq: Option<u64>, now: Instant) {
         None => {
             log::error!(
                 "audit: the req record of {} is not durable; refusing",
-                ex.facts.trace_id.as_deref().unwrap_or("-")
+                ex.facts.text.trace_id().unwrap_or("-")
             );
             // No `req` was written, so no `res` either: the refusal is a `deny`.
             let refusal = Refusal::AuditUnavailable;
@@ -679,13 +679,13 @@ fn abort(c: &mut Client, cx: &mut Cx, now: Instant) {
 /// Every exchange ends here, whichever way: its `res` record, its transactions line, a log
 /// line.
 fn ended(c: &Client, cx: &mut Cx, ex: &Exchange, status: u16, token: Option<String>, now: Instant) {
-    let facts = &ex.facts;
+    let text = ex.facts.text.get();
     log::debug!(
         "{} {}->{} {} {} {} up={} down={} reused={} {}ms",
         c.peer,
-        facts.from.as_deref().unwrap_or("-"),
-        facts.to.as_deref().unwrap_or("-"),
-        facts.method,
+        text.from.unwrap_or("-"),
+        text.to.unwrap_or("-"),
+        text.method,
         ex.target(),
         status,
         ex.bytes_up,

@@ -2,11 +2,12 @@
 //! the translation from connection state to `audit::Event` and `audit::Transaction`, in one
 //! place. Nothing here decides anything.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use super::client::Client;
 use super::exchange::Exchange;
-use crate::audit::{Event, RequestFacts, Transaction};
+use crate::audit::{Event, RequestFacts, RequestText, Text, Transaction};
 use crate::http::head;
 use crate::http::request::RequestHead;
 use crate::policy::jwt;
@@ -15,11 +16,20 @@ use crate::policy::refusal::Refusal;
 /// Longest header value copied into a record; the audit caps records anyway.
 const MAX_VALUE: usize = 512;
 
-fn text(value: Option<&[u8]>) -> Option<String> {
+fn text(value: Option<&[u8]>) -> Option<Cow<'_, str>> {
     value.map(|v| {
         let v = head::trim_ows(v);
-        String::from_utf8_lossy(&v[..v.len().min(MAX_VALUE)]).into_owned()
+        String::from_utf8_lossy(&v[..v.len().min(MAX_VALUE)])
     })
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// The facts of a request as far as it was parsed: all of it when a head was read, the
@@ -30,14 +40,20 @@ pub fn facts(c: &Client, head: Option<&RequestHead>) -> RequestFacts {
         Some(h) => text(h.field(name)),
         None => text(head::sniff_field(&c.inbuf, name)),
     };
+    let (trace_id, from, to, interaction) = (
+        field("ssp-traceid"),
+        field("ssp-from"),
+        field("ssp-to"),
+        field("ssp-interactionid"),
+    );
     RequestFacts {
-        trace_id: field("ssp-traceid"),
-        from: field("ssp-from"),
-        to: field("ssp-to"),
-        interaction: field("ssp-interactionid"),
-        method: head.map_or_else(String::new, |h| h.method().to_string()),
-        target: head.map_or_else(String::new, |h| {
-            h.target()[..h.target().len().min(MAX_VALUE)].to_string()
+        text: RequestText::new(&Text {
+            trace_id: trace_id.as_deref(),
+            from: from.as_deref(),
+            to: to.as_deref(),
+            interaction: interaction.as_deref(),
+            method: head.map_or("", |h| h.method()),
+            target: head.map_or("", |h| cut(h.target(), MAX_VALUE)),
         }),
         peer: c.peer,
         subject: identity.map_or_else(|| "".into(), |i| i.subject.clone()),
@@ -117,5 +133,19 @@ pub fn transaction(c: &Client, ex: &Exchange, status: u16, now: Instant) -> Tran
         ttfb_ms: t.response_head.map(|h| ms(ex.started, h)),
         total_ms: ms(ex.started, now),
         reused: ex.reused,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_keeps_whole_characters() {
+        assert_eq!(cut("abc", 512), "abc");
+        assert_eq!(cut("abc", 2), "ab");
+        assert_eq!(cut("aé", 2), "a");
+        assert_eq!(cut("aé", 3), "aé");
+        assert_eq!(cut("", 0), "");
     }
 }

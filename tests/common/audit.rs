@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ssp::audit::{Audit, Durable, Event, Notifier, RequestFacts, Settings};
+use ssp::audit::{Audit, Durable, Event, Notifier, RequestFacts, RequestText, Settings, Text};
 use ssp::config::AuditSync;
 use ssp::policy::jwt::Claims;
 
@@ -75,12 +75,14 @@ pub fn settings(dir: &TempDir, keyed: bool) -> Settings {
 
 pub fn facts(trace_id: &str) -> RequestFacts {
     RequestFacts {
-        trace_id: Some(trace_id.to_owned()),
-        from: Some("200000000001".into()),
-        to: Some("200000000999".into()),
-        interaction: Some("urn:nhs:names:services:prescription-exemptions:custom:operation:search".into()),
-        method: "GET".into(),
-        target: "/https://pecs.example.nhs.uk/Prescription-Exemptions/1.0.0/search?patient=9000000009".into(),
+        text: RequestText::new(&Text {
+            trace_id: Some(trace_id),
+            from: Some("200000000001"),
+            to: Some("200000000999"),
+            interaction: Some("urn:nhs:names:services:prescription-exemptions:custom:operation:search"),
+            method: "GET",
+            target: "/https://pecs.example.nhs.uk/Prescription-Exemptions/1.0.0/search?patient=9000000009",
+        }),
         peer: "10.1.2.3:50000".parse().unwrap(),
         subject: "CN=dispenser-a.example.nhs.uk, OU=Devices, O=nhs".into(),
         issuer: "CN=NHS Level 1C, O=nhs".into(),
