@@ -59,6 +59,21 @@ fn targets_that_are_not_proxied_https_urls_are_refused() {
     }
 }
 
+/// The audit keeps the first 512 bytes of a target. A target whose 512th byte fell inside a
+/// character once panicked the worker building the record (and, with `panic = "abort"`,
+/// stopped the whole proxy) for any consumer holding a valid certificate.
+#[test]
+fn a_target_with_a_character_across_the_audit_cut_is_refused_and_the_proxy_serves_on() {
+    let proxy = Proxy::start();
+    for filler in [510, 511] {
+        let target = format!("/{}é€", "a".repeat(filler));
+        let r = proxy.consumer(&CONSUMER_A).exchange(&proxy.get().target(&target));
+        assert_outcome(&r, 400, "invalid", "INVALID_TARGET_URL", Some(TRACE_ID));
+    }
+    let r = proxy.consumer(&CONSUMER_A).exchange(&proxy.get());
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
 #[test]
 fn method_not_configured_gets_405_with_allow() {
     let proxy = Proxy::start();
