@@ -177,3 +177,34 @@ fn response_reason_outside_the_buffer_does_not_panic() {
         );
     }
 }
+
+/// Found by review on 2026-11-26 (`fuzz/artifacts/request_head/review-target-cut-mid-character`),
+/// then added to the `request_head` target. The audit keeps the first 512 bytes of a request's
+/// target; the cut sliced the `str` at byte 512 even inside a character, so a target with one
+/// across that point panicked the worker building the record, for refused and admitted
+/// requests alike: one request from any consumer holding a valid certificate aborted the proxy.
+/// Where: src/proxy/report.rs, the target in `facts` (before 4286484).
+#[test]
+fn a_target_cut_for_the_audit_inside_a_character_does_not_panic() {
+    use std::sync::Arc;
+    use ssp::audit::Event;
+    use ssp::audit::record::{self, Entry};
+
+    let raw = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/artifacts/request_head/review-target-cut-mid-character"
+    ))
+    .expect("the artifact");
+    let head = ssp::http::request::parse(&raw, 32768)
+        .expect("a valid head")
+        .expect("a complete head");
+    let peer = "192.0.2.1:4711".parse().unwrap();
+    let facts = ssp::proxy::request_facts(Some(&head), &raw, peer, None);
+    let target = facts.text.target();
+    assert!(target.len() <= 512 && head.target().starts_with(target), "{target:?}");
+    let entry = Entry::Event(Box::new(Event::Req {
+        request: Arc::new(facts),
+    }));
+    let line = record::line(1, TS, &entry, &[0; 32]);
+    assert!(line.bytes.ends_with(b"}\n"));
+}

@@ -1,8 +1,16 @@
 //! The consumer's request head: the first parser any network byte meets (SPEC section 4,
 //! rows 3-7). It must never panic, and a head it accepts must have one unambiguous framing.
+//! What the audit makes of it (the request's facts, sniffed from the bytes when the head was
+//! refused, and the record's line) must not panic either, and stays one capped line.
 #![no_main]
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
 use libfuzzer_sys::fuzz_target;
+use ssp::audit::Event;
+use ssp::audit::record::{self, Entry};
+use ssp::proxy::request_facts;
 use ssp::http::request::{self, BodyFraming, Version};
 
 /// What the proxy passes as `max_head_bytes` by default.
@@ -35,4 +43,15 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = ssp::http::target::parse(head.target());
     let _ = ssp::policy::headers::check(&head, true);
+    // Every parsed head, admitted or refused, becomes an audit record.
+    let peer = SocketAddr::from(([192, 0, 2, 1], 4711));
+    let record = |request| Entry::Event(Box::new(Event::Req { request }));
+    for facts in [
+        request_facts(Some(&head), data, peer, None),
+        request_facts(None, data, peer, None),
+    ] {
+        let line = record::line(1, "2026-11-26T00:00:00.000Z", &record(Arc::new(facts)), &[0; 32]);
+        assert!(line.bytes.len() <= record::MAX_LINE, "an audit line over its cap");
+        assert_eq!(line.bytes.iter().filter(|&&b| b == b'\n').count(), 1, "one line");
+    }
 });

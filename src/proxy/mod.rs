@@ -292,5 +292,6 @@ impl Shared {
     }
 }
 
+pub use report::request_facts;
 pub use worker::{bind, serve};
 mod report;

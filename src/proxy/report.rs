@@ -3,6 +3,7 @@
 //! place. Nothing here decides anything.
 
 use std::borrow::Cow;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::client::Client;
@@ -10,6 +11,7 @@ use super::exchange::Exchange;
 use crate::audit::{Event, RequestFacts, RequestText, Text, Transaction};
 use crate::http::head;
 use crate::http::request::RequestHead;
+use crate::policy::identity::Identity;
 use crate::policy::jwt;
 use crate::policy::refusal::Refusal;
 
@@ -35,10 +37,21 @@ fn cut(s: &str, max: usize) -> &str {
 /// The facts of a request as far as it was parsed: all of it when a head was read, the
 /// sniffed trace id only when the head was refused before parsing.
 pub fn facts(c: &Client, head: Option<&RequestHead>) -> RequestFacts {
-    let identity = c.identity.as_ref();
+    request_facts(head, &c.inbuf, c.peer, c.identity.as_ref())
+}
+
+/// [`facts`] from values: the parsed head if there is one, else the bytes received, which are
+/// only sniffed for the trace id and the `Ssp-*` fields. Any bytes a consumer sends end up
+/// here (the `request_head` fuzz target drives it).
+pub fn request_facts(
+    head: Option<&RequestHead>,
+    received: &[u8],
+    peer: SocketAddr,
+    identity: Option<&Identity>,
+) -> RequestFacts {
     let field = |name: &str| match head {
         Some(h) => text(h.field(name)),
-        None => text(head::sniff_field(&c.inbuf, name)),
+        None => text(head::sniff_field(received, name)),
     };
     let (trace_id, from, to, interaction) = (
         field("ssp-traceid"),
@@ -55,7 +68,7 @@ pub fn facts(c: &Client, head: Option<&RequestHead>) -> RequestFacts {
             method: head.map_or("", |h| h.method()),
             target: head.map_or("", |h| cut(h.target(), MAX_VALUE)),
         }),
-        peer: c.peer,
+        peer,
         subject: identity.map_or_else(|| "".into(), |i| i.subject.clone()),
         issuer: identity.map_or_else(|| "".into(), |i| i.issuer.clone()),
         serial: identity.map_or_else(|| "".into(), |i| i.serial_hex.clone()),
