@@ -186,9 +186,9 @@ fn response_reason_outside_the_buffer_does_not_panic() {
 /// Where: src/proxy/report.rs, the target in `facts` (before 4286484).
 #[test]
 fn a_target_cut_for_the_audit_inside_a_character_does_not_panic() {
-    use std::sync::Arc;
     use ssp::audit::Event;
     use ssp::audit::record::{self, Entry};
+    use std::sync::Arc;
 
     let raw = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -201,7 +201,10 @@ fn a_target_cut_for_the_audit_inside_a_character_does_not_panic() {
     let peer = "192.0.2.1:4711".parse().unwrap();
     let facts = ssp::proxy::request_facts(Some(&head), &raw, peer, None);
     let target = facts.text.target();
-    assert!(target.len() <= 512 && head.target().starts_with(target), "{target:?}");
+    assert!(
+        target.len() <= 512 && head.target().starts_with(target),
+        "{target:?}"
+    );
     let entry = Entry::Event(Box::new(Event::Req {
         request: Arc::new(facts),
     }));
