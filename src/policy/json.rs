@@ -47,16 +47,19 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    #[inline(always)]
     fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
     }
 
+    #[inline(always)]
     fn next(&mut self) -> Option<u8> {
         let c = self.peek()?;
         self.i += 1;
         Some(c)
     }
 
+    #[inline(always)]
     fn ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
             self.i += 1;
@@ -71,6 +74,7 @@ impl<'a> Reader<'a> {
         })
     }
 
+    #[inline(always)]
     fn value(&mut self, depth: usize) -> Option<Kind> {
         self.ws();
         match self.peek()? {
@@ -142,6 +146,7 @@ impl<'a> Reader<'a> {
     }
 
     /// At `"`. Returns the raw content between the quotes, escapes checked but not decoded.
+    #[inline(always)]
     fn string(&mut self) -> Option<&'a [u8]> {
         self.i += 1;
         let start = self.i;
