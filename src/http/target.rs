@@ -69,7 +69,8 @@ impl fmt::Display for Target<'_> {
 
 pub fn parse(raw: &str) -> Result<Target<'_>, TargetError> {
     let url = raw.strip_prefix('/').ok_or(TargetError::NotProxyForm)?;
-    if starts_with_ignore_case(url, "https%3a%2f%2f") {
+    // The raw form, as it is mostly sent, is told from the percent-encoded one at once.
+    if !url.starts_with("https://") && starts_with_ignore_case(url, "https%3a%2f%2f") {
         let decoded = percent_decode(url).ok_or(TargetError::BadEncoding)?;
         return parse_url(&decoded).map(Target::into_owned);
     }
