@@ -244,9 +244,11 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Whether a string's raw content (escapes undecoded) is `want`.
+/// Whether a string's raw content (escapes undecoded) is `want`, which has no `\\`.
 fn unescaped_equals(raw: &[u8], want: &[u8]) -> bool {
-    if !raw.contains(&b'\\') {
+    // An escape is longer than what it stands for: content no longer than `want` can only
+    // match as it is, and only longer content need be looked at for escapes.
+    if raw.len() <= want.len() || !raw.contains(&b'\\') {
         return raw == want;
     }
     let mut decoded = Vec::with_capacity(raw.len());
@@ -315,6 +317,32 @@ mod tests {
         ];
         for (json, want) in cases {
             assert_eq!(object_with_string(json.as_bytes(), "alg"), want, "{json}");
+        }
+    }
+
+    #[test]
+    fn keys_compare_after_unescaping() {
+        let cases: [(&[u8], bool); 12] = [
+            (b"alg", true),
+            (br"a\u006cg", true),
+            (br"\u0061\u006C\u0067", true),
+            (br"al\u0067", true),
+            (b"", false),
+            (b"al", false),
+            (b"alG", false),
+            (b"algx", false),
+            (br"al\u0067x", false),
+            (br"\/lg", false),
+            (br"a\\lg", false),
+            (br"alg\u00e9", false),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(
+                unescaped_equals(raw, b"alg"),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
         }
     }
 
