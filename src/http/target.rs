@@ -15,6 +15,9 @@ pub struct Target<'a> {
     pub port: Option<u16>,
     /// Starts with `/`; the query, if any, included.
     pub path_and_query: Cow<'a, str>,
+    /// Where the path ends in `path_and_query`: at its `?`, or its end. Found by the parser,
+    /// so that row 12 does not look for it again.
+    path_len: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,12 +32,7 @@ pub enum TargetError {
 impl Target<'_> {
     /// The path without the query.
     pub fn path(&self) -> &str {
-        let end = self
-            .path_and_query
-            .bytes()
-            .position(|b| b == b'?')
-            .unwrap_or(self.path_and_query.len());
-        &self.path_and_query[..end]
+        &self.path_and_query[..self.path_len]
     }
 
     /// `host[:port]` as it goes in a `Host` header, written without an allocation.
@@ -47,6 +45,7 @@ impl Target<'_> {
             host: Cow::Owned(self.host.into_owned()),
             port: self.port,
             path_and_query: Cow::Owned(self.path_and_query.into_owned()),
+            path_len: self.path_len,
         }
     }
 }
@@ -70,7 +69,8 @@ impl fmt::Display for Target<'_> {
 
 pub fn parse(raw: &str) -> Result<Target<'_>, TargetError> {
     let url = raw.strip_prefix('/').ok_or(TargetError::NotProxyForm)?;
-    if starts_with_ignore_case(url, "https%3a%2f%2f") {
+    // The raw form, as it is mostly sent, is told from the percent-encoded one at once.
+    if !url.starts_with("https://") && starts_with_ignore_case(url, "https%3a%2f%2f") {
         let decoded = percent_decode(url).ok_or(TargetError::BadEncoding)?;
         return parse_url(&decoded).map(Target::into_owned);
     }
@@ -87,23 +87,19 @@ fn parse_url(url: &str) -> Result<Target<'_>, TargetError> {
         });
     }
     let rest = &url["https://".len()..];
-    let authority_end = rest
-        .bytes()
-        .position(|b| b == b'/' || b == b'?')
-        .unwrap_or(rest.len());
-    // The authority's own rules leave no room for controls, spaces, `#` or `\\`.
-    let (host, port) = parse_authority(&rest[..authority_end])?;
+    let (host, port, authority_end) = parse_authority(rest)?;
     let path_and_query = &rest[authority_end..];
-    check_path_and_query(path_and_query)?;
-    let path_and_query = match path_and_query {
-        "" => Cow::Borrowed("/"),
-        p if p.starts_with('?') => Cow::Owned(format!("/{p}")),
-        p => Cow::Borrowed(p),
+    let path_len = check_path_and_query(path_and_query)?;
+    let (path_and_query, path_len) = match path_and_query {
+        "" => (Cow::Borrowed("/"), 1),
+        p if p.starts_with('?') => (Cow::Owned(format!("/{p}")), 1),
+        p => (Cow::Borrowed(p), path_len),
     };
     Ok(Target {
         host,
         port,
         path_and_query,
+        path_len,
     })
 }
 
@@ -112,7 +108,9 @@ fn parse_url(url: &str) -> Result<Target<'_>, TargetError> {
 /// resolve a path outside the registered endpoint after our prefix check passed; and encoded
 /// `/`, `\\` and controls, which a provider that decodes them would see as different segments
 /// than the prefix check did.
-fn check_path_and_query(p: &str) -> Result<(), TargetError> {
+///
+/// Returns the length of the path: where the query starts, or the whole of `p`.
+fn check_path_and_query(p: &str) -> Result<usize, TargetError> {
     let bytes = p.as_bytes();
     // The current path segment: its dots, and whether anything else is in it.
     let (mut dots, mut other) = (0u32, false);
@@ -140,7 +138,7 @@ fn check_path_and_query(p: &str) -> Result<(), TargetError> {
                 let query = &bytes[i..];
                 return match query.iter().any(|&b| CLASS[usize::from(b)] == Class::Refused) {
                     true => Err(TargetError::BadPath),
-                    false => Ok(()),
+                    false => Ok(i - 1),
                 };
             }
             Class::Refused => return Err(TargetError::BadPath),
@@ -162,7 +160,7 @@ fn check_path_and_query(p: &str) -> Result<(), TargetError> {
     }
     match dot_segment(dots, other) {
         true => Err(TargetError::BadPath),
-        false => Ok(()),
+        false => Ok(bytes.len()),
     }
 }
 
@@ -195,61 +193,112 @@ const CLASS: [Class; 256] = {
     table
 };
 
-fn parse_authority(authority: &str) -> Result<(Cow<'_, str>, Option<u16>), TargetError> {
-    // Userinfo (`user@host`) is refused without a scan of its own: `@` is neither a name, a
-    // port nor an IPv6 literal character, so the checks below refuse it wherever it is.
-    if authority.is_empty() {
-        return Err(TargetError::BadAuthority);
+/// The authority at the start of `rest`, which ends at the first `/` or `?` (or with `rest`):
+/// the host, lowercased, the port if written, and where the authority ends.
+///
+/// Userinfo (`user@host`) is refused without a scan of its own: `@` is neither a name, a port
+/// nor an IPv6 literal character, so the checks below refuse it wherever it is.
+fn parse_authority(rest: &str) -> Result<(Cow<'_, str>, Option<u16>, usize), TargetError> {
+    let bytes = rest.as_bytes();
+    if bytes.first() == Some(&b'[') {
+        let end = bytes
+            .iter()
+            .position(|&b| b == b'/' || b == b'?')
+            .unwrap_or(bytes.len());
+        let (host, port) = parse_ipv6_authority(&rest[..end])?;
+        return Ok((host, port, end));
     }
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let close = v6.find(']').ok_or(TargetError::BadAuthority)?;
-        let literal = &v6[..close];
-        if literal.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(TargetError::BadAuthority);
-        }
-        let after = &v6[close + 1..];
-        let port = match after.strip_prefix(':') {
-            Some(p) => Some(p),
-            None if after.is_empty() => None,
-            None => return Err(TargetError::BadAuthority),
-        };
-        (&authority[..close + 2], port)
-    } else {
-        match authority.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        }
-    };
-    // A name is letters, digits, `-` and `.`; the same pass notes any uppercase to fold.
+    // A name is letters, digits, `-` and `.`: one pass finds where it ends, noting any
+    // uppercase to fold.
     let mut uppercase = false;
-    let valid_name = !host.is_empty()
-        && (host.starts_with('[')
-            || host.bytes().all(|b| {
-                uppercase |= b.is_ascii_uppercase();
-                b.is_ascii_alphanumeric() || b == b'-' || b == b'.'
-            }));
-    if !valid_name {
+    let name_end = bytes
+        .iter()
+        .position(|&b| {
+            let class = NAME[usize::from(b)];
+            uppercase |= class == NameByte::Upper;
+            class == NameByte::Other
+        })
+        .unwrap_or(bytes.len());
+    if name_end == 0 {
         return Err(TargetError::BadAuthority);
     }
-    let port = match port {
-        None => None,
-        Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
-            match p.parse::<u16>() {
-                Ok(n) if n > 0 => Some(n),
-                _ => return Err(TargetError::BadAuthority),
-            }
+    let (port, end) = match bytes.get(name_end) {
+        Some(b':') => {
+            let digits = &bytes[name_end + 1..];
+            let len = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+            (Some(port_number(&digits[..len])?), name_end + 1 + len)
         }
-        Some(_) => return Err(TargetError::BadAuthority),
+        _ => (None, name_end),
     };
-    // An IPv6 literal's hex digits were not looked at above.
-    uppercase |= host.starts_with('[') && host.bytes().any(|b| b.is_ascii_uppercase());
-    let host = if uppercase {
-        Cow::Owned(host.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(host)
+    // Whatever follows the host and port must start the path or the query.
+    if !matches!(bytes.get(end), None | Some(b'/' | b'?')) {
+        return Err(TargetError::BadAuthority);
+    }
+    let host = &rest[..name_end];
+    let host = match uppercase {
+        true => Cow::Owned(host.to_ascii_lowercase()),
+        false => Cow::Borrowed(host),
+    };
+    Ok((host, port, end))
+}
+
+/// `[literal]` or `[literal]:port`, the whole authority.
+fn parse_ipv6_authority(authority: &str) -> Result<(Cow<'_, str>, Option<u16>), TargetError> {
+    let close = authority.find(']').ok_or(TargetError::BadAuthority)?;
+    if authority[1..close].parse::<std::net::Ipv6Addr>().is_err() {
+        return Err(TargetError::BadAuthority);
+    }
+    let port = match &authority[close + 1..] {
+        "" => None,
+        after => match after.strip_prefix(':') {
+            Some(p) => Some(port_number(p.as_bytes())?),
+            None => return Err(TargetError::BadAuthority),
+        },
+    };
+    // Brackets kept; the literal's hex digits folded to lowercase.
+    let host = &authority[..close + 1];
+    let host = match host.bytes().any(|b| b.is_ascii_uppercase()) {
+        true => Cow::Owned(host.to_ascii_lowercase()),
+        false => Cow::Borrowed(host),
     };
     Ok((host, port))
 }
+
+/// 1 to 5 decimal digits making 1 to 65535.
+fn port_number(digits: &[u8]) -> Result<u16, TargetError> {
+    if digits.is_empty() || digits.len() > 5 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(TargetError::BadAuthority);
+    }
+    let n = digits.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+    match u16::try_from(n) {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(TargetError::BadAuthority),
+    }
+}
+
+/// What a byte is to a host name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NameByte {
+    /// Lowercase letters, digits, `-` and `.`.
+    Plain,
+    Upper,
+    /// Anything else ends the name.
+    Other,
+}
+
+const NAME: [NameByte; 256] = {
+    let mut table = [NameByte::Other; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = match b as u8 {
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' => NameByte::Plain,
+            b'A'..=b'Z' => NameByte::Upper,
+            _ => NameByte::Other,
+        };
+        b += 1;
+    }
+    table
+};
 
 fn hex_digit(b: u8) -> Option<u8> {
     match b {
@@ -261,7 +310,10 @@ fn hex_digit(b: u8) -> Option<u8> {
 }
 
 fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
-    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    // Mostly written as given (lowercase): the exact comparison answers at once.
+    s.as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|head| head == prefix.as_bytes() || head.eq_ignore_ascii_case(prefix.as_bytes()))
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -340,6 +392,63 @@ mod tests {
         // Encoded separators are fine in the query: they never become path segments.
         assert_eq!(parse("/https://h/p?next=%2Fa%2Fb").unwrap().path(), "/p");
         assert_eq!(parse("/https://h/p%20q").unwrap().path(), "/p%20q");
+    }
+
+    #[test]
+    fn path_ends_at_the_first_question_mark() {
+        for raw in [
+            "/https://h",
+            "/https://h/",
+            "/https://h?",
+            "/https://h?q=1?2",
+            "/https://h/a/b?x/../y",
+            "/https://h/a%3Fb/c?d",
+            "/https://h:8443/a.b/c",
+            "/https://[::1]/p?",
+            "/https%3A%2F%2Fh%2Fa%3Fb",
+        ] {
+            let t = parse(raw).unwrap();
+            let want = t.path_and_query.split('?').next().unwrap();
+            assert_eq!(t.path(), want, "{raw}");
+            assert_eq!(t.clone().into_owned().path(), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn authority_table() {
+        type Host = (&'static str, Option<u16>);
+        let cases: [(&str, Result<Host, TargetError>); 20] = [
+            ("h", Ok(("h", None))),
+            ("h:1", Ok(("h", Some(1)))),
+            ("h:65535", Ok(("h", Some(65535)))),
+            ("h:00443", Ok(("h", Some(443)))),
+            ("H-1.Example.NHS.uk:9443", Ok(("h-1.example.nhs.uk", Some(9443)))),
+            ("[::1]", Ok(("[::1]", None))),
+            ("[FE80::1]:1", Ok(("[fe80::1]", Some(1)))),
+            ("", Err(TargetError::BadAuthority)),
+            (":443", Err(TargetError::BadAuthority)),
+            ("h:", Err(TargetError::BadAuthority)),
+            ("h:0", Err(TargetError::BadAuthority)),
+            ("h:000443", Err(TargetError::BadAuthority)),
+            ("h:65536", Err(TargetError::BadAuthority)),
+            ("h:99999", Err(TargetError::BadAuthority)),
+            ("h:1:2", Err(TargetError::BadAuthority)),
+            ("h:12a", Err(TargetError::BadAuthority)),
+            ("h\u{e9}", Err(TargetError::BadAuthority)),
+            ("\u{e9}h", Err(TargetError::BadAuthority)),
+            ("h%41", Err(TargetError::BadAuthority)),
+            ("[::1]x", Err(TargetError::BadAuthority)),
+        ];
+        for (authority, want) in cases {
+            for rest in ["", "/p", "?q"] {
+                let raw = format!("/https://{authority}{rest}");
+                let got = parse(&raw);
+                let got = got.as_ref().map(|t| (&*t.host, t.port)).map_err(|e| *e);
+                assert_eq!(got, want, "{authority}{rest}");
+            }
+        }
+        let long = "a".repeat(300);
+        assert_eq!(parse(&format!("/https://{long}:8443/p")).unwrap().host, long);
     }
 
     #[test]

@@ -39,12 +39,21 @@ impl Hasher for WordHasher {
         }
     }
 
+    fn write_u8(&mut self, byte: u8) {
+        self.add(u64::from(byte));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
     fn finish(&self) -> u64 {
         self.0
     }
 }
 
-type Map<V> = HashMap<String, V, BuildHasherDefault<WordHasher>>;
+/// Keyed by bytes: a request's headers are looked up as they came, never turned into text.
+type Map<V> = HashMap<Box<[u8]>, V, BuildHasherDefault<WordHasher>>;
 
 #[derive(Debug, Default)]
 pub struct Allowlist {
@@ -84,7 +93,7 @@ impl Allowlist {
                 .iter()
                 .map(|urn| {
                     let next = interactions.len();
-                    *interactions.entry(urn.clone()).or_insert(next)
+                    *interactions.entry(urn.as_bytes().into()).or_insert(next)
                 })
                 .collect();
             ids.sort_unstable();
@@ -100,7 +109,7 @@ impl Allowlist {
                     endpoint: p.endpoint.clone(),
                     interactions: number(&p.interactions),
                 };
-                (p.asid.clone(), rule)
+                (p.asid.as_bytes().into(), rule)
             })
             .collect();
         let consumers = consumers
@@ -111,7 +120,7 @@ impl Allowlist {
                 let mut agreed: Vec<usize> = c
                     .providers
                     .iter()
-                    .filter_map(|asid| providers.get(asid).map(|p| p.index))
+                    .filter_map(|asid| providers.get(asid.as_bytes()).map(|p| p.index))
                     .collect();
                 agreed.sort_unstable();
                 agreed.dedup();
@@ -121,7 +130,7 @@ impl Allowlist {
                     interactions: number(&c.interactions),
                     providers: agreed.into(),
                 };
-                (c.asid.clone(), rule)
+                (c.asid.as_bytes().into(), rule)
             })
             .collect();
         Allowlist {
@@ -141,9 +150,10 @@ impl Allowlist {
         // An interaction nobody has is refused at row 9, as the sender cannot have it.
         let interaction = self.interactions.get(ssp.interaction).copied();
         let has = |ids: &Ids| interaction.is_some_and(|i| ids.binary_search(&i).is_ok());
-        let sender = self.consumers.get(ssp.from).filter(|c| {
-            // DNS names compare case-insensitively.
-            certificate_cn.is_some_and(|cn| cn.eq_ignore_ascii_case(&c.fqdn)) && has(&c.interactions)
+        let sender = self.consumers.get(ssp.from.as_bytes()).filter(|c| {
+            // DNS names compare case-insensitively; `fqdn` is lowercase, and so are most CNs.
+            certificate_cn.is_some_and(|cn| cn == c.fqdn || cn.eq_ignore_ascii_case(&c.fqdn))
+                && has(&c.interactions)
         });
         let Some(sender) = sender else {
             return Err(Refusal::SenderCheckFailed {
@@ -152,7 +162,7 @@ impl Allowlist {
         };
         let receiver = self
             .providers
-            .get(ssp.to)
+            .get(ssp.to.as_bytes())
             .filter(|p| has(&p.interactions))
             .ok_or_else(|| Refusal::ReceiverCheckFailed {
                 to: ssp.to.to_string(),
@@ -203,6 +213,7 @@ pub fn endpoint_matches(endpoint: &Endpoint, target: &Target) -> bool {
 mod tests {
     use super::*;
     use crate::http::target;
+    use crate::policy::headers::Asid;
 
     const SEARCH: &str = "urn:search";
 
@@ -251,10 +262,10 @@ mod tests {
 
     fn ssp<'a>(from: &'a str, to: &'a str, interaction: &'a str) -> SspHeaders<'a> {
         SspHeaders {
-            trace_id: "t",
-            from,
-            to,
-            interaction,
+            trace_id: b"t",
+            from: Asid::new(from.as_bytes()).unwrap(),
+            to: Asid::new(to.as_bytes()).unwrap(),
+            interaction: interaction.as_bytes(),
         }
     }
 

@@ -4,14 +4,47 @@ use super::jwt;
 use super::refusal::Refusal;
 use crate::http::head::trim_ows;
 use crate::http::request::RequestHead;
+use std::fmt::Write as _;
 
-/// The routing headers of one request, validated, borrowed from its head.
+/// The routing headers of one request, validated, borrowed from its head. They stay bytes:
+/// the allowlist looks them up as bytes, and only a refusal or the audit writes them out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SspHeaders<'a> {
-    pub trace_id: &'a str,
-    pub from: &'a str,
-    pub to: &'a str,
-    pub interaction: &'a str,
+    /// 8-4-4-4-12 hexadecimal digits (`is_uuid`).
+    pub trace_id: &'a [u8],
+    pub from: Asid<'a>,
+    pub to: Asid<'a>,
+    /// UTF-8 without a space (`is_interaction`).
+    pub interaction: &'a [u8],
+}
+
+/// An ASID as sent: 1 to 20 ASCII digits (`is_asid` checked it). Written out (`Display`) only
+/// for a refusal's token; the decision compares its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Asid<'a>(&'a [u8]);
+
+impl<'a> Asid<'a> {
+    /// `None` unless `v` is an ASID.
+    pub fn new(v: &'a [u8]) -> Option<Asid<'a>> {
+        is_asid(v).then_some(Asid(v))
+    }
+
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Asid<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Digits only, so each byte is its own character.
+        self.0.iter().try_for_each(|&b| f.write_char(char::from(b)))
+    }
+}
+
+impl PartialEq<&str> for Asid<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == other.as_bytes()
+    }
 }
 
 /// The checked headers, in the order their refusals are reported.
@@ -23,6 +56,17 @@ const CHECKED: [&str; 5] = [
     "Authorization",
 ];
 const AUTHORIZATION: usize = 4;
+
+/// The index in `CHECKED` of the name of each length, if there is one.
+const BY_LENGTH: [Option<usize>; 18] = {
+    let mut table = [None; 18];
+    let mut i = 0;
+    while i < CHECKED.len() {
+        table[CHECKED[i].len()] = Some(i);
+        i += 1;
+    }
+    table
+};
 
 /// How often a checked header appeared, and its value when once.
 #[derive(Clone, Copy)]
@@ -43,20 +87,20 @@ pub fn check(head: &RequestHead, require_jwt: bool) -> Result<SspHeaders<'_>, Re
             };
         }
     }
-    // Only SP and HTAB are optional whitespace around a field value (RFC 9110 section 5.6.3);
-    // the rules run on bytes, and the text they pass is turned into `&str` once.
-    let valid = |i: usize, rule: fn(&[u8]) -> bool| match seen[i] {
-        Seen::Once(v) => Some(trim_ows(v))
-            .filter(|v| rule(v))
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .ok_or(Refusal::InvalidHeader(CHECKED[i])),
+    // Only SP and HTAB are optional whitespace around a field value (RFC 9110 section 5.6.3).
+    // The rules run on the bytes; none of them needs a `&str`.
+    let once = |i: usize| match seen[i] {
+        Seen::Once(v) => Ok(trim_ows(v)),
         _ => Err(Refusal::InvalidHeader(CHECKED[i])),
     };
+    let refused = |i: usize| Refusal::InvalidHeader(CHECKED[i]);
     let ssp = SspHeaders {
-        trace_id: valid(0, is_uuid)?,
-        from: valid(1, is_asid)?,
-        to: valid(2, is_asid)?,
-        interaction: valid(3, |v| !v.is_empty() && !v.contains(&b' '))?,
+        trace_id: Some(once(0)?).filter(|v| is_uuid(v)).ok_or_else(|| refused(0))?,
+        from: Asid::new(once(1)?).ok_or_else(|| refused(1))?,
+        to: Asid::new(once(2)?).ok_or_else(|| refused(2))?,
+        interaction: Some(once(3)?)
+            .filter(|v| is_interaction(v))
+            .ok_or_else(|| refused(3))?,
     };
     let jwt_ok = match seen[AUTHORIZATION] {
         Seen::Never => !require_jwt,
@@ -70,10 +114,10 @@ pub fn check(head: &RequestHead, require_jwt: bool) -> Result<SspHeaders<'_>, Re
 }
 
 /// Which of `CHECKED` a field name is. The checked names differ in length (a test holds
-/// this), so the length picks the one candidate and the other fields (`Host`, `Accept`, ...)
-/// cost no byte comparison at all.
+/// this), so the length picks the one candidate and most other fields (`Host`, ...) cost no
+/// byte comparison at all.
 fn checked_index(name: &[u8]) -> Option<usize> {
-    let i = CHECKED.iter().position(|c| c.len() == name.len())?;
+    let i = (*BY_LENGTH.get(name.len())?)?;
     // Senders mostly spell the names as written here: an exact comparison answers at once.
     let want = CHECKED[i].as_bytes();
     (name == want || name.eq_ignore_ascii_case(want)).then_some(i)
@@ -81,16 +125,49 @@ fn checked_index(name: &[u8]) -> Option<usize> {
 
 /// 8-4-4-4-12 hexadecimal digits.
 pub fn is_uuid(b: &[u8]) -> bool {
-    b.len() == 36
-        && [8, 13, 18, 23].iter().all(|&i| b[i] == b'-')
-        && [0..8, 9..13, 14..18, 19..23, 24..36]
-            .into_iter()
-            .all(|group| b[group].iter().all(u8::is_ascii_hexdigit))
+    const SHAPE: &[u8; 36] = b"xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
+    let Ok(b) = <&[u8; 36]>::try_from(b) else {
+        return false;
+    };
+    // No early exit: the fixed length lets the compiler unroll this into straight-line code.
+    b.iter().zip(SHAPE).fold(true, |ok, (&c, &shape)| {
+        ok & if shape == b'-' {
+            c == b'-'
+        } else {
+            c.is_ascii_hexdigit()
+        }
+    })
+}
+
+/// Not empty, no space, UTF-8. Interaction URNs are ASCII: 8 bytes at a time show that there
+/// is no space and nothing beyond ASCII; only a value with a byte beyond ASCII goes through
+/// the full UTF-8 check.
+pub fn is_interaction(v: &[u8]) -> bool {
+    const LOW: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    const SPACES: u64 = u64::from_ne_bytes([b' '; 8]);
+    // Per byte, the top bit of the result is set where the byte is a space or beyond ASCII
+    // (a zero byte after `^ SPACES`, found as in Hacker's Delight 6-1, also sets it: harmless
+    // false alarms go to the exact check below).
+    let flags = |w: u64| ((w ^ SPACES).wrapping_sub(LOW) | w) & HIGH;
+    let mut words = v.chunks_exact(8);
+    let mut seen = 0;
+    for word in &mut words {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        seen |= flags(u64::from_ne_bytes(w));
+    }
+    let rest = words.remainder();
+    let mut w = [b'x'; 8];
+    w[..rest.len()].copy_from_slice(rest);
+    seen |= flags(u64::from_ne_bytes(w));
+    !v.is_empty() && (seen == 0 || !v.contains(&b' ') && std::str::from_utf8(v).is_ok())
 }
 
 /// ASIDs are numeric strings; 12 digits in every known example, 1–20 accepted.
 pub fn is_asid(v: &[u8]) -> bool {
-    (1..=20).contains(&v.len()) && v.iter().all(u8::is_ascii_digit)
+    // No early exit: a branch-free loop over a dozen digits.
+    (1..=20).contains(&v.len()) && v.iter().fold(true, |ok, b| ok & b.is_ascii_digit())
 }
 
 #[cfg(test)]
@@ -124,7 +201,9 @@ mod tests {
         let head = head(&valid());
         let h = check(&head, true).unwrap();
         assert_eq!(h.from, "200000000001");
-        assert_eq!(h.interaction, "urn:nhs:names:services:x");
+        assert_eq!(h.from.to_string(), "200000000001");
+        assert_eq!(h.interaction, b"urn:nhs:names:services:x");
+        assert_eq!(h.trace_id, b"5b6f3f8e-7a1d-4c1e-9d3a-2f0b6c1e8a44");
     }
 
     #[test]
@@ -210,7 +289,7 @@ mod tests {
             let got = check(&head, true);
             assert_eq!(got.is_ok(), ok, "{name}: {value:?}: {got:?}");
             if let Ok(h) = got {
-                assert!(!h.from.ends_with('\t') && !h.interaction.ends_with('\t'));
+                assert!(!h.from.as_bytes().ends_with(b"\t") && !h.interaction.ends_with(b"\t"));
             }
         }
     }
@@ -231,6 +310,94 @@ mod tests {
             check(&head, true),
             Err(Refusal::InvalidHeader("Ssp-InteractionID"))
         );
+    }
+
+    #[test]
+    fn uuid_rule_table() {
+        let cases: [(&[u8], bool); 12] = [
+            (b"5b6f3f8e-7a1d-4c1e-9d3a-2f0b6c1e8a44", true),
+            (b"5B6F3F8E-7A1D-4C1E-9D3A-2F0B6C1E8A44", true),
+            (b"00000000-0000-0000-0000-000000000000", true),
+            (b"", false),
+            (b"5b6f3f8e-7a1d-4c1e-9d3a-2f0b6c1e8a4", false),
+            (b"5b6f3f8e-7a1d-4c1e-9d3a-2f0b6c1e8a444", false),
+            (b"5b6f3f8e-7a1d-4c1e-9d3a-2f0b6c1e8a4g", false),
+            (b"g5b6f3f8-7a1d-4c1e-9d3a-2f0b6c1e8a44", false),
+            (b"5b6f3f8e_7a1d-4c1e-9d3a-2f0b6c1e8a44", false),
+            (b"5b6f3f8e-7a1d-4c1e-9d3a-2f0b6c1e8a\xc3\xa9", false),
+            (b"5b6f3f8e-7a1d-4c1e-9d3a-2f0b6c1e8a\x00\x00", false),
+            (b"------------------------------------", false),
+        ];
+        for (v, want) in cases {
+            assert_eq!(is_uuid(v), want, "{:?}", String::from_utf8_lossy(v));
+        }
+    }
+
+    #[test]
+    fn asid_rule_table() {
+        let cases: [(&[u8], bool); 9] = [
+            (b"0", true),
+            (b"200000000001", true),
+            (b"12345678901234567890", true),
+            (b"", false),
+            (b"123456789012345678901", false),
+            (b"20000000000a", false),
+            (b" 1", false),
+            (b"1\xd9\xa1", false),
+            (b"\xef\xbc\x91", false),
+        ];
+        for (v, want) in cases {
+            assert_eq!(Asid::new(v).is_some(), want, "{:?}", String::from_utf8_lossy(v));
+            assert_eq!(is_asid(v), want);
+        }
+        assert_eq!(Asid::new(b"0042").unwrap().to_string(), "0042");
+    }
+
+    #[test]
+    fn interaction_rule_table() {
+        let long = "urn:nhs:names:services:prescription-exemptions:custom:operation:search:x".repeat(20);
+        let cases: Vec<(Vec<u8>, bool)> = vec![
+            (b"u".to_vec(), true),
+            (b"urn:x".to_vec(), true),
+            (b"urn:nhs:names:services:x".to_vec(), true),
+            (long.clone().into_bytes(), true),
+            (format!("{long} ").into_bytes(), false),
+            (format!(" {long}").into_bytes(), false),
+            (b"urn:\tx".to_vec(), true),
+            ("urn:\u{e9}".as_bytes().to_vec(), true),
+            ("\u{3000}".as_bytes().to_vec(), true),
+            ("urn:\u{1f600}:12345678".as_bytes().to_vec(), true),
+            (b"".to_vec(), false),
+            (b" ".to_vec(), false),
+            (b"12345678 ".to_vec(), false),
+            (b"1234567 8".to_vec(), false),
+            (b"urn:a b".to_vec(), false),
+            // `!` follows a space in ASCII: the word trick must not lose either.
+            (b" !!!!!!!!".to_vec(), false),
+            (b"!!!!!!! !".to_vec(), false),
+            (b"urn:\xa9".to_vec(), false),
+            (b"urn:x\xc3".to_vec(), false),
+            (b"12345678\xff".to_vec(), false),
+            (b"\xed\xa0\x80".to_vec(), false),
+            (b"\xc3\xa9 ".to_vec(), false),
+        ];
+        for (v, want) in cases {
+            assert_eq!(is_interaction(&v), want, "{:?}", String::from_utf8_lossy(&v));
+            // The rule is "not empty, no space, UTF-8", spelled plainly.
+            let plain = !v.is_empty() && !v.contains(&b' ') && std::str::from_utf8(&v).is_ok();
+            assert_eq!(plain, want);
+        }
+        // Every position of a space or a non-ASCII byte, in and past the 8-byte words.
+        for len in 1..=24 {
+            for at in 0..len {
+                for bad in [b' ', 0x80, 0xff] {
+                    let mut v = vec![b'a'; len];
+                    v[at] = bad;
+                    assert!(!is_interaction(&v), "{len} {at} {bad}");
+                }
+            }
+            assert!(is_interaction(&vec![b'~'; len]));
+        }
     }
 
     #[test]

@@ -13,14 +13,13 @@ const MAX_DEPTH: usize = 127;
 /// `Some(has_key)` when `json` is one object (whitespace around it allowed), where `has_key`
 /// says whether its last member named `key` has a string value; `None` when it is not.
 pub fn object_with_string(json: &[u8], key: &str) -> Option<bool> {
-    let mut r = Reader { b: json, i: 0 };
-    r.ws();
-    if r.peek()? != b'{' {
+    let r = Reader(json);
+    let i = r.ws(0);
+    if *json.get(i)? != b'{' {
         return None;
     }
-    let found = r.object(1, key.as_bytes())?;
-    r.ws();
-    (r.i == json.len()).then_some(found)
+    let (end, found) = r.object(i, 1, key.as_bytes())?;
+    (r.ws(end) == json.len()).then_some(found)
 }
 
 /// Bytes that end a run of plain string content: the closing quote, an escape, a control
@@ -35,213 +34,242 @@ const NOT_PLAIN: [bool; 256] = {
     table
 };
 
+/// Where the first byte of `s` that is `NOT_PLAIN` is; `None` if there is none.
+fn plain_prefix(s: &[u8]) -> Option<usize> {
+    const LOW: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    // Per byte, the top bit set where a byte is zero (Hacker's Delight 6-1). A borrow only
+    // starts at a zero byte, so the lowest flag is exact; flags above it may be false.
+    let zero = |x: u64| x.wrapping_sub(LOW) & !x & HIGH;
+    let mut words = s.chunks_exact(8);
+    let mut skipped = 0;
+    for word in &mut words {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        // Little-endian: the first byte in memory is the lowest in the word.
+        let w = u64::from_le_bytes(w);
+        let control = w.wrapping_sub(0x20 * LOW) & !w & HIGH;
+        let flags =
+            zero(w ^ (u64::from(b'"') * LOW)) | zero(w ^ (u64::from(b'\\') * LOW)) | control | (w & HIGH);
+        if flags != 0 {
+            return Some(skipped + flags.trailing_zeros() as usize / 8);
+        }
+        skipped += 8;
+    }
+    let rest = words.remainder();
+    let at = rest.iter().position(|&c| NOT_PLAIN[usize::from(c)])?;
+    Some(skipped + at)
+}
+
 #[derive(PartialEq, Eq)]
 enum Kind {
     String,
     Other,
 }
 
-struct Reader<'a> {
-    b: &'a [u8],
-    i: usize,
-}
+/// The JSON text. Each step takes the index where it starts and returns the index where it
+/// ended (`None`: not JSON), so the position lives in a register, not in memory.
+#[derive(Clone, Copy)]
+struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn peek(&self) -> Option<u8> {
-        self.b.get(self.i).copied()
+    /// The first index from `i` on that is not whitespace.
+    #[inline(always)]
+    fn ws(self, mut i: usize) -> usize {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.0.get(i) {
+            i += 1;
+        }
+        i
     }
 
-    fn next(&mut self) -> Option<u8> {
-        let c = self.peek()?;
-        self.i += 1;
-        Some(c)
+    /// The index after `want`, which must be at `i`.
+    #[inline(always)]
+    fn expect(self, i: usize, want: u8) -> Option<usize> {
+        (*self.0.get(i)? == want).then_some(i + 1)
     }
 
-    fn ws(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
-            self.i += 1;
+    fn literal(self, i: usize, word: &[u8]) -> Option<(usize, Kind)> {
+        self.0
+            .get(i..)?
+            .starts_with(word)
+            .then(|| (i + word.len(), Kind::Other))
+    }
+
+    /// A value at `i`, whitespace before it skipped.
+    #[inline(always)]
+    fn value(self, i: usize, depth: usize) -> Option<(usize, Kind)> {
+        let i = self.ws(i);
+        match *self.0.get(i)? {
+            b'{' => self.object(i, depth + 1, b"").map(|(i, _)| (i, Kind::Other)),
+            b'[' => self.array(i, depth + 1).map(|i| (i, Kind::Other)),
+            b'"' => self.string(i).map(|(i, _)| (i, Kind::String)),
+            b't' => self.literal(i, b"true"),
+            b'f' => self.literal(i, b"false"),
+            b'n' => self.literal(i, b"null"),
+            _ => self.number(i).map(|i| (i, Kind::Other)),
         }
     }
 
-    fn literal(&mut self, word: &[u8]) -> Option<Kind> {
-        let end = self.i.checked_add(word.len())?;
-        (self.b.get(self.i..end)? == word).then(|| {
-            self.i = end;
-            Kind::Other
-        })
-    }
-
-    fn value(&mut self, depth: usize) -> Option<Kind> {
-        self.ws();
-        match self.peek()? {
-            b'{' => self.object(depth + 1, b"").map(|_| Kind::Other),
-            b'[' => self.array(depth + 1).map(|_| Kind::Other),
-            b'"' => self.string().map(|_| Kind::String),
-            b't' => self.literal(b"true"),
-            b'f' => self.literal(b"false"),
-            b'n' => self.literal(b"null"),
-            _ => self.number().map(|_| Kind::Other),
-        }
-    }
-
-    /// At `{`. Returns whether the last member named `key` has a string value.
-    fn object(&mut self, depth: usize, key: &[u8]) -> Option<bool> {
+    /// At `{`. Also returns whether the last member named `key` has a string value.
+    fn object(self, i: usize, depth: usize, key: &[u8]) -> Option<(usize, bool)> {
         if depth > MAX_DEPTH {
             return None;
         }
-        self.i += 1;
-        self.ws();
-        let mut found = false;
-        if self.peek()? == b'}' {
-            self.i += 1;
-            return Some(false);
+        let mut i = self.ws(i + 1);
+        if *self.0.get(i)? == b'}' {
+            return Some((i + 1, false));
         }
+        let mut found = false;
         loop {
-            self.ws();
-            if self.peek()? != b'"' {
+            i = self.ws(i);
+            if *self.0.get(i)? != b'"' {
                 return None;
             }
-            let name = self.string()?;
-            self.ws();
-            if self.next()? != b':' {
-                return None;
-            }
-            let kind = self.value(depth)?;
+            let (after_name, name) = self.string(i)?;
+            let colon = self.ws(after_name);
+            let (after_value, kind) = self.value(self.expect(colon, b':')?, depth)?;
             if !key.is_empty() && unescaped_equals(name, key) {
                 found = kind == Kind::String;
             }
-            self.ws();
-            match self.next()? {
-                b',' => continue,
-                b'}' => return Some(found),
+            i = self.ws(after_value);
+            match *self.0.get(i)? {
+                b',' => i += 1,
+                b'}' => return Some((i + 1, found)),
                 _ => return None,
             }
         }
     }
 
     /// At `[`.
-    fn array(&mut self, depth: usize) -> Option<()> {
+    fn array(self, i: usize, depth: usize) -> Option<usize> {
         if depth > MAX_DEPTH {
             return None;
         }
-        self.i += 1;
-        self.ws();
-        if self.peek()? == b']' {
-            self.i += 1;
-            return Some(());
+        let mut i = self.ws(i + 1);
+        if *self.0.get(i)? == b']' {
+            return Some(i + 1);
         }
         loop {
-            self.value(depth)?;
-            self.ws();
-            match self.next()? {
-                b',' => continue,
-                b']' => return Some(()),
+            let (after, _) = self.value(i, depth)?;
+            i = self.ws(after);
+            match *self.0.get(i)? {
+                b',' => i += 1,
+                b']' => return Some(i + 1),
                 _ => return None,
             }
         }
     }
 
-    /// At `"`. Returns the raw content between the quotes, escapes checked but not decoded.
-    fn string(&mut self) -> Option<&'a [u8]> {
-        self.i += 1;
-        let start = self.i;
+    /// At `"`. Also returns the raw content between the quotes, escapes checked but not
+    /// decoded.
+    #[inline(always)]
+    fn string(self, i: usize) -> Option<(usize, &'a [u8])> {
+        let start = i + 1;
+        let mut i = start;
         let mut ascii = true;
         loop {
-            // Plain ASCII is most of a string: skip it in one tight scan.
-            let plain = self.b[self.i..].iter().position(|&c| NOT_PLAIN[usize::from(c)])?;
-            self.i += plain;
-            match self.next()? {
+            // Plain ASCII is most of a string: skip it 8 bytes at a time.
+            let rest = self.0.get(i..)?;
+            let plain = plain_prefix(rest)?;
+            let stop = rest[plain];
+            i += plain + 1;
+            match stop {
                 b'"' => break,
-                b'\\' => match self.next()? {
-                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
-                    b'u' => self.unicode_escape()?,
-                    _ => return None,
-                },
+                b'\\' => i = self.escape(i)?,
                 0x80.. => ascii = false,
                 _ => return None,
             }
         }
-        let raw = &self.b[start..self.i - 1];
+        let raw = &self.0[start..i - 1];
         // Escapes are ASCII, so the raw content is UTF-8 exactly when the string is; only a
         // string with a byte above 0x7f needs the full check.
         if !ascii {
             std::str::from_utf8(raw).ok()?;
         }
-        Some(raw)
+        Some((i, raw))
+    }
+
+    /// After `\\`.
+    fn escape(self, i: usize) -> Option<usize> {
+        match *self.0.get(i)? {
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(i + 1),
+            b'u' => self.unicode_escape(i + 1),
+            _ => None,
+        }
     }
 
     /// After `\u`: four hex digits; a surrogate only as a high-low pair.
-    fn unicode_escape(&mut self) -> Option<()> {
-        match self.hex4()? {
+    fn unicode_escape(self, i: usize) -> Option<usize> {
+        match self.hex4(i)? {
             0xd800..=0xdbff => {
-                if self.next()? != b'\\' || self.next()? != b'u' {
-                    return None;
-                }
-                matches!(self.hex4()?, 0xdc00..=0xdfff).then_some(())
+                let low = self.expect(self.expect(i + 4, b'\\')?, b'u')?;
+                matches!(self.hex4(low)?, 0xdc00..=0xdfff).then_some(low + 4)
             }
             0xdc00..=0xdfff => None,
-            _ => Some(()),
+            _ => Some(i + 4),
         }
     }
 
-    fn hex4(&mut self) -> Option<u32> {
-        let mut n = 0;
-        for _ in 0..4 {
-            n = n << 4 | char::from(self.next()?).to_digit(16)?;
-        }
-        Some(n)
+    fn hex4(self, i: usize) -> Option<u32> {
+        self.0
+            .get(i..)?
+            .get(..4)?
+            .iter()
+            .try_fold(0, |n, &c| Some(n << 4 | char::from(c).to_digit(16)?))
     }
 
     /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`, finite as an f64.
-    fn number(&mut self) -> Option<()> {
-        let start = self.i;
-        if self.peek() == Some(b'-') {
-            self.i += 1;
+    fn number(self, start: usize) -> Option<usize> {
+        let b = self.0;
+        let mut i = start;
+        if b.get(i) == Some(&b'-') {
+            i += 1;
         }
-        match self.next()? {
-            b'0' => {}
-            b'1'..=b'9' => self.digits(),
+        i = match *b.get(i)? {
+            b'0' => i + 1,
+            b'1'..=b'9' => self.digits(i + 1),
             _ => return None,
-        }
+        };
         let mut plain = true;
-        if self.peek() == Some(b'.') {
-            self.i += 1;
-            self.at_least_one_digit()?;
+        if b.get(i) == Some(&b'.') {
+            i = self.at_least_one_digit(i + 1)?;
             plain = false;
         }
-        if let Some(b'e' | b'E') = self.peek() {
-            self.i += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.i += 1;
+        if let Some(b'e' | b'E') = b.get(i) {
+            i += 1;
+            if let Some(b'+' | b'-') = b.get(i) {
+                i += 1;
             }
-            self.at_least_one_digit()?;
+            i = self.at_least_one_digit(i)?;
             plain = false;
         }
-        let text = &self.b[start..self.i];
+        let text = &b[start..i];
         // Short integers always fit; anything else is checked the way a reader would see it.
         if plain && text.len() <= 18 {
-            return Some(());
+            return Some(i);
         }
         let value: f64 = std::str::from_utf8(text).ok()?.parse().ok()?;
-        value.is_finite().then_some(())
+        value.is_finite().then_some(i)
     }
 
-    fn digits(&mut self) {
-        while let Some(b'0'..=b'9') = self.peek() {
-            self.i += 1;
+    fn digits(self, mut i: usize) -> usize {
+        while let Some(b'0'..=b'9') = self.0.get(i) {
+            i += 1;
         }
+        i
     }
 
-    fn at_least_one_digit(&mut self) -> Option<()> {
-        let start = self.i;
-        self.digits();
-        (self.i > start).then_some(())
+    fn at_least_one_digit(self, i: usize) -> Option<usize> {
+        let end = self.digits(i);
+        (end > i).then_some(end)
     }
 }
 
-/// Whether a string's raw content (escapes undecoded) is `want`.
+/// Whether a string's raw content (escapes undecoded) is `want`, which has no `\\`.
 fn unescaped_equals(raw: &[u8], want: &[u8]) -> bool {
-    if !raw.contains(&b'\\') {
+    // An escape is longer than what it stands for: content no longer than `want` can only
+    // match as it is, and only longer content need be looked at for escapes.
+    if raw.len() <= want.len() || !raw.contains(&b'\\') {
         return raw == want;
     }
     let mut decoded = Vec::with_capacity(raw.len());
@@ -310,6 +338,70 @@ mod tests {
         ];
         for (json, want) in cases {
             assert_eq!(object_with_string(json.as_bytes(), "alg"), want, "{json}");
+        }
+    }
+
+    #[test]
+    fn plain_prefix_stops_at_the_first_byte_that_is_not_plain() {
+        let bytewise = |s: &[u8]| s.iter().position(|&c| NOT_PLAIN[usize::from(c)]);
+        let cases: [&[u8]; 10] = [
+            b"",
+            b"a",
+            b"abcdefg",
+            b"abcdefgh",
+            b"abcdefghijklmnopqrstuvwxyz0123456789",
+            b"abc\"",
+            b"\"",
+            b"https://dispenser-a.example.nhs.uk\",\"sub\":\"1\"}",
+            "caf\u{e9}\"".as_bytes(),
+            b"~!#$%&'()*+,-./:;<=>?@[]^_`{|}\x7f",
+        ];
+        for s in cases {
+            assert_eq!(plain_prefix(s), bytewise(s), "{:?}", String::from_utf8_lossy(s));
+        }
+        // Every stop byte at every place in and after the words, after every plain byte
+        // (a borrow from one byte must not hide or fake the next).
+        let stops: Vec<u8> = (0..=255u8).filter(|&c| NOT_PLAIN[usize::from(c)]).collect();
+        for len in 1..=20 {
+            for at in 0..len {
+                for &stop in &stops {
+                    for before in [b' ', b'!', b'#', b'[', b']', b'~', 0x7f] {
+                        let mut s = vec![before; len];
+                        s[at] = stop;
+                        assert_eq!(plain_prefix(&s), Some(at), "{len} {at} {stop:#x} {before:#x}");
+                    }
+                }
+            }
+            let plain: Vec<u8> = (0x20..0x80u8).filter(|&c| !NOT_PLAIN[usize::from(c)]).collect();
+            for &c in &plain {
+                assert_eq!(plain_prefix(&vec![c; len]), None, "{c:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn keys_compare_after_unescaping() {
+        let cases: [(&[u8], bool); 12] = [
+            (b"alg", true),
+            (br"a\u006cg", true),
+            (br"\u0061\u006C\u0067", true),
+            (br"al\u0067", true),
+            (b"", false),
+            (b"al", false),
+            (b"alG", false),
+            (b"algx", false),
+            (br"al\u0067x", false),
+            (br"\/lg", false),
+            (br"a\\lg", false),
+            (br"alg\u00e9", false),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(
+                unescaped_equals(raw, b"alg"),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
         }
     }
 

@@ -257,7 +257,7 @@ fn text(v: &serde_json::Value) -> Option<String> {
 }
 
 fn is_base64url(b: u8) -> bool {
-    BASE64URL[usize::from(b)] != INVALID
+    PLACED[0][usize::from(b)] & INVALID == 0
 }
 
 /// Decodes the run of base64url characters (RFC 7515 section 2, unpadded) at the start of
@@ -268,18 +268,20 @@ fn decode_segment(s: &[u8], out: &mut [u8]) -> Option<(usize, usize)> {
     let (mut used, mut written) = (0, 0);
     // 8 characters to 6 bytes at a time, then 4 to 3, until one is outside the alphabet.
     for (chars, bytes) in s.chunks_exact(8).zip(out.chunks_exact_mut(6)) {
-        let Some(n) = <&[u8; 8]>::try_from(chars).ok().and_then(sextets) else {
+        let (a, b) = (quad(&chars[..4]), quad(&chars[4..]));
+        if (a | b) & INVALID != 0 {
             break;
-        };
-        bytes.copy_from_slice(&n.to_be_bytes()[2..]);
+        }
+        bytes[..3].copy_from_slice(&a.to_be_bytes()[1..]);
+        bytes[3..].copy_from_slice(&b.to_be_bytes()[1..]);
         used += 8;
         written += 6;
     }
-    let quad = s
-        .get(used..used + 4)
-        .and_then(|chars| <&[u8; 4]>::try_from(chars).ok());
-    if let (Some(n), Some(bytes)) = (quad.and_then(sextets), out.get_mut(written..written + 3)) {
-        bytes.copy_from_slice(&n.to_be_bytes()[5..]);
+    let four = s.get(used..used + 4).map(quad);
+    if let (Some(n), Some(bytes)) = (four, out.get_mut(written..written + 3))
+        && n & INVALID == 0
+    {
+        bytes.copy_from_slice(&n.to_be_bytes()[1..]);
         used += 4;
         written += 3;
     }
@@ -289,10 +291,13 @@ fn decode_segment(s: &[u8], out: &mut [u8]) -> Option<(usize, usize)> {
     match tail {
         0 if used > 0 => {}
         2 | 3 => {
-            let n = bits(&rest[..tail]) << (6 * (4 - tail));
+            // `A` is the sextet 0: padding the quad with it leaves the bits as they are.
+            let mut chars = [b'A'; 4];
+            chars[..tail].copy_from_slice(&rest[..tail]);
+            let n = quad(&chars);
             let extra = tail - 1;
             out.get_mut(written..written + extra)?
-                .copy_from_slice(&n.to_be_bytes()[5..5 + extra]);
+                .copy_from_slice(&n.to_be_bytes()[1..1 + extra]);
             written += extra;
         }
         // Empty, 1 mod 4, or (had `out` been too short) 4 or more: refused, never a panic.
@@ -303,32 +308,33 @@ fn decode_segment(s: &[u8], out: &mut [u8]) -> Option<(usize, usize)> {
     Some((used + padding, written))
 }
 
-/// The sextets of 4 or 8 characters as one number; `None` if one is outside the alphabet.
-/// The length is a constant, so the compiler unrolls the loop.
-fn sextets<const N: usize>(chars: &[u8; N]) -> Option<u64> {
-    let n = bits(chars);
-    // Valid characters fill 6 bits each; INVALID sets every bit above them it is shifted to.
-    (n >> (6 * N) == 0).then_some(n)
+/// The 24 bits of 4 characters (fewer: the missing ones count as sextet 0), with `INVALID`
+/// set if one is outside the alphabet. One table lookup and an OR per character.
+fn quad(chars: &[u8]) -> u32 {
+    chars
+        .iter()
+        .zip(&PLACED)
+        .fold(0, |n, (&c, placed)| n | placed[usize::from(c)])
 }
 
-/// Sextets of at most 8 characters, side by side.
-fn bits(chars: &[u8]) -> u64 {
-    chars.iter().fold(0, |n, &c| n << 6 | BASE64URL[usize::from(c)])
-}
+/// Set, in the tables below, for a byte outside the alphabet; above the 24 bits of a quad.
+const INVALID: u32 = 0xff00_0000;
 
-const INVALID: u64 = u64::MAX;
-
-/// Sextet value of each byte in the base64url alphabet; `INVALID` for the rest. Held as u64
-/// so that 8 characters are decoded and checked in one word (see `sextets`).
-const BASE64URL: [u64; 256] = {
-    let mut table = [INVALID; 256];
+/// `PLACED[k][c]`: the sextet of `c` in the base64url alphabet, already shifted to where it
+/// goes as the `k`-th character of four; `INVALID` for a byte outside the alphabet.
+const PLACED: [[u32; 256]; 4] = {
+    let mut tables = [[INVALID; 256]; 4];
     let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut i = 0;
-    while i < alphabet.len() {
-        table[alphabet[i] as usize] = i as u64;
-        i += 1;
+    let mut k = 0;
+    while k < 4 {
+        let mut i = 0;
+        while i < alphabet.len() {
+            tables[k][alphabet[i] as usize] = (i as u32) << (6 * (3 - k));
+            i += 1;
+        }
+        k += 1;
     }
-    table
+    tables
 };
 
 #[cfg(test)]

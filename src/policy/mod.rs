@@ -48,7 +48,8 @@ pub fn admit<'h>(
     // Row 5.
     let target = target::parse(head.target()).map_err(|_| Refusal::InvalidTarget)?;
     // Row 6.
-    if !rules.methods.iter().any(|m| m == head.method()) {
+    let method = head.method();
+    if !rules.methods.iter().any(|m| m == method) {
         return Err(Refusal::MethodNotAllowed {
             allowed: rules.methods.join(", "),
         });
