@@ -236,8 +236,9 @@ pub struct Provider {
     pub endpoint: Endpoint,
     /// At least one, none empty.
     pub interactions: Vec<String>,
-    /// Fixed address instead of DNS, like `curl --resolve`.
-    pub connect: Option<SocketAddr>,
+    /// Fixed addresses instead of DNS, tried in order, like `curl --resolve host:port:a,b`;
+    /// empty: the endpoint's host is resolved.
+    pub connect: Vec<SocketAddr>,
     /// Overrides `throttle.max_in_flight`.
     pub max_in_flight: Option<u32>,
     /// Line of its `[[provider]]` header, for later messages.

@@ -116,3 +116,32 @@ fn slow_upload_longer_than_response_timeout_still_succeeds() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(sha256(&proxy.seen()[0].body), sha256(&body));
 }
+
+/// `connect` lists addresses tried in order, as `curl --resolve` does: a refused or
+/// unreachable one costs nothing but the attempt (no byte was sent), and the request is
+/// answered by the next.
+#[test]
+fn a_refused_connect_address_falls_through_to_the_next() {
+    let proxy = Proxy::with(Options {
+        connect_first: vec![unused_port(), unused_port()],
+        ..Options::default()
+    });
+    let mut consumer = proxy.consumer(&CONSUMER_A);
+    for _ in 0..2 {
+        let r = consumer.exchange(&proxy.get());
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(proxy.seen().len(), 2, "each request reached the provider once");
+}
+
+/// When every listed address refuses, the consumer gets the provider error once.
+#[test]
+fn every_connect_address_refused_is_one_502() {
+    let proxy = Proxy::with(Options {
+        connect_first: vec![unused_port()],
+        dead_provider: true,
+        ..Options::default()
+    });
+    let r = proxy.consumer(&CONSUMER_A).exchange(&proxy.get());
+    assert_provider_failed(&proxy, &r);
+}

@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(Some(head)) = response::parse(buf, 32768, method) {
         assert!(head.len() <= buf.len());
         let _ = head.fields().count();
-        let _ = head.connection_tokens();
+        let _ = head.connection_tokens().count();
         let _ = head.is_interim();
         let _ = head.reason();
     }

@@ -243,7 +243,7 @@ fn spec_example_loads_with_every_value() {
                 path: "/Prescription-Exemptions/1.0.0".into(),
             },
             interactions: vec![PECS_SEARCH.into()],
-            connect: Some(SocketAddr::from(([10, 0, 0, 7], 443))),
+            connect: vec![SocketAddr::from(([10, 0, 0, 7], 443))],
             max_in_flight: Some(128),
             line: 57,
         }]
@@ -258,8 +258,8 @@ fn absent_keys_and_sections_take_the_spec_defaults() {
     assert_eq!((consumer.rate, consumer.burst, consumer.line), (None, None, 10));
     let provider = &config.providers[0];
     assert_eq!(
-        (provider.connect, provider.max_in_flight, provider.line),
-        (None, None, 16)
+        (provider.connect.as_slice(), provider.max_in_flight, provider.line),
+        (&[][..], None, 16)
     );
 }
 
@@ -698,6 +698,32 @@ fn endpoint_with_query_is_refused() {
 fn provider_connect_and_max_in_flight_are_checked() {
     let error = refused(&format!("{MINIMAL}connect = \"pecs.example.nhs.uk:443\"\n"));
     assert_error(&error, Some(20), "provider[1].connect", "IP address and port");
+    for (value, complaint) in [
+        ("10.0.0.7:443,", "IP address and port"),
+        ("10.0.0.7:443, pecs.example.nhs.uk:443", "IP address and port"),
+        ("10.0.0.7:443, 10.0.0.7:443", "twice"),
+        (
+            &(1..=17)
+                .map(|i| format!("10.0.0.{i}:443"))
+                .collect::<Vec<_>>()
+                .join(","),
+            "at most 16",
+        ),
+    ] {
+        let error = refused(&format!("{MINIMAL}connect = \"{value}\"\n"));
+        assert_error(&error, Some(20), "provider[1].connect", complaint);
+    }
+    let config = parse_text(&format!(
+        "{MINIMAL}connect = \"10.0.0.7:443, [2001:db8::7]:8443\"\n"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.providers[0].connect,
+        [
+            "10.0.0.7:443".parse::<SocketAddr>().unwrap(),
+            "[2001:db8::7]:8443".parse().unwrap()
+        ]
+    );
     let error = refused(&format!("{MINIMAL}max_in_flight = 0\n"));
     assert_error(&error, Some(20), "provider[1].max_in_flight", "at least 1");
 }

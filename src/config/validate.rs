@@ -303,7 +303,7 @@ fn providers(src: &Source<'_>, raw: Vec<Spanned<raw::RawProvider>>) -> Result<Ve
             })?,
             endpoint: t.required(p.endpoint, "endpoint", |s| Endpoint::parse(&s))?,
             interactions: t.required_list(p.interactions, "interactions", Empty::Refused, interaction)?,
-            connect: t.optional(p.connect, "connect", socket_addr)?,
+            connect: t.or(p.connect, "connect", Vec::new(), socket_addrs)?,
             max_in_flight: t.optional(p.max_in_flight, "max_in_flight", at_least(1))?,
             line,
         });
@@ -545,6 +545,25 @@ fn choice<T: Copy + 'static>(options: &'static [(&'static str, T)]) -> impl Fn(S
 fn socket_addr(text: String) -> Result<SocketAddr, String> {
     text.parse()
         .map_err(|_| format!("expected an IP address and port such as \"0.0.0.0:443\", found {text:?}"))
+}
+
+/// Most addresses a provider's `connect` may list.
+const MAX_CONNECT: usize = 16;
+
+/// `connect`: one address, or several separated by commas as in `curl --resolve`.
+fn socket_addrs(text: String) -> Result<Vec<SocketAddr>, String> {
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for part in text.split(',') {
+        let addr = socket_addr(part.trim().to_string())?;
+        if addrs.contains(&addr) {
+            return Err(format!("lists {addr} twice"));
+        }
+        addrs.push(addr);
+    }
+    if addrs.len() > MAX_CONNECT {
+        return Err(format!("lists {} addresses; at most {MAX_CONNECT}", addrs.len()));
+    }
+    Ok(addrs)
 }
 
 fn non_empty(text: String) -> Result<String, String> {

@@ -34,7 +34,7 @@ pub fn run() -> Result<(), String> {
     let provider_addr = cfg
         .providers
         .first()
-        .and_then(|p| p.connect)
+        .and_then(|p| p.connect.first().copied())
         .ok_or("fixtures/demo.toml: the demo provider needs a `connect` address")?;
     let pki = dir.join("pki");
     let provider_tls = provider::server_config(

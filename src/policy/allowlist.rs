@@ -244,7 +244,7 @@ mod tests {
             asid: asid.into(),
             endpoint: endpoint(host, None, "/Prescription-Exemptions/1.0.0"),
             interactions: vec![SEARCH.into()],
-            connect: None,
+            connect: Vec::new(),
             max_in_flight: None,
             line: 1,
         };
@@ -339,7 +339,7 @@ mod tests {
             asid: asid.into(),
             endpoint: endpoint("pecs.example.nhs.uk", None, "/Prescription-Exemptions/1.0.0"),
             interactions: interactions.iter().map(|i| i.to_string()).collect(),
-            connect: None,
+            connect: Vec::new(),
             max_in_flight: None,
             line: 1,
         };

@@ -356,7 +356,7 @@ mod tests {
                 path: String::new(),
             },
             interactions: vec![],
-            connect: None,
+            connect: Vec::new(),
             max_in_flight: cap,
             line: 1,
         };

@@ -1,6 +1,7 @@
 //! One request in flight: forwarding its head and body to the provider and streaming the
 //! provider's response back, with the failure answers of SPEC section 4 rows 13, 17 and 18.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -70,6 +71,8 @@ pub struct Exchange {
     pub upstream: Option<Upstream>,
     /// The resolver question this exchange waits on.
     pub ticket: Option<u64>,
+    /// Provider addresses not tried yet, should the connect under way fail.
+    pub untried: Vec<SocketAddr>,
     /// The provider connection came from the pool.
     pub reused: bool,
     /// The forward head, kept to retry once when a pooled connection turns out to be dead
@@ -177,6 +180,7 @@ pub fn start(
         provider: admission.route.provider,
         upstream: None,
         ticket: None,
+        untried: Vec::new(),
         reused: false,
         replay: request_body.is_none().then(|| {
             let mut replay = cx.buffers.take();
@@ -232,37 +236,65 @@ fn connect(c: &mut Client, key: usize, cx: &mut Cx, allow_pooled: bool, now: Ins
     ex.awaiting_handshake = true;
     ex.deadline = now + ex.shared.config.upstream.connect_timeout;
     let route = &ex.shared.routes[provider];
-    match route.fixed_addr {
-        Some(addr) => open(c, key, cx, addr, now),
-        None => {
-            let ticket = cx.ask_resolver(&route.host, route.port, key);
-            ex.ticket = Some(ticket);
-        }
+    if route.fixed_addrs.is_empty() {
+        let ticket = cx.ask_resolver(&route.host, route.port, key);
+        ex.ticket = Some(ticket);
+    } else {
+        let addrs = route.fixed_addrs.clone();
+        open(c, key, cx, addrs, now);
     }
 }
 
-/// Opens a new provider connection to `addr` (a fixed address or the resolver's answer).
-pub fn open(c: &mut Client, key: usize, cx: &mut Cx, addr: std::net::SocketAddr, now: Instant) {
+/// Opens a new provider connection to the first of `addrs` (the fixed addresses or the
+/// resolver's answer) that takes a connect; the others are kept for `connect_failed`.
+pub fn open(c: &mut Client, key: usize, cx: &mut Cx, mut addrs: Vec<SocketAddr>, now: Instant) {
     let Some(ex) = c.exchange.as_mut() else { return };
     ex.ticket = None;
     let provider = ex.provider;
     let route = &ex.shared.routes[provider];
-    let opened = Upstream::connect(
-        addr,
-        ex.shared.client_tls.clone(),
-        route.server_name.clone(),
-        provider,
-    )
-    .and_then(|mut up| {
-        up.register(&cx.registry, upstream_token(up.id()))
-            .map_err(|e| e.to_string())?;
-        cx.owners.set(up.id(), Owner::Exchange(key));
-        Ok(up)
-    });
-    match opened {
-        Ok(up) => ex.upstream = Some(up),
-        Err(why) => provider_failed(c, key, cx, &why, now),
+    let mut why = String::from("no address");
+    // Tried from the front; few enough that removing the first is cheaper than a deque.
+    while !addrs.is_empty() {
+        let addr = addrs.remove(0);
+        let opened = Upstream::connect(
+            addr,
+            ex.shared.client_tls.clone(),
+            route.server_name.clone(),
+            provider,
+        )
+        .and_then(|mut up| {
+            up.register(&cx.registry, upstream_token(up.id()))
+                .map_err(|e| e.to_string())?;
+            cx.owners.set(up.id(), Owner::Exchange(key));
+            Ok(up)
+        });
+        match opened {
+            Ok(up) => {
+                ex.upstream = Some(up);
+                ex.untried = addrs;
+                return;
+            }
+            Err(e) => {
+                log::warn!("upstream: {}: {e}", ex.target());
+                why = e;
+            }
+        }
     }
+    provider_failed(c, key, cx, &why, now);
+}
+
+/// The TCP connect to the provider failed (refused, unreachable): nothing was sent, so the
+/// next address, if there is one, gets the same request; the connect deadline stays.
+pub fn connect_failed(c: &mut Client, key: usize, cx: &mut Cx, why: &str, now: Instant) {
+    let Some(ex) = c.exchange.as_mut() else { return };
+    if ex.untried.is_empty() {
+        provider_failed(c, key, cx, why, now);
+        return;
+    }
+    log::warn!("upstream: {}: {why}; trying the next address", ex.target());
+    ex.upstream = None;
+    let addrs = std::mem::take(&mut ex.untried);
+    open(c, key, cx, addrs, now);
 }
 
 /// The resolver could not find the provider.

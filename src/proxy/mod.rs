@@ -31,8 +31,8 @@ use crate::tls::{self, Tls};
 pub struct Route {
     /// The name its certificate must carry: the registered endpoint's host.
     pub server_name: ServerName<'static>,
-    /// `connect` from the configuration, used instead of DNS.
-    pub fixed_addr: Option<SocketAddr>,
+    /// `connect` from the configuration, used instead of DNS when not empty.
+    pub fixed_addrs: Vec<SocketAddr>,
     pub host: String,
     pub port: u16,
 }
@@ -266,7 +266,7 @@ impl Shared {
             })?;
             routes.push(Route {
                 server_name,
-                fixed_addr: p.connect,
+                fixed_addrs: p.connect.clone(),
                 host: p.endpoint.host.clone(),
                 port: p.endpoint.connect_port(),
             });

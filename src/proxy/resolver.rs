@@ -18,8 +18,12 @@ pub struct Question {
 
 pub struct Answer {
     pub ticket: u64,
-    pub addr: Result<SocketAddr, String>,
+    /// Every address, in the order getaddrinfo gave them (tried in that order); never empty.
+    pub addrs: Result<Vec<SocketAddr>, String>,
 }
+
+/// Addresses kept from one answer, at most: enough for any provider's A and AAAA records.
+const MAX_ADDRS: usize = 16;
 
 /// Starts the resolver thread; it ends when every sender is dropped.
 pub fn start() -> std::io::Result<Sender<Question>> {
@@ -32,15 +36,30 @@ pub fn start() -> std::io::Result<Sender<Question>> {
 
 fn serve(questions: Receiver<Question>) {
     for q in questions {
-        let addr = (q.host.as_str(), q.port)
+        let addrs = (q.host.as_str(), q.port)
             .to_socket_addrs()
             .map_err(|e| e.to_string())
-            .and_then(|mut addrs| addrs.next().ok_or_else(|| "no address".to_string()));
+            .map(|found| {
+                let mut addrs: Vec<SocketAddr> = Vec::new();
+                for addr in found {
+                    if !addrs.contains(&addr) && addrs.len() < MAX_ADDRS {
+                        addrs.push(addr);
+                    }
+                }
+                addrs
+            })
+            .and_then(|addrs| {
+                if addrs.is_empty() {
+                    Err("no address".to_string())
+                } else {
+                    Ok(addrs)
+                }
+            });
         // A worker that has gone away no longer needs the answer.
         if q.reply
             .send(Answer {
                 ticket: q.ticket,
-                addr,
+                addrs,
             })
             .is_ok()
         {

@@ -403,7 +403,7 @@ impl Worker {
                 if !up.connected
                     && let Err(why) = up.check_connected()
                 {
-                    exchange::provider_failed(c, key, &mut self.cx, &why, now);
+                    exchange::connect_failed(c, key, &mut self.cx, &why, now);
                 }
             }
             // A connection this exchange no longer holds; its owner entry is stale.
@@ -492,8 +492,8 @@ impl Worker {
             if c.exchange.as_ref().and_then(|ex| ex.ticket) != Some(answer.ticket) {
                 continue;
             }
-            match answer.addr {
-                Ok(addr) => exchange::open(c, key, &mut self.cx, addr, now),
+            match answer.addrs {
+                Ok(addrs) => exchange::open(c, key, &mut self.cx, addrs, now),
                 Err(why) => exchange::unresolved(c, key, &mut self.cx, &why, now),
             }
             self.drive(key, now);

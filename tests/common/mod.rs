@@ -154,6 +154,8 @@ pub struct Options {
     /// A provider the test runs itself (`common/scripted_provider.rs`) at this address: the
     /// harness starts none, and `seen` stays empty.
     pub provider_at: Option<SocketAddr>,
+    /// Addresses listed in `connect` before the provider's, tried first.
+    pub connect_first: Vec<SocketAddr>,
     pub handler: Handler,
 }
 
@@ -169,6 +171,7 @@ impl Default for Options {
             provider_identity: "provider",
             dead_provider: false,
             provider_at: None,
+            connect_first: Vec::new(),
             handler: default_handler(),
         }
     }
@@ -416,8 +419,15 @@ listen = ""
 asid = "{PROVIDER_ASID}"
 endpoint = "{endpoint}"
 interactions = ["{INTERACTION}"]
-connect = "{provider}"
+connect = "{connect}"
 "#,
+        connect = o
+            .connect_first
+            .iter()
+            .chain([&provider])
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
         crl = o
             .crl
             .iter()
