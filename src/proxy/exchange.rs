@@ -73,6 +73,8 @@ pub struct Exchange {
     pub ticket: Option<u64>,
     /// Provider addresses not tried yet, should the connect under way fail.
     pub untried: Vec<SocketAddr>,
+    /// When the provider's TLS must be up, whichever address it comes from.
+    pub connect_by: Instant,
     /// The provider connection came from the pool.
     pub reused: bool,
     /// The forward head, kept to retry once when a pooled connection turns out to be dead
@@ -181,6 +183,7 @@ pub fn start(
         upstream: None,
         ticket: None,
         untried: Vec::new(),
+        connect_by: now + shared.config.upstream.connect_timeout,
         reused: false,
         replay: request_body.is_none().then(|| {
             let mut replay = cx.buffers.take();
@@ -234,7 +237,8 @@ fn connect(c: &mut Client, key: usize, cx: &mut Cx, allow_pooled: bool, now: Ins
     }
     ex.reused = false;
     ex.awaiting_handshake = true;
-    ex.deadline = now + ex.shared.config.upstream.connect_timeout;
+    ex.connect_by = now + ex.shared.config.upstream.connect_timeout;
+    ex.deadline = ex.connect_by;
     let route = &ex.shared.routes[provider];
     if route.fixed_addrs.is_empty() {
         let ticket = cx.ask_resolver(&route.host, route.port, key);
@@ -271,6 +275,10 @@ pub fn open(c: &mut Client, key: usize, cx: &mut Cx, mut addrs: Vec<SocketAddr>,
         match opened {
             Ok(up) => {
                 ex.upstream = Some(up);
+                // Each address gets an equal share of what is left of `connect_timeout`, so
+                // one that never answers leaves time for the others.
+                let left = ex.connect_by.saturating_duration_since(now);
+                ex.deadline = now + left / (addrs.len() as u32 + 1);
                 ex.untried = addrs;
                 return;
             }
@@ -283,8 +291,9 @@ pub fn open(c: &mut Client, key: usize, cx: &mut Cx, mut addrs: Vec<SocketAddr>,
     provider_failed(c, key, cx, &why, now);
 }
 
-/// The TCP connect to the provider failed (refused, unreachable): nothing was sent, so the
-/// next address, if there is one, gets the same request; the connect deadline stays.
+/// The TCP connect to the provider failed (refused, unreachable) or its share of the connect
+/// time ran out: nothing reached the provider, so the next address, if there is one, gets the
+/// same request within what is left of `connect_timeout`.
 pub fn connect_failed(c: &mut Client, key: usize, cx: &mut Cx, why: &str, now: Instant) {
     let Some(ex) = c.exchange.as_mut() else { return };
     if ex.untried.is_empty() {
@@ -630,6 +639,23 @@ pub fn provider_failed(c: &mut Client, key: usize, cx: &mut Cx, why: &str, now: 
     respond_with(c, cx, Refusal::ProviderFailed { target }, false, now);
 }
 
+/// Before the request moves to another provider connection whose handshake did not finish:
+/// what was handed to that one's TLS never left it, so the bytes to send are the request's
+/// again. Possible when nothing was handed over, or when the whole request is kept for replay
+/// (it has no body).
+fn restage(ex: &mut Exchange) -> bool {
+    if ex.timings.forwarded.is_none() {
+        return true;
+    }
+    let Some(replay) = &ex.replay else {
+        return false;
+    };
+    ex.to_upstream.clear();
+    ex.to_upstream.extend_from_slice(replay);
+    ex.timings.forwarded = None;
+    true
+}
+
 /// A deadline passed while the exchange was in flight.
 pub fn timed_out(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) {
     let Some(ex) = c.exchange.as_mut() else { return };
@@ -637,6 +663,10 @@ pub fn timed_out(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) {
         log::warn!("upstream: {}: response stalled", ex.target());
         abort(c, cx, now);
     } else if ex.awaiting_handshake {
+        if ex.upstream.is_some() && !ex.untried.is_empty() && restage(ex) {
+            connect_failed(c, key, cx, "connect timeout", now);
+            return;
+        }
         ex.replay = None;
         provider_failed(c, key, cx, "connect timeout", now);
     } else if ex.request_body.is_some() {
