@@ -161,6 +161,16 @@ fn next_special(bytes: &[u8], from: usize) -> usize {
     i
 }
 
+/// The largest index at most `at` (and at most `s.len()`) that starts a character: where a
+/// string may be cut without splitting one.
+pub(crate) fn floor_char_boundary(s: &str, at: usize) -> usize {
+    let mut end = at.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
+}
+
 /// Cuts the longest string among `fields` (nested ones included) by at least `excess` bytes and
 /// returns its dotted name, or `None` when no string is left to cut.
 pub fn shrink(fields: &mut [(&'static str, Val)], excess: usize) -> Option<String> {
@@ -172,9 +182,7 @@ pub fn shrink(fields: &mut [(&'static str, Val)], excess: usize) -> Option<Strin
     if keep >= s.len() {
         keep = s.len().saturating_sub(excess).max(s.len() / 2);
     }
-    while !s.is_char_boundary(keep) {
-        keep -= 1;
-    }
+    let keep = floor_char_boundary(s, keep);
     match s {
         Cow::Borrowed(b) => *b = &b[..keep],
         Cow::Owned(o) => o.truncate(keep),

@@ -34,6 +34,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 pub use event::{Event, RequestFacts, RequestText, Text};
+pub(crate) use json::floor_char_boundary;
 pub use transactions::{Transaction, Transactions};
 
 use crate::config::AuditSync;

@@ -73,7 +73,6 @@ impl RequestHead {
         self.fields.all(&self.raw, name).count()
     }
 
-    /// The tokens of every `Connection` header, lowercased comparisons left to the caller.
     /// The tokens of every `Connection` field, walked afresh on each call (no allocation;
     /// heads have few fields).
     pub fn connection_tokens(&self) -> impl Iterator<Item = &[u8]> {

@@ -628,21 +628,21 @@ pub fn provider_failed(c: &mut Client, key: usize, cx: &mut Cx, why: &str, now: 
     }
     // A pooled connection the provider had already closed: try once more on a new one.
     let nothing_received = dead.as_ref().is_none_or(|up| up.inbuf.is_empty());
-    if ex.reused
-        && nothing_received
-        && let Some(replay) = ex.replay.take()
-    {
-        ex.to_upstream = replay;
+    if ex.reused && nothing_received && ex.replay.is_some() && restage(ex) {
+        // Once only: a second failure is the provider's.
+        if let Some(spent) = ex.replay.take() {
+            cx.buffers.give(spent);
+        }
         connect(c, key, cx, false, now);
         return;
     }
     respond_with(c, cx, Refusal::ProviderFailed { target }, false, now);
 }
 
-/// Before the request moves to another provider connection whose handshake did not finish:
-/// what was handed to that one's TLS never left it, so the bytes to send are the request's
-/// again. Possible when nothing was handed over, or when the whole request is kept for replay
-/// (it has no body).
+/// Before the request moves to another provider connection (a pooled one found dead, or one
+/// whose handshake did not finish): what was handed to the old one is lost with it, so the
+/// bytes to send are the request's again. Possible when nothing was handed over, or when the
+/// whole request is kept for replay (it has no body).
 fn restage(ex: &mut Exchange) -> bool {
     if ex.timings.forwarded.is_none() {
         return true;
@@ -652,7 +652,6 @@ fn restage(ex: &mut Exchange) -> bool {
     };
     ex.to_upstream.clear();
     ex.to_upstream.extend_from_slice(replay);
-    ex.timings.forwarded = None;
     true
 }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::client::Client;
 use super::exchange::Exchange;
-use crate::audit::{Event, RequestFacts, RequestText, Text, Transaction};
+use crate::audit::{Event, RequestFacts, RequestText, Text, Transaction, floor_char_boundary};
 use crate::http::head;
 use crate::http::request::RequestHead;
 use crate::policy::identity::Identity;
@@ -27,11 +27,7 @@ fn text(value: Option<&[u8]>) -> Option<Cow<'_, str>> {
 
 /// At most `max` bytes of `s`, cut at a character boundary.
 fn cut(s: &str, max: usize) -> &str {
-    let mut end = max.min(s.len());
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
+    &s[..floor_char_boundary(s, max)]
 }
 
 /// The facts of a request as far as it was parsed: all of it when a head was read, the
