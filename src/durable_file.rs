@@ -45,10 +45,15 @@ pub fn folder_of(path: &Path) -> &Path {
     }
 }
 
+/// A file written but not synced gets [`start_writeback`] every this many bytes.
+pub const WRITEBACK_EVERY: u64 = 1 << 20;
+
 /// Asks the kernel to start writing `file`'s dirty pages to disk, without waiting for it. A
 /// file that is written but never synced would otherwise collect up to the kernel's dirty
-/// limits, and the one fdatasync that must come (an audit rotation or seal) would stall for
-/// all of it. Best effort: where this is not available, that sync is just slower.
+/// limits: the one fdatasync that must come (an audit rotation or seal) would stall for all of
+/// it, and the kernel's own writeback 30 s later goes out in one burst whose block work stalls
+/// whatever shares its CPU for tens of milliseconds (seen in `scripts/bench` as a p99.9 of
+/// 40 ms). Best effort: where this is not available, that sync is just slower.
 pub fn start_writeback(file: &File) {
     #[cfg(target_os = "linux")]
     {

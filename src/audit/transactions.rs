@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::json::{self, Val};
 use super::record::format_ts;
 use super::{AuditError, RequestFacts};
+use crate::durable_file::WRITEBACK_EVERY;
 
 /// Lines queued at most; beyond that they are dropped.
 const MAX_QUEUE: usize = 1 << 16;
@@ -98,6 +99,7 @@ impl Transactions {
             path: path.clone(),
             out: Some(BufWriter::new(file)),
             queued: queued.clone(),
+            unflushed: 0,
         };
         let thread = thread::Builder::new()
             .name("ssp-transactions".into())
@@ -169,6 +171,8 @@ struct LogWriter {
     /// `None` after a failure, until the file can be opened again.
     out: Option<BufWriter<File>>,
     queued: Arc<AtomicUsize>,
+    /// Bytes handed to the file since writeback was last started.
+    unflushed: u64,
 }
 
 impl LogWriter {
@@ -198,6 +202,7 @@ impl LogWriter {
                         {
                             self.failed(&e);
                         }
+                        self.unflushed += text.len() as u64;
                     }
                     Msg::Reopen => {
                         self.flush();
@@ -219,10 +224,14 @@ impl LogWriter {
     }
 
     fn flush(&mut self) {
-        if let Some(out) = &mut self.out
-            && let Err(e) = out.flush()
-        {
+        let Some(out) = &mut self.out else {
+            return;
+        };
+        if let Err(e) = out.flush() {
             self.failed(&e);
+        } else if self.unflushed >= WRITEBACK_EVERY {
+            crate::durable_file::start_writeback(out.get_ref());
+            self.unflushed = 0;
         }
     }
 

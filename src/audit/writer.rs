@@ -23,6 +23,7 @@ use super::record::{self, Entry, Head, format_ts};
 use super::seal::{self, Key};
 use super::{AuditError, Durable, Event, Notifier, Settings, recover};
 use crate::config::AuditSync;
+use crate::durable_file::WRITEBACK_EVERY;
 use active::{Displaced, next_midnight};
 
 mod active;
@@ -34,9 +35,6 @@ pub(crate) const MAX_QUEUE: usize = 1 << 16;
 /// How often a failed audit is retried, and the active file checked for being moved.
 const RETRY_EVERY: Duration = Duration::from_millis(250);
 const HOUSEKEEPING: Duration = Duration::from_millis(500);
-/// With `sync = "off"`, writeback of the active file is started every this many bytes, so the
-/// fdatasync of a rotation or seal finds little left to write (see `start_writeback`).
-const WRITEBACK_EVERY: u64 = 1 << 20;
 
 pub(crate) enum Msg {
     /// A worker's records of one event-loop turn (see `Outbox`), in order.
