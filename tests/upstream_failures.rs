@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -132,6 +133,20 @@ fn a_refused_connect_address_falls_through_to_the_next() {
         assert_eq!(r.status, 200, "{}", r.text());
     }
     assert_eq!(proxy.seen().len(), 2, "each request reached the provider once");
+}
+
+/// A connect that fails at once, inside connect(2) (here ENETUNREACH: a TCP connect to a
+/// multicast address), takes the same way as a refusal reported later by the event loop.
+#[test]
+fn a_connect_failing_at_once_falls_through_to_the_next_address() {
+    let unreachable: SocketAddr = "224.0.0.1:443".parse().unwrap();
+    let proxy = Proxy::with(Options {
+        connect_first: vec![unreachable],
+        ..Options::default()
+    });
+    let r = proxy.consumer(&CONSUMER_A).exchange(&proxy.get());
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(proxy.seen().len(), 1);
 }
 
 /// When every listed address refuses, the consumer gets the provider error once.
