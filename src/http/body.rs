@@ -61,10 +61,15 @@ impl BodyReader {
         }
     }
 
-    /// The peer closed: complete for close-delimited bodies, truncated otherwise.
-    pub fn finish_at_eof(&self) -> Result<(), BodyError> {
+    /// The peer closed: complete if the framing says the body is, truncated otherwise.
+    ///
+    /// `close_verified`: the close is known to be the sender's own (a TLS close_notify, or a
+    /// transport with nothing better to offer). Only then is a close-delimited body complete:
+    /// a bare TCP close may be a crash or forged, cutting the body anywhere (RFC 9112 section
+    /// 9.8).
+    pub fn finish_at_eof(&self, close_verified: bool) -> Result<(), BodyError> {
         match self {
-            BodyReader::UntilClose { .. } => Ok(()),
+            BodyReader::UntilClose { .. } if close_verified => Ok(()),
             BodyReader::Length { remaining: 0 } => Ok(()),
             BodyReader::Chunked(d) if d.is_done() => Ok(()),
             _ => Err(BodyError::Truncated),
@@ -81,17 +86,28 @@ mod tests {
         let mut r = BodyReader::length(5);
         let p = r.feed(b"helloGET", None).unwrap();
         assert_eq!((p.consumed, p.done), (5, true));
-        assert!(r.finish_at_eof().is_ok());
+        assert!(r.finish_at_eof(false).is_ok());
     }
 
     #[test]
     fn truncated_bodies_are_detected_at_eof() {
         let mut r = BodyReader::length(5);
         r.feed(b"he", None).unwrap();
-        assert_eq!(r.finish_at_eof(), Err(BodyError::Truncated));
+        assert_eq!(r.finish_at_eof(true), Err(BodyError::Truncated));
         let mut c = BodyReader::chunked();
         c.feed(b"5\r\nhe", None).unwrap();
-        assert_eq!(c.finish_at_eof(), Err(BodyError::Truncated));
-        assert!(BodyReader::until_close().finish_at_eof().is_ok());
+        assert_eq!(c.finish_at_eof(true), Err(BodyError::Truncated));
+        assert!(BodyReader::until_close().finish_at_eof(true).is_ok());
+    }
+
+    #[test]
+    fn close_delimited_body_is_complete_only_at_a_verified_close() {
+        let mut r = BodyReader::until_close();
+        r.feed(b"{\"entry\":[", None).unwrap();
+        assert_eq!(r.finish_at_eof(false), Err(BodyError::Truncated));
+        assert!(r.finish_at_eof(true).is_ok());
+        let mut c = BodyReader::chunked();
+        c.feed(b"0\r\n\r\n", None).unwrap();
+        assert!(c.finish_at_eof(false).is_ok());
     }
 }

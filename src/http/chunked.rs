@@ -11,6 +11,10 @@ const MAX_SIZE_DIGITS: u8 = 16;
 const MAX_LINE: usize = 4096;
 /// The whole trailer section.
 const MAX_TRAILERS: usize = 16 * 1024;
+/// All chunk extensions of a message together. Only payload counts against
+/// `max_body_bytes`: without this, a body of one-byte chunks with long extensions would carry
+/// thousands of times its payload to the provider. Nobody sends extensions in practice.
+const MAX_EXTENSIONS: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChunkError {
@@ -19,6 +23,7 @@ pub enum ChunkError {
     InvalidLineEnding,
     LineTooLong,
     InvalidExtension,
+    ExtensionsTooLarge,
     TrailersTooLarge,
 }
 
@@ -57,6 +62,7 @@ pub struct ChunkedDecoder {
     state: State,
     payload: u64,
     trailers: usize,
+    extensions: usize,
 }
 
 /// What one call to `feed` did.
@@ -79,6 +85,7 @@ impl ChunkedDecoder {
             state: State::Size { value: 0, digits: 0 },
             payload: 0,
             trailers: 0,
+            extensions: 0,
         }
     }
 
@@ -115,7 +122,7 @@ impl ChunkedDecoder {
                 State::Extension { value, len } => match byte {
                     b'\r' => State::SizeLf { value },
                     _ if len >= MAX_LINE => return Err(ChunkError::LineTooLong),
-                    b'\t' | b' '..=b'~' | 0x80..=0xff => State::Extension { value, len: len + 1 },
+                    b'\t' | b' '..=b'~' | 0x80..=0xff => self.extension_byte(value, len)?,
                     _ => return Err(ChunkError::InvalidExtension),
                 },
                 State::SizeLf { value } => match (byte, value) {
@@ -160,6 +167,14 @@ impl ChunkedDecoder {
             consumed: i,
             done: self.state == State::Done,
         })
+    }
+
+    fn extension_byte(&mut self, value: u64, len: usize) -> Result<State, ChunkError> {
+        self.extensions += 1;
+        if self.extensions > MAX_EXTENSIONS {
+            return Err(ChunkError::ExtensionsTooLarge);
+        }
+        Ok(State::Extension { value, len: len + 1 })
     }
 
     fn trailer_byte(&mut self, len: usize) -> Result<State, ChunkError> {
@@ -261,6 +276,18 @@ mod tests {
         let mut d = ChunkedDecoder::new();
         let p = d.feed(b"ffffffffffffffff\r\nab", None).unwrap();
         assert_eq!((p.consumed, p.done), (20, false));
+    }
+
+    /// Each extension within `MAX_LINE`, but together without end: the payload (what
+    /// `max_body_bytes` counts) stays tiny while the bytes forwarded to the provider grow
+    /// about 4000-fold.
+    #[test]
+    fn extensions_are_bounded_for_the_whole_message() {
+        let chunk = format!("1;{}\r\nx\r\n", "a".repeat(MAX_LINE - 1));
+        let mut d = ChunkedDecoder::new();
+        let outcome = (0..1000).try_for_each(|_| d.feed(chunk.as_bytes(), None).map(|_| ()));
+        assert_eq!(outcome, Err(ChunkError::ExtensionsTooLarge));
+        assert!(d.payload_len() < 1000);
     }
 
     #[test]

@@ -82,6 +82,11 @@ pub fn parse(
     let (Some(status), Some(minor)) = (res.code, res.version) else {
         return Err(HeadError::Malformed("incomplete status line"));
     };
+    // httparse takes any three digits; outside 100-599 (RFC 9110 section 15) the number we
+    // write back to the consumer would not even make a status line.
+    if !(100..=599).contains(&status) {
+        return Err(HeadError::Malformed("status code outside 100-599"));
+    }
     let reason = res.reason.map_or(0..0, |r| head::range_in(&raw, r.as_bytes()));
     let fields = Fields::from_parsed(&raw, res.headers);
     let framing = framing(&raw, &fields, status, request_method)?;
@@ -212,5 +217,22 @@ mod tests {
         ] {
             assert!(parse(raw.as_bytes(), 8192, "GET").is_err(), "{raw:?}");
         }
+    }
+
+    /// httparse takes any three digits; `forward::write_response` writes the number back, so
+    /// `000` would reach the consumer as `HTTP/1.1 0 ...`, which is no status line at all.
+    #[test]
+    fn status_outside_100_to_599_is_refused() {
+        for raw in [
+            "HTTP/1.1 000 Zero\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 099 Low\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 600 High\r\nContent-Length: 0\r\n\r\n",
+        ] {
+            assert!(parse(raw.as_bytes(), 8192, "GET").is_err(), "{raw:?}");
+        }
+        assert_eq!(
+            ok("HTTP/1.1 599 X\r\nContent-Length: 0\r\n\r\n", "GET").status,
+            599
+        );
     }
 }

@@ -391,6 +391,7 @@ pub fn pump(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
             Ok(o) => {
                 up.read_ready = !o.drained;
                 up.eof |= o.eof;
+                up.close_notify |= o.close_notify;
                 progress |= o.bytes > 0 || o.eof;
             }
             Err(e) => {
@@ -526,13 +527,13 @@ fn response_step(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool 
                     }
                 }
             } else if up.inbuf.is_empty() && up.eof {
-                match reader.finish_at_eof() {
+                match reader.finish_at_eof(up.close_notify) {
                     Ok(()) => {
                         ex.provider_keeps_alive = false;
                         ex.response = ResponseState::Done;
                     }
                     Err(_) => {
-                        log::warn!("upstream: provider closed mid-response");
+                        log::warn!("upstream: provider closed mid-response (or without close_notify)");
                         abort(c, cx, now);
                     }
                 }

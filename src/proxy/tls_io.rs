@@ -16,6 +16,8 @@ pub struct ReadOutcome {
     pub drained: bool,
     /// The peer closed: cleanly (close_notify) or not.
     pub eof: bool,
+    /// The peer sent close_notify: the end of its data is its own, not a cut connection.
+    pub close_notify: bool,
 }
 
 /// Reads from the socket through TLS into `plaintext` until the socket would block (or gave
@@ -52,6 +54,7 @@ where
         let state = tls.process_new_packets()?;
         if state.peer_has_closed() {
             out.eof = true;
+            out.close_notify = true;
         }
         out.bytes += drain_plaintext(tls, plaintext);
         if out.eof || out.drained {

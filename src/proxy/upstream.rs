@@ -23,6 +23,8 @@ pub struct Upstream {
     /// epoll reported the provider's close or reset (see `tls_io::read`).
     pub peer_closing: bool,
     pub eof: bool,
+    /// The provider ended its data with close_notify (see `BodyReader::finish_at_eof`).
+    pub close_notify: bool,
     /// Set once the TCP connect is known to have completed.
     pub connected: bool,
 }
@@ -46,6 +48,7 @@ impl Upstream {
             read_ready: false,
             peer_closing: false,
             eof: false,
+            close_notify: false,
             connected: false,
         })
     }

@@ -726,7 +726,9 @@ impl Consumer {
             if self.buf.is_empty() {
                 match self.fill() {
                     Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && r.finish_at_eof().is_ok() => break,
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && r.finish_at_eof(true).is_ok() => {
+                        break;
+                    }
                     Err(e) => return Err(e),
                 }
             }

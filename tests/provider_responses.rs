@@ -1,0 +1,116 @@
+//! Provider responses whose end only the way the provider's connection ends can tell, and
+//! what the consumer is then told. A provider here is one raw TLS connection that sends
+//! exactly the bytes a test gives it, then ends the way the test says.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::thread::JoinHandle;
+
+use common::*;
+use rustls::{ServerConnection, StreamOwned};
+use ssp::http::request;
+
+/// How the one-shot provider ends its connection after its answer.
+#[derive(Clone, Copy)]
+enum Ending {
+    /// TLS close_notify, then FIN: the end of the data is authenticated.
+    CloseNotify,
+    /// FIN without close_notify: what a crashed provider or a forged TCP close looks like.
+    BareFin,
+}
+
+/// Accepts one connection, reads one request head, sends `answer` and ends as told.
+fn one_shot_provider(answer: &'static [u8], ending: Ending) -> (SocketAddr, JoinHandle<()>) {
+    let tls =
+        ssp::demo::provider::server_config(&pki("provider.pem"), &pki("provider.key"), &pki("nhs-ca.pem"))
+            .expect("provider TLS");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serving = std::thread::spawn(move || {
+        let (sock, _) = listener.accept().unwrap();
+        sock.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        let mut tls = StreamOwned::new(ServerConnection::new(tls).unwrap(), sock);
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        while request::parse(&buf, 64 * 1024).unwrap().is_none() {
+            let n = tls.read(&mut chunk).unwrap();
+            assert!(n > 0, "the proxy closed before its request head was complete");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        tls.write_all(answer).unwrap();
+        if let Ending::CloseNotify = ending {
+            tls.conn.send_close_notify();
+        }
+        tls.flush().unwrap();
+        // Dropping the stream closes the socket (FIN); rustls sends nothing of its own.
+    });
+    (addr, serving)
+}
+
+/// Sends a valid GET through a proxy in front of `provider` and reads everything the consumer
+/// gets until its connection ends: the bytes, and whether it ended with close_notify.
+fn fetch_through(provider: SocketAddr) -> (Vec<u8>, bool) {
+    let proxy = Proxy::with(Options {
+        provider_at: Some(provider),
+        ..Options::default()
+    });
+    let mut consumer = proxy.consumer(&CONSUMER_A);
+    consumer.send(&proxy.get()).expect("send");
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match consumer.tls.read(&mut chunk) {
+            Ok(0) => return (got, true),
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) => {
+                assert!(
+                    !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+                    "the proxy hung: {e}"
+                );
+                return (got, false);
+            }
+        }
+    }
+}
+
+const CLOSE_DELIMITED: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\n\r\n{\"resourceType\":\"Bundle\",\"entry\":[";
+
+/// RFC 9112 section 9.8: a response with neither Content-Length nor chunked framing is
+/// complete only if a valid closure alert was received. A provider connection that ends with
+/// a bare FIN (a crash, or a close forged on the network) has cut the body at an unknown
+/// point: the consumer must not be told, with the proxy's own close_notify, that it is whole.
+#[test]
+fn close_delimited_response_cut_without_close_notify_is_not_passed_on_as_complete() {
+    let (provider, serving) = one_shot_provider(CLOSE_DELIMITED, Ending::BareFin);
+    let (got, clean) = fetch_through(provider);
+    serving.join().unwrap();
+    // The consumer may have had the head and part of the body, or nothing: either way its
+    // connection must end without close_notify, so that it knows the body is not whole.
+    assert!(
+        !clean,
+        "a truncated close-delimited body was closed with close_notify, as if complete: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
+/// The same response ended with close_notify is complete, and the consumer is told so.
+#[test]
+fn close_delimited_response_ended_with_close_notify_is_complete() {
+    let (provider, serving) = one_shot_provider(CLOSE_DELIMITED, Ending::CloseNotify);
+    let (got, clean) = fetch_through(provider);
+    serving.join().unwrap();
+    assert!(clean, "the consumer's connection was not closed cleanly");
+    assert!(
+        got.ends_with(b"\r\n\r\n{\"resourceType\":\"Bundle\",\"entry\":["),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(
+        String::from_utf8_lossy(&got).contains("Connection: close\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+}
