@@ -114,3 +114,82 @@ fn close_delimited_response_ended_with_close_notify_is_complete() {
         String::from_utf8_lossy(&got)
     );
 }
+
+/// A provider that sends more than one response's worth of bytes in one go: the first answer
+/// fills exactly the proxy's 64 KiB read stage, and a second, unasked-for answer ("LEAKD")
+/// of 8 KiB follows in the same flush. Every later request, on this connection or another, is answered
+/// "HONST". Serves until the test ends.
+fn over_answering_provider() -> SocketAddr {
+    let tls =
+        ssp::demo::provider::server_config(&pki("provider.pem"), &pki("provider.key"), &pki("nhs-ca.pem"))
+            .expect("provider TLS");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut first = true;
+        for sock in listener.incoming() {
+            let Ok(sock) = sock else { return };
+            let tls = tls.clone();
+            let over_answer = std::mem::take(&mut first);
+            std::thread::spawn(move || {
+                sock.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+                let mut tls = StreamOwned::new(ServerConnection::new(tls).unwrap(), sock);
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 16 * 1024];
+                let mut answered = 0;
+                loop {
+                    while let Some(head) = request::parse(&buf, 64 * 1024).unwrap() {
+                        buf.drain(..head.len());
+                        let answer = if over_answer && answered == 0 {
+                            let head =
+                                |len: usize| format!("HTTP/1.1 200 OK\r\nContent-Length: {len:05}\r\n\r\n");
+                            let body_len = 64 * 1024 - head(0).len();
+                            let mut answer = head(body_len).into_bytes();
+                            answer.resize(64 * 1024, b'x');
+                            // Longer than one socket read of the proxy's TLS, so that its
+                            // record is still being received when the first answer is whole.
+                            answer
+                                .extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 16000\r\n\r\nLEAKD");
+                            answer.resize(answer.len() + 15995, b'y');
+                            answer
+                        } else {
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nHONST".to_vec()
+                        };
+                        answered += 1;
+                        if tls.write_all(&answer).and_then(|()| tls.flush()).is_err() {
+                            return;
+                        }
+                    }
+                    match tls.read(&mut chunk) {
+                        Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                        _ => return,
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Bytes a provider sent after a complete response, still unread when the exchange ends, must
+/// keep its connection out of the pool: reused, they would be read as the answer to the next
+/// request, which may be another consumer's.
+#[test]
+fn bytes_after_a_response_never_answer_the_next_request() {
+    let proxy = Proxy::with(Options {
+        provider_at: Some(over_answering_provider()),
+        ..Options::default()
+    });
+    let mut consumer = proxy.consumer(&CONSUMER_A);
+    let first = consumer.exchange(&proxy.get());
+    assert_eq!((first.status, first.body.len()), (200, 64 * 1024 - 42));
+    for _ in 0..3 {
+        let next = proxy.consumer(&CONSUMER_A).exchange(&proxy.get());
+        assert_eq!(next.status, 200);
+        assert!(
+            next.body == b"HONST",
+            "another exchange's bytes answered this request: {:?}",
+            String::from_utf8_lossy(&next.body[..next.body.len().min(40)])
+        );
+    }
+}

@@ -139,6 +139,7 @@ impl Client {
             &mut self.inbuf,
             cap,
             self.peer_closing,
+            None,
         ) {
             Ok(outcome) => {
                 if outcome.drained {

@@ -222,10 +222,14 @@ fn connect(c: &mut Client, key: usize, cx: &mut Cx, allow_pooled: bool, now: Ins
         ..Timings::default()
     };
     let provider = ex.provider;
-    // Anything the provider sent or a close while the connection was idle was read by
-    // `Worker::idle_event` (which discards the connection); what arrives from now on is
-    // reported to this exchange.
-    if allow_pooled && let Some(up) = cx.pool.take(provider) {
+    // Anything the provider sent or a close while the connection was idle is read by
+    // `Worker::idle_event` (which discards the connection), but its event may still be
+    // queued behind this request's: so the connection is checked once more here, one
+    // recv(2) that finds nothing. What arrives from now on is reported to this exchange.
+    while allow_pooled && let Some(mut up) = cx.pool.take(provider) {
+        if !up.still_idle() {
+            continue;
+        }
         cx.owners.set(up.id(), Owner::Exchange(key));
         ex.upstream = Some(up);
         ex.reused = true;
@@ -387,6 +391,7 @@ pub fn pump(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
             &mut up.inbuf,
             STAGE_LIMIT,
             up.peer_closing,
+            Some(&mut up.framing),
         ) {
             Ok(o) => {
                 up.read_ready = !o.drained;

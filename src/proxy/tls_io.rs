@@ -33,13 +33,18 @@ pub fn read<C, S>(
     plaintext: &mut Vec<u8>,
     cap: usize,
     peer_closing: bool,
+    mut framing: Option<&mut RecordFraming>,
 ) -> Result<ReadOutcome, rustls::Error>
 where
     C: DerefMut + Deref<Target = ConnectionCommon<S>>,
 {
     let mut out = ReadOutcome::default();
     while plaintext.len() < cap {
-        let mut probe = ShortReadProbe { sock, short: false };
+        let mut probe = ShortReadProbe {
+            sock,
+            short: false,
+            framing: framing.as_deref_mut(),
+        };
         match tls.read_tls(&mut probe) {
             Ok(0) => out.eof = true,
             // The kernel gave less than was asked for: the socket is empty now, and epoll
@@ -64,17 +69,58 @@ where
     Ok(out)
 }
 
-/// A socket reader that remembers whether a read returned fewer bytes than asked for.
-struct ShortReadProbe<'a> {
+/// A socket reader that remembers whether a read returned fewer bytes than asked for, and
+/// follows the record framing of what it read when asked to.
+struct ShortReadProbe<'a, 'f> {
     sock: &'a mut TcpStream,
     short: bool,
+    framing: Option<&'f mut RecordFraming>,
 }
 
-impl Read for ShortReadProbe<'_> {
+impl Read for ShortReadProbe<'_, '_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.sock.read(buf)?;
         self.short = n > 0 && n < buf.len();
+        if let Some(framing) = self.framing.as_deref_mut() {
+            framing.feed(&buf[..n]);
+        }
         Ok(n)
+    }
+}
+
+/// Where a peer's TLS byte stream stands against its record framing (a 5-byte header whose
+/// last two bytes are the length, then that many bytes). rustls keeps a record it has only
+/// partly received to itself, so this is how a provider connection whose peer sent more than
+/// its response, in a record still arriving, is known not to be idle.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RecordFraming {
+    header: [u8; 5],
+    header_len: usize,
+    body_left: usize,
+}
+
+impl RecordFraming {
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        while let Some((&first, rest)) = bytes.split_first() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(bytes.len());
+                self.body_left -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            self.header[self.header_len] = first;
+            self.header_len += 1;
+            bytes = rest;
+            if self.header_len == self.header.len() {
+                self.body_left = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+                self.header_len = 0;
+            }
+        }
+    }
+
+    /// Every record read so far is whole.
+    pub fn at_boundary(&self) -> bool {
+        self.header_len == 0 && self.body_left == 0
     }
 }
 
@@ -133,4 +179,28 @@ where
 /// Shuts the write side only, so an answer already queued is not cut off by a reset.
 pub fn shutdown_write(sock: &TcpStream) {
     let _ = sock.shutdown(std::net::Shutdown::Write);
+}
+
+#[cfg(test)]
+mod framing_tests {
+    use super::RecordFraming;
+
+    #[test]
+    fn record_boundaries_are_followed_across_any_split() {
+        // Two application-data records (23, TLS 1.2 on the wire) of 3 and 300 bytes.
+        let mut stream = vec![23, 3, 3, 0, 3, 1, 2, 3, 23, 3, 3, 1, 44];
+        stream.extend(std::iter::repeat_n(9, 300));
+        let ends = [8, stream.len()];
+        for split in 0..=stream.len() {
+            let mut framing = RecordFraming::default();
+            framing.feed(&stream[..split]);
+            assert_eq!(
+                framing.at_boundary(),
+                split == 0 || ends.contains(&split),
+                "{split}"
+            );
+            framing.feed(&stream[split..]);
+            assert!(framing.at_boundary(), "{split}");
+        }
+    }
 }

@@ -11,6 +11,8 @@ use mio::{Interest, Registry, Token};
 use rustls::ClientConnection;
 use rustls::pki_types::ServerName;
 
+use super::tls_io::{self, RecordFraming};
+
 /// One TLS connection to a provider.
 pub struct Upstream {
     pub sock: TcpStream,
@@ -25,6 +27,8 @@ pub struct Upstream {
     pub eof: bool,
     /// The provider ended its data with close_notify (see `BodyReader::finish_at_eof`).
     pub close_notify: bool,
+    /// How far the provider's TLS records have arrived (see `is_clean`).
+    pub framing: RecordFraming,
     /// Set once the TCP connect is known to have completed.
     pub connected: bool,
 }
@@ -49,6 +53,7 @@ impl Upstream {
             peer_closing: false,
             eof: false,
             close_notify: false,
+            framing: RecordFraming::default(),
             connected: false,
         })
     }
@@ -82,9 +87,41 @@ impl Upstream {
         }
     }
 
+    /// Whether an idle connection is still fit to carry a request: reads whatever arrived and
+    /// answers no to a close, any plaintext (nothing is owed before a request) or a record
+    /// still arriving. TLS traffic of its own, such as a session ticket, is fine.
+    pub fn still_idle(&mut self) -> bool {
+        let mut unexpected = Vec::new();
+        match tls_io::read(
+            &mut self.sock,
+            &mut self.tls,
+            &mut unexpected,
+            1,
+            true,
+            Some(&mut self.framing),
+        ) {
+            Ok(o) => {
+                !o.eof
+                    && unexpected.is_empty()
+                    && self.framing.at_boundary()
+                    && tls_io::flush(&mut self.sock, &mut self.tls).is_ok()
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Whether it can carry another request: handshake done, nothing unread, peer still open.
+    /// `read_ready` means the last read stopped at the stage limit, not at an empty socket:
+    /// bytes the provider sent after its response may still be in the socket. A record only
+    /// partly received (`framing`) holds such bytes too. Pooled, either would be read as the
+    /// answer to the next request, perhaps another consumer's (`tests/provider_responses.rs`).
     pub fn is_clean(&self) -> bool {
-        !self.eof && self.inbuf.is_empty() && !self.tls.is_handshaking() && !self.tls.wants_write()
+        !self.eof
+            && !self.read_ready
+            && self.framing.at_boundary()
+            && self.inbuf.is_empty()
+            && !self.tls.is_handshaking()
+            && !self.tls.wants_write()
     }
 }
 

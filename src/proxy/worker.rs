@@ -506,13 +506,8 @@ impl Worker {
         let Some(up) = self.cx.pool.get_mut(key).filter(|up| up.id() == id) else {
             return;
         };
-        let mut unexpected = Vec::new();
-        // Rare (the provider closed or sent something): read it all.
-        let usable = match tls_io::read(&mut up.sock, &mut up.tls, &mut unexpected, 1, true) {
-            Ok(o) => !o.eof && unexpected.is_empty() && tls_io::flush(&mut up.sock, &mut up.tls).is_ok(),
-            Err(_) => false,
-        };
-        if !usable {
+        // Rare (the provider closed or sent something).
+        if !up.still_idle() {
             self.cx.pool.discard(key);
         }
     }
