@@ -116,6 +116,13 @@ pub fn inspect(dir: &Path) -> Result<Found, AuditError> {
         ),
         None => newest_rotated(dir)?,
     };
+    // A side file for the next seq is an earlier start's that crashed after cutting its bytes
+    // from the active file, before the `torn` record declaring them was durable: declare them.
+    let torn = if torn.is_empty() && tail.good_len > 0 {
+        undeclared(dir, head.next_seq)?.unwrap_or(torn)
+    } else {
+        torn
+    };
     Ok(Found {
         head,
         good_len: tail.good_len,
@@ -124,6 +131,17 @@ pub fn inspect(dir: &Path) -> Result<Found, AuditError> {
         last: tail.last,
         previous,
     })
+}
+
+/// The bytes of the side file the `torn` record at `next_seq` would name, if there is one.
+fn undeclared(dir: &Path, next_seq: u64) -> Result<Option<Vec<u8>>, AuditError> {
+    let side = dir.join(files::torn_name(next_seq));
+    match std::fs::read(&side) {
+        Ok(bytes) if !bytes.is_empty() => Ok(Some(bytes)),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(AuditError::io(&side, e)),
+    }
 }
 
 fn first_record(path: &Path) -> Result<Option<Parsed>, AuditError> {
@@ -167,16 +185,27 @@ fn newest_rotated(dir: &Path) -> Result<(Head, Option<String>), AuditError> {
 
 /// Copies the torn bytes to their side file (durably), then cuts them from the active file,
 /// and returns the record that declares them. Copy before cut: a crash in between repeats the
-/// copy at the next start rather than losing the bytes.
+/// copy at the next start rather than losing the bytes. A side file already there holds bytes
+/// an earlier start moved aside and never declared: they are kept, and declared with these.
 pub fn set_aside(dir: &Path, found: &Found, name: &str) -> Result<Entry, AuditError> {
     let side = dir.join(name);
-    let write_side = || -> io::Result<()> {
-        let mut file = File::create(&side)?;
-        file.write_all(&found.torn)?;
+    let write_side = || -> io::Result<Vec<u8>> {
+        let mut kept = match std::fs::read(&side) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let mut file = OpenOptions::new().append(true).create(true).open(&side)?;
+        // Already there when a crash came between copy and cut.
+        if !kept.ends_with(&found.torn) {
+            file.write_all(&found.torn)?;
+            kept.extend_from_slice(&found.torn);
+        }
         file.sync_all()?;
-        files::sync_dir(dir)
+        files::sync_dir(dir)?;
+        Ok(kept)
     };
-    write_side().map_err(|e| AuditError::io(&side, e))?;
+    let kept = write_side().map_err(|e| AuditError::io(&side, e))?;
     let active = dir.join(ACTIVE);
     let cut = || -> io::Result<()> {
         let file = OpenOptions::new().write(true).open(&active)?;
@@ -187,13 +216,13 @@ pub fn set_aside(dir: &Path, found: &Found, name: &str) -> Result<Entry, AuditEr
     log::warn!(
         "{}: {} torn bytes after seq {} moved to {name}",
         active.display(),
-        found.torn.len(),
+        kept.len(),
         found.head.next_seq.wrapping_sub(1)
     );
     Ok(Entry::Torn {
         file: name.to_owned(),
-        length: found.torn.len() as u64,
-        sha256: Sha256::digest(&found.torn).into(),
+        length: kept.len() as u64,
+        sha256: Sha256::digest(&kept).into(),
     })
 }
 

@@ -173,6 +173,8 @@ pub struct Verifier {
     expected_epoch: Option<u64>,
     /// The key epoch a `start` declared since the last seal: the only allowed epoch jump.
     declared_epoch: Option<u64>,
+    /// `start` records since the last seal: each restart can have lost at most one seal.
+    starts: u64,
     file: Option<FileState>,
     active_seen: bool,
     incomplete: bool,
@@ -194,6 +196,7 @@ impl Verifier {
             last: None,
             expected_epoch: None,
             declared_epoch: None,
+            starts: 0,
             file: None,
             active_seen: false,
             incomplete: false,
@@ -387,17 +390,22 @@ impl Verifier {
     fn check_seal(&mut self, p: &Parsed) -> Result<(), String> {
         if p.kind == "start" {
             self.declared_epoch = p.key_epoch;
+            self.starts += 1;
         }
         let Some((epoch, mac)) = p.seal else { return Ok(()) };
         // Epochs only go forward: a jump is a crash between evolving the key file and writing
         // its seal, which the next `start` declares; going back means an old key was reused.
+        // One crash loses one seal, so a jump is at most one epoch per restart: any more would
+        // let whoever holds the current key cut sealed records away and seal what is left.
         let declared_jump = self.declared_epoch.is_some_and(|d| d == epoch);
-        if let Some(expected) = self.expected_epoch
-            && epoch != expected
-            && !(declared_jump && epoch > expected)
-        {
-            return Err(format!("seal epoch {epoch}, expected {expected}"));
-        }
+        let skipped = match self.expected_epoch {
+            Some(expected) if epoch == expected => None,
+            Some(expected) if declared_jump && epoch > expected && epoch - expected <= self.starts => {
+                Some(expected)
+            }
+            Some(expected) => return Err(format!("seal epoch {epoch}, expected {expected}")),
+            None => None,
+        };
         if self.k0.is_some() {
             let key = self
                 .key_at(epoch)
@@ -407,8 +415,16 @@ impl Verifier {
                     .into());
             }
         }
+        if let Some(from) = skipped {
+            self.report.notes.push(format!(
+                "seal epochs {from}..{} were never written (lost in crashes, declared by restarts before seq {})",
+                epoch - 1,
+                p.seq
+            ));
+        }
         self.expected_epoch = Some(epoch.saturating_add(1));
         self.declared_epoch = None;
+        self.starts = 0;
         self.report.seals += 1;
         self.report.sealed_through = Some(p.seq);
         Ok(())
@@ -470,6 +486,7 @@ impl Verifier {
             self.last = None;
             self.expected_epoch = None;
             self.declared_epoch = None;
+            self.starts = 0;
         }
     }
 }
@@ -720,7 +737,18 @@ mod tests {
             report.summary()
         );
         let declared = build(&[&["open", "seal", "start=2", "seal=2"]]);
-        assert_eq!(run(&declared, k0(), false).exit_code(), 0);
+        let report = run(&declared, k0(), false);
+        assert_eq!(report.exit_code(), 0, "{}", report.summary());
+        assert!(
+            report.summary().contains("seal epochs 1..1 were never written"),
+            "{}",
+            report.summary()
+        );
+        // One restart loses at most one seal: a longer jump needs as many restarts.
+        let too_far = build(&[&["open", "seal", "start=3", "seal=3"]]);
+        assert_eq!(run(&too_far, k0(), false).exit_code(), 1);
+        let two_restarts = build(&[&["open", "seal", "start=2", "a", "start=3", "seal=3"]]);
+        assert_eq!(run(&two_restarts, k0(), false).exit_code(), 0);
         let replayed = build(&[&["open", "seal", "seal=0"]]);
         assert_eq!(run(&replayed, k0(), false).exit_code(), 1);
         // An old key file restored and declared: still going back.
