@@ -141,7 +141,9 @@ fn a_durable_record_is_in_the_file_before_the_worker_is_told() {
     while seen.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
-    let seen = seen.lock().unwrap();
+    // A copy: the writer may still be waking (another batch of the 20), and its wake takes
+    // this lock, so holding it across `shutdown`, which joins the writer, would deadlock.
+    let seen = seen.lock().unwrap().clone();
     assert!(
         !seen.is_empty() && seen.iter().all(|s| *s),
         "woken before the record was written: {seen:?}"
