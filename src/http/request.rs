@@ -1,7 +1,7 @@
 //! The consumer's request head: parsed with httparse, then held to the framing rules of
 //! SPEC section 4 before anything else looks at it.
 
-use super::head::{self, Fields, HeadError, list_tokens, parse_content_length, trim_ows};
+use super::head::{self, Fields, HeadEnd, HeadError, list_tokens, parse_content_length, trim_ows};
 
 /// More fields than this is a head too large (431), whatever its byte count.
 const MAX_FIELDS: usize = 128;
@@ -85,12 +85,24 @@ impl RequestHead {
 /// `Ok(None)`: more bytes are needed. The head counts against `max_head_bytes` as soon as it
 /// is bigger than that, complete or not, so a sender cannot make us buffer more.
 pub fn parse(buf: &[u8], max_head_bytes: usize) -> Result<Option<RequestHead>, HeadError> {
-    let end = match head::find_head_end(buf) {
-        Ok(Some(end)) if end <= max_head_bytes => end,
-        Ok(Some(_)) => return Err(HeadError::TooLarge),
-        Ok(None) if buf.len() > max_head_bytes => return Err(HeadError::TooLarge),
-        Ok(None) => return Ok(None),
-        Err(e) => return Err(e),
+    parse_from(buf, max_head_bytes, &mut 0)
+}
+
+/// [`parse`] for a buffer that grows between calls: `scanned` (0 for a new head) is where the
+/// search for the head's end resumes, and is moved on while the head is incomplete.
+pub fn parse_from(
+    buf: &[u8],
+    max_head_bytes: usize,
+    scanned: &mut usize,
+) -> Result<Option<RequestHead>, HeadError> {
+    let end = match head::scan_head(buf, *scanned)? {
+        HeadEnd::At(end) if end <= max_head_bytes => end,
+        HeadEnd::At(_) => return Err(HeadError::TooLarge),
+        HeadEnd::NotYet { .. } if buf.len() > max_head_bytes => return Err(HeadError::TooLarge),
+        HeadEnd::NotYet { resume } => {
+            *scanned = resume;
+            return Ok(None);
+        }
     };
     let raw = buf[..end].to_vec();
     let mut storage = [httparse::EMPTY_HEADER; MAX_FIELDS];

@@ -53,6 +53,8 @@ pub struct Client {
     pub since: Instant,
     /// When the first byte of the current head arrived.
     pub head_started: Option<Instant>,
+    /// How far the head being received has been searched for its end (`request::parse_from`).
+    head_scanned: usize,
     /// Requests completed on this connection.
     pub served: u64,
     pub exchange: Option<Box<Exchange>>,
@@ -91,6 +93,7 @@ impl Client {
             },
             since: now,
             head_started: None,
+            head_scanned: 0,
             served: 0,
             exchange: None,
             shut: false,
@@ -253,6 +256,7 @@ impl Client {
         }
         // Pipelined bytes already waiting start their head clock now.
         self.head_started = (!self.inbuf.is_empty()).then_some(now);
+        self.head_scanned = 0;
     }
 
     /// Tries to take a complete request head off the input.
@@ -260,9 +264,10 @@ impl Client {
         if self.inbuf.is_empty() {
             return Ok(None);
         }
-        match request::parse(&self.inbuf, max_head) {
+        match request::parse_from(&self.inbuf, max_head, &mut self.head_scanned) {
             Ok(Some(head)) => {
                 self.inbuf.drain(..head.len());
+                self.head_scanned = 0;
                 Ok(Some(head))
             }
             Ok(None) => Ok(None),
