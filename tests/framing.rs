@@ -175,6 +175,25 @@ fn head_that_never_completes_gets_408_and_is_closed() {
     proxy.assert_nothing_forwarded("slow head");
 }
 
+/// A head that arrives a byte per TLS record, each read on its own, is searched for its end
+/// from where the last search stopped (`request::parse_from`): it is found, at every CR and
+/// LF of the blank line too, and the request goes through whole.
+#[test]
+fn head_arriving_a_byte_per_record_is_parsed_whole() {
+    let proxy = Proxy::start();
+    let mut consumer = proxy.consumer(&CONSUMER_A);
+    let request = proxy.get();
+    for byte in request.head().iter() {
+        consumer.send_raw(std::slice::from_ref(byte)).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let r = consumer.read_response().unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = proxy.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].target, format!("{ROOT}{SEARCH}"));
+}
+
 /// Slowloris: the head clock starts at the first byte and is not reset by each new one.
 #[test]
 fn head_trickled_byte_by_byte_still_times_out() {
