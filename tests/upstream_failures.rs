@@ -43,6 +43,27 @@ fn provider_with_a_certificate_for_another_name_gets_502() {
     proxy.assert_nothing_forwarded("provider with the wrong name");
 }
 
+/// A provider head bigger than the 64 KiB read stage can never be read whole, however large
+/// `max_header_bytes` is: it is refused at once (502), not left to `response_timeout` (504).
+#[test]
+fn provider_head_beyond_the_read_stage_gets_502_at_once() {
+    let proxy = Proxy::with(Options {
+        limits: "max_header_bytes = 262144".into(),
+        upstream: "response_timeout = \"5s\"".into(),
+        handler: Arc::new(|_: &SeenRequest| {
+            let mut reply = Reply::json(200, PROVIDER_BODY);
+            for i in 0..20 {
+                reply.fields.push((format!("X-Big-{i}"), "v".repeat(4000)));
+            }
+            reply
+        }),
+        ..Options::default()
+    });
+    // Before, the head waited out `response_timeout`: a 504 TIMEOUT_COMMUNICATING_... .
+    let r = proxy.consumer(&CONSUMER_A).exchange(&proxy.get());
+    assert_provider_failed(&proxy, &r);
+}
+
 #[test]
 fn provider_slower_than_response_timeout_gets_504() {
     let proxy = Proxy::with(Options {

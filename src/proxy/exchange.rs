@@ -430,7 +430,10 @@ fn response_step(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool 
     let Some(ex) = c.exchange.as_mut() else {
         return false;
     };
-    let max_head = ex.shared.config.limits.max_header_bytes;
+    // The provider's input is read a stage (64 KiB) at a time: a head that fills a stage
+    // without ending can never be read whole, and would wait for `response_timeout` instead
+    // of being refused.
+    let max_head = ex.shared.config.limits.max_header_bytes.min(STAGE_LIMIT - 1);
     let Some(up) = ex.upstream.as_mut() else {
         return false;
     };
