@@ -404,7 +404,18 @@ impl Verifier {
                 Some(expected)
             }
             Some(expected) => return Err(format!("seal epoch {epoch}, expected {expected}")),
-            None => None,
+            None => {
+                // Not an error (a new folder may be started with an evolved key file), but
+                // also what a chain written afresh with a stolen later key looks like.
+                if epoch > 0 && self.report.first_seq == Some(0) {
+                    self.report.notes.push(format!(
+                        "the chain starts at seq 0 but its first seal (seq {}) uses key epoch {epoch}: \
+                         the key had evolved before this chain began",
+                        p.seq
+                    ));
+                }
+                None
+            }
         };
         if self.k0.is_some() {
             let key = self
@@ -749,6 +760,13 @@ mod tests {
         assert_eq!(run(&too_far, k0(), false).exit_code(), 1);
         let two_restarts = build(&[&["open", "seal", "start=2", "a", "start=3", "seal=3"]]);
         assert_eq!(run(&two_restarts, k0(), false).exit_code(), 0);
+        let late_key = run(&build(&[&["open", "a", "seal=4"]]), None, false);
+        assert_eq!(late_key.exit_code(), 0, "{}", late_key.summary());
+        assert!(
+            late_key.summary().contains("first seal (seq 2) uses key epoch 4"),
+            "{}",
+            late_key.summary()
+        );
         let replayed = build(&[&["open", "seal", "seal=0"]]);
         assert_eq!(run(&replayed, k0(), false).exit_code(), 1);
         // An old key file restored and declared: still going back.
