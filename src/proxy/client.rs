@@ -311,14 +311,16 @@ impl Client {
     }
 
     /// Sends queued TLS records; in `Closing`, shuts the write side once they are out.
-    pub fn flush(&mut self) {
+    /// Writes what is queued for the consumer; returns whether anything went out (see
+    /// `tls_io::flush`).
+    pub fn flush(&mut self) -> bool {
         if self.done {
-            return;
+            return false;
         }
-        if tls_io::flush(&mut self.sock, &mut self.tls).is_err() {
+        let Ok(written) = tls_io::flush(&mut self.sock, &mut self.tls) else {
             self.done = true;
-            return;
-        }
+            return true;
+        };
         if self.phase == Phase::Closing && !self.shut && !self.tls.wants_write() {
             tls_io::shutdown_write(&self.sock);
             self.shut = true;
@@ -326,6 +328,7 @@ impl Client {
         if self.phase == Phase::Closing && self.shut && self.eof {
             self.done = true;
         }
+        written > 0
     }
 
     /// The deadline of the current phase, from `[limits]` and `[upstream]` (SPEC row 2).

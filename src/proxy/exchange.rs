@@ -374,9 +374,12 @@ pub fn pump(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
         ex.timings.forwarded.get_or_insert(now);
         progress = true;
     }
-    if let Err(e) = tls_io::flush(&mut up.sock, &mut up.tls) {
-        provider_failed(c, key, cx, &format!("write: {e}"), now);
-        return true;
+    match tls_io::flush(&mut up.sock, &mut up.tls) {
+        Ok(written) => progress |= written > 0,
+        Err(e) => {
+            provider_failed(c, key, cx, &format!("write: {e}"), now);
+            return true;
+        }
     }
     if ex.awaiting_handshake && !up.tls.is_handshaking() {
         ex.awaiting_handshake = false;

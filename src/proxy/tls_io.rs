@@ -147,20 +147,26 @@ where
     }
 }
 
-/// Writes queued TLS records until done or the socket would block.
-pub fn flush<C, S>(sock: &mut TcpStream, tls: &mut C) -> io::Result<()>
+/// Writes queued TLS records until done or the socket would block; returns the bytes written.
+///
+/// Bytes written are progress even when nothing else moved: they free room in rustls for
+/// more plaintext, and if the socket took them all no writable event will come to say so
+/// (the kernel reports room only after a write was refused). A caller that stopped here
+/// would leave its staged bytes waiting for an event that never comes.
+pub fn flush<C, S>(sock: &mut TcpStream, tls: &mut C) -> io::Result<usize>
 where
     C: DerefMut + Deref<Target = ConnectionCommon<S>>,
 {
+    let mut written = 0;
     while tls.wants_write() {
         match tls.write_tls(sock) {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 /// Hands as much of `staged` as rustls accepts to it, removing what was taken.

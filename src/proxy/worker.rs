@@ -594,8 +594,9 @@ fn drive(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
         if c.eof && matches!(c.phase, Phase::ProxyHeader | Phase::Handshake | Phase::Head) {
             c.done = true;
         }
-        flush_upstream(c, key, cx, now);
-        c.flush();
+        // A flush that wrote counts: staged bytes may now fit where they did not.
+        progress |= flush_upstream(c, key, cx, now);
+        progress |= c.flush();
         if c.done || !progress {
             return false;
         }
@@ -603,14 +604,20 @@ fn drive(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
     !c.done
 }
 
-fn flush_upstream(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) {
+/// Writes what is queued for the provider; returns whether anything went out or failed.
+fn flush_upstream(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
     let Some(up) = c.exchange.as_mut().and_then(|ex| ex.upstream.as_mut()) else {
-        return;
+        return false;
     };
-    if up.connected
-        && let Err(e) = tls_io::flush(&mut up.sock, &mut up.tls)
-    {
-        exchange::provider_failed(c, key, cx, &format!("write: {e}"), now);
+    if !up.connected {
+        return false;
+    }
+    match tls_io::flush(&mut up.sock, &mut up.tls) {
+        Ok(written) => written > 0,
+        Err(e) => {
+            exchange::provider_failed(c, key, cx, &format!("write: {e}"), now);
+            true
+        }
     }
 }
 
