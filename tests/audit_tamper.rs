@@ -5,41 +5,19 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use common::*;
 use sha2::{Digest, Sha256};
-use ssp::audit::Audit;
 
 /// A sealed, rotated audit directory: several files, seals in each.
 fn rotated_set(label: &str) -> TempDir {
-    let dir = TempDir::new(label);
-    keygen(&dir);
-    let mut settings = settings(&dir, true);
-    settings.rotate_bytes = 3000;
-    settings.seal_interval = Duration::from_millis(1);
-    let audit = Audit::start(settings).unwrap();
-    for i in 0..30 {
-        let trace = format!("trace-{i}");
-        let seq = durable(&audit, req(&trace));
-        audit.record(res(&trace, seq));
-    }
-    audit.shutdown("test over");
+    let dir = common::rotated_set(label, 30);
     assert!(
         audit_files(&dir.audit()).len() >= 4,
         "{:?}",
         audit_files(&dir.audit())
     );
-    assert_eq!(verify(&dir, true, true), 0);
     dir
-}
-
-/// A fresh copy of `original`'s audit and keys to tamper with.
-fn copy_of(original: &TempDir, label: &str) -> TempDir {
-    let copy = TempDir::new(label);
-    copy_dir(&original.audit(), &copy.audit());
-    std::fs::copy(original.k0(), copy.k0()).unwrap();
-    copy
 }
 
 fn middle_file(dir: &TempDir) -> PathBuf {

@@ -5,38 +5,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use common::*;
-use ssp::audit::Audit;
 use ssp::audit::record::{self, Entry};
 use ssp::audit::seal::Key;
-
-fn rotated_set() -> TempDir {
-    let dir = TempDir::new("bytes");
-    keygen(&dir);
-    let mut settings = settings(&dir, true);
-    settings.rotate_bytes = 3000;
-    settings.seal_interval = Duration::from_millis(1);
-    let audit = Audit::start(settings).unwrap();
-    for i in 0..12 {
-        let trace = format!("trace-{i}");
-        let seq = durable(&audit, req(&trace));
-        audit.record(res(&trace, seq));
-    }
-    audit.shutdown("test over");
-    assert!(audit_files(&dir.audit()).len() >= 3);
-    assert_eq!(verify(&dir, true, true), 0);
-    dir
-}
-
-fn copy_of(original: &TempDir) -> TempDir {
-    let copy = TempDir::new("bytes-case");
-    copy_dir(&original.audit(), &copy.audit());
-    std::fs::copy(original.k0(), copy.k0()).unwrap();
-    std::fs::copy(original.key(), copy.key()).unwrap();
-    copy
-}
 
 fn second_file(dir: &TempDir) -> PathBuf {
     audit_files(&dir.audit())[1].clone()
@@ -63,7 +35,8 @@ fn insert_line(path: &Path, line: &[u8]) {
 
 #[test]
 fn byte_and_file_level_tamperings_are_detected() {
-    let original = rotated_set();
+    let original = rotated_set("bytes", 12);
+    assert!(audit_files(&original.audit()).len() >= 3);
     type Tamper = fn(&TempDir);
     let cases: [(&str, Tamper); 8] = [
         ("a CRLF line ending", |d| {
@@ -104,7 +77,7 @@ fn byte_and_file_level_tamperings_are_detected() {
         }),
     ];
     for (what, tamper) in cases {
-        let dir = copy_of(&original);
+        let dir = copy_of(&original, "bytes-case");
         tamper(&dir);
         assert_eq!(verify(&dir, true, false), 1, "{what} (with key)");
         assert_eq!(verify(&dir, false, false), 1, "{what} (without key)");

@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
 
 use common::*;
 use ssp::audit::Audit;
@@ -54,19 +53,7 @@ fn append_after(last: &[u8], entries: Vec<Option<Entry>>, key: &Key) -> Vec<u8> 
 
 #[test]
 fn the_box_key_cannot_cut_sealed_files_away_behind_one_declared_restart() {
-    let dir = TempDir::new("keyholder");
-    keygen(&dir);
-    let mut settings = settings(&dir, true);
-    settings.rotate_bytes = 3000;
-    settings.seal_interval = Duration::from_millis(1);
-    let audit = Audit::start(settings).unwrap();
-    for i in 0..20 {
-        let trace = format!("trace-{i}");
-        let seq = durable(&audit, req(&trace));
-        audit.record(res(&trace, seq));
-    }
-    audit.shutdown("test over");
-    assert_eq!(verify(&dir, true, true), 0);
+    let dir = rotated_set("keyholder", 20);
 
     // The thief reads the key file (epoch n), keeps the first rotated file, removes every
     // later one, and writes a new active file: open, a start declaring epoch n, a seal.

@@ -311,8 +311,7 @@ impl Client {
     }
 
     /// Sends queued TLS records; in `Closing`, shuts the write side once they are out.
-    /// Writes what is queued for the consumer; returns whether anything went out (see
-    /// `tls_io::flush`).
+    /// Returns whether anything went out (see `tls_io::flush`).
     pub fn flush(&mut self) -> bool {
         if self.done {
             return false;

@@ -243,3 +243,31 @@ pub fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
 }
+
+/// A sealed, rotated audit directory written by the real writer: `requests` requests (a
+/// durable `req` and its `res` each), small files, a seal in each; it verifies as intact.
+pub fn rotated_set(label: &str, requests: usize) -> TempDir {
+    let dir = TempDir::new(label);
+    keygen(&dir);
+    let mut settings = settings(&dir, true);
+    settings.rotate_bytes = 3000;
+    settings.seal_interval = Duration::from_millis(1);
+    let audit = Audit::start(settings).unwrap();
+    for i in 0..requests {
+        let trace = format!("trace-{i}");
+        let seq = durable(&audit, req(&trace));
+        audit.record(res(&trace, seq));
+    }
+    audit.shutdown("test over");
+    assert_eq!(verify(&dir, true, true), 0);
+    dir
+}
+
+/// A fresh copy of `original`'s audit, its initial key and its current key, to tamper with.
+pub fn copy_of(original: &TempDir, label: &str) -> TempDir {
+    let copy = TempDir::new(label);
+    copy_dir(&original.audit(), &copy.audit());
+    std::fs::copy(original.k0(), copy.k0()).unwrap();
+    std::fs::copy(original.key(), copy.key()).unwrap();
+    copy
+}
