@@ -135,7 +135,9 @@ pub struct Upstream {
     pub response_timeout: Duration,
     /// Zero is allowed and means idle connections are not kept.
     pub pool_idle_timeout: Duration,
-    pub pool_max_idle: usize,
+    /// A cap on the provider connections kept by idle consumer connections, per provider and
+    /// worker; `None` (the default): one per consumer connection that has one. Zero: none kept.
+    pub pool_max_idle: Option<usize>,
 }
 
 /// `[limits]`.

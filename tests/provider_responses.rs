@@ -193,3 +193,96 @@ fn bytes_after_a_response_never_answer_the_next_request() {
         );
     }
 }
+
+/// A provider that answers every request on a connection after its first with two responses:
+/// first `STALE:<the previous request's trace id>`, then `FOR:<this one's>`. It is the race
+/// above with its timing fixed at the worst point: bytes a provider sent after a response
+/// arrive only once the next request is on its way, after any check the proxy can make when
+/// it reuses the connection. No check can tell them from the answer.
+fn late_extra_provider() -> SocketAddr {
+    let tls =
+        ssp::demo::provider::server_config(&pki("provider.pem"), &pki("provider.key"), &pki("nhs-ca.pem"))
+            .expect("provider TLS");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answer = |text: &str| format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}", text.len());
+    std::thread::spawn(move || {
+        for sock in listener.incoming() {
+            let Ok(sock) = sock else { return };
+            let tls = tls.clone();
+            std::thread::spawn(move || {
+                sock.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+                let mut tls = StreamOwned::new(ServerConnection::new(tls).unwrap(), sock);
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 16 * 1024];
+                let mut previous: Option<String> = None;
+                loop {
+                    while let Some(head) = request::parse(&buf, 64 * 1024).unwrap() {
+                        let trace =
+                            String::from_utf8_lossy(head.field("ssp-traceid").unwrap_or(b"-")).into_owned();
+                        buf.drain(..head.len());
+                        let mut out = String::new();
+                        if let Some(previous) = &previous {
+                            out += &answer(&format!("STALE:{previous}"));
+                        }
+                        out += &answer(&format!("FOR:{trace}"));
+                        previous = Some(trace);
+                        if tls.write_all(out.as_bytes()).and_then(|()| tls.flush()).is_err() {
+                            return;
+                        }
+                    }
+                    match tls.read(&mut chunk) {
+                        Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                        _ => return,
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn trace(n: u32) -> String {
+    format!("5b6f3f8e-7a1d-4c1e-9d3a-{n:012}")
+}
+
+/// The race of `bytes_after_a_response_never_answer_the_next_request`, driven the same way on
+/// every run: a provider connection carries the requests of one consumer connection only, so
+/// a provider's late bytes can reach no other, whoever it is (the same consumer on another
+/// connection, or another consumer). On its own connection they arrive as they would without
+/// the proxy; they never name another connection's request.
+#[test]
+fn late_bytes_from_a_provider_reach_only_the_consumer_connection_they_followed() {
+    let proxy = Proxy::with(Options {
+        provider_at: Some(late_extra_provider()),
+        ..Options::default()
+    });
+    let mut first = proxy.consumer(&CONSUMER_A);
+    let answer = first.exchange(&proxy.get().set("Ssp-TraceID", &trace(1)));
+    assert_eq!(String::from_utf8_lossy(&answer.body), format!("FOR:{}", trace(1)));
+
+    // Other consumer connections, of the same consumer and of another, each on a provider
+    // connection of its own: before, the one kept from trace 1 answered them STALE:trace 1.
+    for (n, who) in [(2, &ECDSA), (3, &CONSUMER_A), (4, &RSA4096)] {
+        let mut other = proxy.consumer(who);
+        let request = proxy
+            .get()
+            .set("Ssp-From", who.asid)
+            .set("Ssp-TraceID", &trace(n));
+        let answer = other.exchange(&request);
+        assert_eq!(
+            String::from_utf8_lossy(&answer.body),
+            format!("FOR:{}", trace(n)),
+            "another connection's late bytes answered {}",
+            who.file
+        );
+    }
+
+    // The first connection's next request meets the provider's late bytes, which are its own.
+    let answer = first.exchange(&proxy.get().set("Ssp-TraceID", &trace(5)));
+    let body = String::from_utf8_lossy(&answer.body);
+    assert!(
+        body == format!("STALE:{}", trace(1)) || body == format!("FOR:{}", trace(5)),
+        "{body}"
+    );
+}

@@ -196,7 +196,7 @@ fn upstream(src: &Source<'_>, raw: Field<raw::RawUpstream>) -> Result<Upstream, 
             positive_duration,
         )?,
         pool_idle_timeout: t.or(u.pool_idle_timeout, "pool_idle_timeout", secs(60), duration)?,
-        pool_max_idle: t.or(u.pool_max_idle, "pool_max_idle", 32, Ok)?,
+        pool_max_idle: t.optional(u.pool_max_idle, "pool_max_idle", Ok)?,
     })
 }
 

@@ -11,6 +11,7 @@ use rustls::ServerConnection;
 
 use super::exchange::Exchange;
 use super::tls_io;
+use super::upstream::Kept;
 use crate::http::answer::{self, Answer, Context};
 use crate::http::head::HeadError;
 use crate::http::request::{self, RequestHead};
@@ -58,6 +59,8 @@ pub struct Client {
     /// Requests completed on this connection.
     pub served: u64,
     pub exchange: Option<Box<Exchange>>,
+    /// The provider connection its last exchange used, kept for its next request only.
+    pub kept: Option<Kept>,
     /// Set once the write side is shut in `Closing`.
     pub shut: bool,
     /// The connection is finished and can be dropped.
@@ -96,6 +99,7 @@ impl Client {
             head_scanned: 0,
             served: 0,
             exchange: None,
+            kept: None,
             shut: false,
             done: false,
             refused_handshake: None,

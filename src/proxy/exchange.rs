@@ -75,7 +75,7 @@ pub struct Exchange {
     pub untried: Vec<SocketAddr>,
     /// When the provider's TLS must be up, whichever address it comes from.
     pub connect_by: Instant,
-    /// The provider connection came from the pool.
+    /// The provider connection is the one this consumer connection kept from its last request.
     pub reused: bool,
     /// The forward head, kept to retry once when a pooled connection turns out to be dead
     /// before answering; only for requests without a body.
@@ -222,22 +222,30 @@ fn connect(c: &mut Client, key: usize, cx: &mut Cx, allow_pooled: bool, now: Ins
         ..Timings::default()
     };
     let provider = ex.provider;
-    // Anything the provider sent or a close while the connection was idle is read by
-    // `Worker::idle_event` (which discards the connection), but its event may still be
-    // queued behind this request's: so the connection is checked once more here, one
-    // recv(2) that finds nothing. What arrives from now on is reported to this exchange.
-    while allow_pooled && let Some(mut up) = cx.pool.take(provider) {
-        if !up.still_idle() {
-            continue;
+    // Only the connection this consumer connection kept from its own last request (see
+    // `upstream::Kept`). Anything the provider sent, or a close, while it was kept is read by
+    // `Worker::upstream_event`, which drops it, but that event may still be queued behind this
+    // request's: so it is checked once more here, one recv(2) that finds nothing.
+    if let Some(kept) = c.kept.take()
+        && allow_pooled
+        && kept.fits(
+            provider,
+            &ex.shared.client_tls,
+            now,
+            ex.shared.config.upstream.pool_idle_timeout,
+        )
+    {
+        let mut up = kept.up;
+        if up.still_idle() {
+            cx.owners.set(up.id(), Owner::Consumer(key));
+            ex.upstream = Some(up);
+            ex.reused = true;
+            ex.timings.tcp_connected = Some(now);
+            ex.timings.tls_done = Some(now);
+            ex.awaiting_handshake = false;
+            ex.deadline = now + wait_limit(&ex.shared, ex.request_body.is_some());
+            return;
         }
-        cx.owners.set(up.id(), Owner::Exchange(key));
-        ex.upstream = Some(up);
-        ex.reused = true;
-        ex.timings.tcp_connected = Some(now);
-        ex.timings.tls_done = Some(now);
-        ex.awaiting_handshake = false;
-        ex.deadline = now + wait_limit(&ex.shared, ex.request_body.is_some());
-        return;
     }
     ex.reused = false;
     ex.awaiting_handshake = true;
@@ -273,7 +281,7 @@ pub fn open(c: &mut Client, key: usize, cx: &mut Cx, mut addrs: Vec<SocketAddr>,
         .and_then(|mut up| {
             up.register(&cx.registry, upstream_token(up.id()))
                 .map_err(|e| e.to_string())?;
-            cx.owners.set(up.id(), Owner::Exchange(key));
+            cx.owners.set(up.id(), Owner::Consumer(key));
             Ok(up)
         });
         match opened {
@@ -557,22 +565,23 @@ fn response_step(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool 
     }
 }
 
-/// The response is out: park the provider connection if it is clean, report, and get ready
-/// for the consumer's next request.
+/// The response is out: keep the provider connection for this consumer connection's next
+/// request if it is clean, report, and get ready for that request.
 fn finish(c: &mut Client, cx: &mut Cx, now: Instant) {
     let Some(mut ex) = c.exchange.take() else { return };
     let request_complete = ex.request_body.is_none() && ex.to_upstream.is_empty();
+    let consumer_stays = !ex.close_client && request_complete;
     ended(c, cx, &ex, ex.status, None, now);
     give_back_buffers(cx, &mut ex);
     if let Some(up) = ex.upstream
+        && consumer_stays
         && ex.provider_keeps_alive
-        && request_complete
         && up.is_clean()
     {
-        cx.park(up, &ex.shared, now);
+        c.kept = cx.keep(up, &ex.shared, now);
     }
     c.served += 1;
-    if ex.close_client || !request_complete {
+    if !consumer_stays {
         c.start_closing(now);
     } else {
         c.enter(Phase::Head, now);

@@ -1,9 +1,10 @@
-//! Connections to providers: a nonblocking connect, the proxy's own mutual TLS, and a pool
-//! of idle kept-alive connections per provider on each worker.
+//! Connections to providers: a nonblocking connect, the proxy's own mutual TLS, and the
+//! provider connection a consumer connection keeps for its next request.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -129,10 +130,8 @@ impl Upstream {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Owner {
     Nobody,
-    /// The exchange of the consumer connection with this key.
-    Exchange(usize),
-    /// The pool, under this key.
-    Idle(usize),
+    /// The consumer connection with this key: in its exchange, or kept between its requests.
+    Consumer(usize),
 }
 
 /// The owner of every provider connection on one worker, indexed by descriptor. An entry is
@@ -156,70 +155,79 @@ impl Owners {
     }
 }
 
-/// Idle provider connections on one worker, most recently used first.
-pub struct Pool {
-    idle: slab::Slab<(Upstream, Instant)>,
-    by_provider: Vec<Vec<usize>>,
-    max_idle: usize,
-    idle_timeout: Duration,
+/// The provider connection a consumer connection keeps between its requests, for its own next
+/// request only. A provider connection is never handed to another consumer connection: bytes
+/// a provider sends after its response (a bug, or a second answer) can arrive at any time,
+/// after any check made when the connection is taken, and would be read as the answer to the
+/// next request on it. Kept this way, they can only reach the consumer connection whose
+/// request they followed, as they would on a direct connection (SECURITY.md).
+pub struct Kept {
+    pub up: Upstream,
+    pub since: Instant,
+    /// The provider TLS configuration it was made under: a reload that replaces it (and so
+    /// perhaps the routes, whose index `up.provider` is) retires the connection.
+    made_under: Arc<rustls::ClientConfig>,
+    _slot: Slot,
 }
 
-impl Pool {
-    pub fn new(providers: usize, max_idle: usize, idle_timeout: Duration) -> Pool {
-        Pool {
-            idle: slab::Slab::new(),
-            by_provider: vec![Vec::new(); providers],
-            max_idle,
-            idle_timeout,
-        }
+impl Kept {
+    /// Whether it may carry a request to `provider` under the provider TLS configuration
+    /// `config`, at `now`: same provider, same configuration, not idle past `idle_timeout`.
+    pub fn fits(
+        &self,
+        provider: usize,
+        config: &Arc<rustls::ClientConfig>,
+        now: Instant,
+        idle_timeout: Duration,
+    ) -> bool {
+        self.up.provider == provider
+            && Arc::ptr_eq(&self.made_under, config)
+            && !self.expired(now, idle_timeout)
     }
 
-    /// Takes the most recently parked connection to `provider`.
-    pub fn take(&mut self, provider: usize) -> Option<Upstream> {
-        let key = self.by_provider.get_mut(provider)?.pop()?;
-        Some(self.idle.remove(key).0)
+    pub fn expired(&self, now: Instant, idle_timeout: Duration) -> bool {
+        now.saturating_duration_since(self.since) >= idle_timeout
+    }
+}
+
+/// How many provider connections consumer connections keep, per provider, on one worker, for
+/// `pool_max_idle`.
+#[derive(Default)]
+pub struct KeptCounts(Vec<Arc<AtomicUsize>>);
+
+impl KeptCounts {
+    pub fn new(providers: usize) -> KeptCounts {
+        KeptCounts((0..providers).map(|_| Arc::default()).collect())
     }
 
-    /// Parks a connection; the oldest is closed if the provider already has `max_idle`.
-    /// Returns the key its idle token must carry.
-    pub fn put(&mut self, up: Upstream, now: Instant) -> Option<usize> {
-        let list = self.by_provider.get_mut(up.provider)?;
-        if self.max_idle == 0 {
+    /// Keeps `up` if its provider has fewer than `max` kept (`None`: no cap); else it is
+    /// dropped, which closes it.
+    pub fn keep(
+        &self,
+        up: Upstream,
+        made_under: Arc<rustls::ClientConfig>,
+        max: Option<usize>,
+        now: Instant,
+    ) -> Option<Kept> {
+        let count = self.0.get(up.provider)?;
+        if max.is_some_and(|max| count.load(Ordering::Relaxed) >= max) {
             return None;
         }
-        if list.len() >= self.max_idle {
-            let oldest = list.remove(0);
-            self.idle.remove(oldest);
-        }
-        let key = self.idle.insert((up, now));
-        list.push(key);
-        Some(key)
+        count.fetch_add(1, Ordering::Relaxed);
+        Some(Kept {
+            up,
+            since: now,
+            made_under,
+            _slot: Slot(count.clone()),
+        })
     }
+}
 
-    /// A parked connection that the provider closed or wrote to is no longer usable.
-    pub fn discard(&mut self, key: usize) {
-        if let Some((up, _)) = self.idle.try_remove(key)
-            && let Some(list) = self.by_provider.get_mut(up.provider)
-        {
-            list.retain(|&k| k != key);
-        }
-    }
+/// One place in a `KeptCounts` count, given back when the kept connection is used or dropped.
+struct Slot(Arc<AtomicUsize>);
 
-    pub fn get_mut(&mut self, key: usize) -> Option<&mut Upstream> {
-        self.idle.get_mut(key).map(|(up, _)| up)
-    }
-
-    /// Closes connections idle longer than `pool_idle_timeout`.
-    pub fn expire(&mut self, now: Instant) {
-        let timeout = self.idle_timeout;
-        let expired: Vec<usize> = self
-            .idle
-            .iter()
-            .filter(|(_, (_, since))| now.saturating_duration_since(*since) >= timeout)
-            .map(|(k, _)| k)
-            .collect();
-        for key in expired {
-            self.discard(key);
-        }
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

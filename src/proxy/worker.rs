@@ -1,5 +1,5 @@
-//! A worker thread: one mio `Poll`, the consumer connections it accepted, its pool of idle
-//! provider connections. `drive` is the one entry point per connection and always takes the
+//! A worker thread: one mio `Poll`, the consumer connections it accepted and the provider
+//! connections they hold. `drive` is the one entry point per connection and always takes the
 //! same steps: read, decide, service the provider side, flush.
 
 use std::collections::HashMap;
@@ -20,7 +20,7 @@ use super::client::{Client, Phase};
 use super::exchange::{self, RateFields};
 use super::resolver::{self, Question};
 use super::tls_io;
-use super::upstream::{Owner, Owners, Pool, Upstream};
+use super::upstream::{Kept, KeptCounts, Owner, Owners, Upstream};
 use super::{Runtime, Shared, report};
 use crate::audit::{Durable, Event, Notifier, Outbox, Transaction};
 use crate::http::answer::{self, Context};
@@ -59,7 +59,8 @@ pub fn upstream_token(id: usize) -> Token {
 /// What a connection needs from its worker besides itself.
 pub struct Cx {
     pub registry: Registry,
-    pub pool: Pool,
+    /// Provider connections kept by consumer connections between requests, per provider.
+    kept: KeptCounts,
     pub owners: Owners,
     /// Byte buffers for exchanges, reused from one request to the next.
     pub buffers: Buffers,
@@ -143,16 +144,19 @@ impl Cx {
         self.held_since.map(|t| t + HOLD)
     }
 
-    /// Parks a clean provider connection for reuse, unless it was made under a configuration
-    /// that has since been replaced (its certificates and routes may be stale).
-    pub fn park(&mut self, up: Upstream, made_under: &Arc<Shared>, now: Instant) {
-        if !Arc::ptr_eq(made_under, &self.shared) {
-            return;
+    /// Keeps a clean provider connection for the next request of the consumer connection that
+    /// used it, unless it was made under a provider TLS configuration since replaced or the
+    /// provider has `pool_max_idle` kept already.
+    pub fn keep(&mut self, up: Upstream, made_under: &Arc<Shared>, now: Instant) -> Option<Kept> {
+        let config = &self.shared.client_tls;
+        if !Arc::ptr_eq(&made_under.client_tls, config) {
+            return None;
         }
-        let id = up.id();
-        if let Some(key) = self.pool.put(up, now) {
-            self.owners.set(id, Owner::Idle(key));
+        let upstream = &self.shared.config.upstream;
+        if upstream.pool_idle_timeout.is_zero() {
+            return None;
         }
+        self.kept.keep(up, config.clone(), upstream.pool_max_idle, now)
     }
 
     /// Takes up a new configuration if one was loaded: new connections and requests use it,
@@ -162,18 +166,14 @@ impl Cx {
         if generation != self.generation {
             self.generation = generation;
             let previous = std::mem::replace(&mut self.shared, self.runtime.current());
-            // A CRL refresh keeps the provider side (same TLS config, same routes): its idle
-            // connections stay good. A reload may change either, so it starts a new pool.
+            // A CRL refresh keeps the provider side (same TLS config, same routes): kept
+            // connections stay good. A reload may change either: connections kept under the
+            // old one are not used again (`Kept::fits`), and the counts start afresh.
             if !Arc::ptr_eq(&previous.client_tls, &self.shared.client_tls) {
-                self.pool = new_pool(&self.shared);
+                self.kept = KeptCounts::new(self.shared.routes.len());
             }
         }
     }
-}
-
-fn new_pool(shared: &Shared) -> Pool {
-    let up = &shared.config.upstream;
-    Pool::new(shared.routes.len(), up.pool_max_idle, up.pool_idle_timeout)
 }
 
 struct Worker {
@@ -259,7 +259,7 @@ impl Worker {
         let outbox = Outbox::new(runtime.audit.clone());
         let cx = Cx {
             registry: poll.registry().try_clone()?,
-            pool: new_pool(&shared),
+            kept: KeptCounts::new(shared.routes.len()),
             owners: Owners::default(),
             shared,
             generation: runtime.generation(),
@@ -383,19 +383,26 @@ impl Worker {
                 self.reap(key);
             }
             UPSTREAM => match self.cx.owners.get(key) {
-                Owner::Exchange(client) => self.upstream_event(client, key, readable, closing, now),
-                Owner::Idle(pooled) => self.idle_event(pooled, key),
+                Owner::Consumer(client) => self.upstream_event(client, key, readable, closing, now),
                 Owner::Nobody => {}
             },
             _ => {}
         }
     }
 
-    /// Readiness of the provider connection `id`, which the exchange of `key` holds.
+    /// Readiness of the provider connection `id`, which the consumer connection `key` holds.
     fn upstream_event(&mut self, key: usize, id: usize, readable: bool, closing: bool, now: Instant) {
         let Some(c) = self.clients.get_mut(key) else {
             return;
         };
+        // Kept between requests: TLS housekeeping (session tickets) is fine; anything else,
+        // data or a close, means it cannot carry another request. Rare.
+        if let Some(kept) = c.kept.as_mut().filter(|kept| kept.up.id() == id) {
+            if !kept.up.still_idle() {
+                c.kept = None;
+            }
+            return;
+        }
         match c.exchange.as_mut().and_then(|ex| ex.upstream.as_mut()) {
             Some(up) if up.id() == id => {
                 up.read_ready |= readable;
@@ -500,18 +507,6 @@ impl Worker {
         }
     }
 
-    /// An idle provider connection stirred: TLS housekeeping (session tickets) is fine;
-    /// anything else, data or a close, means it cannot be reused.
-    fn idle_event(&mut self, key: usize, id: usize) {
-        let Some(up) = self.cx.pool.get_mut(key).filter(|up| up.id() == id) else {
-            return;
-        };
-        // Rare (the provider closed or sent something).
-        if !up.still_idle() {
-            self.cx.pool.discard(key);
-        }
-    }
-
     fn tick(&mut self, now: Instant) {
         let limits = &self.cx.shared.config.limits;
         let (header_timeout, idle_timeout) = (limits.header_timeout, limits.idle_timeout);
@@ -527,7 +522,12 @@ impl Worker {
             }
             self.drive(key, now);
         }
-        self.cx.pool.expire(now);
+        let kept_for = self.cx.shared.config.upstream.pool_idle_timeout;
+        for (_, c) in self.clients.iter_mut() {
+            if c.kept.as_ref().is_some_and(|kept| kept.expired(now, kept_for)) {
+                c.kept = None;
+            }
+        }
     }
 
     /// Drives one connection, then drops it if it is finished or remembers it if it is busy.
