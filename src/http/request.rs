@@ -46,6 +46,15 @@ impl RequestHead {
         self.version
     }
 
+    /// RFC 9110 section 9.2.2: whether sending the request twice has the effect of sending it
+    /// once, so that it may be sent again after its connection failed with no answer.
+    pub fn is_idempotent(&self) -> bool {
+        matches!(
+            self.method(),
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        )
+    }
+
     /// Length of the head in bytes, blank line included.
     pub fn len(&self) -> usize {
         self.raw.len()
@@ -223,6 +232,23 @@ mod tests {
 
     fn refused(raw: &str) -> HeadError {
         parse(raw.as_bytes(), MAX).expect_err(raw)
+    }
+
+    #[test]
+    fn only_idempotent_methods_may_be_sent_again() {
+        for (method, again) in [
+            ("GET", true),
+            ("HEAD", true),
+            ("PUT", true),
+            ("DELETE", true),
+            ("OPTIONS", true),
+            ("POST", false),
+            ("PATCH", false),
+            ("get", false),
+        ] {
+            let head = parse_ok(&format!("{method} /x HTTP/1.1\r\nHost: p\r\n\r\n"));
+            assert_eq!(head.is_idempotent(), again, "{method}");
+        }
     }
 
     #[test]

@@ -77,8 +77,8 @@ pub struct Exchange {
     pub connect_by: Instant,
     /// The provider connection is the one this consumer connection kept from its last request.
     pub reused: bool,
-    /// The forward head, kept to retry once when a pooled connection turns out to be dead
-    /// before answering; only for requests without a body.
+    /// The forward head, kept to retry once when a reused connection turns out to be dead
+    /// before answering; only for idempotent requests without a body (RFC 9110 9.2.2).
     pub replay: Option<Vec<u8>>,
     pub to_upstream: Vec<u8>,
     /// `None` once the whole request body has been staged for the provider.
@@ -185,7 +185,7 @@ pub fn start(
         untried: Vec::new(),
         connect_by: now + shared.config.upstream.connect_timeout,
         reused: false,
-        replay: request_body.is_none().then(|| {
+        replay: (request_body.is_none() && head.is_idempotent()).then(|| {
             let mut replay = cx.buffers.take();
             replay.extend_from_slice(&to_upstream);
             replay
