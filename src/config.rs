@@ -249,7 +249,7 @@ pub struct Provider {
 
 /// Reads and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path)
+    let text = crate::regular_file::read_to_string(path)
         .map_err(|e| Source::whole_file(path, format!("cannot read the configuration: {e}")))?;
     parse(&text, path)
 }

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod proxy_protocol;
+pub mod regular_file;
 pub mod service;
 pub mod systemd;
 pub mod tls;

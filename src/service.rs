@@ -38,20 +38,31 @@ pub fn handle_signals(
     reopen: Box<dyn Fn() + Send>,
 ) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1])?;
+    // Reloads read files, which can be slow (a network file system) or, despite every check,
+    // stuck: they run on a thread of their own, so that a stop signal is always handled.
+    let (reloads, reload_asked) = std::sync::mpsc::channel::<()>();
+    let reloading = runtime.clone();
+    std::thread::Builder::new()
+        .name("ssp-reload".into())
+        .spawn(move || {
+            for () in reload_asked {
+                systemd::reloading();
+                match reload(&reloading, &config_path) {
+                    Ok(()) => log::info!("reload: {} is in force", config_path.display()),
+                    Err(e) => {
+                        log::error!("reload refused, the previous configuration keeps serving: {e}")
+                    }
+                }
+                systemd::notify("READY=1");
+            }
+        })?;
     std::thread::Builder::new()
         .name("ssp-signals".into())
         .spawn(move || {
             for signal in signals.forever() {
                 match signal {
                     SIGHUP => {
-                        systemd::reloading();
-                        match reload(&runtime, &config_path) {
-                            Ok(()) => log::info!("reload: {} is in force", config_path.display()),
-                            Err(e) => {
-                                log::error!("reload refused, the previous configuration keeps serving: {e}")
-                            }
-                        }
-                        systemd::notify("READY=1");
+                        let _ = reloads.send(());
                     }
                     SIGUSR1 => reopen(),
                     _ if runtime.is_stopping() => {

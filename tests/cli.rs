@@ -186,3 +186,43 @@ fn run_serves_curl_end_to_end() {
     assert_eq!(seen[0].target, format!("{ROOT}{SEARCH}"));
     assert_eq!(seen[0].field("ssp-from"), Some(CONSUMER_A.asid));
 }
+
+/// Makes a FIFO at `path` (nobody ever writes to it: opening it to read would wait forever).
+fn fifo(path: &Path) {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo(3) on a NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+/// `ssp check` with a FIFO where a key file should be answers at once: not a regular file.
+#[test]
+fn check_refuses_a_fifo_named_as_a_file() {
+    let dir = TempDir::new("cli-fifo");
+    let key = dir.path().join("ssp.key");
+    fifo(&key);
+    let path = demo_config(dir.path(), |t| {
+        t.replace(
+            &format!("\"{}\"", pki("ssp.key").display()),
+            &format!("\"{}\"", key.display()),
+        )
+    });
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .contains(&key.display().to_string())
+    );
+    let (done, finished) = mpsc::channel();
+    let path_for_check = path.clone();
+    std::thread::spawn(move || {
+        let _ = done.send(ssp(&["check", "--config", &path_for_check]));
+    });
+    let out = finished
+        .recv_timeout(Duration::from_secs(10))
+        .expect("ssp check hung on a FIFO");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&key.display().to_string()) && stderr.contains("not a regular file"),
+        "{stderr}"
+    );
+}

@@ -179,6 +179,44 @@ fn sighup_with_a_broken_config_keeps_the_old_one_serving() {
     );
 }
 
+/// A reload that names a FIFO (which nobody writes) is refused at once, and SIGTERM after it
+/// still drains, seals and exits: before, the reload waited on the FIFO forever on the signal
+/// thread, SIGTERM was never handled, and only SIGKILL stopped the proxy, its audit unsealed.
+#[test]
+fn a_reload_naming_a_fifo_is_refused_and_sigterm_still_stops() {
+    let setup = Setup::new(&Options::default());
+    let mut ssp = Ssp::start(&setup.config, None);
+    let fifo = setup.dir.path().join("key.fifo");
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo(3) on a NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    let key = format!("\"{}\"", pki("ssp.key").display());
+    assert!(text.contains(&key), "harness config changed shape");
+    std::fs::write(
+        &setup.config,
+        text.replace(&key, &format!("\"{}\"", fifo.display())),
+    )
+    .unwrap();
+
+    ssp.signal(libc::SIGHUP);
+    let line = ssp.wait_for_log("reload refused");
+    assert!(line.contains("not a regular file"), "{line}");
+    assert_eq!(
+        ssp.consumer(&CONSUMER_A)
+            .exchange(&request(&setup, &CONSUMER_A, SEARCH))
+            .status,
+        200,
+        "the previous configuration keeps serving"
+    );
+    ssp.signal(libc::SIGTERM);
+    assert!(ssp.wait_exit().success(), "exit 0 after draining");
+    assert!(
+        audit_text(&setup).contains("\"stop\""),
+        "the audit was closed with its stop record"
+    );
+}
+
 /// Every audit file's lines, in no particular file order.
 fn audit_text(setup: &Setup) -> String {
     std::fs::read_dir(setup.dir.path().join("audit"))

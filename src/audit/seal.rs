@@ -117,7 +117,7 @@ impl Key {
 /// Reads the evolving key the writer starts from.
 pub fn load(path: &Path) -> Result<Key, AuditError> {
     let mut text = String::new();
-    let mut file = File::open(path).map_err(|e| AuditError::io(path, e))?;
+    let mut file = crate::regular_file::open(path).map_err(|e| AuditError::io(path, e))?;
     file.read_to_string(&mut text)
         .map_err(|e| AuditError::io(path, e))?;
     let key = Key::parse(&text).map_err(|m| AuditError::new(path, m))?;

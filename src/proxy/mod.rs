@@ -84,7 +84,8 @@ impl Runtime {
     pub fn start(shared: Shared) -> Result<Runtime, String> {
         let cfg = &shared.config;
         // The hash of the file as it is now; `check` and `run` loaded it moments ago.
-        let config_hash: [u8; 32] = Sha256::digest(std::fs::read(&cfg.path).unwrap_or_default()).into();
+        let config_hash: [u8; 32] =
+            Sha256::digest(crate::regular_file::read(&cfg.path).unwrap_or_default()).into();
         if cfg.audit.key.is_none() {
             log::warn!(
                 "[audit] sealed = false: audit files are NOT sealed; tampering by whoever holds the box goes undetected"

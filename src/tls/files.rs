@@ -28,7 +28,7 @@ pub fn error(path: &Path, message: impl Into<String>) -> FileError {
 }
 
 pub fn read(path: &Path) -> Result<Vec<u8>, FileError> {
-    std::fs::read(path).map_err(|e| error(path, format!("cannot read: {e}")))
+    crate::regular_file::read(path).map_err(|e| error(path, format!("cannot read: {e}")))
 }
 
 /// A PEM file of one or more certificates, in file order.
