@@ -1,18 +1,22 @@
 //! SPEC section 6 admin endpoint: `/healthz`, `/readyz` and `/metrics` over plain HTTP/1.1.
 //!
-//! One thread with a blocking listener answers one request per connection and closes it. It is
-//! never on the proxy's path: the event loops only bump atomics in [`Metrics`]; everything slow
-//! (rendering, the health and sample closures, a client that stalls) happens on this thread.
-//! A client that stalls holds it for at most `HEAD_DEADLINE` in all, not per read, so a
-//! scraper queued behind it is answered soon after.
+//! One thread with its own `mio` poll answers one request per connection and closes it, serving
+//! every open connection at once. It is never on the proxy's path: the event loops only bump
+//! atomics in [`Metrics`]; everything slow (rendering, the health and sample closures) happens
+//! on this thread. A client that connects and stalls holds a slot for at most `HEAD_DEADLINE`,
+//! never the thread: a probe beside it is answered at once.
 //!
 //! There is no authentication, so by default it only listens on loopback.
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
 
 use crate::metrics::{Metrics, Sample};
 
@@ -21,8 +25,9 @@ const HEAD_DEADLINE: Duration = Duration::from_secs(2);
 /// Time for a client to take the answer; a scrape is a few KiB.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_HEAD_BYTES: usize = 8 * 1024;
-/// Pause after a failed accept (e.g. out of file descriptors) so the thread does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Connections served at once; beyond it a new one closes the oldest still sending its head.
+const MAX_CONNS: usize = 64;
+const LISTENER: Token = Token(usize::MAX);
 
 /// What `/healthz` and `/readyz` report, asked of the caller on every probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,8 +69,10 @@ pub fn start(
         ));
     }
     let context = |e: io::Error| io::Error::new(e.kind(), format!("admin endpoint {addr}: {e}"));
-    let listener = TcpListener::bind(addr).map_err(context)?;
+    let listener = std::net::TcpListener::bind(addr).map_err(context)?;
+    listener.set_nonblocking(true).map_err(context)?;
     let bound = listener.local_addr().map_err(context)?;
+    let listener = TcpListener::from_std(listener);
     let endpoint = Endpoint {
         metrics,
         health,
@@ -73,7 +80,11 @@ pub fn start(
     };
     let thread = thread::Builder::new()
         .name("ssp-admin".into())
-        .spawn(move || serve(&listener, &endpoint))
+        .spawn(move || {
+            if let Err(e) = serve(listener, &endpoint) {
+                log::error!("admin endpoint {bound} stopped: {e}");
+            }
+        })
         .map_err(context)?;
     Ok((bound, thread))
 }
@@ -83,23 +94,6 @@ fn is_loopback(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
         IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
-    }
-}
-
-fn serve(listener: &TcpListener, endpoint: &Endpoint) {
-    loop {
-        match listener.accept() {
-            Ok((stream, peer)) => {
-                // A probe that goes wrong is the prober's problem; it must not stop the thread.
-                if let Err(e) = answer(stream, endpoint) {
-                    log::debug!("admin endpoint: {peer}: {e}");
-                }
-            }
-            Err(e) => {
-                log::warn!("admin endpoint: accept: {e}");
-                thread::sleep(ACCEPT_BACKOFF);
-            }
-        }
     }
 }
 
@@ -123,27 +117,194 @@ impl Reply {
     }
 }
 
-enum HeadError {
-    /// The client went away before sending a whole head: nothing to answer.
-    Closed,
-    Timeout,
-    TooLarge,
-    Io(io::Error),
+/// One admin connection: its request head as it arrives, then its answer as it leaves.
+struct Conn {
+    stream: TcpStream,
+    head: Vec<u8>,
+    /// The answer, once the head is in (or could not be).
+    out: Option<Vec<u8>>,
+    written: usize,
+    /// For the head: `HEAD_DEADLINE` from the accept; for the answer: `WRITE_TIMEOUT` from
+    /// when it was ready.
+    deadline: Instant,
 }
 
-fn answer(mut stream: TcpStream, endpoint: &Endpoint) -> io::Result<()> {
-    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    let mut buf = [0u8; MAX_HEAD_BYTES];
-    let (reply, head_only) = match read_head(&mut stream, &mut buf, Instant::now() + HEAD_DEADLINE) {
-        Ok(len) => match request_line(&buf[..len]) {
-            Some((method, target)) => (route(method, target, endpoint), method == "HEAD"),
-            None => (Reply::text(400, "bad request\n"), false),
-        },
-        Err(HeadError::Closed) => return Ok(()),
-        Err(HeadError::Timeout) => (Reply::text(408, "request timeout\n"), false),
-        Err(HeadError::TooLarge) => (Reply::text(431, "request head too large\n"), false),
-        Err(HeadError::Io(e)) => return Err(e),
-    };
+/// Serves every connection at once on one `mio` poll: a client that connects and says
+/// nothing holds a slot, not the thread, so a probe behind it is answered at once. With
+/// `MAX_CONNS` open, a new connection closes the oldest one still sending its head.
+fn serve(mut listener: TcpListener, endpoint: &Endpoint) -> io::Result<()> {
+    let mut poll = Poll::new()?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let mut events = Events::with_capacity(64);
+    let mut conns: Slab<Conn> = Slab::new();
+    loop {
+        let next = conns.iter().map(|(_, c)| c.deadline).min();
+        let timeout = next.map(|t| t.saturating_duration_since(Instant::now()));
+        if let Err(e) = poll.poll(&mut events, timeout) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        for event in events.iter() {
+            if event.token() == LISTENER {
+                accept(&listener, &poll, &mut conns);
+            } else if let Some(conn) = conns.get_mut(event.token().0)
+                && !advance(conn, endpoint, Instant::now())
+            {
+                close(&poll, &mut conns, event.token().0);
+            }
+        }
+        let now = Instant::now();
+        let late: Vec<usize> = conns
+            .iter()
+            .filter(|(_, c)| c.deadline <= now)
+            .map(|(k, _)| k)
+            .collect();
+        for key in late {
+            let Some(conn) = conns.get_mut(key) else { continue };
+            let keep = conn.out.is_none() && {
+                // A head not in by its deadline: 408, with its own time to leave.
+                conn.out = Some(render(&Reply::text(408, "request timeout\n"), false));
+                conn.deadline = now + WRITE_TIMEOUT;
+                advance(conn, endpoint, now)
+            };
+            if !keep {
+                close(&poll, &mut conns, key);
+            }
+        }
+    }
+}
+
+fn accept(listener: &TcpListener, poll: &Poll, conns: &mut Slab<Conn>) {
+    loop {
+        let (mut stream, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // Out of descriptors and the like: the next readiness event retries.
+                log::warn!("admin endpoint: accept: {e}");
+                return;
+            }
+        };
+        if conns.len() >= MAX_CONNS {
+            let oldest = conns
+                .iter()
+                .filter(|(_, c)| c.out.is_none())
+                .min_by_key(|(_, c)| c.deadline)
+                .map(|(k, _)| k);
+            match oldest {
+                Some(key) => close(poll, conns, key),
+                None => {
+                    log::debug!("admin endpoint: {peer}: refused, {MAX_CONNS} answers in progress");
+                    continue;
+                }
+            }
+        }
+        let entry = conns.vacant_entry();
+        if let Err(e) = poll.registry().register(
+            &mut stream,
+            Token(entry.key()),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::debug!("admin endpoint: {peer}: {e}");
+            continue;
+        }
+        entry.insert(Conn {
+            stream,
+            head: Vec::new(),
+            out: None,
+            written: 0,
+            deadline: Instant::now() + HEAD_DEADLINE,
+        });
+    }
+}
+
+fn close(poll: &Poll, conns: &mut Slab<Conn>, key: usize) {
+    if let Some(mut conn) = conns.try_remove(key) {
+        let _ = poll.registry().deregister(&mut conn.stream);
+    }
+}
+
+/// Reads the head, then writes the answer, as far as the socket allows; returns whether the
+/// connection stays open.
+fn advance(conn: &mut Conn, endpoint: &Endpoint, now: Instant) -> bool {
+    if conn.out.is_none() {
+        let answer = match read_head(conn) {
+            Ok(None) => return true,
+            Ok(Some(HeadEnd::TooLarge)) => render(&Reply::text(431, "request head too large\n"), false),
+            Ok(Some(HeadEnd::Complete)) => match request_line(&conn.head) {
+                Some((method, target)) => render(&route(method, target, endpoint), method == "HEAD"),
+                None => render(&Reply::text(400, "bad request\n"), false),
+            },
+            Err(()) => return false,
+        };
+        conn.out = Some(answer);
+        conn.deadline = now + WRITE_TIMEOUT;
+    }
+    let Some(out) = conn.out.as_ref() else { return true };
+    while conn.written < out.len() {
+        match conn.stream.write(&out[conn.written..]) {
+            Ok(0) => return false,
+            Ok(n) => conn.written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    // Half-close, so the client reads the whole answer before it sees the end. Closing with
+    // unread input makes the kernel send a reset, which can destroy the answer before the
+    // client reads it (a 431's oversized head, a body we ignored): discard what has already
+    // arrived, without waiting for more.
+    let _ = conn.stream.shutdown(Shutdown::Write);
+    let mut sink = [0u8; 4096];
+    let mut discarded = 0;
+    while discarded < 16 * MAX_HEAD_BYTES {
+        match conn.stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => discarded += n,
+        }
+    }
+    false
+}
+
+enum HeadEnd {
+    /// The blank line ending it arrived.
+    Complete,
+    TooLarge,
+}
+
+/// Reads what has arrived; `Some` once the head ends (the blank line) or is too large, `Err`
+/// when the client went away before a whole head (nothing to answer).
+fn read_head(conn: &mut Conn) -> Result<Option<HeadEnd>, ()> {
+    let mut chunk = [0u8; 1024];
+    loop {
+        let room = (MAX_HEAD_BYTES - conn.head.len()).min(chunk.len());
+        if room == 0 {
+            return Ok(Some(HeadEnd::TooLarge));
+        }
+        let n = match conn.stream.read(&mut chunk[..room]) {
+            Ok(0) => return Err(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return Err(()),
+        };
+        // Only the new bytes and the three before them can complete the terminator.
+        let from = conn.head.len().saturating_sub(3);
+        conn.head.extend_from_slice(&chunk[..n]);
+        let tail = &conn.head[from..];
+        if find(tail, b"\r\n\r\n") || find(tail, b"\n\n") {
+            return Ok(Some(HeadEnd::Complete));
+        }
+    }
+}
+
+/// The whole answer in one buffer, written at once: a second small write would wait on the
+/// client's delayed ACK (Nagle).
+fn render(reply: &Reply, head_only: bool) -> Vec<u8> {
     let allow = if reply.status == 405 {
         "Allow: GET, HEAD\r\n"
     } else {
@@ -160,53 +321,7 @@ fn answer(mut stream: TcpStream, endpoint: &Endpoint) -> io::Result<()> {
     if !head_only {
         out.push_str(&reply.body);
     }
-    // One write: a second small one would wait on the client's delayed ACK (Nagle).
-    stream.write_all(out.as_bytes())?;
-    // Half-close, so the client reads the whole answer before it sees the end.
-    stream.shutdown(Shutdown::Write)?;
-    // Closing with unread input makes the kernel send a reset, which can destroy the answer
-    // before the client reads it (a 431's oversized head, a body we ignored). Discard what has
-    // already arrived, without waiting for more.
-    stream.set_nonblocking(true)?;
-    let mut discarded = 0;
-    while discarded < 16 * MAX_HEAD_BYTES {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => discarded += n,
-        }
-    }
-    Ok(())
-}
-
-/// Reads until the blank line ending the head; returns the bytes read. The deadline covers
-/// the whole head, so trickling a byte at a time buys a client nothing.
-fn read_head(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> Result<usize, HeadError> {
-    let mut len = 0;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(HeadError::Timeout);
-        }
-        stream.set_read_timeout(Some(left)).map_err(HeadError::Io)?;
-        let n = match stream.read(&mut buf[len..]) {
-            Ok(0) => return Err(HeadError::Closed),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                return Err(HeadError::Timeout);
-            }
-            Err(e) => return Err(HeadError::Io(e)),
-        };
-        // Only the new bytes and the three before them can complete the terminator.
-        let from = len.saturating_sub(3);
-        len += n;
-        if find(&buf[from..len], b"\r\n\r\n") || find(&buf[from..len], b"\n\n") {
-            return Ok(len);
-        }
-        if len == buf.len() {
-            return Err(HeadError::TooLarge);
-        }
-    }
+    out.into_bytes()
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> bool {

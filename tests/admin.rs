@@ -279,3 +279,34 @@ fn curl_can_scrape_it() {
         "{body}"
     );
 }
+
+/// Silent connections hold a slot each, not the endpoint: a probe among them is answered
+/// while they are all still waiting (before, each held the one thread for 2 s in turn, and
+/// 15 of them kept `/healthz` from answering for 30 s). Past 64, the oldest silent one gives
+/// way to the newcomer.
+#[test]
+fn a_probe_is_answered_while_silent_connections_wait() {
+    let admin = start();
+    for count in [15, 80] {
+        let silent: Vec<TcpStream> = (0..count)
+            .map(|_| TcpStream::connect(admin.addr).unwrap())
+            .collect();
+        assert_eq!(
+            get(admin.addr, "/healthz").status,
+            200,
+            "{count} silent connections"
+        );
+        let mut waiting = 0;
+        for mut s in silent {
+            s.set_nonblocking(true).unwrap();
+            let still_open =
+                matches!(s.read(&mut [0u8; 64]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+            waiting += usize::from(still_open);
+        }
+        // All of them with 15; the newest 64, less the probe's own slot, with 80.
+        assert!(
+            waiting >= count.min(63),
+            "{count} silent, {waiting} still waiting"
+        );
+    }
+}
