@@ -94,7 +94,7 @@ fn family_index(token: &str) -> usize {
 }
 
 /// Reasons for `ssp_tls_handshake_failures_total{reason}`; anything else counts as `other`.
-const REASONS: [&str; 8] = [
+const REASONS: [&str; 9] = [
     "unknown_ca",
     "revoked",
     "expired",
@@ -102,6 +102,8 @@ const REASONS: [&str; 8] = [
     "subject",
     "crl_expired",
     "protocol",
+    // A full handshake from an address past `[limits] refused_handshakes` (resumption only).
+    "blocked",
     "other",
 ];
 

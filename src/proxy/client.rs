@@ -67,6 +67,9 @@ pub struct Client {
     pub done: bool,
     /// Why the TLS handshake was refused (counted against the peer's address, audited).
     pub refused_handshake: Option<rustls::Error>,
+    /// Its address is past `[limits] refused_handshakes`: only a resumed session is served
+    /// (`tls::resumption`).
+    pub resumption_only: bool,
     pub accepted: Instant,
     pub handshake_ms: Option<f64>,
 }
@@ -103,6 +106,7 @@ impl Client {
             shut: false,
             done: false,
             refused_handshake: None,
+            resumption_only: false,
             accepted: now,
             handshake_ms: None,
         }

@@ -41,6 +41,8 @@ pub struct Route {
 pub struct Shared {
     pub config: Config,
     pub server_tls: Arc<rustls::ServerConfig>,
+    /// For an address past `[limits] refused_handshakes` (`tls::resumption`).
+    pub server_tls_resumption_only: Arc<rustls::ServerConfig>,
     pub client_tls: Arc<rustls::ClientConfig>,
     pub crls: Vec<tls::CrlSummary>,
     /// What a CRL refresh rebuilds `server_tls` from.
@@ -284,6 +286,7 @@ impl Shared {
             rates,
             in_flight,
             config,
+            server_tls_resumption_only: tls::resumption::resumption_only(&server),
             server_tls: server,
             client_tls: client,
             crls,

@@ -435,15 +435,14 @@ impl Worker {
             // Behind a balancer the socket's peer is the balancer: the consumer's own address
             // is checked once the PROXY header names it (`drive`).
             let proxied = shared.config.server.proxy_protocol;
-            if !proxied
+            let blocked = !proxied
                 && self
                     .cx
                     .runtime
                     .handshake_failures
-                    .is_blocked(peer.ip(), self.cx.runtime.nanos(now))
-            {
-                log::debug!("accept: {peer} refused, too many failed handshakes from its address");
-                continue;
+                    .is_blocked(peer.ip(), self.cx.runtime.nanos(now));
+            if blocked {
+                log::debug!("accept: {peer}: too many failed handshakes from its address; resumption only");
             }
             let open = &self.cx.runtime.connections;
             if open.fetch_add(1, Ordering::Relaxed) >= shared.config.limits.max_connections {
@@ -452,11 +451,17 @@ impl Worker {
                 continue;
             }
             let _ = sock.set_nodelay(true);
-            let registered = ServerConnection::new(shared.server_tls.clone())
+            let tls_config = if blocked {
+                &shared.server_tls_resumption_only
+            } else {
+                &shared.server_tls
+            };
+            let registered = ServerConnection::new(tls_config.clone())
                 .map_err(|e| e.to_string())
                 .and_then(|tls| {
                     let entry = self.clients.vacant_entry();
                     let mut client = Client::new(sock, tls, peer, proxied, now);
+                    client.resumption_only = blocked;
                     client
                         .register(&self.cx.registry, token(CLIENT, entry.key()))
                         .map_err(|e| e.to_string())?;
@@ -553,12 +558,18 @@ impl Worker {
                 runtime
                     .handshake_failures
                     .record(c.peer.ip(), runtime.nanos(Instant::now()));
-                runtime.metrics.handshake_failed(report::handshake_reason(&error));
-                self.cx.audit(Event::Tls {
-                    peer: c.peer,
-                    reason: error.to_string(),
-                    subject: None,
-                });
+                if c.resumption_only {
+                    // The failures that put the address here were audited; a flood of more
+                    // is counted, not written one record each.
+                    runtime.metrics.handshake_failed("blocked");
+                } else {
+                    runtime.metrics.handshake_failed(report::handshake_reason(&error));
+                    self.cx.audit(Event::Tls {
+                        peer: c.peer,
+                        reason: error.to_string(),
+                        subject: None,
+                    });
+                }
             }
             self.cx.runtime.connections.fetch_sub(1, Ordering::Relaxed);
         }
@@ -579,8 +590,17 @@ fn drive(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
                 .handshake_failures
                 .is_blocked(c.peer.ip(), cx.runtime.nanos(now))
         {
-            log::debug!("{}: refused, too many failed handshakes from its address", c.peer);
-            c.done = true;
+            log::debug!(
+                "{}: too many failed handshakes from its address; resumption only",
+                c.peer
+            );
+            match ServerConnection::new(cx.shared.server_tls_resumption_only.clone()) {
+                Ok(tls) => {
+                    c.tls = tls;
+                    c.resumption_only = true;
+                }
+                Err(_) => c.done = true,
+            }
         }
         progress |= match c.phase {
             Phase::Handshake if !c.tls.is_handshaking() && !c.done => {

@@ -4,6 +4,7 @@
 
 pub mod crl;
 pub mod files;
+pub mod resumption;
 pub mod verifier;
 
 use std::sync::Arc;

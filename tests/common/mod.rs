@@ -505,7 +505,7 @@ pub fn anonymous_client_config() -> Arc<ClientConfig> {
     Arc::new(config)
 }
 
-fn roots() -> RootCertStore {
+pub fn roots() -> RootCertStore {
     let mut roots = RootCertStore::empty();
     for cert in files::certificates(&pki("nhs-ca.pem")).unwrap() {
         roots.add(cert).unwrap();
