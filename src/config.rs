@@ -155,8 +155,12 @@ pub struct Limits {
     /// How long SIGTERM waits for requests in flight; zero stops at once.
     pub drain_timeout: Duration,
     /// Refused TLS handshakes tolerated from one address at once (then one a second) before
-    /// its new connections are closed at accept; 0 switches the limit off.
+    /// it is served resumed sessions only; 0 switches the limit off.
     pub refused_handshakes: u32,
+    /// Refused requests tolerated from one consumer certificate at once (then one a second)
+    /// before each refusal closes its connection and the audit counts them in one record a
+    /// second; 0 switches the limit off.
+    pub refusals: u32,
     /// Uppercase HTTP tokens; never empty.
     pub methods: Vec<String>,
 }

@@ -144,7 +144,7 @@ fn max_connections_holds_and_the_open_connections_are_still_served() {
 }
 
 #[test]
-fn address_flooding_bad_handshakes_is_cut_off_at_accept_then_let_back() {
+fn address_flooding_bad_handshakes_is_held_to_resumption_then_let_back() {
     let proxy = Proxy::start();
     // A burst of 20 refused handshakes is tolerated; these go past it.
     for _ in 0..24 {
@@ -157,7 +157,7 @@ fn address_flooding_bad_handshakes_is_cut_off_at_accept_then_let_back() {
             .send(&proxy.get())
             .and_then(|_| cut_off.read_response())
             .is_err(),
-        "the flooding address is closed at accept, good certificate or not"
+        "the flooding address gets no full handshake, good certificate or not"
     );
     proxy.assert_nothing_forwarded("flood");
 

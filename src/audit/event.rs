@@ -20,6 +20,9 @@ pub enum Event {
         request: Arc<RequestFacts>,
         status: u16,
         token: String,
+        /// How many refusals of this certificate's requests the record stands for: 1, or, past
+        /// `[limits] refusals`, all of them in the last second, this one the last.
+        refusals: u64,
     },
     /// An admitted request, recorded before it is forwarded.
     /// The facts are shared with the exchange that forwards the request.

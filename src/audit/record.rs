@@ -131,10 +131,16 @@ fn event_fields(event: &Event) -> Vec<(&'static str, Val<'_>)> {
             request,
             status,
             token,
+            refusals,
         } => {
             let mut fields = request_fields(request);
             fields.push(("status", Val::U64(u64::from(*status))));
             fields.push(("token", Val::str(token)));
+            // Only a count of more than one is written: a record is one refusal unless it
+            // says otherwise.
+            if *refusals > 1 {
+                fields.push(("refusals", Val::U64(*refusals)));
+            }
             fields
         }
         Event::Req { request } => request_fields(request),
@@ -455,6 +461,7 @@ mod tests {
                 request: facts().into(),
                 status: 403,
                 token: "T".into(),
+                refusals: 1,
             })),
             &GENESIS,
         );

@@ -110,6 +110,7 @@ pub(super) struct RawLimits {
     pub idle_timeout: Field<String>,
     pub drain_timeout: Field<String>,
     pub refused_handshakes: Field<u32>,
+    pub refusals: Field<u32>,
     pub methods: List<String>,
 }
 

@@ -177,6 +177,7 @@ fn spec_sections() -> Sections {
             idle_timeout: secs(60),
             drain_timeout: secs(30),
             refused_handshakes: 20,
+            refusals: 20,
             methods: vec!["GET".into(), "POST".into(), "PUT".into()],
         },
         Throttle {

@@ -215,6 +215,7 @@ fn limits(src: &Source<'_>, raw: Field<raw::RawLimits>) -> Result<Limits, Config
         idle_timeout: t.or(l.idle_timeout, "idle_timeout", secs(60), positive_duration)?,
         drain_timeout: t.or(l.drain_timeout, "drain_timeout", secs(30), duration)?,
         refused_handshakes: t.or(l.refused_handshakes, "refused_handshakes", 20, Ok)?,
+        refusals: t.or(l.refusals, "refusals", 20, Ok)?,
         methods: t
             .list(l.methods, "methods", Empty::Refused, method)?
             .unwrap_or_else(|| vec!["GET".into(), "POST".into(), "PUT".into()]),

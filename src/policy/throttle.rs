@@ -172,45 +172,55 @@ impl Drop for Permit {
     }
 }
 
-/// Refused handshakes per consumer address: each costs a token from a small bucket, and an
-/// address whose bucket is empty has its new connections closed at accept, before any TLS
-/// work, until it refills. A flood of bad handshakes then costs an `accept` and a `close`.
+/// Failures per key, each costing a token from a small bucket (GCRA): a key whose bucket is
+/// empty is struck out until it refills. Memory is bounded under a flood of many keys.
 #[derive(Debug)]
-pub struct HandshakeFailures {
-    /// `None`: no limit (`[limits] refused_handshakes = 0`).
+pub struct Strikes<K> {
+    /// `None`: no limit (the key's setting is 0).
     limit: Option<Limit>,
-    tats: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u64>>,
+    tats: std::sync::Mutex<std::collections::HashMap<K, u64>>,
 }
 
-/// Addresses remembered before stale ones are forgotten, bounding memory under a flood from
-/// many addresses.
+/// Refused handshakes per consumer address (`[limits] refused_handshakes`): an address past
+/// it is served resumed sessions only (`tls::resumption`).
+pub type HandshakeFailures = Strikes<std::net::IpAddr>;
+
+/// Refused requests per consumer certificate, by fingerprint (`[limits] refusals`): past it,
+/// each refusal closes its connection, and the audit counts the refusals in one record a
+/// second instead of one record each (`proxy::refusals`).
+pub type RefusalStrikes = Strikes<Arc<str>>;
+
+/// Keys remembered before stale ones are forgotten, bounding memory under a flood from
+/// many addresses or certificates.
 const MAX_REMEMBERED: usize = 65_536;
 
-impl HandshakeFailures {
-    pub fn new(limit: Option<Limit>) -> HandshakeFailures {
-        HandshakeFailures {
+impl<K: std::hash::Hash + Eq> Strikes<K> {
+    pub fn new(limit: Option<Limit>) -> Strikes<K> {
+        Strikes {
             limit,
             tats: Default::default(),
         }
     }
 
-    /// Counts one refused handshake from `addr`.
-    pub fn record(&self, addr: std::net::IpAddr, now: u64) {
-        let Some(limit) = self.limit else { return };
+    /// Counts one failure of `key`; returns whether `key` is now past its allowance (the
+    /// failure that empties the bucket is still within it).
+    pub fn record(&self, key: K, now: u64) -> bool {
+        let Some(limit) = self.limit else { return false };
         let mut tats = self.tats.lock().unwrap_or_else(|e| e.into_inner());
         if tats.len() >= MAX_REMEMBERED {
             tats.retain(|_, tat| *tat > now);
         }
-        let tat = tats.entry(addr).or_insert(0);
-        // Refused or not, the failure is counted: the arrival time keeps running ahead.
+        let tat = tats.entry(key).or_insert(0);
+        // Struck out or not, the failure is counted: the arrival time keeps running ahead.
         *tat = (*tat).max(now).saturating_add(limit.emission);
+        tat.saturating_sub(now) > limit.capacity
     }
 
-    /// Whether `addr` has used up its allowance of refused handshakes.
-    pub fn is_blocked(&self, addr: std::net::IpAddr, now: u64) -> bool {
+    /// Whether `key` has used up its allowance.
+    pub fn is_blocked(&self, key: &K, now: u64) -> bool {
         let Some(limit) = self.limit else { return false };
         let tats = self.tats.lock().unwrap_or_else(|e| e.into_inner());
-        tats.get(&addr)
+        tats.get(key)
             .is_some_and(|&tat| tat.saturating_sub(now) > limit.capacity)
     }
 }
@@ -303,18 +313,18 @@ mod tests {
             ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         let now = 10 * SEC;
         for _ in 0..3 {
-            assert!(!failures.is_blocked(bad, now));
-            failures.record(bad, now);
+            assert!(!failures.is_blocked(&bad, now));
+            assert!(!failures.record(bad, now), "within the burst");
         }
-        assert!(!failures.is_blocked(bad, now), "the burst itself is tolerated");
-        failures.record(bad, now);
-        assert!(failures.is_blocked(bad, now));
+        assert!(!failures.is_blocked(&bad, now), "the burst itself is tolerated");
+        assert!(failures.record(bad, now), "the one past the burst is struck out");
+        assert!(failures.is_blocked(&bad, now));
         assert!(
-            !failures.is_blocked(good, now),
+            !failures.is_blocked(&good, now),
             "other addresses are not affected"
         );
         assert!(
-            !failures.is_blocked(bad, now + SEC),
+            !failures.is_blocked(&bad, now + SEC),
             "blocked only until the bucket refills"
         );
     }

@@ -619,6 +619,7 @@ pub fn audited(c: &mut Client, cx: &mut Cx, seq: Option<u64>, now: Instant) {
                 request: ex.facts.clone(),
                 status: refusal.status(),
                 token: refusal.token(),
+                refusals: 1,
             });
             cx.runtime.metrics.request(
                 refusal.status(),

@@ -4,6 +4,7 @@
 mod buffers;
 mod client;
 mod exchange;
+mod refusals;
 pub mod resolver;
 mod tls_io;
 mod upstream;
@@ -24,7 +25,7 @@ use rustls::pki_types::ServerName;
 use crate::config::Config;
 use crate::policy::Rules;
 use crate::policy::allowlist::Allowlist;
-use crate::policy::throttle::{self, HandshakeFailures, InFlight, Limit, RateLimits};
+use crate::policy::throttle::{self, HandshakeFailures, InFlight, Limit, RateLimits, RefusalStrikes};
 use crate::tls::{self, Tls};
 
 /// Where and how to reach one provider.
@@ -71,6 +72,8 @@ pub struct Runtime {
     pub metrics: Arc<Metrics>,
     /// Refused handshakes per address (see ARCHITECTURE.md, "Overload").
     pub handshake_failures: HandshakeFailures,
+    /// Refused requests per consumer certificate (`[limits] refusals`).
+    pub refusals: RefusalStrikes,
     /// Set by SIGTERM: stop accepting, finish what is in flight, exit.
     stopping: AtomicBool,
     /// Each worker's last turn of its loop (nanos), for the systemd watchdog.
@@ -79,6 +82,8 @@ pub struct Runtime {
 
 /// Refused handshakes an address earns back per second, after its `refused_handshakes` burst.
 const HANDSHAKE_FAILURES_PER_SECOND: f64 = 1.0;
+/// How fast a consumer certificate's allowance of refused requests refills.
+const REFUSALS_PER_SECOND: f64 = 1.0;
 
 impl Runtime {
     /// Starts the audit and the transactions log of `shared`'s configuration; the proxy does
@@ -108,6 +113,8 @@ impl Runtime {
         let burst = shared.config.limits.refused_handshakes;
         let handshake_failures =
             HandshakeFailures::new((burst > 0).then(|| Limit::new(HANDSHAKE_FAILURES_PER_SECOND, burst)));
+        let burst = shared.config.limits.refusals;
+        let refusals = RefusalStrikes::new((burst > 0).then(|| Limit::new(REFUSALS_PER_SECOND, burst)));
         Ok(Runtime {
             current: RwLock::new(Arc::new(shared)),
             audit,
@@ -117,6 +124,7 @@ impl Runtime {
             connections: AtomicUsize::new(0),
             started: Instant::now(),
             handshake_failures,
+            refusals,
             stopping: AtomicBool::new(false),
             heartbeats: RwLock::new(Vec::new()),
         })

@@ -102,6 +102,7 @@ pub fn deny(c: &Client, head: Option<&RequestHead>, refusal: &Refusal) -> Event 
         request: facts(c, head).into(),
         status: refusal.status(),
         token: refusal.token(),
+        refusals: 1,
     }
 }
 

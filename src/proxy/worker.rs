@@ -18,6 +18,7 @@ use slab::Slab;
 use super::buffers::Buffers;
 use super::client::{Client, Phase};
 use super::exchange::{self, RateFields};
+use super::refusals::RefusalTally;
 use super::resolver::{self, Question};
 use super::tls_io;
 use super::upstream::{Kept, KeptCounts, Owner, Owners, Upstream};
@@ -80,6 +81,8 @@ pub struct Cx {
     audit_waits: HashMap<u64, usize>,
     /// Audit records and transactions lines not yet handed to their writers, and since when.
     audit: Outbox,
+    /// Refusals past their certificate's allowance, counted rather than recorded one each.
+    refusals: RefusalTally,
     transactions: Vec<Transaction>,
     held_since: Option<Instant>,
 }
@@ -127,6 +130,9 @@ impl Cx {
     /// Hands records and lines to their writer threads when due (see `HOLD`), or all of them
     /// with `force`. Returns when the ones still held are due.
     fn flush_logs(&mut self, now: Instant, force: bool) -> Option<Instant> {
+        for record in self.refusals.due(now, force) {
+            self.audit.record(record);
+        }
         let due = force || self.held_since.is_some_and(|t| now >= t + HOLD);
         if due || self.audit.has_waiter() || self.audit.len() >= HELD_MAX {
             self.audit.flush();
@@ -272,6 +278,7 @@ impl Worker {
             notifier,
             audit_waits: HashMap::new(),
             audit: outbox,
+            refusals: RefusalTally::default(),
             transactions: Vec::new(),
             held_since: None,
             buffers: Buffers::default(),
@@ -440,7 +447,7 @@ impl Worker {
                     .cx
                     .runtime
                     .handshake_failures
-                    .is_blocked(peer.ip(), self.cx.runtime.nanos(now));
+                    .is_blocked(&peer.ip(), self.cx.runtime.nanos(now));
             if blocked {
                 log::debug!("accept: {peer}: too many failed handshakes from its address; resumption only");
             }
@@ -555,14 +562,15 @@ impl Worker {
             let runtime = &self.cx.runtime;
             runtime.metrics.connection_closed();
             if let Some(error) = c.refused_handshake {
-                runtime
-                    .handshake_failures
-                    .record(c.peer.ip(), runtime.nanos(Instant::now()));
                 if c.resumption_only {
-                    // The failures that put the address here were audited; a flood of more
-                    // is counted, not written one record each.
+                    // Counted, but neither audited one record each (the failures that put the
+                    // address here were) nor held against the address: a consumer retrying
+                    // full handshakes would otherwise keep it blocked for good.
                     runtime.metrics.handshake_failed("blocked");
                 } else {
+                    runtime
+                        .handshake_failures
+                        .record(c.peer.ip(), runtime.nanos(Instant::now()));
                     runtime.metrics.handshake_failed(report::handshake_reason(&error));
                     self.cx.audit(Event::Tls {
                         peer: c.peer,
@@ -588,7 +596,7 @@ fn drive(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
             && cx
                 .runtime
                 .handshake_failures
-                .is_blocked(c.peer.ip(), cx.runtime.nanos(now))
+                .is_blocked(&c.peer.ip(), cx.runtime.nanos(now))
         {
             log::debug!(
                 "{}: too many failed handshakes from its address; resumption only",
@@ -694,7 +702,7 @@ fn on_head(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
             };
             // An unread body would be taken for the next request: close instead.
             let close = head.framing != BodyFraming::None || !head.keep_alive;
-            refused(c, cx, Some(&head), &refusal, now);
+            let close = refused(c, cx, Some(&head), &refusal, now) || close;
             c.served += 1;
             c.answer(&refusal, ctx, close, now);
         }
@@ -746,7 +754,10 @@ fn whole_seconds(nanos: u64) -> u64 {
 }
 
 /// A request refused before it became an exchange: its `deny` record and its metrics.
-fn refused(c: &Client, cx: &mut Cx, head: Option<&RequestHead>, refusal: &Refusal, now: Instant) {
+/// Returns whether its certificate is past `[limits] refusals`: its connection is then closed
+/// after the answer, so that a storm of refusals costs the sender a new connection each, and
+/// the record is counted into one a second (`refusals.rs`).
+fn refused(c: &Client, cx: &mut Cx, head: Option<&RequestHead>, refusal: &Refusal, now: Instant) -> bool {
     let metrics = &cx.runtime.metrics;
     match refusal {
         Refusal::Throttled { .. } => metrics.throttled(),
@@ -759,7 +770,18 @@ fn refused(c: &Client, cx: &mut Cx, head: Option<&RequestHead>, refusal: &Refusa
         Some(&refusal.token()),
         now.saturating_duration_since(since),
     );
-    cx.audit(report::deny(c, head, refusal));
+    let record = report::deny(c, head, refusal);
+    let runtime = &cx.runtime;
+    let struck = c
+        .identity
+        .as_ref()
+        .is_some_and(|i| runtime.refusals.record(i.fingerprint.clone(), runtime.nanos(now)));
+    if struck {
+        cx.refusals.add(record, now);
+    } else {
+        cx.audit(record);
+    }
+    struck
 }
 
 fn timed_out(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) {

@@ -109,6 +109,7 @@ pub fn deny(trace_id: &str) -> Event {
         request: facts(trace_id).into(),
         status: 403,
         token: "ASID_CHECK_FAILED_MESSAGESENDER_200000000001".into(),
+        refusals: 1,
     }
 }
 
