@@ -20,9 +20,10 @@ usage: ssp <command>
   ssp demo                  run the proxy and a demo provider on loopback with the fixture PKI
   ssp audit keygen --out FILE
                             create the audit sealing key (mode 0600); prints the initial key once
-  ssp audit verify DIR [--key-file K0] [--require-sealed]
+  ssp audit verify DIR [--key-file K0] [--current-key KEY] [--require-sealed]
                             verify the audit files in DIR: exit 0 intact, 1 tampered,
-                            2 gap/truncated/unsealed (with --require-sealed), 3 usage or I/O error
+                            2 gap/truncated/unsealed (with --require-sealed), 3 usage or I/O error;
+                            KEY (the box's [audit] key file) shows records cut from the end
   ssp --version | --help
 
 Logging goes to stderr; set the level with RUST_LOG (e.g. RUST_LOG=info).";
@@ -69,22 +70,26 @@ fn main() -> ExitCode {
 }
 
 fn audit_verify(dir: &Path, options: &[&str]) -> ExitCode {
-    let (mut key, mut require_sealed) = (None, false);
+    let mut verify = ssp::audit::cli::VerifyOptions::default();
     let mut options = options.iter();
     while let Some(option) = options.next() {
         match (*option, options.clone().next()) {
             ("--key-file", Some(file)) => {
-                key = Some(Path::new(*file));
+                verify.key_file = Some(Path::new(*file));
                 options.next();
             }
-            ("--require-sealed", _) => require_sealed = true,
+            ("--current-key", Some(file)) => {
+                verify.current_key = Some(Path::new(*file));
+                options.next();
+            }
+            ("--require-sealed", _) => verify.require_sealed = true,
             _ => {
                 eprintln!("{USAGE}");
                 return ExitCode::from(3);
             }
         }
     }
-    ExitCode::from(ssp::audit::cli::verify(dir, key, require_sealed))
+    ExitCode::from(ssp::audit::cli::verify(dir, &verify))
 }
 
 fn init_logging(default: &str) {

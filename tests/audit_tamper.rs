@@ -180,23 +180,17 @@ fn a_wrong_key_is_tampering_and_bad_arguments_are_errors() {
     let wrong = TempDir::new("wrong");
     keygen(&wrong);
     let k0 = wrong.k0();
-    assert_eq!(ssp::audit::cli::verify(&original.audit(), Some(&k0), false), 1);
+    assert_eq!(verify_folder(&original.audit(), Some(&k0)), 1);
     // Usage and I/O errors: 3.
-    assert_eq!(
-        ssp::audit::cli::verify(&original.path().join("missing"), None, false),
-        3
-    );
+    assert_eq!(verify_folder(&original.path().join("missing"), None), 3);
     let empty = TempDir::new("empty");
-    assert_eq!(ssp::audit::cli::verify(empty.path(), None, false), 3);
+    assert_eq!(verify_folder(empty.path(), None), 3);
     assert_eq!(
-        ssp::audit::cli::verify(&original.audit(), Some(&original.path().join("nokey")), false),
+        verify_folder(&original.audit(), Some(&original.path().join("nokey"))),
         3
     );
     // The evolved key file is not the initial key.
-    assert_eq!(
-        ssp::audit::cli::verify(&original.audit(), Some(&original.key()), false),
-        3
-    );
+    assert_eq!(verify_folder(&original.audit(), Some(&original.key())), 3);
     std::fs::write(wrong.k0(), "garbage").unwrap();
-    assert_eq!(ssp::audit::cli::verify(&original.audit(), Some(&k0), false), 3);
+    assert_eq!(verify_folder(&original.audit(), Some(&k0)), 3);
 }

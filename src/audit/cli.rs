@@ -44,10 +44,23 @@ pub fn keygen(out: &Path) -> u8 {
     0
 }
 
-/// `ssp audit verify DIR [--key-file K0] [--require-sealed]`: one summary line; 0 intact,
-/// 1 tampered, 2 gap / truncation / unsealed tail (when sealing is required), 3 error.
-pub fn verify(dir: &Path, key_file: Option<&Path>, require_sealed: bool) -> u8 {
-    match check(dir, key_file, require_sealed) {
+/// What `ssp audit verify` is given besides the folder.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VerifyOptions<'a> {
+    /// The initial key (`--key-file K0`), kept off the box: checks every seal.
+    pub key_file: Option<&'a Path>,
+    /// The box's evolving key file (`--current-key`, `[audit] key`): shows a chain whose newest
+    /// sealed records were cut away.
+    pub current_key: Option<&'a Path>,
+    /// Records after the last seal are a finding (`--require-sealed`).
+    pub require_sealed: bool,
+}
+
+/// `ssp audit verify DIR [--key-file K0] [--current-key KEY] [--require-sealed]`: one summary
+/// line; 0 intact, 1 tampered, 2 gap / truncation / unsealed tail (when sealing is required),
+/// 3 error.
+pub fn verify(dir: &Path, options: &VerifyOptions) -> u8 {
+    match check(dir, options) {
         Ok(report) => {
             println!("{}", report.summary());
             report.exit_code()
@@ -59,13 +72,19 @@ pub fn verify(dir: &Path, key_file: Option<&Path>, require_sealed: bool) -> u8 {
     }
 }
 
-fn check(dir: &Path, key_file: Option<&Path>, require_sealed: bool) -> Result<Report, String> {
-    let k0 = key_file.map(read_initial_key).transpose()?;
+fn check(dir: &Path, options: &VerifyOptions) -> Result<Report, String> {
+    let k0 = options.key_file.map(read_initial_key).transpose()?;
+    // Read before the audit: the key only moves forward, so a proxy still writing can only
+    // add seals after this read, never make the key look further on than the audit allows.
+    let current = options
+        .current_key
+        .map(|path| read_key(path).map(|key| (path, key)))
+        .transpose()?;
     let ordered = chain_order(dir)?;
     if ordered.is_empty() {
         return Err(format!("{}: no audit files", dir.display()));
     }
-    let mut verifier = Verifier::new(k0);
+    let mut verifier = Verifier::new(k0.clone());
     let mut buf = Vec::with_capacity(MAX_LINE);
     for (name, role) in ordered {
         let path = dir.join(&name);
@@ -86,15 +105,23 @@ fn check(dir: &Path, key_file: Option<&Path>, require_sealed: bool) -> Result<Re
             }
         }
     }
-    let mut report = verifier.finish(require_sealed);
+    let mut report = verifier.finish(options.require_sealed);
     report.check_torn(|name| side_file(&dir.join(name)));
+    if let Some((path, key)) = current {
+        report.check_current_key(&path.display().to_string(), &key, k0.as_ref());
+    }
     Ok(report)
+}
+
+/// A key file, or the bare hex keygen printed (epoch 0).
+fn read_key(path: &Path) -> Result<Key, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Key::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The initial key, from the hex keygen printed or a key file still at epoch 0.
 fn read_initial_key(path: &Path) -> Result<Key, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let key = Key::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let key = read_key(path)?;
     if key.epoch() != 0 {
         return Err(format!(
             "{}: this key is at epoch {}; verify needs the initial key (epoch 0) that keygen printed",

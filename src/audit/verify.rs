@@ -10,7 +10,9 @@
 //! - gap (2): records missing between files or before the first one, a rotated file that does
 //!   not end with `close`;
 //! - unsealed (2, only when sealing is required): records after the last seal, or an
-//!   incomplete last line.
+//!   incomplete last line;
+//! - truncated (2): a rotated file that does not end with `close`, or (given the box's current
+//!   key file) a chain that ends at a seal older than that key allows: see [`KeyEnd`].
 
 use super::files;
 use super::record::{self, GENESIS, Parsed, TornClaim};
@@ -52,6 +54,45 @@ pub struct TornAt {
     pub claim: TornClaim,
 }
 
+/// What the end of the chain says about the box's key file (`[audit] key`). The key file only
+/// moves forward, and whoever lacks an earlier key cannot move it back, so it outlives a cut:
+/// records removed from the end of the audit take their seals with them, but not the key
+/// evolutions those seals spent. The rule is AUDIT.md's "The box's key and a cut end".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyEnd {
+    /// The epoch of the last seal.
+    pub seal: Option<u64>,
+    /// The key epoch the last `start` after that seal declared: a restart since.
+    pub declared: Option<u64>,
+    /// The last seal is the one a clean stop writes right after its `stop` record.
+    pub stopped: bool,
+}
+
+impl KeyEnd {
+    /// The highest epoch the box's key file can be at if nothing was cut from the end.
+    ///
+    /// The writer evolves the key file before it writes the seal made with the old key (so the
+    /// box never holds a key that made a seal on disk), and evolves it again only after that
+    /// seal is written. So after seal `n` the key file is at `n + 1`, and at `n + 2` while the
+    /// next seal is being written, while the audit cannot be written, or after a crash in
+    /// between. A clean stop writes `stop` and its seal and exits: exactly `n + 1`. A restart
+    /// declares the key it loaded, `d`, and can evolve it once before it crashes unsealed.
+    pub fn max_epoch(&self) -> Option<u64> {
+        match (self.declared, self.seal) {
+            (Some(d), _) => Some(d.saturating_add(1)),
+            (None, Some(n)) if self.stopped => Some(n.saturating_add(1)),
+            (None, Some(n)) => Some(n.saturating_add(2)),
+            (None, None) => None,
+        }
+    }
+
+    /// The lowest epoch the key file can be at once this end was written: one past the last
+    /// seal, or what the last restart declared.
+    fn min_epoch(&self) -> Option<u64> {
+        self.declared.or(self.seal.map(|n| n.saturating_add(1)))
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
     pub files: usize,
@@ -65,6 +106,10 @@ pub struct Report {
     /// Records after the last seal.
     pub unsealed_tail: u64,
     pub torn: Vec<TornAt>,
+    /// How the chain ends, for [`Report::check_current_key`].
+    pub key_end: KeyEnd,
+    /// The epoch of the box's key file, once checked against the chain.
+    pub current_key: Option<u64>,
     pub findings: Vec<Finding>,
     pub notes: Vec<String>,
 }
@@ -119,6 +164,82 @@ impl Report {
         }
     }
 
+    /// Compares the box's current key file (`--current-key`) with the end of the chain: a key
+    /// further on than [`KeyEnd::max_epoch`] allows means sealed records were cut from the end.
+    /// `k0`, the initial key, shows first that the key is this chain's at all; without it the
+    /// key file's epoch is taken at its word. `file` names the key file in findings.
+    pub fn check_current_key(&mut self, file: &str, key: &Key, k0: Option<&Key>) {
+        let epoch = key.epoch();
+        self.current_key = Some(epoch);
+        if let Some(k0) = k0
+            && k0.advance_to(epoch).as_ref() != Some(key)
+        {
+            // Not a cut: this key's epoch says nothing about this audit.
+            self.findings.push(Finding {
+                kind: Kind::Tampered,
+                file: file.to_owned(),
+                line: None,
+                seq: None,
+                message: format!(
+                    "this key (epoch {epoch}) does not derive from the initial key given with \
+                     --key-file: it is another chain's key (another box, or a new keygen), or the \
+                     box's key file was replaced or its epoch edited"
+                ),
+            });
+            return;
+        }
+        // A tampered chain's seals bound nothing; it already fails.
+        if self.findings.iter().any(|f| f.kind == Kind::Tampered) {
+            return;
+        }
+        let end = self.key_end;
+        let Some(max) = end.max_epoch() else {
+            self.notes.push(
+                "the box's key cannot be compared with this audit: it has no seal, and no start \
+                 that names a key epoch"
+                    .into(),
+            );
+            return;
+        };
+        if epoch > max {
+            let message = match (end.seal, end.declared) {
+                (Some(n), None) => format!(
+                    "the audit ends at seal epoch {n} but the box's key is at epoch {epoch}, so \
+                     records sealed after epoch {n} are missing"
+                ),
+                (Some(n), Some(d)) => format!(
+                    "the audit ends at seal epoch {n} and a restart with key epoch {d}, but the \
+                     box's key is at epoch {epoch}, so records written after them are missing"
+                ),
+                (None, _) => format!(
+                    "the audit has no seal and its last start declared key epoch {}, but the \
+                     box's key is at epoch {epoch}, so sealed records are missing",
+                    end.declared.unwrap_or_default()
+                ),
+            };
+            self.findings.push(Finding {
+                kind: Kind::Truncated,
+                file: files::ACTIVE.into(),
+                line: None,
+                seq: self.last_seq,
+                message,
+            });
+        } else if end.min_epoch().is_some_and(|min| epoch < min) {
+            self.notes.push(format!(
+                "the box's key (epoch {epoch}) is older than the end of this audit: it was copied \
+                 before the audit was, or an older copy of it was restored"
+            ));
+        } else if epoch == max && end.declared.is_none() && !end.stopped {
+            // The one end a cut cannot be told from: see `KeyEnd::max_epoch`.
+            self.notes.push(
+                "the box's key is two epochs past the last seal: a seal was being written, could \
+                 not be written, or was lost in a crash, or the last seal interval was cut; \
+                 verify again after the proxy's next seal or restart"
+                    .into(),
+            );
+        }
+    }
+
     /// One line for the operator.
     pub fn summary(&self) -> String {
         let range = match (self.first_seq, self.last_seq) {
@@ -144,8 +265,11 @@ impl Report {
                 format!("{label}: {}{line}{seq}: {}", f.file, f.message)
             }
         };
+        let key = self
+            .current_key
+            .map_or_else(String::new, |e| format!(", box key at epoch {e}"));
         let mut out = format!(
-            "{status}; {} files, {} records, {range}, {sealed}, unsealed tail {} records",
+            "{status}; {} files, {} records, {range}, {sealed}{key}, unsealed tail {} records",
             self.files, self.records, self.unsealed_tail
         );
         for note in &self.notes {
@@ -175,6 +299,8 @@ pub struct Verifier {
     declared_epoch: Option<u64>,
     /// `start` records since the last seal: each restart can have lost at most one seal.
     starts: u64,
+    /// The last record was `stop`: a seal now is a clean stop's last.
+    after_stop: bool,
     file: Option<FileState>,
     active_seen: bool,
     incomplete: bool,
@@ -197,6 +323,7 @@ impl Verifier {
             expected_epoch: None,
             declared_epoch: None,
             starts: 0,
+            after_stop: false,
             file: None,
             active_seen: false,
             incomplete: false,
@@ -263,6 +390,7 @@ impl Verifier {
             report.unsealed_tail + 1
         };
         self.last = Some((parsed.seq, parsed.h));
+        self.after_stop = parsed.kind == "stop";
         if let Some(file) = &mut self.file {
             file.records += 1;
             file.last = Some(parsed);
@@ -391,6 +519,10 @@ impl Verifier {
         if p.kind == "start" {
             self.declared_epoch = p.key_epoch;
             self.starts += 1;
+            // A start without a key (sealing off) did not touch the key file.
+            if p.key_epoch.is_some() {
+                self.report.key_end.declared = p.key_epoch;
+            }
         }
         let Some((epoch, mac)) = p.seal else { return Ok(()) };
         // Epochs only go forward: a jump is a crash between evolving the key file and writing
@@ -438,6 +570,11 @@ impl Verifier {
         self.starts = 0;
         self.report.seals += 1;
         self.report.sealed_through = Some(p.seq);
+        self.report.key_end = KeyEnd {
+            seal: Some(epoch),
+            declared: None,
+            stopped: self.after_stop,
+        };
         Ok(())
     }
 
@@ -498,6 +635,9 @@ impl Verifier {
             self.expected_epoch = None;
             self.declared_epoch = None;
             self.starts = 0;
+            // What the missing records did to the key is unknown: later ones say it again.
+            self.report.key_end = KeyEnd::default();
+            self.after_stop = false;
         }
     }
 }
@@ -526,6 +666,9 @@ mod tests {
                 let entry = match kind {
                     "open" => Entry::Open { previous: None },
                     "close" => Entry::Close { reason: "size" },
+                    "stop" => Entry::Stop {
+                        reason: "SIGTERM".into(),
+                    },
                     "start" => Entry::Start {
                         version: "t".into(),
                         config_hash: [0; 32],
@@ -836,5 +979,171 @@ mod tests {
         };
         report.check_torn(|_| None);
         assert_eq!(report.exit_code(), 1);
+    }
+
+    /// The chain's report after comparing the box's key, at `epoch` on K0's chain.
+    fn with_key_at(kinds: &[&str], epoch: u64) -> Report {
+        let mut report = run(&build(&[kinds]), Some(Key::new(0, K0)), false);
+        let key = Key::new(0, K0).advance_to(epoch).unwrap();
+        report.check_current_key("audit.key", &key, Some(&Key::new(0, K0)));
+        report
+    }
+
+    #[test]
+    fn a_box_key_further_on_than_the_chain_end_allows_is_truncation() {
+        // Running: seals 0, 1, 2 leave the key at 3, or 4 while seal 3 is being made.
+        let running = ["open", "a", "seal", "b", "seal", "c", "seal"];
+        let report = with_key_at(&running, 3);
+        assert_eq!(
+            (report.exit_code(), report.notes.len()),
+            (0, 0),
+            "{}",
+            report.summary()
+        );
+        assert!(
+            report.summary().contains("box key at epoch 3"),
+            "{}",
+            report.summary()
+        );
+        let report = with_key_at(&running, 4);
+        assert_eq!(report.exit_code(), 0, "{}", report.summary());
+        assert!(
+            report.summary().contains("two epochs past the last seal"),
+            "{}",
+            report.summary()
+        );
+        let report = with_key_at(&running, 5);
+        assert_eq!(report.exit_code(), 2, "{}", report.summary());
+        assert!(
+            report.summary().starts_with(
+                "TRUNCATED: audit.jsonl seq 6: the audit ends at seal epoch 2 but the box's key is \
+                 at epoch 5, so records sealed after epoch 2 are missing;"
+            ),
+            "{}",
+            report.summary()
+        );
+        // The same chain cut back to its first seal.
+        assert_eq!(with_key_at(&running[..3], 3).exit_code(), 2);
+    }
+
+    #[test]
+    fn after_a_clean_stop_the_key_is_exactly_one_epoch_on() {
+        let stopped = ["open", "a", "seal", "b", "stop", "seal"];
+        assert_eq!(with_key_at(&stopped, 2).exit_code(), 0);
+        let report = with_key_at(&stopped, 3);
+        assert_eq!(report.exit_code(), 2, "{}", report.summary());
+        assert!(
+            report
+                .summary()
+                .contains("ends at seal epoch 1 but the box's key is at epoch 3"),
+            "{}",
+            report.summary()
+        );
+        // A stop whose seal was not written (the key could not be evolved) is not clean.
+        assert_eq!(with_key_at(&["open", "seal", "stop"], 2).exit_code(), 0);
+        // Records after the stop's seal from a start that failed do not move the key.
+        assert_eq!(
+            with_key_at(&["open", "seal", "stop", "seal", "start"], 2).exit_code(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_restart_since_the_last_seal_bounds_the_key_by_what_it_declared() {
+        // Seal 0, a crash after the key evolved for seal 1, a restart declaring 2 that crashed
+        // after evolving the key again: 3.
+        let restarted = ["open", "seal", "a", "start=2", "b"];
+        assert_eq!(with_key_at(&restarted, 3).exit_code(), 0);
+        let report = with_key_at(&restarted, 4);
+        assert_eq!(report.exit_code(), 2, "{}", report.summary());
+        assert!(
+            report
+                .summary()
+                .contains("a restart with key epoch 2, but the box's key is at epoch 4"),
+            "{}",
+            report.summary()
+        );
+        // A start without a key did not touch it.
+        assert_eq!(with_key_at(&["open", "seal", "start", "a"], 2).exit_code(), 0);
+        assert_eq!(with_key_at(&["open", "seal", "start", "a"], 3).exit_code(), 2);
+        // No seal yet: only the start's declaration bounds the key.
+        assert_eq!(with_key_at(&["open", "start=0", "a"], 1).exit_code(), 0);
+        let report = with_key_at(&["open", "start=0", "a"], 2);
+        assert!(
+            report
+                .summary()
+                .contains("no seal and its last start declared key epoch 0")
+        );
+        let report = with_key_at(&["open", "a"], 5);
+        assert_eq!(report.exit_code(), 0);
+        assert!(
+            report.summary().contains("cannot be compared"),
+            "{}",
+            report.summary()
+        );
+    }
+
+    #[test]
+    fn a_box_key_behind_the_chain_is_a_note() {
+        let report = with_key_at(&["open", "seal", "seal", "seal"], 1);
+        assert_eq!(report.exit_code(), 0);
+        assert!(
+            report.summary().contains("older than the end of this audit"),
+            "{}",
+            report.summary()
+        );
+    }
+
+    #[test]
+    fn another_chains_key_is_named_as_such_not_as_truncation() {
+        let chain = ["open", "seal"];
+        let mut report = run(&build(&[&chain]), Some(Key::new(0, K0)), false);
+        let stranger = Key::new(0, [6; 32]).advance_to(9).unwrap();
+        report.check_current_key("audit.key", &stranger, Some(&Key::new(0, K0)));
+        assert_eq!(report.exit_code(), 1, "{}", report.summary());
+        assert!(
+            report
+                .summary()
+                .starts_with("TAMPERED: audit.key: this key (epoch 9) does not derive")
+        );
+        assert!(report.findings.iter().all(|f| f.kind != Kind::Truncated));
+        // So is K0's key with its epoch number edited down.
+        let mut edited = run(&build(&[&chain]), Some(Key::new(0, K0)), false);
+        let later = Key::new(0, K0).advance_to(9).unwrap();
+        edited.check_current_key("audit.key", &Key::new(2, *later.bytes()), Some(&Key::new(0, K0)));
+        assert_eq!(edited.exit_code(), 1, "{}", edited.summary());
+        // Without the initial key the epoch is taken at its word.
+        let mut unchecked = run(&build(&[&chain]), None, false);
+        unchecked.check_current_key("audit.key", &stranger, None);
+        assert_eq!(unchecked.exit_code(), 2, "{}", unchecked.summary());
+    }
+
+    #[test]
+    fn a_tampered_chain_or_a_gap_bounds_nothing() {
+        let mut files = build(&[&["open", "seal", "a", "seal"]]);
+        files[0][2][20] ^= 1;
+        let mut report = run(&files, None, false);
+        report.check_current_key("audit.key", &Key::new(40, [0; 32]), None);
+        assert_eq!(report.findings.len(), 1, "{}", report.summary());
+        // After a gap the chain's end is read afresh from the records after it.
+        let files = build(&[
+            &["open", "seal", "seal", "close"],
+            &["open", "a", "close"],
+            &["open", "b"],
+        ]);
+        let mut v = Verifier::new(None);
+        let time = "20260321T100405Z".to_owned();
+        v.begin_file("f0", Role::Rotated { time, first_seq: 0 });
+        files[0].iter().for_each(|l| v.line(l));
+        v.begin_file("audit.jsonl", Role::Active);
+        files[2].iter().for_each(|l| v.line(l));
+        let mut report = v.finish(false);
+        assert_eq!(report.key_end, KeyEnd::default());
+        report.check_current_key("audit.key", &Key::new(9, [0; 32]), None);
+        assert!(
+            report.summary().contains("cannot be compared"),
+            "{}",
+            report.summary()
+        );
     }
 }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use ssp::audit::cli::VerifyOptions;
 use ssp::audit::{Audit, Durable, Event, Notifier, RequestFacts, RequestText, Settings, Text};
 use ssp::config::AuditSync;
 use ssp::policy::jwt::Claims;
@@ -220,7 +221,21 @@ pub fn of_type<'a>(records: &'a [serde_json::Value], kind: &str) -> Vec<&'a serd
 /// `ssp audit verify` in process.
 pub fn verify(dir: &TempDir, keyed: bool, require_sealed: bool) -> u8 {
     let k0 = dir.k0();
-    ssp::audit::cli::verify(&dir.audit(), keyed.then_some(k0.as_path()), require_sealed)
+    let options = VerifyOptions {
+        key_file: keyed.then_some(k0.as_path()),
+        current_key: None,
+        require_sealed,
+    };
+    ssp::audit::cli::verify(&dir.audit(), &options)
+}
+
+/// `ssp audit verify DIR [--key-file K0]` in process, on any folder.
+pub fn verify_folder(dir: &Path, key_file: Option<&Path>) -> u8 {
+    let options = VerifyOptions {
+        key_file,
+        ..VerifyOptions::default()
+    };
+    ssp::audit::cli::verify(dir, &options)
 }
 
 /// Polls `check` until it is true or `secs` pass.
