@@ -24,6 +24,8 @@ pub struct Identity {
     pub serial_hex: Arc<str>,
     /// SHA-256 of the whole certificate, lowercase hex.
     pub fingerprint: Arc<str>,
+    /// notAfter, seconds since the epoch: row 8 refuses every request past it.
+    pub not_after: i64,
 }
 
 impl Identity {
@@ -33,6 +35,7 @@ impl Identity {
         let cert = webpki::EndEntityCert::try_from(&cert_der).ok()?;
         let subject_attrs = x509::parse_name(cert.subject())?;
         let issuer_attrs = x509::parse_name(cert.issuer())?;
+        let (_, not_after) = x509::validity(der)?;
         let cn = subject_attrs
             .iter()
             .rev()
@@ -46,6 +49,7 @@ impl Identity {
             serial_der: cert.serial().to_vec(),
             serial_hex: hex(cert.serial()).into(),
             fingerprint: hex(&Sha256::digest(der)).into(),
+            not_after,
             subject_attrs,
         })
     }

@@ -38,7 +38,8 @@ pub struct Admission<'h> {
     pub ssp: SspHeaders<'h>,
 }
 
-/// Decides one request. `now` is the wall clock in seconds since the epoch (CRL freshness).
+/// Decides one request. `now` is the wall clock in seconds since the epoch (the certificate's
+/// notAfter, CRL freshness).
 pub fn admit<'h>(
     rules: &Rules,
     head: &'h RequestHead,
@@ -57,9 +58,7 @@ pub fn admit<'h>(
     // Row 7.
     let ssp = headers::check(head, rules.require_jwt)?;
     // Row 8.
-    if rules.revocations.refuses(identity, now) {
-        return Err(Refusal::CertificateRevoked);
-    }
+    revocation::check(&rules.revocations, identity, now)?;
     // Rows 9–12.
     let route = rules.allowlist.check(identity.cn.as_deref(), &ssp, &target)?;
     // Row 13, for bodies whose size is declared; chunked bodies are counted as they stream.

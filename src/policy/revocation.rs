@@ -1,10 +1,27 @@
-//! Row 8: the consumer's certificate is looked up in the CRLs on every request, because a
-//! resumed TLS session is not re-verified and a CRL can change (or go stale) while a
-//! connection is open.
+//! Row 8: the consumer's certificate is checked on every request (in date, then looked up in
+//! the CRLs), because a resumed TLS session is not re-verified, a connection can outlive its
+//! certificate, and a CRL can change (or go stale) while a connection is open.
 
 use webpki::{CertRevocationList, OwnedCertRevocationList};
 
 use super::identity::Identity;
+use super::refusal::Refusal;
+
+/// Row 8 for one request at `now` (seconds since the epoch): the certificate is still in
+/// date, then not revoked by the CRLs in force. Both hold for every request, not only at the
+/// handshake: a resumed session carries the chain verified when it began, and resumption
+/// hands out a new ticket each time, so a date checked only at the handshake would never
+/// close.
+pub fn check(revocations: &Revocations, identity: &Identity, now: i64) -> Result<(), Refusal> {
+    // The comparison webpki makes at the handshake: valid through the second of notAfter.
+    if now > identity.not_after {
+        return Err(Refusal::CertificateExpired);
+    }
+    if revocations.refuses(identity, now) {
+        return Err(Refusal::CertificateRevoked);
+    }
+    Ok(())
+}
 
 /// The CRLs in force, one per issuer. Replaced as a whole on reload.
 #[derive(Debug, Default)]
@@ -93,6 +110,27 @@ mod tests {
         assert!(!revocations(EXPIRED_CRL, false).refuses(&a, NOW));
         // The current CRL goes stale too, once the clock passes its nextUpdate.
         assert!(revocations(CRL, true).refuses(&a, x509::days_from_civil(2050, 1, 1) * 86_400));
+    }
+
+    #[test]
+    fn a_certificate_is_in_date_through_its_not_after_second_and_expired_after() {
+        // Consumer A runs to the end of 2049, past the fixture CRL's nextUpdate: a stale CRL
+        // is tolerated here so that only the date decides.
+        let tolerant = revocations(CRL, false);
+        let a = identity(include_str!("../../fixtures/pki/consumer-a.pem"));
+        assert_eq!(check(&tolerant, &a, a.not_after - 1), Ok(()));
+        assert_eq!(check(&tolerant, &a, a.not_after), Ok(()));
+        assert_eq!(
+            check(&tolerant, &a, a.not_after + 1),
+            Err(Refusal::CertificateExpired)
+        );
+        let r = revocations(CRL, true);
+        // The fixture's expired consumer, 2020-2021, at a time its Level 1C CRL is current.
+        let expired = identity(include_str!("../../fixtures/pki/consumer-expired.pem"));
+        assert_eq!(check(&r, &expired, NOW), Err(Refusal::CertificateExpired));
+        let revoked = identity(include_str!("../../fixtures/pki/consumer-revoked.pem"));
+        assert_eq!(check(&r, &revoked, NOW), Err(Refusal::CertificateRevoked));
+        assert_eq!(check(&r, &a, NOW), Ok(()));
     }
 
     #[test]

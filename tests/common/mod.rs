@@ -7,6 +7,8 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod mint;
+
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
