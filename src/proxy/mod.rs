@@ -41,6 +41,9 @@ pub struct Route {
 pub struct Shared {
     pub config: Config,
     pub server_tls: Arc<rustls::ServerConfig>,
+    /// The client certificate check `server_tls` runs; row 8 runs it again on a connection
+    /// verified under an earlier configuration.
+    pub consumer_verifier: Arc<tls::verifier::ConsumerVerifier>,
     pub client_tls: Arc<rustls::ClientConfig>,
     pub crls: Vec<tls::CrlSummary>,
     /// What a CRL refresh rebuilds `server_tls` from.
@@ -222,11 +225,15 @@ impl Shared {
     /// and the session cache carry over, so a refresh is invisible to everyone but the
     /// consumers it revokes.
     pub fn with_crls(&self, crls: Vec<tls::CrlSummary>) -> Result<Shared, LoadError> {
-        let (server, revocations) =
-            tls::consumer_side(&self.config, &self.tls_material, &crls, Some(&self.server_tls))
-                .map_err(|e| LoadError(e.to_string()))?;
+        let tls::ConsumerSide {
+            server,
+            verifier,
+            revocations,
+        } = tls::consumer_side(&self.config, &self.tls_material, &crls, Some(&self.server_tls))
+            .map_err(|e| LoadError(e.to_string()))?;
         let tls = Tls {
             server,
+            verifier,
             client: self.client_tls.clone(),
             revocations,
             crls,
@@ -248,6 +255,7 @@ impl Shared {
     ) -> Result<Shared, LoadError> {
         let Tls {
             server,
+            verifier,
             client,
             revocations,
             crls,
@@ -284,6 +292,7 @@ impl Shared {
             in_flight,
             config,
             server_tls: server,
+            consumer_verifier: verifier,
             client_tls: client,
             crls,
             rules,
