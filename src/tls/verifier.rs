@@ -1,6 +1,7 @@
 //! The consumer certificate check of SPEC section 4 row 1: rustls-webpki verifies the chain,
 //! dates and CRLs; this wrapper adds what webpki does not know: the required subject
-//! attributes, and refusing every handshake while any CRL is stale under `crl_expired = "deny"`.
+//! attributes, exactly one CN, and refusing every handshake while any CRL is stale under
+//! `crl_expired = "deny"`.
 //! Row 8 runs the same check again (`judge`) on an open connection's chain when the
 //! configuration it was verified under has been replaced.
 
@@ -15,7 +16,7 @@ use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, Error, OtherError, SignatureScheme,
 };
 
-use crate::policy::identity::subject_satisfies;
+use crate::policy::identity::{CommonName, common_name, subject_satisfies};
 use crate::policy::revocation::Fault;
 use crate::x509;
 
@@ -23,6 +24,7 @@ use crate::x509;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExtraRefusal {
     SubjectMismatch,
+    SeveralCommonNames,
     Unparseable,
 }
 
@@ -30,6 +32,7 @@ impl fmt::Display for ExtraRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             ExtraRefusal::SubjectMismatch => "certificate subject lacks the attributes of client_subject",
+            ExtraRefusal::SeveralCommonNames => "certificate subject has more than one CN",
             ExtraRefusal::Unparseable => "certificate subject cannot be parsed",
         })
     }
@@ -89,6 +92,9 @@ impl ClientCertVerifier for ConsumerVerifier {
         let subject = x509::parse_name(cert.subject()).ok_or_else(|| other(ExtraRefusal::Unparseable))?;
         if !subject_satisfies(&subject, &self.required_subject) {
             return Err(other(ExtraRefusal::SubjectMismatch));
+        }
+        if common_name(&subject) == CommonName::Several {
+            return Err(other(ExtraRefusal::SeveralCommonNames));
         }
         Ok(ClientCertVerified::assertion())
     }
@@ -247,6 +253,7 @@ mod tests {
             (Error::InvalidCertificate(C::BadSignature), Fault::Untrusted),
             (Error::InvalidCertificate(C::NotValidYet), Fault::Untrusted),
             (other(ExtraRefusal::SubjectMismatch), Fault::Untrusted),
+            (other(ExtraRefusal::SeveralCommonNames), Fault::Untrusted),
             (Error::NoCertificatesPresented, Fault::Untrusted),
         ];
         for (error, want) in table {
