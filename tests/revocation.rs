@@ -165,7 +165,15 @@ fn chain_checked(root_crl: &'static str) -> Options {
 /// A root CRL revoking Level 1C, written to `dir`, as a `crl` entry for `Options`.
 fn root_crl_revoking_level1c(dir: &TempDir) -> (&'static str, std::path::PathBuf) {
     let path = dir.path().join("root-revoking-level1c.crl");
-    std::fs::write(&path, mint::crl(&mint::root(), 2, &[&mint::serial_of("level1c")])).unwrap();
+    let now = unix_now();
+    let crl = mint::crl(
+        &mint::root(),
+        now - 60,
+        now + 86_400,
+        2,
+        &[&mint::serial_of("level1c")],
+    );
+    std::fs::write(&path, crl).unwrap();
     let entry = format!("{{ path = \"{}\" }}", path.display());
     (Box::leak(entry.into_boxed_str()), path)
 }

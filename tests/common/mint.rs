@@ -21,6 +21,11 @@ pub fn unix_now() -> i64 {
 /// A fixture CA as an issuer: its name as the generator wrote it (O, then CN) and its key.
 fn fixture_ca(file: &str, cn: &str) -> Issuer<'static, KeyPair> {
     let key = KeyPair::from_pem(&std::fs::read_to_string(pki(&format!("{file}.key"))).unwrap()).unwrap();
+    named(cn, key)
+}
+
+/// An issuer named `O=nhs, CN=<cn>` signing with `key`.
+fn named(cn: &str, key: KeyPair) -> Issuer<'static, KeyPair> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "nhs");
@@ -34,6 +39,14 @@ fn fixture_ca(file: &str, cn: &str) -> Issuer<'static, KeyPair> {
 /// "SSP Test NHS Level 1C", the consumers' issuer.
 pub fn level1c() -> Issuer<'static, KeyPair> {
     fixture_ca("level1c", "SSP Test NHS Level 1C")
+}
+
+/// Level 1C's name with somebody else's key.
+pub fn level1c_impostor() -> Issuer<'static, KeyPair> {
+    named(
+        "SSP Test NHS Level 1C",
+        KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap(),
+    )
 }
 
 /// "SSP Test NHS Root Authority", the trust anchor, Level 1C's issuer.
@@ -101,21 +114,26 @@ pub fn consumer(cns: &[&str], not_before: i64, not_after: i64) -> Minted {
     }
 }
 
-/// A DER CRL from `issuer`, current from a minute ago for a day, numbered `number`,
-/// revoking `revoked` serials.
-pub fn crl(issuer: &Issuer<'_, KeyPair>, number: u64, revoked: &[&[u8]]) -> Vec<u8> {
+/// A DER CRL from `issuer` valid from `this_update` to `next_update` (seconds since the
+/// epoch), numbered `number`, revoking `revoked` serials.
+pub fn crl(
+    issuer: &Issuer<'_, KeyPair>,
+    this_update: i64,
+    next_update: i64,
+    number: u64,
+    revoked: &[&[u8]],
+) -> Vec<u8> {
     let at = |t: i64| rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(t as u64);
-    let now = unix_now();
     let params = CertificateRevocationListParams {
-        this_update: at(now - 60),
-        next_update: at(now + 86_400),
+        this_update: at(this_update),
+        next_update: at(next_update),
         crl_number: SerialNumber::from(number),
         issuing_distribution_point: None,
         revoked_certs: revoked
             .iter()
             .map(|serial| RevokedCertParams {
                 serial_number: SerialNumber::from_slice(serial),
-                revocation_time: at(now - 60),
+                revocation_time: at(this_update),
                 reason_code: Some(RevocationReason::KeyCompromise),
                 invalidity_date: None,
             })
