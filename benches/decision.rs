@@ -9,7 +9,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use ssp::http::request;
 use ssp::policy::allowlist::Allowlist;
 use ssp::policy::identity::Identity;
-use ssp::policy::revocation::Revocations;
+use ssp::policy::revocation::{Judgement, Revocations};
 use ssp::policy::{Rules, admit};
 
 const CONSUMERS: usize = 500;
@@ -61,6 +61,11 @@ fn bench(c: &mut Criterion) {
     };
     let cert = ssp::tls::files::certificates(&fixtures.join("consumer-a.pem")).expect("cert");
     let identity = Identity::from_certificate(&cert[0]).expect("identity");
+    // The connection's chain verified under this configuration: the per-request case.
+    let judged = Judgement {
+        generation: 0,
+        fault: None,
+    };
     let from = format!("200000{:06}", CONSUMERS / 2);
     let raw = format!(
         "GET /https://provider7.example.nhs.uk/Prescription-Exemptions/1.0.0/search?patient=9000000009 HTTP/1.1\r\n\
@@ -72,12 +77,20 @@ fn bench(c: &mut Criterion) {
         .expect("valid")
         .expect("complete");
     assert!(
-        admit(&rules, &head, &identity, NOW).is_ok(),
+        admit(&rules, &head, &identity, judged, NOW).is_ok(),
         "the benchmarked request must be admitted"
     );
 
     c.bench_function("admit (rows 5-13, 500 consumers)", |b| {
-        b.iter(|| admit(black_box(&rules), black_box(&head), black_box(&identity), NOW))
+        b.iter(|| {
+            admit(
+                black_box(&rules),
+                black_box(&head),
+                black_box(&identity),
+                judged,
+                NOW,
+            )
+        })
     });
     let auth = head.field("authorization").expect("jwt").to_vec();
     c.bench_function("row 7: JWT well-formed", |b| {
@@ -113,7 +126,7 @@ fn bench(c: &mut Criterion) {
             let head = request::parse(black_box(raw.as_bytes()), 32768)
                 .expect("valid")
                 .expect("complete");
-            admit(&rules, &head, &identity, NOW).is_ok()
+            admit(&rules, &head, &identity, judged, NOW).is_ok()
         })
     });
 }

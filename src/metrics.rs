@@ -47,6 +47,7 @@ const FAMILIES: &[(&str, Shape)] = &[
     // Row 7 naming a header outside the five above: still row 7, and still bounded.
     ("MISSING_OR_INVALID_HEADER", Shape::Suffixed),
     ("CERTIFICATE_REVOKED", Shape::Exact),
+    ("CERTIFICATE_EXPIRED", Shape::Exact),
     ("ASID_CHECK_FAILED_MESSAGESENDER", Shape::Suffixed),
     (
         "PARTYKEY_INTERACTION_CHECK_FAILED_MESSAGERECEIVER",
@@ -660,6 +661,7 @@ mod tests {
                 "MISSING_OR_INVALID_HEADER",
             ),
             ("CERTIFICATE_REVOKED", "CERTIFICATE_REVOKED"),
+            ("CERTIFICATE_EXPIRED", "CERTIFICATE_EXPIRED"),
             (
                 "ASID_CHECK_FAILED_MESSAGESENDER_200000000001",
                 "ASID_CHECK_FAILED_MESSAGESENDER",

@@ -1,5 +1,6 @@
 //! The little of X.509 DER that rustls-webpki does not expose: distinguished names as text
-//! (for identity and audit) and a CRL's dates (for freshness). Pure, bounded, never panics.
+//! (for identity and audit), a certificate's validity and a CRL's dates (for freshness).
+//! Pure, bounded, never panics.
 
 /// One DER element: its tag and its contents.
 struct Tlv<'a> {
@@ -48,6 +49,8 @@ const INTEGER: u8 = 0x02;
 const BIT_STRING: u8 = 0x03;
 const OCTET_STRING: u8 = 0x04;
 const CRL_EXTENSIONS: u8 = 0xa0;
+/// A certificate's `[0] EXPLICIT Version` (the same tag as a CRL's extensions).
+const EXPLICIT_VERSION: u8 = 0xa0;
 const UTC_TIME: u8 = 0x17;
 const GENERALIZED_TIME: u8 = 0x18;
 
@@ -143,6 +146,28 @@ fn string_value(tag: u8, bytes: &[u8]) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// A certificate's notBefore and notAfter (seconds since the epoch), from its DER
+/// (RFC 5280 section 4.1: tbsCertificate's version, serial, signature, issuer, validity).
+pub fn validity(der: &[u8]) -> Option<(i64, i64)> {
+    let (cert, _) = expect(der, SEQUENCE)?;
+    let (mut tbs, _) = expect(cert, SEQUENCE)?;
+    if let Some((version, rest)) = read(tbs)
+        && version.tag == EXPLICIT_VERSION
+    {
+        tbs = rest;
+    }
+    let (_serial, rest) = expect(tbs, INTEGER)?;
+    let (_signature, rest) = expect(rest, SEQUENCE)?;
+    let (_issuer, rest) = expect(rest, SEQUENCE)?;
+    let (validity, _) = expect(rest, SEQUENCE)?;
+    let (not_before, rest) = read(validity)?;
+    let (not_after, _) = read(rest)?;
+    Some((
+        parse_time(not_before.tag, not_before.value)?,
+        parse_time(not_after.tag, not_after.value)?,
+    ))
 }
 
 /// What `ssp` needs to know about a CRL beyond what rustls-webpki checks.
@@ -385,6 +410,25 @@ mod tests {
             assert!(crl_info(&crl[..cut]).is_none(), "cut at {cut}");
             assert!(signed_parts(&crl[..cut]).is_none(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn certificate_validity_is_read() {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let pem = include_bytes!("../fixtures/pki/consumer-expired.pem");
+        let cert = CertificateDer::pem_slice_iter(pem).next().unwrap().unwrap();
+        // The fixture generator's dates: 2020-01-01 to 2021-01-01, midnight UTC.
+        assert_eq!(
+            validity(&cert),
+            Some((
+                days_from_civil(2020, 1, 1) * 86_400,
+                days_from_civil(2021, 1, 1) * 86_400
+            ))
+        );
+        for cut in 0..cert.len() {
+            assert!(validity(&cert[..cut]).is_none(), "cut at {cut}");
+        }
+        assert!(validity(include_bytes!("../fixtures/pki/level1c.crl")).is_none());
     }
 
     #[test]

@@ -12,79 +12,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use common::mint::{crl, level1c, level1c_impostor as impostor, serial_of, unix_now};
 use common::*;
-use rcgen::{
-    CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType, Issuer, KeyIdMethod,
-    KeyPair, KeyUsagePurpose, RevocationReason, RevokedCertParams, SerialNumber,
-};
-
-// ---------------------------------------------------------------------------------------------
-// CRLs made now.
-
-/// Level 1C as the fixture generator made it: same name, same key.
-fn level1c() -> Issuer<'static, KeyPair> {
-    let key = KeyPair::from_pem(&std::fs::read_to_string(pki("level1c.key")).unwrap()).unwrap();
-    issuer_named_level1c(key)
-}
-
-/// Level 1C's name with somebody else's key.
-fn impostor() -> Issuer<'static, KeyPair> {
-    issuer_named_level1c(KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap())
-}
-
-fn issuer_named_level1c(key: KeyPair) -> Issuer<'static, KeyPair> {
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "nhs");
-    dn.push(DnType::CommonName, "SSP Test NHS Level 1C");
-    params.distinguished_name = dn;
-    params.key_usages = vec![KeyUsagePurpose::CrlSign];
-    params.key_identifier_method = KeyIdMethod::Sha256;
-    Issuer::new(params, key)
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
-}
-
-/// A DER CRL from `issuer` valid from `this_update` to `next_update` (seconds since the
-/// epoch), numbered `number`, revoking `revoked` serials.
-fn crl(
-    issuer: &Issuer<'_, KeyPair>,
-    this_update: i64,
-    next_update: i64,
-    number: u64,
-    revoked: &[&[u8]],
-) -> Vec<u8> {
-    let at = |t: i64| rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(t as u64);
-    let params = CertificateRevocationListParams {
-        this_update: at(this_update),
-        next_update: at(next_update),
-        crl_number: SerialNumber::from(number),
-        issuing_distribution_point: None,
-        revoked_certs: revoked
-            .iter()
-            .map(|serial| RevokedCertParams {
-                serial_number: SerialNumber::from_slice(serial),
-                revocation_time: at(this_update),
-                reason_code: Some(RevocationReason::KeyCompromise),
-                invalidity_date: None,
-            })
-            .collect(),
-        key_identifier_method: KeyIdMethod::Sha256,
-    };
-    params.signed_by(issuer).unwrap().der().to_vec()
-}
-
-fn serial_of(who: &Who) -> Vec<u8> {
-    let chain = ssp::tls::files::certificates(&pki(&format!("{}.pem", who.file))).unwrap();
-    webpki::EndEntityCert::try_from(&chain[0])
-        .unwrap()
-        .serial()
-        .to_vec()
-}
 
 // ---------------------------------------------------------------------------------------------
 // The CRL distribution point.
@@ -320,7 +251,13 @@ fn newer_crl_revoking_a_consumer_is_picked_up_without_a_reload() {
         "the same CRL is nothing to do"
     );
 
-    let newer = crl(&level1c(), now - 60, now + 86_400, 11, &[&serial_of(&REVOKED)]);
+    let newer = crl(
+        &level1c(),
+        now - 60,
+        now + 86_400,
+        11,
+        &[&serial_of(REVOKED.file)],
+    );
     rig.server.serve(Serve::Crl(newer.clone()));
     assert!(
         eventually(WITHIN, || updates(proxy) == 1),
@@ -368,7 +305,7 @@ fn bad_candidates_leave_the_held_crl_in_force() {
         options.server.push_str("\ncrl_max_bytes = 1024")
     });
     let proxy = &rig.proxy;
-    let revoking = [serial_of(&REVOKED)];
+    let revoking = [serial_of(REVOKED.file)];
     let revoking: Vec<&[u8]> = revoking.iter().map(Vec::as_slice).collect();
     let newer = crl(&level1c(), now - 60, now + 86_400, 11, &revoking);
     let html = "<html><body><h1>Welcome to the proxy</h1></body></html>";
@@ -534,7 +471,7 @@ fn a_newer_crl_that_cannot_be_stored_is_still_put_in_force_and_alarmed() {
         now - 60,
         now + 86_400,
         11,
-        &[&serial_of(&REVOKED)],
+        &[&serial_of(REVOKED.file)],
     )));
     assert!(
         eventually(WITHIN, || failures(proxy, "write") == 1),
@@ -633,7 +570,13 @@ fn crl_fetch_updates_once_in_the_foreground_and_check_shows_each_crl() {
         "{err}"
     );
 
-    let newer = crl(&level1c(), now - 60, now + 86_400, 11, &[&serial_of(&REVOKED)]);
+    let newer = crl(
+        &level1c(),
+        now - 60,
+        now + 86_400,
+        11,
+        &[&serial_of(REVOKED.file)],
+    );
     server.serve(Serve::Crl(newer.clone()));
     let (code, out, err) = ssp(&["crl", "fetch", "--config", config]);
     assert_eq!(code, 0, "{out}{err}");
@@ -718,7 +661,13 @@ fn ssp_run_refreshes_by_itself_and_logs_one_warning_per_failure() {
         )),
         "{warning}"
     );
-    let newer = crl(&level1c(), now - 60, now + 86_400, 11, &[&serial_of(&REVOKED)]);
+    let newer = crl(
+        &level1c(),
+        now - 60,
+        now + 86_400,
+        11,
+        &[&serial_of(REVOKED.file)],
+    );
     server.serve(Serve::Crl(newer.clone()));
     let updated = wait_for(": updated from ");
     assert!(updated.contains("1 revoked"), "{updated}");

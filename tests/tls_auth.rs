@@ -285,3 +285,29 @@ fn resumed_sessions_keep_the_consumer_identity() {
     }
     assert_eq!(proxy.seen().len(), 4);
 }
+
+/// SPEC section 1: "its CN equals the FQDN registered for the `Ssp-From` ASID". A subject with
+/// two CNs names two hosts; whichever one the allowlist compared would be the proxy's choice,
+/// not the CA's, so such a certificate is refused at the handshake, as `client_subject` is.
+#[test]
+fn a_subject_with_two_cns_is_refused_at_handshake_whichever_cn_is_asked_for() {
+    use common::mint::{self, unix_now};
+    let proxy = Proxy::start();
+    let valid = (unix_now() - 60, unix_now() + 3600);
+    // The same kind of certificate with one CN gets in: only the second CN is wrong.
+    let single = mint::consumer(&[CONSUMER_A.fqdn], valid.0, valid.1);
+    let r = Consumer::connect(proxy.addr, single.client_config(&[&TLS13])).exchange(&proxy.get());
+    assert_eq!(r.status, 200, "one CN: {}", r.text());
+
+    for cns in [
+        [CONSUMER_B.fqdn, CONSUMER_A.fqdn],
+        [CONSUMER_A.fqdn, CONSUMER_B.fqdn],
+    ] {
+        let two = mint::consumer(&cns, valid.0, valid.1);
+        for who in [&CONSUMER_A, &CONSUMER_B] {
+            Consumer::connect(proxy.addr, two.client_config(&[&TLS13]))
+                .assert_refused_at_handshake(&request_from(&proxy, who));
+        }
+    }
+    assert_eq!(proxy.seen().len(), 1, "only the one-CN request was forwarded");
+}

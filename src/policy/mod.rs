@@ -17,7 +17,7 @@ use allowlist::Allowlist;
 use headers::SspHeaders;
 use identity::Identity;
 use refusal::Refusal;
-use revocation::Revocations;
+use revocation::{Judgement, Revocations};
 
 /// The rules in force, built once per configuration load and shared by every worker.
 #[derive(Debug, Default)]
@@ -38,11 +38,14 @@ pub struct Admission<'h> {
     pub ssp: SspHeaders<'h>,
 }
 
-/// Decides one request. `now` is the wall clock in seconds since the epoch (CRL freshness).
+/// Decides one request. `judgement` is the last full verification of the connection's chain,
+/// made under the configuration of `rules`; `now` is the wall clock in seconds since the epoch
+/// (the certificate's notAfter, CRL freshness).
 pub fn admit<'h>(
     rules: &Rules,
     head: &'h RequestHead,
     identity: &Identity,
+    judgement: Judgement,
     now: i64,
 ) -> Result<Admission<'h>, Refusal> {
     // Row 5.
@@ -57,9 +60,7 @@ pub fn admit<'h>(
     // Row 7.
     let ssp = headers::check(head, rules.require_jwt)?;
     // Row 8.
-    if rules.revocations.refuses(identity, now) {
-        return Err(Refusal::CertificateRevoked);
-    }
+    revocation::check(&rules.revocations, identity, judgement, now)?;
     // Rows 9–12.
     let route = rules.allowlist.check(identity.cn.as_deref(), &ssp, &target)?;
     // Row 13, for bodies whose size is declared; chunked bodies are counted as they stream.

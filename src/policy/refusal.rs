@@ -17,8 +17,10 @@ pub enum Refusal {
     MethodNotAllowed { allowed: String },
     /// Row 7; the header's canonical name, e.g. `Ssp-From`.
     InvalidHeader(&'static str),
-    /// Row 8.
+    /// Row 8: on a CRL in force (or no longer trusted).
     CertificateRevoked,
+    /// Row 8: past its notAfter.
+    CertificateExpired,
     /// Row 9.
     SenderCheckFailed { from: String },
     /// Row 10.
@@ -57,6 +59,7 @@ impl Refusal {
             Refusal::HeadTooLarge => 431,
             Refusal::MethodNotAllowed { .. } => 405,
             Refusal::CertificateRevoked
+            | Refusal::CertificateExpired
             | Refusal::SenderCheckFailed { .. }
             | Refusal::ReceiverCheckFailed { .. }
             | Refusal::NoAgreement { .. } => 403,
@@ -89,6 +92,7 @@ impl Refusal {
             Refusal::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED".into(),
             Refusal::InvalidHeader(name) => format!("MISSING_OR_INVALID_HEADER_{name}"),
             Refusal::CertificateRevoked => "CERTIFICATE_REVOKED".into(),
+            Refusal::CertificateExpired => "CERTIFICATE_EXPIRED".into(),
             Refusal::SenderCheckFailed { from } => format!("ASID_CHECK_FAILED_MESSAGESENDER_{from}"),
             Refusal::ReceiverCheckFailed { to } => {
                 format!("PARTYKEY_INTERACTION_CHECK_FAILED_MESSAGERECEIVER_{to}")
@@ -116,6 +120,7 @@ impl Refusal {
                 | Refusal::InvalidRequest
                 | Refusal::HeadTooLarge
                 | Refusal::CertificateRevoked
+                | Refusal::CertificateExpired
         )
     }
 
@@ -193,6 +198,13 @@ mod tests {
                 403,
                 "forbidden",
                 "CERTIFICATE_REVOKED",
+                true,
+            ),
+            (
+                Refusal::CertificateExpired,
+                403,
+                "forbidden",
+                "CERTIFICATE_EXPIRED",
                 true,
             ),
             (

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
-use rustls::ServerConnection;
+use rustls::pki_types::UnixTime;
+use rustls::{HandshakeKind, ServerConnection};
 
 use super::exchange::Exchange;
 use super::tls_io;
@@ -17,7 +18,9 @@ use crate::http::head::HeadError;
 use crate::http::request::{self, RequestHead};
 use crate::policy::identity::Identity;
 use crate::policy::refusal::Refusal;
+use crate::policy::revocation::Judgement;
 use crate::proxy_protocol;
+use crate::tls::verifier::{self, ConsumerVerifier};
 
 /// How long a closing connection is drained after our last byte, so that unread input does
 /// not turn our close into a reset that destroys the answer in flight.
@@ -43,6 +46,12 @@ pub struct Client {
     pub tls: ServerConnection,
     pub peer: SocketAddr,
     pub identity: Option<Identity>,
+    /// The configuration generation whose TLS config `tls` was made with (its handshake is
+    /// verified under that configuration).
+    tls_generation: u64,
+    /// The last full verification of the chain the consumer presented (rustls keeps the
+    /// chain: `tls.peer_certificates()`), for row 8.
+    judgement: Option<Judgement>,
     /// Plaintext from the consumer not yet handled (a head, body bytes, pipelined requests).
     pub inbuf: Vec<u8>,
     pub read_ready: bool,
@@ -76,11 +85,13 @@ pub struct Client {
 
 impl Client {
     /// `proxy_header`: the listener sits behind a balancer speaking PROXY protocol v2.
+    /// `generation`: the configuration `tls` was made under.
     pub fn new(
         sock: TcpStream,
         tls: ServerConnection,
         peer: SocketAddr,
         proxy_header: bool,
+        generation: u64,
         now: Instant,
     ) -> Client {
         Client {
@@ -88,6 +99,8 @@ impl Client {
             tls,
             peer,
             identity: None,
+            tls_generation: generation,
+            judgement: None,
             inbuf: Vec::new(),
             read_ready: true,
             peer_closing: false,
@@ -246,6 +259,15 @@ impl Client {
                     identity.serial_hex
                 );
                 self.identity = Some(identity);
+                // A full handshake has just verified the chain under the configuration the
+                // connection was accepted with; a resumed one verified nothing, and is judged
+                // at its first request.
+                if self.tls.handshake_kind() != Some(HandshakeKind::Resumed) {
+                    self.judgement = Some(Judgement {
+                        generation: self.tls_generation,
+                        fault: None,
+                    });
+                }
                 self.enter(Phase::Head, now);
             }
             None => {
@@ -253,6 +275,28 @@ impl Client {
                 self.done = true;
             }
         }
+    }
+
+    /// Row 8's judgement of this connection's chain under the configuration `generation`
+    /// (whose client certificate check is `verifier`) at `now` (seconds since the epoch): the
+    /// last one while it holds, else the chain is verified again in full.
+    pub fn judge(&mut self, verifier: &ConsumerVerifier, generation: u64, now: i64) -> Judgement {
+        if let Some(holding) = Judgement::holding(self.judgement, generation) {
+            return holding;
+        }
+        let chain = self.tls.peer_certificates().unwrap_or_default();
+        let at = UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(now).unwrap_or(0)));
+        let fault = verifier.judge(chain, at).err().map(|e| {
+            log::info!(
+                "tls: {} ({}) fails the certificate check in force: {e}",
+                self.peer,
+                self.identity.as_ref().map_or("no certificate", |i| &i.subject)
+            );
+            verifier::fault(&e)
+        });
+        let judgement = Judgement { generation, fault };
+        self.judgement = Some(judgement);
+        judgement
     }
 
     pub fn enter(&mut self, phase: Phase, now: Instant) {

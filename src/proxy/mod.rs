@@ -44,6 +44,9 @@ pub struct Shared {
     pub server_tls: Arc<rustls::ServerConfig>,
     /// For an address past `[limits] refused_handshakes` (`tls::resumption`).
     pub server_tls_resumption_only: Arc<rustls::ServerConfig>,
+    /// The client certificate check `server_tls` runs; row 8 runs it again on a connection
+    /// verified under an earlier configuration.
+    pub consumer_verifier: Arc<tls::verifier::ConsumerVerifier>,
     pub client_tls: Arc<rustls::ClientConfig>,
     pub crls: Vec<tls::CrlSummary>,
     /// What a CRL refresh rebuilds `server_tls` from.
@@ -233,11 +236,15 @@ impl Shared {
     /// and the session cache carry over, so a refresh is invisible to everyone but the
     /// consumers it revokes.
     pub fn with_crls(&self, crls: Vec<tls::CrlSummary>) -> Result<Shared, LoadError> {
-        let (server, revocations) =
-            tls::consumer_side(&self.config, &self.tls_material, &crls, Some(&self.server_tls))
-                .map_err(|e| LoadError(e.to_string()))?;
+        let tls::ConsumerSide {
+            server,
+            verifier,
+            revocations,
+        } = tls::consumer_side(&self.config, &self.tls_material, &crls, Some(&self.server_tls))
+            .map_err(|e| LoadError(e.to_string()))?;
         let tls = Tls {
             server,
+            verifier,
             client: self.client_tls.clone(),
             revocations,
             crls,
@@ -259,6 +266,7 @@ impl Shared {
     ) -> Result<Shared, LoadError> {
         let Tls {
             server,
+            verifier,
             client,
             revocations,
             crls,
@@ -296,6 +304,7 @@ impl Shared {
             config,
             server_tls_resumption_only: tls::resumption::resumption_only(&server),
             server_tls: server,
+            consumer_verifier: verifier,
             client_tls: client,
             crls,
             rules,

@@ -467,7 +467,7 @@ impl Worker {
                 .map_err(|e| e.to_string())
                 .and_then(|tls| {
                     let entry = self.clients.vacant_entry();
-                    let mut client = Client::new(sock, tls, peer, proxied, now);
+                    let mut client = Client::new(sock, tls, peer, proxied, self.cx.generation, now);
                     client.resumption_only = blocked;
                     client
                         .register(&self.cx.registry, token(CLIENT, entry.key()))
@@ -667,15 +667,17 @@ fn on_head(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
             return true;
         }
     };
-    let Some(identity) = c.identity.as_ref() else {
-        c.done = true;
-        return true;
-    };
     let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     let shared = cx.shared.clone();
-    let admitted = policy::admit(&shared.rules, &head, identity, wall).and_then(|admission| {
+    // Verifies the chain again only if the configuration changed since it last was.
+    let judgement = c.judge(&shared.consumer_verifier, cx.generation, wall);
+    let Some(identity) = c.identity.as_ref() else {
+        c.done = true;
+        return true;
+    };
+    let admitted = policy::admit(&shared.rules, &head, identity, judgement, wall).and_then(|admission| {
         let permits = limits(&shared, &admission, cx.runtime.nanos(now))?;
         // Row 16: while the audit cannot be written, nothing is admitted.
         if !cx.runtime.audit.healthy() {

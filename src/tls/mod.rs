@@ -27,6 +27,8 @@ const SESSION_CACHE: usize = 8192;
 /// Everything TLS, loaded together so a reload swaps it as one.
 pub struct Tls {
     pub server: Arc<ServerConfig>,
+    /// The client certificate check `server` runs, also run on open connections (row 8).
+    pub verifier: Arc<verifier::ConsumerVerifier>,
     pub client: Arc<ClientConfig>,
     pub revocations: Revocations,
     pub crls: Vec<CrlSummary>,
@@ -135,7 +137,11 @@ pub fn load(cfg: &Config) -> Result<Tls, FileError> {
         provider: provider.clone(),
         issuers,
     });
-    let (server, revocations) = consumer_side(cfg, &material, &crls, None)?;
+    let ConsumerSide {
+        server,
+        verifier,
+        revocations,
+    } = consumer_side(cfg, &material, &crls, None)?;
 
     let upstream_roots = roots(&cfg.upstream.ca, &files::certificates(&cfg.upstream.ca)?)?;
     let mut client = ClientConfig::builder_with_provider(provider)
@@ -148,6 +154,7 @@ pub fn load(cfg: &Config) -> Result<Tls, FileError> {
 
     Ok(Tls {
         server,
+        verifier,
         client: Arc::new(client),
         revocations,
         crls,
@@ -155,15 +162,23 @@ pub fn load(cfg: &Config) -> Result<Tls, FileError> {
     })
 }
 
-/// The consumer-facing server config and the row-8 revocation store for `crls`. With
-/// `previous`, its session cache and ticket keys are kept, so a CRL refresh does not end
-/// every consumer's session resumption (row 8 re-checks resumed connections anyway).
+/// The consumer-facing half of `Tls`, rebuilt together for a new CRL set.
+pub struct ConsumerSide {
+    pub server: Arc<ServerConfig>,
+    pub verifier: Arc<verifier::ConsumerVerifier>,
+    pub revocations: Revocations,
+}
+
+/// The consumer-facing server config, its client certificate verifier and the row-8
+/// revocation store for `crls`. With `previous`, its session cache and ticket keys are kept,
+/// so a CRL refresh does not end every consumer's session resumption (row 8 judges resumed
+/// connections again anyway).
 pub fn consumer_side(
     cfg: &Config,
     material: &Material,
     crls: &[CrlSummary],
     previous: Option<&ServerConfig>,
-) -> Result<(Arc<ServerConfig>, Revocations), FileError> {
+) -> Result<ConsumerSide, FileError> {
     let s = &cfg.server;
     let mut owned = Vec::with_capacity(crls.len());
     for crl in crls {
@@ -184,18 +199,18 @@ pub fn consumer_side(
     let inner = builder
         .build()
         .map_err(|e| error(&s.client_ca, format!("cannot build verifier: {e}")))?;
-    let verifier = verifier::ConsumerVerifier {
+    let verifier = Arc::new(verifier::ConsumerVerifier {
         inner,
         required_subject: s.client_subject.clone(),
         crl_next_updates: crls.iter().map(|c| (c.issuer.clone(), c.next_update)).collect(),
         deny_stale_crl: s.crl_expired == CrlExpired::Deny,
         warned_stale: AtomicBool::new(false),
-    };
+    });
 
     let mut server = ServerConfig::builder_with_provider(material.provider.clone())
         .with_protocol_versions(VERSIONS)
         .map_err(|e| error(&s.certificate, e.to_string()))?
-        .with_client_cert_verifier(Arc::new(verifier))
+        .with_client_cert_verifier(verifier.clone())
         .with_single_cert(material.chain.clone(), material.key.clone_key())
         .map_err(|e| {
             error(
@@ -214,10 +229,11 @@ pub fn consumer_side(
         }
     }
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok((
-        Arc::new(server),
-        Revocations::new(owned, s.crl_expired == CrlExpired::Deny),
-    ))
+    Ok(ConsumerSide {
+        server: Arc::new(server),
+        verifier,
+        revocations: Revocations::new(owned, s.crl_expired == CrlExpired::Deny),
+    })
 }
 
 fn roots(path: &std::path::Path, certs: &[CertificateDer<'static>]) -> Result<RootCertStore, FileError> {

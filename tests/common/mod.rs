@@ -7,6 +7,8 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod mint;
+
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -138,6 +140,8 @@ impl Drop for TempDir {
 /// table (e.g. `limits: "header_timeout = \"1s\"".into()`).
 pub struct Options {
     pub server: String,
+    /// `server.client_ca`: a file under fixtures/pki.
+    pub client_ca: &'static str,
     /// Files under fixtures/pki for `server.crl`, or inline tables (`{ path = ..., url = ... }`);
     /// empty for `crl = []`.
     pub crl: Vec<&'static str>,
@@ -163,6 +167,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             server: String::new(),
+            client_ca: "nhs-ca.pem",
             crl: vec!["level1c.crl"],
             upstream: String::new(),
             limits: String::new(),
@@ -390,7 +395,7 @@ listen = ["127.0.0.1:0"]
 workers = 1
 certificate = "{pki}/ssp.pem"
 private_key = "{pki}/ssp.key"
-client_ca = "{pki}/nhs-ca.pem"
+client_ca = "{pki}/{client_ca}"
 crl = [{crl}]
 {server}
 
@@ -440,6 +445,7 @@ connect = "{connect}"
             .collect::<Vec<_>>()
             .join(", "),
         server = o.server,
+        client_ca = o.client_ca,
         upstream = o.upstream,
         limits = o.limits,
         throttle = o.throttle,
