@@ -117,9 +117,9 @@ fn bench(c: &mut Criterion) {
             limits.acquire(black_box(CONSUMERS / 2), clock)
         })
     });
-    let in_flight = ssp::policy::throttle::InFlight::new(vec![64; PROVIDERS]);
+    let in_flight = ssp::policy::throttle::InFlight::new(vec![64; PROVIDERS], 0.5, CONSUMERS);
     c.bench_function("row 15: in-flight permit, taken and released", |b| {
-        b.iter(|| in_flight.try_acquire(black_box(7)))
+        b.iter(|| in_flight.try_acquire(black_box(CONSUMERS / 2), black_box(7)))
     });
     c.bench_function("parse head + admit", |b| {
         b.iter(|| {

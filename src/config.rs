@@ -161,6 +161,9 @@ pub struct Limits {
     /// before each refusal closes its connection and the audit counts them in one record a
     /// second; 0 switches the limit off.
     pub refusals: u32,
+    /// Bytes a second a request body must average, after a first `header_timeout`, so that a
+    /// body trickled in cannot hold a provider's place for ever; 0 switches it off.
+    pub min_upload_rate: u64,
     /// Uppercase HTTP tokens; never empty.
     pub methods: Vec<String>,
 }
@@ -174,6 +177,8 @@ pub struct Throttle {
     pub burst: u32,
     /// Concurrent requests per provider; at least 1.
     pub max_in_flight: u32,
+    /// The share of a provider's `max_in_flight` one consumer may hold, in (0, 1].
+    pub consumer_share: f64,
 }
 
 /// `[audit]`.

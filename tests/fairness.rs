@@ -105,3 +105,71 @@ fn a_refusal_storm_costs_its_sender_a_connection_each_and_the_audit_a_record_a_s
     );
     assert!(served > 0);
 }
+
+/// Sends `head` (which promises a body of `promised` bytes), then trickles the body a byte
+/// every 500 ms, watching for an answer between bytes. Returns the status it was answered
+/// with (0: none in 20 s) and when.
+fn trickle(
+    addr: std::net::SocketAddr,
+    who: Who,
+    head: Vec<u8>,
+    promised: usize,
+) -> (u16, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let mut c = Consumer::connect(addr, client_config(&who));
+    c.send_raw(&head).expect("send the head");
+    c.tls
+        .sock
+        .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    for _ in 0..promised.min(40) {
+        if let Ok(r) = c.read_response() {
+            return (r.status, started.elapsed());
+        }
+        let _ = c.send_raw(b"x");
+    }
+    (0, started.elapsed())
+}
+
+/// With `max_in_flight = 4`, four uploads trickled a byte every 2 s by one consumer held every
+/// place, and every other consumer got 503 `PROVIDER_BUSY` for as long as the uploads lasted:
+/// the body clock only limited the gap between reads. Now one consumer holds at most its share
+/// of a provider's places (`[throttle] consumer_share`, half by default; past it, 429), and a
+/// body must also keep `[limits] min_upload_rate` on average (else 408).
+#[test]
+fn slow_uploads_from_one_consumer_leave_the_provider_to_the_others() {
+    let proxy = Proxy::with(Options {
+        throttle: "max_in_flight = 4".into(),
+        limits: "header_timeout = \"2s\"".into(),
+        ..Options::default()
+    });
+    let head = proxy
+        .valid_request("POST", SEARCH, &[("Content-Length", "1000")], b"")
+        .head();
+    let uploads: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, head) = (proxy.addr, head.clone());
+            let upload = std::thread::spawn(move || trickle(addr, CONSUMER_A, head, 1000));
+            // Each upload is admitted (or not) before the next starts.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            upload
+        })
+        .collect();
+
+    // Another consumer, while the uploads trickle.
+    let r = proxy
+        .consumer(&ECDSA)
+        .exchange(&proxy.get().set("Ssp-From", ECDSA.asid));
+    assert_eq!(r.status, 200, "the other consumer was refused: {}", r.text());
+
+    let mut outcomes: Vec<(u16, std::time::Duration)> =
+        uploads.into_iter().map(|u| u.join().unwrap()).collect();
+    eprintln!("trickled uploads: {outcomes:?}");
+    outcomes.sort();
+    let statuses: Vec<u16> = outcomes.iter().map(|o| o.0).collect();
+    assert_eq!(
+        statuses,
+        [408, 408, 429, 429],
+        "two uploads admitted (its share of 4) and cut off for their rate, two refused at once"
+    );
+}

@@ -72,17 +72,19 @@ fn third_concurrent_request_to_a_busy_provider_gets_503() {
         handler: slow,
         ..Options::default()
     });
+    // Two consumers, each within its share (half of the two places).
     let slow_request = proxy.valid_request("GET", "/slow", &[], b"");
-    let mut busy: Vec<Consumer> = (0..2).map(|_| proxy.consumer(&CONSUMER_A)).collect();
-    for c in &mut busy {
-        c.send(&slow_request).unwrap();
-    }
+    let mut busy: Vec<Consumer> = [CONSUMER_A, ECDSA].iter().map(|who| proxy.consumer(who)).collect();
+    busy[0].send(&slow_request).unwrap();
+    busy[1].send(&slow_request.clone().set("Ssp-From", ECDSA.asid)).unwrap();
     // Both slow requests are at the provider before the third is tried.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while proxy.seen().len() < 2 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let third = proxy.consumer(&CONSUMER_A).exchange(&proxy.get());
+    let third = proxy
+        .consumer(&RSA4096)
+        .exchange(&proxy.get().set("Ssp-From", RSA4096.asid));
     assert_outcome(
         &third,
         503,

@@ -111,6 +111,7 @@ pub(super) struct RawLimits {
     pub drain_timeout: Field<String>,
     pub refused_handshakes: Field<u32>,
     pub refusals: Field<u32>,
+    pub min_upload_rate: Field<u64>,
     pub methods: List<String>,
 }
 
@@ -120,6 +121,7 @@ pub(super) struct RawThrottle {
     pub rate: Field<f64>,
     pub burst: Field<u32>,
     pub max_in_flight: Field<u32>,
+    pub consumer_share: Field<f64>,
 }
 
 #[derive(Deserialize, Default)]

@@ -178,12 +178,14 @@ fn spec_sections() -> Sections {
             drain_timeout: secs(30),
             refused_handshakes: 20,
             refusals: 20,
+            min_upload_rate: 1024,
             methods: vec!["GET".into(), "POST".into(), "PUT".into()],
         },
         Throttle {
             rate: 20.0,
             burst: 40,
             max_in_flight: 64,
+            consumer_share: 0.5,
         },
         Audit {
             dir: PathBuf::from("/var/log/ssp"),

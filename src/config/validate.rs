@@ -216,6 +216,7 @@ fn limits(src: &Source<'_>, raw: Field<raw::RawLimits>) -> Result<Limits, Config
         drain_timeout: t.or(l.drain_timeout, "drain_timeout", secs(30), duration)?,
         refused_handshakes: t.or(l.refused_handshakes, "refused_handshakes", 20, Ok)?,
         refusals: t.or(l.refusals, "refusals", 20, Ok)?,
+        min_upload_rate: t.or(l.min_upload_rate, "min_upload_rate", 1024, Ok)?,
         methods: t
             .list(l.methods, "methods", Empty::Refused, method)?
             .unwrap_or_else(|| vec!["GET".into(), "POST".into(), "PUT".into()]),
@@ -228,6 +229,7 @@ fn throttle(src: &Source<'_>, raw: Field<raw::RawThrottle>) -> Result<Throttle, 
         rate: t.or(th.rate, "rate", 20.0, rate)?,
         burst: t.or(th.burst, "burst", 40, at_least(1))?,
         max_in_flight: t.or(th.max_in_flight, "max_in_flight", 64, at_least(1))?,
+        consumer_share: t.or(th.consumer_share, "consumer_share", 0.5, share)?,
     })
 }
 
@@ -510,6 +512,14 @@ fn between<N: PartialOrd + Display>(min: N, max: N) -> impl Fn(N) -> Result<N, S
         } else {
             Err(format!("must be between {min} and {max}, found {n}"))
         }
+    }
+}
+
+fn share(s: f64) -> Result<f64, String> {
+    if s > 0.0 && s <= 1.0 {
+        Ok(s)
+    } else {
+        Err(format!("must be a fraction above 0 and at most 1, found {s}"))
     }
 }
 

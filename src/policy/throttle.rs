@@ -125,32 +125,70 @@ impl RateLimits {
     }
 }
 
-/// Requests in flight to each provider, across all workers.
+/// Requests in flight to each provider, across all workers, and each consumer's share of them.
 #[derive(Debug)]
 pub struct InFlight {
     caps: Vec<u32>,
     counts: Vec<AtomicU32>,
+    /// Places one consumer may hold at each provider (`[throttle] consumer_share` of its cap,
+    /// rounded up), so that one consumer's slow requests cannot take them all.
+    shares: Vec<u32>,
+    /// Places held, by consumer × provider.
+    held: Vec<AtomicU32>,
+}
+
+/// Why no place was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    /// The provider has `max_in_flight` requests in flight (row 15).
+    Provider,
+    /// This consumer holds its share of them already (row 14: it is sending too much at once).
+    ConsumerShare { share: u32 },
 }
 
 impl InFlight {
-    pub fn new(caps: Vec<u32>) -> Arc<InFlight> {
+    /// `caps` per provider; `share` in (0, 1] of each for one consumer, of `consumers`.
+    pub fn new(caps: Vec<u32>, share: f64, consumers: usize) -> Arc<InFlight> {
         let counts = caps.iter().map(|_| AtomicU32::new(0)).collect();
-        Arc::new(InFlight { caps, counts })
+        let shares = caps
+            .iter()
+            .map(|&cap| ((f64::from(cap) * share).ceil() as u32).clamp(1, cap.max(1)))
+            .collect();
+        let held = (0..consumers * caps.len()).map(|_| AtomicU32::new(0)).collect();
+        Arc::new(InFlight {
+            caps,
+            counts,
+            shares,
+            held,
+        })
     }
 
-    /// A place among `provider`'s in-flight requests, released when the permit is dropped
-    /// (on every path: success, error, timeout, consumer gone).
-    pub fn try_acquire(self: &Arc<Self>, provider: usize) -> Option<Permit> {
+    /// A place among `provider`'s in-flight requests for `consumer`, released when the permit
+    /// is dropped (on every path: success, error, timeout, consumer gone). `None` for indexes
+    /// it does not know.
+    pub fn try_acquire(self: &Arc<Self>, consumer: usize, provider: usize) -> Option<Result<Permit, Busy>> {
         let (cap, count) = (*self.caps.get(provider)?, self.counts.get(provider)?);
-        count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < cap).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Permit {
-                in_flight: self.clone(),
-                provider,
-            })
+        let slot = consumer.checked_mul(self.caps.len())?.checked_add(provider)?;
+        let (share, held) = (*self.shares.get(provider)?, self.held.get(slot)?);
+        let take = |counter: &AtomicU32, limit: u32| {
+            counter
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < limit).then_some(n + 1)
+                })
+                .is_ok()
+        };
+        if !take(held, share) {
+            return Some(Err(Busy::ConsumerShare { share }));
+        }
+        if !take(count, cap) {
+            held.fetch_sub(1, Ordering::AcqRel);
+            return Some(Err(Busy::Provider));
+        }
+        Some(Ok(Permit {
+            in_flight: self.clone(),
+            provider,
+            slot,
+        }))
     }
 
     pub fn current(&self, provider: usize) -> u32 {
@@ -162,6 +200,7 @@ impl InFlight {
 pub struct Permit {
     in_flight: Arc<InFlight>,
     provider: usize,
+    slot: usize,
 }
 
 impl Drop for Permit {
@@ -169,7 +208,31 @@ impl Drop for Permit {
         if let Some(count) = self.in_flight.counts.get(self.provider) {
             count.fetch_sub(1, Ordering::AcqRel);
         }
+        if let Some(held) = self.in_flight.held.get(self.slot) {
+            held.fetch_sub(1, Ordering::AcqRel);
+        }
     }
+}
+
+/// When a request body still arriving must next have moved: `gap` after its last bytes (`now`),
+/// and never later than `gap` plus the time its `received` bytes earn at `min_rate` bytes a
+/// second from when the request `began` (Apache's `mod_reqtimeout` MinRate). A body trickled a
+/// byte at a time cannot hold its provider's in-flight place for longer than about `gap`.
+/// `min_rate` 0: only the gap counts.
+pub fn body_deadline(
+    began: std::time::Instant,
+    received: u64,
+    now: std::time::Instant,
+    gap: std::time::Duration,
+    min_rate: u64,
+) -> std::time::Instant {
+    let by_gap = now + gap;
+    if min_rate == 0 {
+        return by_gap;
+    }
+    let earned_nanos = u128::from(received) * 1_000_000_000 / u128::from(min_rate);
+    let earned = std::time::Duration::from_nanos(u64::try_from(earned_nanos).unwrap_or(u64::MAX));
+    by_gap.min(began + gap + earned)
 }
 
 /// Failures per key, each costing a token from a small bucket (GCRA): a key whose bucket is
@@ -335,6 +398,7 @@ mod tests {
             rate: 20.0,
             burst: 40,
             max_in_flight: 64,
+            consumer_share: 0.5,
         };
         let consumer = |rate, burst| Consumer {
             asid: "1".into(),
@@ -377,14 +441,62 @@ mod tests {
     }
 
     #[test]
+    fn a_body_must_keep_its_average_rate_as_well_as_its_gap() {
+        use std::time::{Duration, Instant};
+        let (t0, gap) = (Instant::now(), Duration::from_secs(10));
+        // Fast enough: the gap decides.
+        let d = body_deadline(t0, 100_000, t0 + Duration::from_secs(5), gap, 1024);
+        assert_eq!(d, t0 + Duration::from_secs(15));
+        // A byte every 2 s: the rate decides, about `gap` after the start whatever it sends.
+        let d = body_deadline(t0, 4, t0 + Duration::from_secs(8), gap, 1024);
+        assert!(d < t0 + gap + Duration::from_millis(4), "{:?}", d - t0);
+        // Off: the gap alone.
+        let d = body_deadline(t0, 4, t0 + Duration::from_secs(8), gap, 0);
+        assert_eq!(d, t0 + Duration::from_secs(18));
+        // No overflow with an absurd count.
+        let _ = body_deadline(t0, u64::MAX, t0, gap, 1);
+    }
+
+    #[test]
     fn in_flight_permits_are_capped_and_released_on_drop() {
-        let in_flight = InFlight::new(vec![2]);
-        let a = in_flight.try_acquire(0).unwrap();
-        let _b = in_flight.try_acquire(0).unwrap();
-        assert!(in_flight.try_acquire(0).is_none());
+        let in_flight = InFlight::new(vec![2], 1.0, 1);
+        let a = in_flight.try_acquire(0, 0).unwrap().unwrap();
+        let _b = in_flight.try_acquire(0, 0).unwrap().unwrap();
+        assert_eq!(
+            in_flight.try_acquire(0, 0).unwrap().unwrap_err(),
+            Busy::ConsumerShare { share: 2 }
+        );
         drop(a);
         assert_eq!(in_flight.current(0), 1);
-        assert!(in_flight.try_acquire(0).is_some());
-        assert!(in_flight.try_acquire(7).is_none(), "unknown provider");
+        assert!(in_flight.try_acquire(0, 0).unwrap().is_ok());
+        assert!(in_flight.try_acquire(0, 7).is_none(), "unknown provider");
+        assert!(in_flight.try_acquire(1, 0).is_none(), "unknown consumer");
+    }
+
+    #[test]
+    fn one_consumer_holds_at_most_its_share_and_leaves_the_rest_to_others() {
+        // Four places at provider 0, half of them (rounded up) for any one consumer.
+        let in_flight = InFlight::new(vec![4, 3], 0.5, 3);
+        let greedy: Vec<Permit> = (0..2)
+            .map(|_| in_flight.try_acquire(0, 0).unwrap().unwrap())
+            .collect();
+        assert_eq!(
+            in_flight.try_acquire(0, 0).unwrap().unwrap_err(),
+            Busy::ConsumerShare { share: 2 }
+        );
+        let other = in_flight.try_acquire(1, 0).unwrap().unwrap();
+        let third = in_flight.try_acquire(2, 0).unwrap().unwrap();
+        assert_eq!(in_flight.current(0), 4);
+        assert_eq!(
+            in_flight.try_acquire(1, 0).unwrap().unwrap_err(),
+            Busy::Provider,
+            "within its share, but the provider is full"
+        );
+        assert_eq!(in_flight.current(0), 4, "a refused place is given back");
+        drop((greedy, other, third));
+        assert_eq!(in_flight.current(0), 0);
+        // 3 × 0.5 rounds up to 2; a share never rounds down to nothing.
+        let tiny = InFlight::new(vec![1], 0.01, 1);
+        assert!(tiny.try_acquire(0, 0).unwrap().is_ok());
     }
 }

@@ -20,7 +20,7 @@ use crate::http::request::{BodyFraming, RequestHead, Version};
 use crate::http::response::{self, ResponseFraming};
 use crate::policy::Admission;
 use crate::policy::refusal::Refusal;
-use crate::policy::throttle::Permit;
+use crate::policy::throttle::{self, Permit};
 
 /// `X-Rate-Limit-Limit`, `-Remaining` and `-Reset` for an admitted request's answer (row 14).
 pub type RateFields = [(&'static str, u64); 3];
@@ -353,9 +353,20 @@ pub fn pump(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
                     ex.request_body = None;
                 }
                 // While the body uploads, a stall is the consumer's (header_timeout between
-                // reads); the response clock starts once the request is out.
+                // reads, and `min_upload_rate` on average); the response clock starts once the
+                // request is out.
                 if p.consumed > 0 && !ex.awaiting_handshake {
-                    ex.deadline = now + wait_limit(&ex.shared, ex.request_body.is_some());
+                    let limits = &ex.shared.config.limits;
+                    ex.deadline = match ex.request_body {
+                        Some(_) => throttle::body_deadline(
+                            ex.started,
+                            ex.bytes_up,
+                            now,
+                            limits.header_timeout,
+                            limits.min_upload_rate,
+                        ),
+                        None => now + wait_limit(&ex.shared, false),
+                    };
                 }
                 progress |= p.consumed > 0 || p.done;
                 if too_large {

@@ -227,7 +227,11 @@ impl Shared {
             &config.consumers,
             &config.throttle,
         )));
-        let in_flight = InFlight::new(throttle::provider_caps(&config.providers, &config.throttle));
+        let in_flight = InFlight::new(
+            throttle::provider_caps(&config.providers, &config.throttle),
+            config.throttle.consumer_share,
+            config.consumers.len(),
+        );
         Shared::assemble(config, tls, rates, in_flight)
     }
 

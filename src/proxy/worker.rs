@@ -30,7 +30,7 @@ use crate::http::request::{BodyFraming, RequestHead};
 use crate::policy;
 use crate::policy::Admission;
 use crate::policy::refusal::Refusal;
-use crate::policy::throttle::Permit;
+use crate::policy::throttle::{Busy, Permit};
 
 /// How often deadlines are checked; timeouts fire at most this late.
 const TICK: Duration = Duration::from_millis(100);
@@ -736,12 +736,23 @@ fn limits(shared: &Shared, admission: &Admission, nanos: u64) -> Result<(Permit,
             reset: whole_seconds(verdict.reset),
         });
     }
-    let permit = shared
-        .in_flight
-        .try_acquire(route.provider)
-        .ok_or_else(|| Refusal::ProviderBusy {
+    let busy = |why| match why {
+        Some(Busy::ConsumerShare { .. }) => Refusal::Throttled {
+            from: admission.ssp.from.to_string(),
+            limit,
+            retry_after: 1,
+            reset: whole_seconds(verdict.reset),
+        },
+        _ => Refusal::ProviderBusy {
             to: admission.ssp.to.to_string(),
-        })?;
+        },
+    };
+    let permit = match shared.in_flight.try_acquire(route.consumer, route.provider) {
+        Some(Ok(permit)) => permit,
+        Some(Err(why)) => return Err(busy(Some(why))),
+        // An index the counters do not know cannot happen; refuse rather than skip the cap.
+        None => return Err(busy(None)),
+    };
     let fields = [
         ("X-Rate-Limit-Limit", u64::from(limit)),
         ("X-Rate-Limit-Remaining", u64::from(verdict.remaining)),
