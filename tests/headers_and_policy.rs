@@ -411,3 +411,29 @@ fn checks_run_in_the_published_order() {
         proxy.assert_nothing_forwarded(&token);
     }
 }
+
+/// Issue 24 item 3a: a checked field given twice is refused, whichever it is: the proxy would
+/// check and audit one value and the provider might read the other, or both as a list.
+#[test]
+fn each_checked_header_given_twice_is_refused() {
+    let proxy = Proxy::start();
+    let valid = proxy.get();
+    let others = [
+        ("Ssp-TraceID", "6b6f3f8e-7a1d-4c1e-9d3a-2f0b6c1e8a44"),
+        ("Ssp-From", CONSUMER_B.asid),
+        ("Ssp-To", "200000000998"),
+        ("Ssp-InteractionID", "urn:nhs:names:services:other"),
+        ("Authorization", "Bearer eyJhbGciOiJub25lIn0.eyJpc3MiOiJ5In0."),
+    ];
+    for (name, other) in others {
+        let token = format!("MISSING_OR_INVALID_HEADER_{name}");
+        let (_, same) = valid.fields.iter().find(|(n, _)| n == name).unwrap();
+        // The same value again is still two fields.
+        for value in [other, same.as_str()] {
+            for spelling in [name.to_string(), name.to_ascii_lowercase()] {
+                let request = valid.clone().add(&spelling, value);
+                assert_refused(&proxy, &CONSUMER_A, &request, 400, "invalid", &token);
+            }
+        }
+    }
+}

@@ -68,32 +68,25 @@ const BY_LENGTH: [Option<usize>; 18] = {
     table
 };
 
-/// How often a checked header appeared, and its value when once.
-#[derive(Clone, Copy)]
-enum Seen<'a> {
-    Never,
-    Once(&'a [u8]),
-    More,
-}
-
+/// Row 7: each checked header present once and well-formed (the JWT only when present or
+/// required). The refusal names the first header found wanting.
 pub fn check(head: &RequestHead, require_jwt: bool) -> Result<SspHeaders<'_>, Refusal> {
-    // One pass over the fields finds every checked header, and any given twice.
-    let mut seen = [Seen::Never; CHECKED.len()];
+    let refused = |i: usize| Refusal::InvalidHeader(CHECKED[i]);
+    // One pass over the fields finds every checked header. A second instance of any of them
+    // is refused here, one rule for all five: the proxy checks and audits one value while a
+    // provider may read the other, or both joined into a list.
+    let mut seen: [Option<&[u8]>; CHECKED.len()] = [None; CHECKED.len()];
     for (name, value) in head.fields() {
         if let Some(i) = checked_index(name) {
-            seen[i] = match seen[i] {
-                Seen::Never => Seen::Once(value),
-                _ => Seen::More,
-            };
+            if seen[i].is_some() {
+                return Err(refused(i));
+            }
+            seen[i] = Some(value);
         }
     }
     // Only SP and HTAB are optional whitespace around a field value (RFC 9110 section 5.6.3).
     // The rules run on the bytes; none of them needs a `&str`.
-    let once = |i: usize| match seen[i] {
-        Seen::Once(v) => Ok(trim_ows(v)),
-        _ => Err(Refusal::InvalidHeader(CHECKED[i])),
-    };
-    let refused = |i: usize| Refusal::InvalidHeader(CHECKED[i]);
+    let once = |i: usize| seen[i].map(trim_ows).ok_or_else(|| refused(i));
     let ssp = SspHeaders {
         trace_id: Some(once(0)?).filter(|v| is_uuid(v)).ok_or_else(|| refused(0))?,
         from: Asid::new(once(1)?).ok_or_else(|| refused(1))?,
@@ -103,12 +96,11 @@ pub fn check(head: &RequestHead, require_jwt: bool) -> Result<SspHeaders<'_>, Re
             .ok_or_else(|| refused(3))?,
     };
     let jwt_ok = match seen[AUTHORIZATION] {
-        Seen::Never => !require_jwt,
-        Seen::Once(v) => jwt::is_valid_bearer(v),
-        Seen::More => false,
+        None => !require_jwt,
+        Some(v) => jwt::is_valid_bearer(v),
     };
     if !jwt_ok {
-        return Err(Refusal::InvalidHeader(CHECKED[AUTHORIZATION]));
+        return Err(refused(AUTHORIZATION));
     }
     Ok(ssp)
 }
@@ -257,6 +249,31 @@ mod tests {
             check(&head(&doubled), true),
             Err(Refusal::InvalidHeader("Ssp-From"))
         );
+    }
+
+    /// Issue 24 item 3a: one rule for all five; a second instance is refused whatever its
+    /// value (the same one, another valid one, an empty one) and however its name is spelt.
+    #[test]
+    fn each_checked_header_given_twice_is_refused() {
+        for (name, value) in valid() {
+            for second in [
+                name.to_string(),
+                name.to_ascii_lowercase(),
+                name.to_ascii_uppercase(),
+            ] {
+                for second_value in [value, "", "x"] {
+                    let mut fields = valid();
+                    fields.push((&second, second_value));
+                    for require_jwt in [true, false] {
+                        assert_eq!(
+                            check(&head(&fields), require_jwt),
+                            Err(Refusal::InvalidHeader(name)),
+                            "{second}: {second_value:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
