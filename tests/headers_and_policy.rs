@@ -437,3 +437,48 @@ fn each_checked_header_given_twice_is_refused() {
         }
     }
 }
+
+/// Issue 24 item 9: segments that common provider stacks resolve as `..` (Tomcat and Jetty
+/// path parameters, IIS `%u` escapes, fullwidth dots) are refused as `..` is, in both forms
+/// of the target; ordinary segments with dots and parameters still pass.
+#[test]
+fn segments_that_providers_resolve_as_dot_dot_are_refused() {
+    let proxy = Proxy::start();
+    let port = proxy.provider_addr.port();
+    let raw = |path: &str| format!("/https://localhost:{port}{ROOT}{path}");
+    let encoded =
+        |path: &str| format!("/https%3A%2F%2Flocalhost%3A{port}%2FPrescription-Exemptions%2F1.0.0{path}");
+    let refused = [
+        raw("/x/..;/admin"),
+        raw("/x/%2e%2e;/admin"),
+        raw("/x/..;jsessionid=1/admin"),
+        raw("/x/.;/search"),
+        raw("/x/%u002e%u002e/admin"),
+        raw("/search%u0041"),
+        raw("/x/%EF%BC%8E%EF%BC%8E/admin"),
+        raw("/x/\u{ff0e}\u{ff0e}/admin"),
+        raw("/x/..;"),
+        encoded("%2Fx%2F..%3B%2Fadmin"),
+        encoded("%2Fx%2F%252e%252e%3Bjsessionid%3D1%2Fadmin"),
+        encoded("%2Fx%2F%25EF%25BC%258E%25EF%25BC%258E%2Fadmin"),
+    ];
+    for target in refused {
+        let r = proxy.consumer(&CONSUMER_A).exchange(&proxy.get().target(&target));
+        assert_outcome(&r, 400, "invalid", "INVALID_TARGET_URL", Some(TRACE_ID));
+        proxy.assert_nothing_forwarded(&target);
+    }
+    for path in ["/search;v=1?patient=9000000009", "/...;/search"] {
+        let r = proxy
+            .consumer(&CONSUMER_A)
+            .exchange(&proxy.get().target(&raw(path)));
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+    }
+    let seen: Vec<String> = proxy.seen().into_iter().map(|s| s.target).collect();
+    assert_eq!(
+        seen,
+        [
+            format!("{ROOT}/search;v=1?patient=9000000009"),
+            format!("{ROOT}/...;/search")
+        ]
+    );
+}
