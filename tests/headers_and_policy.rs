@@ -482,3 +482,48 @@ fn segments_that_providers_resolve_as_dot_dot_are_refused() {
         ]
     );
 }
+
+/// Issue 24 item 10: the percent-encoded form of the target, decoded once, carries nothing to
+/// the provider's request line that the raw form may not, and neither form carries bytes
+/// outside RFC 3986 (`|` in the query excepted: FHIR token searches send it unescaped).
+#[test]
+fn both_forms_of_the_target_are_held_to_the_same_characters() {
+    let proxy = Proxy::start();
+    let port = proxy.provider_addr.port();
+    let raw = |path: &str| format!("/https://localhost:{port}{ROOT}{path}");
+    let encoded = |path: &str| {
+        let escaped: String = path.bytes().map(|b| format!("%{b:02X}")).collect();
+        format!("/https%3A%2F%2Flocalhost%3A{port}%2FPrescription-Exemptions%2F1.0.0{escaped}")
+    };
+    let refused = [
+        "/search\"",
+        "/se<a>rch",
+        "/s{x}",
+        "/s|x",
+        "/s^x",
+        "/s`x",
+        "/s[x]",
+        "/s\u{e9}",
+        "/search?patient=\"9000000009\"",
+        "/search?p=<script>",
+        "/search?p={x}",
+        "/search?p=^",
+        "/search?p=`",
+        "/search?p=\u{e9}",
+        "/search?p=\u{a0}",
+    ];
+    for path in refused {
+        for target in [raw(path), encoded(path)] {
+            let r = proxy.consumer(&CONSUMER_A).exchange(&proxy.get().target(&target));
+            assert_outcome(&r, 400, "invalid", "INVALID_TARGET_URL", Some(TRACE_ID));
+            proxy.assert_nothing_forwarded(&target);
+        }
+    }
+    let path = "/search?identifier=https://fhir.nhs.uk/Id/nhs-number|9000000009";
+    for target in [raw(path), encoded(path)] {
+        let r = proxy.consumer(&CONSUMER_A).exchange(&proxy.get().target(&target));
+        assert_eq!(r.status, 200, "{target}: {}", r.text());
+    }
+    let seen: Vec<String> = proxy.seen().into_iter().map(|s| s.target).collect();
+    assert_eq!(seen, [format!("{ROOT}{path}"), format!("{ROOT}{path}")]);
+}

@@ -103,8 +103,8 @@ fn parse_url(url: &str) -> Result<Target<'_>, TargetError> {
     })
 }
 
-/// One pass over the path and query. Refused anywhere: controls, spaces, `#`, `\\` and IIS
-/// `%u` escapes (not percent-encoding, but IIS decodes them). Refused in the path: dot
+/// One pass over the path and query. Refused anywhere: bytes outside RFC 3986 (`CLASS`) and
+/// IIS `%u` escapes (not percent-encoding, but IIS decodes them). Refused in the path: dot
 /// segments (`is_dot_segment`), which would let a provider resolve a path outside the
 /// registered endpoint after our prefix check passed; and encoded `/`, `\\` and controls,
 /// which a provider that decodes them would see as different segments than the prefix check
@@ -142,7 +142,7 @@ fn check_path_and_query(p: &str) -> Result<usize, TargetError> {
                     false => Ok(i),
                 };
             }
-            Class::Refused => return Err(TargetError::BadPath),
+            Class::Refused | Class::QueryOnly => return Err(TargetError::BadPath),
             Class::Percent => match escaped(bytes, i) {
                 Some(b'/' | b'\\' | 0..0x20 | 0x7f) => return Err(TargetError::BadPath),
                 Some(_) => i += 3,
@@ -229,27 +229,40 @@ fn is_u_escape(bytes: &[u8], at: usize) -> bool {
     bytes[at..].starts_with(b"%u") || bytes[at..].starts_with(b"%U")
 }
 
-/// What a byte means to `check_path_and_query`.
+/// What a byte means to `check_path_and_query`. The one character rule of a target, raw or
+/// decoded from the percent-encoded form: RFC 3986's (unreserved, sub-delims, `:`, `@`, `/`,
+/// `?` and escapes). httparse lets any visible ASCII and any byte beyond ASCII into a
+/// request-target; forwarded as they came, quotes, angle brackets and braces reach the
+/// provider's request line and logs, and bytes beyond ASCII reach parsers that disagree about
+/// what they are (Latin-1, UTF-8, NFKC).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Class {
     Plain,
     Slash,
     Query,
     Percent,
-    /// Controls, space, `#` and `\\`.
+    /// `|`: refused in the path, allowed in the query, where FHIR token searches
+    /// (`identifier=system|value`) send it unescaped. It means nothing to a request-line parser.
+    QueryOnly,
+    /// Everything else: controls, space, `" # < > [ \\ ] ^ ` { }`, DEL, and every byte beyond
+    /// ASCII.
     Refused,
 }
 
 const CLASS: [Class; 256] = {
-    let mut table = [Class::Plain; 256];
+    let mut table = [Class::Refused; 256];
     let mut b = 0;
     while b < 256 {
         table[b] = match b as u8 {
             b'/' => Class::Slash,
             b'?' => Class::Query,
             b'%' => Class::Percent,
-            0..0x20 | 0x7f | b' ' | b'#' | b'\\' => Class::Refused,
-            _ => Class::Plain,
+            b'|' => Class::QueryOnly,
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' => Class::Plain,
+            b'-' | b'.' | b'_' | b'~' => Class::Plain,
+            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' => Class::Plain,
+            b':' | b'@' => Class::Plain,
+            _ => Class::Refused,
         };
         b += 1;
     }
@@ -509,6 +522,47 @@ mod tests {
         ] {
             assert!(parse(fine).is_ok(), "{fine}: {:?}", parse(fine));
         }
+    }
+
+    /// Issue 24 item 10: one character rule for both forms of the target. The percent-encoded
+    /// form, decoded once, may carry nothing to the provider's request line that the raw
+    /// form may not: RFC 3986 characters only (and `|` in the query, see `CLASS`).
+    #[test]
+    fn both_forms_of_the_target_are_held_to_the_same_characters() {
+        let rfc3986 = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b);
+        for b in (0u8..0x80).filter(|b| !b"%/?".contains(b)) {
+            let c = char::from(b);
+            for (place, want) in [("a", rfc3986(b)), ("a?q=", rfc3986(b) || b == b'|')] {
+                let (raw, encoded) = (
+                    format!("/https://h/{place}{c}"),
+                    format!("/https%3A%2F%2Fh%2F{place}%{b:02X}"),
+                );
+                let (raw, encoded) = (parse(&raw).map(Target::into_owned), parse(&encoded));
+                assert_eq!(raw.is_ok(), want, "{c:?} after {place:?}: {raw:?}");
+                assert_eq!(raw, encoded, "{c:?} after {place:?}, the two forms");
+            }
+        }
+        for c in ['\u{e9}', '\u{ff0e}', '\u{a0}', '\u{2028}'] {
+            let mut utf8 = [0u8; 4];
+            let escaped: String = c
+                .encode_utf8(&mut utf8)
+                .bytes()
+                .map(|b| format!("%{b:02X}"))
+                .collect();
+            for place in ["a", "a?q="] {
+                assert_eq!(
+                    parse(&format!("/https://h/{place}{c}")),
+                    Err(TargetError::BadPath)
+                );
+                let encoded = format!("/https%3A%2F%2Fh%2F{place}{escaped}");
+                assert_eq!(parse(&encoded), Err(TargetError::BadPath), "{encoded}");
+            }
+        }
+        // Escapes of those characters pass, as escapes, in both forms.
+        let raw = parse("/https://h/a%7B%22%C3%A9?q=%7C%3C").unwrap();
+        let encoded = parse("/https%3A%2F%2Fh%2Fa%257B%2522%25C3%25A9%3Fq%3D%257C%253C").unwrap();
+        assert_eq!(raw, encoded);
+        assert_eq!(raw.path_and_query, "/a%7B%22%C3%A9?q=%7C%3C");
     }
 
     #[test]
