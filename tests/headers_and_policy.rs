@@ -527,3 +527,37 @@ fn both_forms_of_the_target_are_held_to_the_same_characters() {
     let seen: Vec<String> = proxy.seen().into_iter().map(|s| s.target).collect();
     assert_eq!(seen, [format!("{ROOT}{path}"), format!("{ROOT}{path}")]);
 }
+
+/// Issue 24 item 11: CGI, WSGI and PHP stacks read `_` in a field name as `-`, so a field
+/// named as a checked one with `_` for `-` is refused, beside the checked one or alone.
+#[test]
+fn underscore_lookalikes_of_checked_headers_are_refused() {
+    let proxy = Proxy::start();
+    let cases = [
+        (
+            "Ssp-TraceID",
+            "Ssp_TraceID",
+            "6b6f3f8e-7a1d-4c1e-9d3a-2f0b6c1e8a44",
+        ),
+        ("Ssp-From", "Ssp_From", CONSUMER_B.asid),
+        ("Ssp-To", "ssp_to", "200000000998"),
+        (
+            "Ssp-InteractionID",
+            "SSP_INTERACTIONID",
+            "urn:nhs:names:services:other",
+        ),
+    ];
+    for (name, lookalike, value) in cases {
+        let token = format!("MISSING_OR_INVALID_HEADER_{name}");
+        let beside = proxy.get().add(lookalike, value);
+        assert_refused(&proxy, &CONSUMER_A, &beside, 400, "invalid", &token);
+        let instead = proxy.get().remove(name).add(lookalike, value);
+        assert_refused(&proxy, &CONSUMER_A, &instead, 400, "invalid", &token);
+    }
+    // An underscore elsewhere is an ordinary field, forwarded.
+    let r = proxy
+        .consumer(&CONSUMER_A)
+        .exchange(&proxy.get().add("X_Ssp_From", "1"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(proxy.seen()[0].field("x_ssp_from"), Some("1"));
+}
