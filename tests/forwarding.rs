@@ -87,6 +87,41 @@ fn forwarded_header_is_not_added_when_switched_off() {
     assert_eq!(proxy.seen()[0].field("forwarded"), None);
 }
 
+/// Issue 24 item 13: a provider joins the `Forwarded` lines into one list, so a consumer's
+/// line with an unclosed quote (`for="6.6.6.6`) would swallow the element the proxy appends.
+/// A consumer `Forwarded` that is not RFC 7239 is dropped; one that is goes on, before ours.
+#[test]
+fn consumer_forwarded_that_does_not_parse_is_dropped_and_ours_comes_last() {
+    let proxy = Proxy::start();
+    let forwarded_lines = |s: &SeenRequest| -> Vec<String> {
+        s.fields
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("forwarded"))
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    for bad in [
+        "for=\"6.6.6.6",
+        "for=\"6.6.6.6\\\"",
+        "for=6.6.6.6;proto",
+        "for=6.6.6.6 by=x",
+    ] {
+        let mut consumer = proxy.consumer(&CONSUMER_A);
+        let r = consumer.exchange(&proxy.get().add("Forwarded", bad));
+        assert_eq!(r.status, 200, "{bad}: {}", r.text());
+        let seen = proxy.seen.lock().unwrap().pop().unwrap();
+        let ours = format!("for=\"{}\";proto=https", consumer.local_addr());
+        assert_eq!(forwarded_lines(&seen), [ours], "{bad}");
+    }
+    let good = "for=192.0.2.43, for=\"[2001:db8:cafe::17]:4711\";by=\"x\\\"y\"";
+    let mut consumer = proxy.consumer(&CONSUMER_A);
+    let r = consumer.exchange(&proxy.get().add("Forwarded", good));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = proxy.seen.lock().unwrap().pop().unwrap();
+    let ours = format!("for=\"{}\";proto=https", consumer.local_addr());
+    assert_eq!(forwarded_lines(&seen), [good.to_string(), ours]);
+}
+
 #[test]
 fn post_body_with_content_length_arrives_intact() {
     let proxy = Proxy::start();
