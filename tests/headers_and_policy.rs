@@ -411,3 +411,153 @@ fn checks_run_in_the_published_order() {
         proxy.assert_nothing_forwarded(&token);
     }
 }
+
+/// Issue 24 item 3a: a checked field given twice is refused, whichever it is: the proxy would
+/// check and audit one value and the provider might read the other, or both as a list.
+#[test]
+fn each_checked_header_given_twice_is_refused() {
+    let proxy = Proxy::start();
+    let valid = proxy.get();
+    let others = [
+        ("Ssp-TraceID", "6b6f3f8e-7a1d-4c1e-9d3a-2f0b6c1e8a44"),
+        ("Ssp-From", CONSUMER_B.asid),
+        ("Ssp-To", "200000000998"),
+        ("Ssp-InteractionID", "urn:nhs:names:services:other"),
+        ("Authorization", "Bearer eyJhbGciOiJub25lIn0.eyJpc3MiOiJ5In0."),
+    ];
+    for (name, other) in others {
+        let token = format!("MISSING_OR_INVALID_HEADER_{name}");
+        let (_, same) = valid.fields.iter().find(|(n, _)| n == name).unwrap();
+        // The same value again is still two fields.
+        for value in [other, same.as_str()] {
+            for spelling in [name.to_string(), name.to_ascii_lowercase()] {
+                let request = valid.clone().add(&spelling, value);
+                assert_refused(&proxy, &CONSUMER_A, &request, 400, "invalid", &token);
+            }
+        }
+    }
+}
+
+/// Issue 24 item 9: segments that common provider stacks resolve as `..` (Tomcat and Jetty
+/// path parameters, IIS `%u` escapes, fullwidth dots) are refused as `..` is, in both forms
+/// of the target; ordinary segments with dots and parameters still pass.
+#[test]
+fn segments_that_providers_resolve_as_dot_dot_are_refused() {
+    let proxy = Proxy::start();
+    let port = proxy.provider_addr.port();
+    let raw = |path: &str| format!("/https://localhost:{port}{ROOT}{path}");
+    let encoded =
+        |path: &str| format!("/https%3A%2F%2Flocalhost%3A{port}%2FPrescription-Exemptions%2F1.0.0{path}");
+    let refused = [
+        raw("/x/..;/admin"),
+        raw("/x/%2e%2e;/admin"),
+        raw("/x/..;jsessionid=1/admin"),
+        raw("/x/.;/search"),
+        raw("/x/%u002e%u002e/admin"),
+        raw("/search%u0041"),
+        raw("/x/%EF%BC%8E%EF%BC%8E/admin"),
+        raw("/x/\u{ff0e}\u{ff0e}/admin"),
+        raw("/x/..;"),
+        encoded("%2Fx%2F..%3B%2Fadmin"),
+        encoded("%2Fx%2F%252e%252e%3Bjsessionid%3D1%2Fadmin"),
+        encoded("%2Fx%2F%25EF%25BC%258E%25EF%25BC%258E%2Fadmin"),
+    ];
+    for target in refused {
+        let r = proxy.consumer(&CONSUMER_A).exchange(&proxy.get().target(&target));
+        assert_outcome(&r, 400, "invalid", "INVALID_TARGET_URL", Some(TRACE_ID));
+        proxy.assert_nothing_forwarded(&target);
+    }
+    for path in ["/search;v=1?patient=9000000009", "/...;/search"] {
+        let r = proxy
+            .consumer(&CONSUMER_A)
+            .exchange(&proxy.get().target(&raw(path)));
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+    }
+    let seen: Vec<String> = proxy.seen().into_iter().map(|s| s.target).collect();
+    assert_eq!(
+        seen,
+        [
+            format!("{ROOT}/search;v=1?patient=9000000009"),
+            format!("{ROOT}/...;/search")
+        ]
+    );
+}
+
+/// Issue 24 item 10: the percent-encoded form of the target, decoded once, carries nothing to
+/// the provider's request line that the raw form may not, and neither form carries bytes
+/// outside RFC 3986 (`|` in the query excepted: FHIR token searches send it unescaped).
+#[test]
+fn both_forms_of_the_target_are_held_to_the_same_characters() {
+    let proxy = Proxy::start();
+    let port = proxy.provider_addr.port();
+    let raw = |path: &str| format!("/https://localhost:{port}{ROOT}{path}");
+    let encoded = |path: &str| {
+        let escaped: String = path.bytes().map(|b| format!("%{b:02X}")).collect();
+        format!("/https%3A%2F%2Flocalhost%3A{port}%2FPrescription-Exemptions%2F1.0.0{escaped}")
+    };
+    let refused = [
+        "/search\"",
+        "/se<a>rch",
+        "/s{x}",
+        "/s|x",
+        "/s^x",
+        "/s`x",
+        "/s[x]",
+        "/s\u{e9}",
+        "/search?patient=\"9000000009\"",
+        "/search?p=<script>",
+        "/search?p={x}",
+        "/search?p=^",
+        "/search?p=`",
+        "/search?p=\u{e9}",
+        "/search?p=\u{a0}",
+    ];
+    for path in refused {
+        for target in [raw(path), encoded(path)] {
+            let r = proxy.consumer(&CONSUMER_A).exchange(&proxy.get().target(&target));
+            assert_outcome(&r, 400, "invalid", "INVALID_TARGET_URL", Some(TRACE_ID));
+            proxy.assert_nothing_forwarded(&target);
+        }
+    }
+    let path = "/search?identifier=https://fhir.nhs.uk/Id/nhs-number|9000000009";
+    for target in [raw(path), encoded(path)] {
+        let r = proxy.consumer(&CONSUMER_A).exchange(&proxy.get().target(&target));
+        assert_eq!(r.status, 200, "{target}: {}", r.text());
+    }
+    let seen: Vec<String> = proxy.seen().into_iter().map(|s| s.target).collect();
+    assert_eq!(seen, [format!("{ROOT}{path}"), format!("{ROOT}{path}")]);
+}
+
+/// Issue 24 item 11: CGI, WSGI and PHP stacks read `_` in a field name as `-`, so a field
+/// named as a checked one with `_` for `-` is refused, beside the checked one or alone.
+#[test]
+fn underscore_lookalikes_of_checked_headers_are_refused() {
+    let proxy = Proxy::start();
+    let cases = [
+        (
+            "Ssp-TraceID",
+            "Ssp_TraceID",
+            "6b6f3f8e-7a1d-4c1e-9d3a-2f0b6c1e8a44",
+        ),
+        ("Ssp-From", "Ssp_From", CONSUMER_B.asid),
+        ("Ssp-To", "ssp_to", "200000000998"),
+        (
+            "Ssp-InteractionID",
+            "SSP_INTERACTIONID",
+            "urn:nhs:names:services:other",
+        ),
+    ];
+    for (name, lookalike, value) in cases {
+        let token = format!("MISSING_OR_INVALID_HEADER_{name}");
+        let beside = proxy.get().add(lookalike, value);
+        assert_refused(&proxy, &CONSUMER_A, &beside, 400, "invalid", &token);
+        let instead = proxy.get().remove(name).add(lookalike, value);
+        assert_refused(&proxy, &CONSUMER_A, &instead, 400, "invalid", &token);
+    }
+    // An underscore elsewhere is an ordinary field, forwarded.
+    let r = proxy
+        .consumer(&CONSUMER_A)
+        .exchange(&proxy.get().add("X_Ssp_From", "1"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(proxy.seen()[0].field("x_ssp_from"), Some("1"));
+}

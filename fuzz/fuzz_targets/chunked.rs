@@ -41,6 +41,25 @@ fn run(body: &[u8], cuts: &[usize], copy: bool) -> Outcome {
     (Ok((total, decoder.is_done())), out)
 }
 
+/// What `relay` stages for the provider when `body` arrives cut at `cuts`: the bytes consumed,
+/// and those relayed (the framing less trailer fields), or the error.
+fn relay(body: &[u8], cuts: &[usize]) -> Result<(usize, Vec<u8>), ChunkError> {
+    let mut decoder = ChunkedDecoder::new();
+    let mut out = Vec::new();
+    let mut total = 0;
+    let mut start = 0;
+    for end in cuts.iter().copied().chain(std::iter::once(body.len())) {
+        let piece = &body[start..end];
+        start = end;
+        let progress = decoder.relay(piece, &mut out)?;
+        total += progress.consumed;
+        if progress.done {
+            break;
+        }
+    }
+    Ok((total, out))
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&count, rest)) = data.split_first() else {
         return;
@@ -69,5 +88,19 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(whole.0, run(body, &cuts, false).0);
     if let Ok((consumed, true)) = whole.0 {
         assert!(consumed <= body.len());
+    }
+    // Relaying walks the framing as feeding does, whatever the cuts, and what it stages is
+    // itself a complete message with the same payload and no trailer fields.
+    let relayed = relay(body, &cuts);
+    assert_eq!(relayed, relay(body, &[]), "relayed, split at {cuts:?}");
+    let verdict = whole.0.map(|(consumed, _)| consumed);
+    assert_eq!(relayed.as_ref().map(|(n, _)| *n).map_err(|e| *e), verdict);
+    if let (Ok((consumed, staged)), Ok((_, true))) = (&relayed, whole.0) {
+        assert!(staged.len() <= *consumed);
+        let again = run(staged, &[], true);
+        assert_eq!(again.0, Ok((staged.len(), true)), "the relayed message");
+        assert_eq!(again.1, whole.1, "the relayed payload");
+        // No trailer field left: relaying it again changes nothing.
+        assert_eq!(relay(staged, &[]), Ok((staged.len(), staged.clone())));
     }
 });

@@ -22,7 +22,10 @@ pub struct SeenRequest {
     pub method: String,
     pub target: String,
     pub fields: Vec<(String, String)>,
+    /// The payload, framing removed.
     pub body: Vec<u8>,
+    /// The body as it came on the wire: chunk framing and trailers included.
+    pub framed_body: Vec<u8>,
     /// Subject of the client certificate the caller (the proxy) presented.
     pub client_subject: Option<String>,
 }
@@ -146,6 +149,7 @@ fn read_request(
     };
     buf.drain(..head.len());
     let mut body = Vec::new();
+    let mut framed_body = Vec::new();
     let mut reader = match head.framing {
         BodyFraming::None => None,
         BodyFraming::Length(n) => Some(BodyReader::length(n)),
@@ -156,7 +160,7 @@ fn read_request(
             fill(tls, buf)?;
         }
         let progress = r.feed(buf, Some(&mut body)).ok()?;
-        buf.drain(..progress.consumed);
+        framed_body.extend(buf.drain(..progress.consumed));
         if progress.done {
             reader = None;
         }
@@ -180,6 +184,7 @@ fn read_request(
             })
             .collect(),
         body,
+        framed_body,
         client_subject,
     })
 }

@@ -61,6 +61,17 @@ impl BodyReader {
         }
     }
 
+    /// Like `feed`, appending to `out` the bytes to forward: the body as framed, less the
+    /// trailer fields of a chunked one (`ChunkedDecoder::relay`).
+    pub fn relay(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Progress, BodyError> {
+        if let BodyReader::Chunked(d) = self {
+            return d.relay(input, out).map_err(BodyError::Chunk);
+        }
+        let p = self.feed(input, None)?;
+        out.extend_from_slice(&input[..p.consumed]);
+        Ok(p)
+    }
+
     /// The peer closed: complete if the framing says the body is, truncated otherwise.
     ///
     /// `close_verified`: the close is known to be the sender's own (a TLS close_notify, or a
@@ -87,6 +98,26 @@ mod tests {
         let p = r.feed(b"helloGET", None).unwrap();
         assert_eq!((p.consumed, p.done), (5, true));
         assert!(r.finish_at_eof(false).is_ok());
+    }
+
+    /// What `relay` stages for the provider: the body as framed, less a chunked body's
+    /// trailer fields.
+    #[test]
+    fn relay_passes_the_body_on_without_trailer_fields() {
+        let mut out = Vec::new();
+        let mut r = BodyReader::length(5);
+        assert_eq!(r.relay(b"helloGET", &mut out).unwrap().consumed, 5);
+        assert_eq!(out, b"hello");
+        out.clear();
+        let mut c = BodyReader::chunked();
+        let input = b"2\r\nhi\r\n0\r\nSsp-From: 2\r\n\r\nGET";
+        let p = c.relay(input, &mut out).unwrap();
+        assert_eq!((p.consumed, p.done), (input.len() - 3, true));
+        assert_eq!(out, b"2\r\nhi\r\n0\r\n\r\n");
+        out.clear();
+        let mut u = BodyReader::until_close();
+        assert_eq!(u.relay(b"{}", &mut out).unwrap().consumed, 2);
+        assert_eq!(out, b"{}");
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! A strict, incremental chunked-transfer decoder (RFC 9112 section 7.1).
 //!
 //! It never buffers: it walks the bytes it is given, says how many belong to the message, and
-//! optionally copies out the payload. The raw chunked bytes are forwarded unchanged, so the
-//! decoder's only jobs are to find the exact end of the message and to refuse anything a
-//! different parser might read differently (smuggling).
+//! optionally copies out the payload. The chunked bytes are forwarded as they came (a request's
+//! trailer fields left out, `relay`), so the decoder's jobs are to find the exact end of the
+//! message and to refuse anything a different parser might read differently (smuggling).
 
 /// Chunk sizes are at most 16 hex digits: 2^64 - 1.
 const MAX_SIZE_DIGITS: u8 = 16;
@@ -57,6 +57,18 @@ enum State {
     Done,
 }
 
+impl State {
+    /// Whether `byte`, read in this state, is part of a trailer field line: what `relay`
+    /// leaves out. The CRLF that ends the trailer section is not.
+    fn in_trailer_field(self, byte: u8) -> bool {
+        match self {
+            State::TrailerStart => byte != b'\r',
+            State::Trailer { .. } | State::TrailerLf => true,
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ChunkedDecoder {
     state: State,
@@ -99,10 +111,43 @@ impl ChunkedDecoder {
     }
 
     /// Walks `input`; payload bytes are appended to `decoded` when it is given.
-    pub fn feed(&mut self, input: &[u8], mut decoded: Option<&mut Vec<u8>>) -> Result<Progress, ChunkError> {
+    pub fn feed(&mut self, input: &[u8], decoded: Option<&mut Vec<u8>>) -> Result<Progress, ChunkError> {
+        self.walk(input, decoded, None)
+    }
+
+    /// Walks `input` as `feed` does, appending to `out` the bytes to forward: the message as
+    /// framed, less its trailer fields, so it ends with an empty trailer section. A proxy may
+    /// discard trailers (RFC 9110 section 6.5.1), and the proxy checks none: a provider that
+    /// merged them into the head would read an `Ssp-From` or `Authorization` nobody checked.
+    /// Nothing of a call that fails is appended.
+    pub fn relay(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Progress, ChunkError> {
+        let staged = out.len();
+        let walked = self.walk(input, None, Some(&mut *out));
+        if walked.is_err() {
+            out.truncate(staged);
+        }
+        walked
+    }
+
+    /// `feed` and `relay`: the one walk over the framing.
+    fn walk(
+        &mut self,
+        input: &[u8],
+        mut decoded: Option<&mut Vec<u8>>,
+        mut relay: Option<&mut Vec<u8>>,
+    ) -> Result<Progress, ChunkError> {
         let mut i = 0;
+        // Where the bytes to relay that are not yet copied start: they are copied a run at a
+        // time, when a trailer field interrupts them and at the end.
+        let mut kept = 0;
         while i < input.len() && self.state != State::Done {
             let byte = input[i];
+            if self.state.in_trailer_field(byte) {
+                if let Some(out) = relay.as_deref_mut() {
+                    out.extend_from_slice(&input[kept..i]);
+                }
+                kept = i + 1;
+            }
             self.state = match self.state {
                 State::Size { value, digits } => match hex_value(byte) {
                     Some(d) => {
@@ -162,6 +207,9 @@ impl ChunkedDecoder {
                 State::Done => break,
             };
             i += 1;
+        }
+        if let Some(out) = relay {
+            out.extend_from_slice(&input[kept.min(i)..i]);
         }
         Ok(Progress {
             consumed: i,
@@ -226,6 +274,64 @@ mod tests {
             (p.done, p.consumed, out.as_slice()),
             (true, input.len(), &b"a"[..])
         );
+    }
+
+    /// Relays `input` cut at `cuts` (sorted positions), as a connection would feed it.
+    fn relay_in_pieces(input: &[u8], cuts: &[usize]) -> Result<(usize, bool, Vec<u8>), ChunkError> {
+        let mut d = ChunkedDecoder::new();
+        let mut out = Vec::new();
+        let (mut consumed, mut start) = (0, 0);
+        for end in cuts.iter().copied().chain([input.len()]) {
+            let p = d.relay(&input[start..end], &mut out)?;
+            consumed += p.consumed;
+            start = end;
+            if p.done {
+                return Ok((consumed, true, out));
+            }
+        }
+        Ok((consumed, false, out))
+    }
+
+    /// Issue 24 item 12: a proxy may discard trailers (RFC 9110 section 6.5.1); the request's
+    /// are never checked, so none reach the provider. The body is relayed with an empty
+    /// trailer section, the framing otherwise byte for byte, however the input is cut.
+    #[test]
+    fn relay_drops_trailer_fields_and_keeps_the_framing() {
+        let cases: [(&[u8], &[u8]); 5] = [
+            (b"5\r\nhello\r\n0\r\n\r\n", b"5\r\nhello\r\n0\r\n\r\n"),
+            (
+                b"5;ext=1\r\nhello\r\n0\r\nSsp-From: 2\r\nAuthorization: Bearer x\r\n\r\n",
+                b"5;ext=1\r\nhello\r\n0\r\n\r\n",
+            ),
+            (b"0\r\nHost: evil\r\nContent-Length: 5\r\n\r\n", b"0\r\n\r\n"),
+            (b"0\r\nX:\r\n\r\n", b"0\r\n\r\n"),
+            (b"1\r\n\r\r\n0\r\nA:\tb\r\n\r\n", b"1\r\n\r\r\n0\r\n\r\n"),
+        ];
+        for (input, want) in cases {
+            let mut next = input.to_vec();
+            next.extend_from_slice(b"GET /next");
+            let whole = relay_in_pieces(&next, &[]);
+            assert_eq!(
+                whole,
+                Ok((input.len(), true, want.to_vec())),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+            for cut in 0..=input.len() {
+                assert_eq!(relay_in_pieces(&next, &[cut]), whole, "cut at {cut}");
+            }
+            let every: Vec<usize> = (1..next.len()).collect();
+            assert_eq!(relay_in_pieces(&next, &every), whole, "byte by byte");
+        }
+    }
+
+    #[test]
+    fn relay_of_a_broken_message_appends_nothing_of_the_failed_call() {
+        let mut d = ChunkedDecoder::new();
+        let mut out = b"staged".to_vec();
+        let broken = b"5\r\nhello\r\n0\r\nX: a\r\n\n";
+        assert_eq!(d.relay(broken, &mut out), Err(ChunkError::InvalidLineEnding));
+        assert_eq!(out, b"staged");
     }
 
     #[test]

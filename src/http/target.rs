@@ -103,90 +103,166 @@ fn parse_url(url: &str) -> Result<Target<'_>, TargetError> {
     })
 }
 
-/// One pass over the path and query. Refused anywhere: controls, spaces, `#` and `\\`. Refused
-/// in the path: `.` and `..` segments (also percent-encoded), which would let a provider
-/// resolve a path outside the registered endpoint after our prefix check passed; and encoded
-/// `/`, `\\` and controls, which a provider that decodes them would see as different segments
-/// than the prefix check did.
+/// One pass over the path and query. Refused anywhere: bytes outside RFC 3986 (`CLASS`) and
+/// IIS `%u` escapes (not percent-encoding, but IIS decodes them). Refused in the path: dot
+/// segments (`is_dot_segment`), which would let a provider resolve a path outside the
+/// registered endpoint after our prefix check passed; and encoded `/`, `\\` and controls,
+/// which a provider that decodes them would see as different segments than the prefix check
+/// did.
 ///
 /// Returns the length of the path: where the query starts, or the whole of `p`.
 fn check_path_and_query(p: &str) -> Result<usize, TargetError> {
     let bytes = p.as_bytes();
-    // The current path segment: its dots, and whether anything else is in it.
-    let (mut dots, mut other) = (0u32, false);
-    let dot_segment = |dots: u32, other: bool| !other && (dots == 1 || dots == 2);
+    // Where the current path segment starts.
+    let mut segment = 0;
     let mut i = 0;
     while i < bytes.len() {
         // Most of a path is plain bytes: skip a run of them in one tight scan.
-        let plain = bytes[i..]
+        i += bytes[i..]
             .iter()
             .position(|&b| CLASS[usize::from(b)] != Class::Plain)
             .unwrap_or(bytes.len() - i);
-        if plain > 0 {
-            other = true;
-            i += plain;
-            continue;
-        }
-        let b = bytes[i];
-        i += 1;
+        let Some(&b) = bytes.get(i) else { break };
         match CLASS[usize::from(b)] {
-            Class::Plain => other = true,
-            Class::Dot => dots += 1,
-            Class::Slash | Class::Query if dot_segment(dots, other) => return Err(TargetError::BadPath),
-            Class::Slash => (dots, other) = (0, false),
+            Class::Plain => i += 1,
+            Class::Slash | Class::Query if is_dot_segment(&bytes[segment..i]) => {
+                return Err(TargetError::BadPath);
+            }
+            Class::Slash => {
+                i += 1;
+                segment = i;
+            }
             Class::Query => {
-                let query = &bytes[i..];
-                return match query.iter().any(|&b| CLASS[usize::from(b)] == Class::Refused) {
+                let query = &bytes[i + 1..];
+                let refused = query.iter().enumerate().any(|(at, &b)| {
+                    CLASS[usize::from(b)] == Class::Refused || b == b'%' && is_u_escape(query, at)
+                });
+                return match refused {
                     true => Err(TargetError::BadPath),
-                    false => Ok(i - 1),
+                    false => Ok(i),
                 };
             }
-            Class::Refused => return Err(TargetError::BadPath),
-            Class::Percent => {
-                let escaped = match bytes.get(i..i + 2) {
-                    Some(&[hi, lo]) => hex_digit(hi).zip(hex_digit(lo)).map(|(hi, lo)| hi << 4 | lo),
-                    _ => None,
-                };
-                match escaped {
-                    Some(b'/' | b'\\' | 0..0x20 | 0x7f) => return Err(TargetError::BadPath),
-                    Some(b'.') => dots += 1,
-                    _ => other = true,
-                }
-                if escaped.is_some() {
-                    i += 2;
-                }
-            }
+            Class::Refused | Class::QueryOnly => return Err(TargetError::BadPath),
+            Class::Percent => match escaped(bytes, i) {
+                Some(b'/' | b'\\' | 0..0x20 | 0x7f) => return Err(TargetError::BadPath),
+                Some(_) => i += 3,
+                None if is_u_escape(bytes, i) => return Err(TargetError::BadPath),
+                None => i += 1,
+            },
         }
     }
-    match dot_segment(dots, other) {
+    match is_dot_segment(&bytes[segment..]) {
         true => Err(TargetError::BadPath),
         false => Ok(bytes.len()),
     }
 }
 
-/// What a byte means to `check_path_and_query`.
+/// Whether a path segment is `.` or `..` to some provider stack. Tomcat and Jetty drop a
+/// `;params` suffix before resolving (`..;jsessionid=1`), so the segment is cut at its first
+/// `;`, raw or encoded; what is left, percent-decoded once, is one or two dots in any of the
+/// spellings of `DOTS`. Nothing is allocated: a dot segment decodes to at most 6 bytes.
+fn is_dot_segment(segment: &[u8]) -> bool {
+    // Every spelling starts with `.`, an escape, or a UTF-8 lead byte: ordinary segments
+    // (`Prescription-Exemptions`, `1.0.0`) are told at their first byte.
+    if !matches!(segment.first(), Some(b'.' | b'%' | 0xc0..)) {
+        return false;
+    }
+    let mut decoded = [0u8; 6];
+    let mut len = 0;
+    let mut i = 0;
+    while i < segment.len() {
+        let (b, used) = match segment[i] {
+            b'%' => match escaped(segment, i) {
+                Some(b) => (b, 3),
+                None => return false,
+            },
+            b => (b, 1),
+        };
+        if b == b';' {
+            break;
+        }
+        let Some(slot) = decoded.get_mut(len) else {
+            return false;
+        };
+        *slot = b;
+        len += 1;
+        i += used;
+    }
+    matches!(dots(&decoded[..len]), Some(1 | 2))
+}
+
+/// How many dots `s` spells, if it is nothing but dots.
+fn dots(mut s: &[u8]) -> Option<u32> {
+    let mut n = 0;
+    while !s.is_empty() {
+        let (spelling, count) = DOTS.iter().find(|(spelling, _)| s.starts_with(spelling))?;
+        s = &s[spelling.len()..];
+        n += count;
+    }
+    Some(n)
+}
+
+/// The spellings of `.` that provider stacks resolve as one (or, U+2025, two): ASCII; the
+/// characters NFKC normalisation turns into dots (fullwidth U+FF0E, small U+FE52, one- and
+/// two-dot leaders U+2024 and U+2025), as UTF-8; and the overlong UTF-8 forms of `.` that
+/// lenient decoders accept.
+const DOTS: [(&[u8], u32); 7] = [
+    (b".", 1),
+    ("\u{ff0e}".as_bytes(), 1),
+    ("\u{fe52}".as_bytes(), 1),
+    ("\u{2024}".as_bytes(), 1),
+    ("\u{2025}".as_bytes(), 2),
+    (b"\xc0\xae", 1),
+    (b"\xe0\x80\xae", 1),
+];
+
+/// The byte a `%XX` escape at `at` stands for, if it is one.
+fn escaped(bytes: &[u8], at: usize) -> Option<u8> {
+    match bytes.get(at + 1..at + 3)? {
+        &[hi, lo] => Some(hex_digit(hi)? << 4 | hex_digit(lo)?),
+        _ => None,
+    }
+}
+
+/// `%u` or `%U` at `at` (where a `%` is): IIS reads `%uXXXX` as a UTF-16 code unit (`%u002e` is `.`).
+fn is_u_escape(bytes: &[u8], at: usize) -> bool {
+    bytes[at..].starts_with(b"%u") || bytes[at..].starts_with(b"%U")
+}
+
+/// What a byte means to `check_path_and_query`. The one character rule of a target, raw or
+/// decoded from the percent-encoded form: RFC 3986's (unreserved, sub-delims, `:`, `@`, `/`,
+/// `?` and escapes). httparse lets any visible ASCII and any byte beyond ASCII into a
+/// request-target; forwarded as they came, quotes, angle brackets and braces reach the
+/// provider's request line and logs, and bytes beyond ASCII reach parsers that disagree about
+/// what they are (Latin-1, UTF-8, NFKC).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Class {
     Plain,
-    Dot,
     Slash,
     Query,
     Percent,
-    /// Controls, space, `#` and `\\`.
+    /// `|`: refused in the path, allowed in the query, where FHIR token searches
+    /// (`identifier=system|value`) send it unescaped. It means nothing to a request-line parser.
+    QueryOnly,
+    /// Everything else: controls, space, `" # < > [ \\ ] ^ ` { }`, DEL, and every byte beyond
+    /// ASCII.
     Refused,
 }
 
 const CLASS: [Class; 256] = {
-    let mut table = [Class::Plain; 256];
+    let mut table = [Class::Refused; 256];
     let mut b = 0;
     while b < 256 {
         table[b] = match b as u8 {
-            b'.' => Class::Dot,
             b'/' => Class::Slash,
             b'?' => Class::Query,
             b'%' => Class::Percent,
-            0..0x20 | 0x7f | b' ' | b'#' | b'\\' => Class::Refused,
-            _ => Class::Plain,
+            b'|' => Class::QueryOnly,
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' => Class::Plain,
+            b'-' | b'.' | b'_' | b'~' => Class::Plain,
+            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' => Class::Plain,
+            b':' | b'@' => Class::Plain,
+            _ => Class::Refused,
         };
         b += 1;
     }
@@ -392,6 +468,131 @@ mod tests {
         // Encoded separators are fine in the query: they never become path segments.
         assert_eq!(parse("/https://h/p?next=%2Fa%2Fb").unwrap().path(), "/p");
         assert_eq!(parse("/https://h/p%20q").unwrap().path(), "/p%20q");
+    }
+
+    /// Issue 24 item 9: segments that common provider stacks resolve as `.` or `..` are refused
+    /// as those are: Tomcat and Jetty drop a `;params` suffix before resolving, IIS decodes
+    /// `%u` escapes, and stacks that normalise Unicode (NFKC) read fullwidth and other
+    /// compatibility dots as `.`; lenient UTF-8 decoders read overlong forms of `.`.
+    #[test]
+    fn segments_that_providers_resolve_as_dot_segments_are_refused() {
+        for bad in [
+            "/https://h/a/..;/admin",
+            "/https://h/a/.;/admin",
+            "/https://h/a/%2e%2e;/admin",
+            "/https://h/a/..;jsessionid=1/admin",
+            "/https://h/a/..;a=b;c=d/admin",
+            "/https://h/a/..%3B/admin",
+            "/https://h/a/..%3bx/admin",
+            "/https://h/a/..;",
+            "/https://h/a/..;?q",
+            "/https://h/a/%EF%BC%8E%EF%BC%8E/admin",
+            "/https://h/a/%ef%bc%8e/admin",
+            "/https://h/a/.%EF%BC%8E/admin",
+            "/https://h/a/%EF%BC%8E.;x/admin",
+            "/https://h/a/\u{ff0e}\u{ff0e}/admin",
+            "/https://h/a/%EF%B9%92%EF%B9%92/admin",
+            "/https://h/a/%E2%80%A4%E2%80%A4/admin",
+            "/https://h/a/%E2%80%A5/admin",
+            "/https://h/a/%C0%AE%C0%AE/admin",
+            "/https://h/a/%E0%80%AE./admin",
+            // IIS `%u` escapes: refused wherever they are, a dot or not.
+            "/https://h/a/%u002e%u002e/admin",
+            "/https://h/a/%U002E./admin",
+            "/https://h/a/b%u0041",
+            "/https://h/a?q=%u002e",
+            // The percent-encoded form, decoded once, is held to the same rule.
+            "/https%3A%2F%2Fh%2Fa%2F..%3B%2Fadmin",
+            "/https%3A%2F%2Fh%2Fa%2F%252e%252e%3Bx%2Fadmin",
+            "/https%3A%2F%2Fh%2Fa%2F%25EF%25BC%258E%25EF%25BC%258E%2Fadmin",
+        ] {
+            assert_eq!(parse(bad), Err(TargetError::BadPath), "{bad}");
+        }
+        // Dots, parameters and those characters beside other bytes make ordinary segments.
+        for fine in [
+            "/https://h/a/...;/b",
+            "/https://h/a/..a;/b",
+            "/https://h/a/;/b",
+            "/https://h/a/b;..",
+            "/https://h/a/;../b",
+            "/https://h/1.0.0;v=1/b",
+            "/https://h/a/x%EF%BC%8E/b",
+            "/https://h/a/%EF%BC%8E%EF%BC%8E%EF%BC%8E/b",
+            "/https://h/a/%25u002e/b",
+        ] {
+            assert!(parse(fine).is_ok(), "{fine}: {:?}", parse(fine));
+        }
+    }
+
+    /// Issue 24 item 10: one character rule for both forms of the target. The percent-encoded
+    /// form, decoded once, may carry nothing to the provider's request line that the raw
+    /// form may not: RFC 3986 characters only (and `|` in the query, see `CLASS`).
+    #[test]
+    fn both_forms_of_the_target_are_held_to_the_same_characters() {
+        let rfc3986 = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b);
+        for b in (0u8..0x80).filter(|b| !b"%/?".contains(b)) {
+            let c = char::from(b);
+            for (place, want) in [("a", rfc3986(b)), ("a?q=", rfc3986(b) || b == b'|')] {
+                let (raw, encoded) = (
+                    format!("/https://h/{place}{c}"),
+                    format!("/https%3A%2F%2Fh%2F{place}%{b:02X}"),
+                );
+                let (raw, encoded) = (parse(&raw).map(Target::into_owned), parse(&encoded));
+                assert_eq!(raw.is_ok(), want, "{c:?} after {place:?}: {raw:?}");
+                assert_eq!(raw, encoded, "{c:?} after {place:?}, the two forms");
+            }
+        }
+        for c in ['\u{e9}', '\u{ff0e}', '\u{a0}', '\u{2028}'] {
+            let mut utf8 = [0u8; 4];
+            let escaped: String = c
+                .encode_utf8(&mut utf8)
+                .bytes()
+                .map(|b| format!("%{b:02X}"))
+                .collect();
+            for place in ["a", "a?q="] {
+                assert_eq!(
+                    parse(&format!("/https://h/{place}{c}")),
+                    Err(TargetError::BadPath)
+                );
+                let encoded = format!("/https%3A%2F%2Fh%2F{place}{escaped}");
+                assert_eq!(parse(&encoded), Err(TargetError::BadPath), "{encoded}");
+            }
+        }
+        // Escapes of those characters pass, as escapes, in both forms.
+        let raw = parse("/https://h/a%7B%22%C3%A9?q=%7C%3C").unwrap();
+        let encoded = parse("/https%3A%2F%2Fh%2Fa%257B%2522%25C3%25A9%3Fq%3D%257C%253C").unwrap();
+        assert_eq!(raw, encoded);
+        assert_eq!(raw.path_and_query, "/a%7B%22%C3%A9?q=%7C%3C");
+    }
+
+    #[test]
+    fn dot_segment_rule_table() {
+        let cases: [(&[u8], bool); 16] = [
+            (b".", true),
+            (b"..", true),
+            (b"%2E", true),
+            (b".%2e;", true),
+            (b"..;jsessionid=1", true),
+            (b"\xef\xbc\x8e", true),
+            (b"%E2%80%A5;", true),
+            (b"", false),
+            (b";", false),
+            (b"...", false),
+            (b"%E2%80%A5.", false),
+            (b"..a", false),
+            (b"a..", false),
+            (b"%2", false),
+            (b"%2e%2", false),
+            (b"%EF%BC", false),
+        ];
+        for (segment, want) in cases {
+            assert_eq!(
+                is_dot_segment(segment),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(segment)
+            );
+        }
     }
 
     #[test]

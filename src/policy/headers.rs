@@ -68,32 +68,25 @@ const BY_LENGTH: [Option<usize>; 18] = {
     table
 };
 
-/// How often a checked header appeared, and its value when once.
-#[derive(Clone, Copy)]
-enum Seen<'a> {
-    Never,
-    Once(&'a [u8]),
-    More,
-}
-
+/// Row 7: each checked header present once and well-formed (the JWT only when present or
+/// required). The refusal names the first header found wanting.
 pub fn check(head: &RequestHead, require_jwt: bool) -> Result<SspHeaders<'_>, Refusal> {
-    // One pass over the fields finds every checked header, and any given twice.
-    let mut seen = [Seen::Never; CHECKED.len()];
+    let refused = |i: usize| Refusal::InvalidHeader(CHECKED[i]);
+    // One pass over the fields finds every checked header. A second instance of any of them
+    // is refused here, one rule for all five: the proxy checks and audits one value while a
+    // provider may read the other, or both joined into a list. A lookalike is such a second
+    // instance to the stacks that read it as the checked field, or one nobody checked.
+    let mut seen: [Option<&[u8]>; CHECKED.len()] = [None; CHECKED.len()];
     for (name, value) in head.fields() {
-        if let Some(i) = checked_index(name) {
-            seen[i] = match seen[i] {
-                Seen::Never => Seen::Once(value),
-                _ => Seen::More,
-            };
+        match classify(name) {
+            Name::Checked(i) if seen[i].is_none() => seen[i] = Some(value),
+            Name::Checked(i) | Name::Lookalike(i) => return Err(refused(i)),
+            Name::Other => {}
         }
     }
     // Only SP and HTAB are optional whitespace around a field value (RFC 9110 section 5.6.3).
     // The rules run on the bytes; none of them needs a `&str`.
-    let once = |i: usize| match seen[i] {
-        Seen::Once(v) => Ok(trim_ows(v)),
-        _ => Err(Refusal::InvalidHeader(CHECKED[i])),
-    };
-    let refused = |i: usize| Refusal::InvalidHeader(CHECKED[i]);
+    let once = |i: usize| seen[i].map(trim_ows).ok_or_else(|| refused(i));
     let ssp = SspHeaders {
         trace_id: Some(once(0)?).filter(|v| is_uuid(v)).ok_or_else(|| refused(0))?,
         from: Asid::new(once(1)?).ok_or_else(|| refused(1))?,
@@ -103,24 +96,46 @@ pub fn check(head: &RequestHead, require_jwt: bool) -> Result<SspHeaders<'_>, Re
             .ok_or_else(|| refused(3))?,
     };
     let jwt_ok = match seen[AUTHORIZATION] {
-        Seen::Never => !require_jwt,
-        Seen::Once(v) => jwt::is_valid_bearer(v),
-        Seen::More => false,
+        None => !require_jwt,
+        Some(v) => jwt::is_valid_bearer(v),
     };
     if !jwt_ok {
-        return Err(Refusal::InvalidHeader(CHECKED[AUTHORIZATION]));
+        return Err(refused(AUTHORIZATION));
     }
     Ok(ssp)
 }
 
-/// Which of `CHECKED` a field name is. The checked names differ in length (a test holds
-/// this), so the length picks the one candidate and most other fields (`Host`, ...) cost no
-/// byte comparison at all.
-fn checked_index(name: &[u8]) -> Option<usize> {
-    let i = (*BY_LENGTH.get(name.len())?)?;
+/// What a field name is to row 7.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Name {
+    /// `CHECKED[i]`, in any case.
+    Checked(usize),
+    /// `CHECKED[i]` with `_` for `-` (`Ssp_From`): CGI, WSGI and PHP map both to `HTTP_SSP_FROM`,
+    /// so a provider on such a stack may read it as the checked field.
+    Lookalike(usize),
+    Other,
+}
+
+/// Which of `CHECKED` a field name is, or imitates. The checked names differ in length (a test
+/// holds this), so the length picks the one candidate and most other fields (`Host`, ...)
+/// cost no byte comparison at all.
+fn classify(name: &[u8]) -> Name {
+    let Some(&Some(i)) = BY_LENGTH.get(name.len()) else {
+        return Name::Other;
+    };
     // Senders mostly spell the names as written here: an exact comparison answers at once.
     let want = CHECKED[i].as_bytes();
-    (name == want || name.eq_ignore_ascii_case(want)).then_some(i)
+    if name == want || name.eq_ignore_ascii_case(want) {
+        return Name::Checked(i);
+    }
+    let imitates = name
+        .iter()
+        .zip(want)
+        .all(|(&b, &w)| b.eq_ignore_ascii_case(&w) || (b, w) == (b'_', b'-'));
+    match imitates {
+        true => Name::Lookalike(i),
+        false => Name::Other,
+    }
 }
 
 /// 8-4-4-4-12 hexadecimal digits.
@@ -257,6 +272,71 @@ mod tests {
             check(&head(&doubled), true),
             Err(Refusal::InvalidHeader("Ssp-From"))
         );
+    }
+
+    /// Issue 24 item 3a: one rule for all five; a second instance is refused whatever its
+    /// value (the same one, another valid one, an empty one) and however its name is spelt.
+    #[test]
+    fn each_checked_header_given_twice_is_refused() {
+        for (name, value) in valid() {
+            for second in [
+                name.to_string(),
+                name.to_ascii_lowercase(),
+                name.to_ascii_uppercase(),
+            ] {
+                for second_value in [value, "", "x"] {
+                    let mut fields = valid();
+                    fields.push((&second, second_value));
+                    for require_jwt in [true, false] {
+                        assert_eq!(
+                            check(&head(&fields), require_jwt),
+                            Err(Refusal::InvalidHeader(name)),
+                            "{second}: {second_value:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Issue 24 item 11: CGI, WSGI and PHP read `Ssp_From` as `Ssp-From` (both become
+    /// `HTTP_SSP_FROM`), so a field named as a checked one with `_` for `-` is refused, named
+    /// after the field it imitates, beside the real one or in its place.
+    #[test]
+    fn underscore_lookalikes_of_checked_headers_are_refused() {
+        for (name, value) in valid().into_iter().filter(|(n, _)| n.contains('-')) {
+            let lookalike = name.replace('-', "_");
+            for spelling in [
+                lookalike.clone(),
+                lookalike.to_ascii_lowercase(),
+                lookalike.to_ascii_uppercase(),
+            ] {
+                let mut beside = valid();
+                beside.push((&spelling, value));
+                let mut first = vec![(spelling.as_str(), value)];
+                first.extend(valid());
+                let instead: Vec<_> = valid()
+                    .into_iter()
+                    .map(|(n, v)| if n == name { (spelling.as_str(), v) } else { (n, v) })
+                    .collect();
+                for fields in [beside, first, instead] {
+                    assert_eq!(
+                        check(&head(&fields), true),
+                        Err(Refusal::InvalidHeader(name)),
+                        "{spelling}"
+                    );
+                }
+            }
+        }
+        // Other names with underscores are not the checked ones.
+        let mut fields = valid();
+        fields.extend([
+            ("Ssp_Fromx", "1"),
+            ("X_Ssp_From", "1"),
+            ("Ssp__From", "1"),
+            ("Ssp_Frm", "1"),
+        ]);
+        assert!(check(&head(&fields), true).is_ok());
     }
 
     #[test]

@@ -340,9 +340,9 @@ pub fn pump(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
         && ex.to_upstream.len() < STAGE_LIMIT
     {
         let take = c.inbuf.len().min(STAGE_LIMIT - ex.to_upstream.len());
-        match reader.feed(&c.inbuf[..take], None) {
+        // Staged as framed, less a chunked body's trailer fields (`BodyReader::relay`).
+        match reader.relay(&c.inbuf[..take], &mut ex.to_upstream) {
             Ok(p) => {
-                ex.to_upstream.extend_from_slice(&c.inbuf[..p.consumed]);
                 c.inbuf.drain(..p.consumed);
                 ex.bytes_up += p.consumed as u64;
                 let too_large = match reader {
