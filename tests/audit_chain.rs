@@ -240,6 +240,7 @@ fn records_are_single_lines_of_at_most_4_kib() {
         status: 431,
         token: "REQUEST_HEADER_FIELDS_TOO_LARGE".into(),
         refusals: 1,
+        outcome_id: ssp::http::answer::OutcomeId::ZERO,
     });
     audit.shutdown("test over");
     let text = std::fs::read_to_string(dir.audit().join("audit.jsonl")).unwrap();

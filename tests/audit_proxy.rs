@@ -120,3 +120,56 @@ fn req_record_is_durable_before_the_provider_sees_the_request() {
         );
     }
 }
+
+/// The `id` of every answer the proxy makes itself is fresh, and its audit record names it: a
+/// consumer quoting the id to support finds the record (a `deny` for a refusal, the `res` for a
+/// provider failure). XML answers carry it too.
+#[test]
+fn the_id_of_our_own_answer_is_in_its_audit_record() {
+    let proxy = Proxy::with(Options {
+        dead_provider: true,
+        ..Options::default()
+    });
+    let refused = proxy.get().set("Ssp-From", CONSUMER_B.asid);
+    let json = proxy.consumer(&CONSUMER_B).exchange(&refused);
+    let xml = proxy
+        .consumer(&CONSUMER_B)
+        .exchange(&refused.clone().set("Accept", "application/fhir+xml"));
+    let failed = proxy.consumer(&CONSUMER_A).exchange(&proxy.get());
+    assert_eq!((json.status, xml.status, failed.status), (403, 403, 502));
+    proxy.stop();
+
+    let json_id = json.json()["id"].as_str().unwrap().to_string();
+    let xml_text = xml.text();
+    let xml_id = xml_text
+        .split("<id value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no id in {xml_text}"))
+        .to_string();
+    let failed_id = failed.json()["id"].as_str().unwrap().to_string();
+    for id in [&json_id, &xml_id, &failed_id] {
+        assert!(is_uuid(id), "{id}");
+    }
+    assert!(
+        json_id != xml_id && xml_id != failed_id,
+        "ids are fresh per answer"
+    );
+
+    let all = records(&proxy);
+    let named = |id: &str| all.iter().filter(|r| r["outcome_id"] == id).collect::<Vec<_>>();
+    for id in [&json_id, &xml_id] {
+        let found = named(id);
+        assert_eq!(found.len(), 1, "{id}");
+        assert_eq!(
+            (found[0]["type"].as_str(), found[0]["status"].as_u64()),
+            (Some("deny"), Some(403))
+        );
+    }
+    let found = named(&failed_id);
+    assert_eq!(found.len(), 1, "{failed_id}");
+    assert_eq!(
+        (found[0]["type"].as_str(), found[0]["status"].as_u64()),
+        (Some("res"), Some(502))
+    );
+}

@@ -303,7 +303,10 @@ fn xml_is_answered_when_accept_prefers_it() {
     );
     assert!(xml.contains("<code value=\"forbidden\"/>"), "{xml}");
     let token = "ASID_CHECK_FAILED_MESSAGESENDER_200000000777";
-    assert!(xml.contains(&format!("<code value=\"{token}\"/>")), "{xml}");
+    assert!(
+        xml.contains(&format!("<code value=\"403\"/><display value=\"{token}\"/>")),
+        "{xml}"
+    );
     assert!(
         xml.contains(&format!("<diagnostics value=\"{token}\"/>")),
         "{xml}"

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::http::answer::OutcomeId;
 use crate::policy::jwt::Claims;
 
 /// One auditable happening, as the proxy sees it.
@@ -23,6 +24,8 @@ pub enum Event {
         /// How many refusals of this certificate's requests the record stands for: 1, or, past
         /// `[limits] refusals`, all of them in the last second, this one the last.
         refusals: u64,
+        /// The `id` of the `OperationOutcome` the consumer was answered with.
+        outcome_id: OutcomeId,
     },
     /// An admitted request, recorded before it is forwarded.
     /// The facts are shared with the exchange that forwards the request.
@@ -35,6 +38,8 @@ pub enum Event {
         req_seq: Option<u64>,
         status: u16,
         token: Option<String>,
+        /// When the proxy answered itself (502, 504, ...): its `OperationOutcome`'s `id`.
+        outcome_id: Option<OutcomeId>,
         bytes_in: u64,
         bytes_out: u64,
         duration_ms: f64,

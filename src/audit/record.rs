@@ -132,10 +132,12 @@ fn event_fields(event: &Event) -> Vec<(&'static str, Val<'_>)> {
             status,
             token,
             refusals,
+            outcome_id,
         } => {
             let mut fields = request_fields(request);
             fields.push(("status", Val::U64(u64::from(*status))));
             fields.push(("token", Val::str(token)));
+            fields.push(("outcome_id", Val::owned(outcome_id.to_string())));
             // Only a count of more than one is written: a record is one refusal unless it
             // says otherwise.
             if *refusals > 1 {
@@ -149,6 +151,7 @@ fn event_fields(event: &Event) -> Vec<(&'static str, Val<'_>)> {
             req_seq,
             status,
             token,
+            outcome_id,
             bytes_in,
             bytes_out,
             duration_ms,
@@ -158,6 +161,10 @@ fn event_fields(event: &Event) -> Vec<(&'static str, Val<'_>)> {
             ("req_seq", Val::opt_u64(*req_seq)),
             ("status", Val::U64(u64::from(*status))),
             ("token", Val::opt(token)),
+            (
+                "outcome_id",
+                outcome_id.map_or(Val::Null, |id| Val::owned(id.to_string())),
+            ),
             ("bytes_in", Val::U64(*bytes_in)),
             ("bytes_out", Val::U64(*bytes_out)),
             ("duration_ms", Val::F64(*duration_ms)),
@@ -462,6 +469,7 @@ mod tests {
                 status: 403,
                 token: "T".into(),
                 refusals: 1,
+                outcome_id: crate::http::answer::OutcomeId::from_random([7; 16]),
             })),
             &GENESIS,
         );

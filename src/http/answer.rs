@@ -1,5 +1,8 @@
-//! The one place that renders the proxy's own answers: a FHIR `OperationOutcome`, JSON by
+//! The one place that renders the proxy's own answers: a FHIR `OperationOutcome` in the shape
+//! the Spine SSP publishes (GP Connect guide, "Spine Secure Proxy (SSP) errors"), JSON by
 //! default and XML when the consumer's `Accept` prefers it (SPEC section 4).
+
+use std::fmt;
 
 /// FHIR `issue.code` values the proxy uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,9 +30,41 @@ impl IssueCode {
     }
 }
 
+/// The `id` of one answer's `OperationOutcome`: a UUID (version 4) made fresh for each, and
+/// written in the audit record of the request it answered, so that a consumer quoting it to
+/// support finds the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutcomeId([u8; 16]);
+
+impl OutcomeId {
+    /// For tests and examples that need an id but not a fresh one.
+    pub const ZERO: OutcomeId = OutcomeId([0; 16]);
+
+    /// From 16 random bytes (the caller's randomness: this module does no I/O).
+    pub fn from_random(mut bytes: [u8; 16]) -> OutcomeId {
+        bytes[6] = (bytes[6] & 0x0f) | 0x40;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        OutcomeId(bytes)
+    }
+}
+
+impl fmt::Display for OutcomeId {
+    /// Lowercase `8-4-4-4-12` hex.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
 /// An answer the proxy makes itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
+    pub id: OutcomeId,
     pub status: u16,
     pub code: IssueCode,
     pub token: String,
@@ -48,7 +83,9 @@ pub struct Context<'a> {
     pub head_request: bool,
 }
 
-const SYSTEM: &str = "https://fhir.nhs.uk/STU3/CodeSystem/Spine-ErrorOrWarningCode-1";
+/// The coding system of the Spine SSP's answers, whose `code` is the HTTP status and whose
+/// `display` is the token.
+const SYSTEM: &str = "http://fhir.nhs.net/ValueSet/gpconnect-schedule-response-code-1-0";
 
 pub fn render(answer: &Answer, ctx: Context<'_>, out: &mut Vec<u8>) {
     let body = if ctx.xml {
@@ -88,25 +125,29 @@ pub fn render(answer: &Answer, ctx: Context<'_>, out: &mut Vec<u8>) {
     }
 }
 
+/// Fields in the order of the Spine SSP's published examples.
 fn json_body(a: &Answer) -> String {
     let token = json_escape(&a.token);
     format!(
-        "{{\"resourceType\":\"OperationOutcome\",\"issue\":[{{\"severity\":\"error\",\"code\":\"{}\",\
-         \"details\":{{\"coding\":[{{\"system\":\"{SYSTEM}\",\"code\":\"{token}\",\"display\":\"{}\"}}]}},\
-         \"diagnostics\":\"{token}\"}}]}}",
+        "{{\"resourceType\":\"OperationOutcome\",\"id\":\"{}\",\"issue\":[{{\"code\":\"{}\",\
+         \"severity\":\"error\",\"details\":{{\"coding\":[{{\"code\":\"{}\",\"display\":\"{token}\",\
+         \"system\":\"{SYSTEM}\"}}]}},\"diagnostics\":\"{token}\"}}]}}",
+        a.id,
         a.code.as_str(),
-        reason_phrase(a.status)
+        a.status
     )
 }
 
+/// The same in FHIR XML, whose elements keep the resource definition's order.
 fn xml_body(a: &Answer) -> String {
     let token = xml_escape(&a.token);
     format!(
-        "<OperationOutcome xmlns=\"http://hl7.org/fhir\"><issue><severity value=\"error\"/>\
-         <code value=\"{}\"/><details><coding><system value=\"{SYSTEM}\"/><code value=\"{token}\"/>\
-         <display value=\"{}\"/></coding></details><diagnostics value=\"{token}\"/></issue></OperationOutcome>",
+        "<OperationOutcome xmlns=\"http://hl7.org/fhir\"><id value=\"{}\"/><issue><severity value=\"error\"/>\
+         <code value=\"{}\"/><details><coding><system value=\"{SYSTEM}\"/><code value=\"{}\"/>\
+         <display value=\"{token}\"/></coding></details><diagnostics value=\"{token}\"/></issue></OperationOutcome>",
+        a.id,
         a.code.as_str(),
-        reason_phrase(a.status)
+        a.status
     )
 }
 
@@ -194,6 +235,7 @@ mod tests {
 
     fn answer() -> Answer {
         Answer {
+            id: OutcomeId::from_random([0xab; 16]),
             status: 403,
             code: IssueCode::Forbidden,
             token: "ASID_CHECK_FAILED_MESSAGESENDER_1".into(),
@@ -219,14 +261,51 @@ mod tests {
         assert!(head.contains("Content-Type: application/fhir+json\r\n"));
         assert!(text.contains("Ssp-TraceID: abc\r\n"));
         assert!(head.contains(&format!("Content-Length: {}\r\n", body.len())));
-        let v: serde_json::Value = serde_json::from_str(body).unwrap();
-        assert_eq!(v["resourceType"], "OperationOutcome");
-        assert_eq!(v["issue"][0]["code"], "forbidden");
-        assert_eq!(v["issue"][0]["diagnostics"], "ASID_CHECK_FAILED_MESSAGESENDER_1");
         assert_eq!(
-            v["issue"][0]["details"]["coding"][0]["code"],
-            "ASID_CHECK_FAILED_MESSAGESENDER_1"
+            body,
+            "{\"resourceType\":\"OperationOutcome\",\"id\":\"abababab-abab-4bab-abab-abababababab\",\
+             \"issue\":[{\"code\":\"forbidden\",\"severity\":\"error\",\"details\":{\"coding\":[{\
+             \"code\":\"403\",\"display\":\"ASID_CHECK_FAILED_MESSAGESENDER_1\",\
+             \"system\":\"http://fhir.nhs.net/ValueSet/gpconnect-schedule-response-code-1-0\"}]},\
+             \"diagnostics\":\"ASID_CHECK_FAILED_MESSAGESENDER_1\"}]}"
         );
+    }
+
+    /// The published example "Sender ASID is not authorised for this interaction", its `id`
+    /// aside, is what the proxy answers.
+    #[test]
+    fn json_answer_has_the_structure_of_the_published_spine_example() {
+        let published = r#"{
+            "resourceType": "OperationOutcome",
+            "id": "10960df2-29d1-4e71-823c-c0bb9d723012",
+            "issue": [{
+                "code": "forbidden",
+                "severity": "error",
+                "details": {"coding": [{
+                    "code": "403",
+                    "display": "ASID_CHECK_FAILED_MESSAGESENDER_1",
+                    "system": "http://fhir.nhs.net/ValueSet/gpconnect-schedule-response-code-1-0"
+                }]},
+                "diagnostics": "ASID_CHECK_FAILED_MESSAGESENDER_1"
+            }]
+        }"#;
+        let mut out = Vec::new();
+        render(&answer(), Context::default(), &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let ours: serde_json::Value = serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
+        let mut theirs: serde_json::Value = serde_json::from_str(published).unwrap();
+        theirs["id"] = ours["id"].clone();
+        // Same fields and values (the key order, which serde_json's map does not keep, is
+        // pinned byte for byte by the test above).
+        assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn outcome_ids_are_version_4_uuids() {
+        let id = OutcomeId::from_random([0xff; 16]).to_string();
+        assert_eq!(id, "ffffffff-ffff-4fff-bfff-ffffffffffff");
+        let id = OutcomeId::from_random([0; 16]).to_string();
+        assert_eq!(id, "00000000-0000-4000-8000-000000000000");
     }
 
     #[test]
@@ -245,6 +324,11 @@ mod tests {
         );
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("Content-Type: application/fhir+xml\r\n"));
+        assert!(text.contains(
+            "<id value=\"abababab-abab-4bab-abab-abababababab\"/><issue><severity value=\"error\"/>\
+             <code value=\"forbidden\"/><details><coding><system value=\"http://fhir.nhs.net/ValueSet/\
+             gpconnect-schedule-response-code-1-0\"/><code value=\"403\"/><display value=\"ENDPOINT_x"
+        ));
         assert!(text.contains("Connection: close\r\n"));
         assert!(text.contains("a=1&amp;b=&lt;2&gt;"));
         assert!(!text.contains("<2>"));

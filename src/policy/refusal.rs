@@ -1,7 +1,7 @@
 //! SPEC section 4 as one table: every way the proxy refuses or fails a request, with its
 //! status, FHIR issue code, token and whether the connection closes.
 
-use crate::http::answer::{Answer, IssueCode};
+use crate::http::answer::{Answer, IssueCode, OutcomeId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -124,7 +124,8 @@ impl Refusal {
         )
     }
 
-    pub fn answer(&self) -> Answer {
+    /// The answer, under the `OperationOutcome` id `id`.
+    pub fn answer(&self, id: OutcomeId) -> Answer {
         let fields = match self {
             Refusal::MethodNotAllowed { allowed } => vec![("Allow", allowed.clone())],
             Refusal::Throttled {
@@ -143,6 +144,7 @@ impl Refusal {
             _ => Vec::new(),
         };
         Answer {
+            id,
             status: self.status(),
             code: self.issue_code(),
             token: self.token(),
@@ -155,6 +157,8 @@ impl Refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ID: OutcomeId = OutcomeId::ZERO;
 
     /// The table of SPEC section 4, row by row.
     #[test]
@@ -290,7 +294,7 @@ mod tests {
             ),
         ];
         for (refusal, status, code, token, close) in rows {
-            let a = refusal.answer();
+            let a = refusal.answer(ID);
             assert_eq!(
                 (a.status, a.code.as_str(), a.token.as_str(), a.close),
                 (status, code, token, close)
@@ -306,7 +310,7 @@ mod tests {
             retry_after: 3,
             reset: 9,
         }
-        .answer();
+        .answer(ID);
         assert_eq!(
             a.fields,
             vec![
@@ -317,7 +321,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            Refusal::ProviderBusy { to: "2".into() }.answer().fields,
+            Refusal::ProviderBusy { to: "2".into() }.answer(ID).fields,
             vec![("Retry-After", "1".to_string())]
         );
     }
@@ -327,7 +331,7 @@ mod tests {
         let a = Refusal::MethodNotAllowed {
             allowed: "GET, POST".into(),
         }
-        .answer();
+        .answer(ID);
         assert_eq!(a.fields, vec![("Allow", "GET, POST".to_string())]);
     }
 }

@@ -13,7 +13,7 @@ use rustls::{HandshakeKind, ServerConnection};
 use super::exchange::Exchange;
 use super::tls_io;
 use super::upstream::Kept;
-use crate::http::answer::{self, Answer, Context};
+use crate::http::answer::{self, Answer, Context, OutcomeId};
 use crate::http::head::HeadError;
 use crate::http::request::{self, RequestHead};
 use crate::policy::identity::Identity;
@@ -333,8 +333,10 @@ impl Client {
 
     /// Queues one of the proxy's own answers. `close` forces the connection closed after it
     /// (e.g. a request body was left unread).
-    pub fn answer(&mut self, refusal: &Refusal, ctx: Context<'_>, close: bool, now: Instant) {
-        let mut a: Answer = refusal.answer();
+    /// Queues our own answer for `refusal`, its `OperationOutcome` under `id` (the one its
+    /// audit record names).
+    pub fn answer(&mut self, refusal: &Refusal, id: OutcomeId, ctx: Context<'_>, close: bool, now: Instant) {
+        let mut a: Answer = refusal.answer(id);
         a.close |= close;
         let mut out = Vec::with_capacity(512);
         answer::render(&a, ctx, &mut out);

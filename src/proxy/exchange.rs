@@ -12,7 +12,7 @@ use super::tls_io;
 use super::upstream::{Owner, Upstream};
 use super::worker::{Cx, upstream_token};
 use crate::audit::{Event, RequestFacts};
-use crate::http::answer::{self, Context};
+use crate::http::answer::{self, Context, OutcomeId};
 use crate::http::body::BodyReader;
 use crate::http::forward::{self, Persistence};
 use crate::http::head::trim_ows;
@@ -96,6 +96,8 @@ pub struct Exchange {
     pub awaiting_handshake: bool,
     pub started: Instant,
     pub status: u16,
+    /// The `id` of our own answer, when the proxy answered instead of the provider.
+    pub answered_with: Option<OutcomeId>,
     pub bytes_up: u64,
     pub bytes_down: u64,
 }
@@ -205,6 +207,7 @@ pub fn start(
         awaiting_handshake: true,
         started: now,
         status: 0,
+        answered_with: None,
         bytes_up: 0,
         bytes_down: 0,
     };
@@ -626,11 +629,13 @@ pub fn audited(c: &mut Client, cx: &mut Cx, seq: Option<u64>, now: Instant) {
             );
             // No `req` was written, so no `res` either: the refusal is a `deny`.
             let refusal = Refusal::AuditUnavailable;
+            let outcome_id = cx.outcome_id();
             cx.audit(Event::Deny {
                 request: ex.facts.clone(),
                 status: refusal.status(),
                 token: refusal.token(),
                 refusals: 1,
+                outcome_id,
             });
             cx.runtime.metrics.request(
                 refusal.status(),
@@ -641,6 +646,7 @@ pub fn audited(c: &mut Client, cx: &mut Cx, seq: Option<u64>, now: Instant) {
             c.served += 1;
             c.answer(
                 &refusal,
+                outcome_id,
                 ex.context(),
                 ex.request_body.is_some() || !ex.keep_alive,
                 now,
@@ -719,11 +725,14 @@ pub fn timed_out(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) {
 fn respond_with(c: &mut Client, cx: &mut Cx, refusal: Refusal, close: bool, now: Instant) {
     let Some(mut ex) = c.exchange.take() else { return };
     let unread_body = ex.request_body.is_some();
+    let outcome_id = cx.outcome_id();
+    ex.answered_with = Some(outcome_id);
     ended(c, cx, &ex, refusal.status(), Some(refusal.token()), now);
     give_back_buffers(cx, &mut ex);
     c.served += 1;
     c.answer(
         &refusal,
+        outcome_id,
         ex.context(),
         close || unread_body || !ex.keep_alive,
         now,

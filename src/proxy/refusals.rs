@@ -99,6 +99,7 @@ mod tests {
             status: 403,
             token: "T".into(),
             refusals: 1,
+            outcome_id: crate::http::answer::OutcomeId::ZERO,
         }
     }
 

@@ -9,6 +9,7 @@ use std::time::Instant;
 use super::client::Client;
 use super::exchange::Exchange;
 use crate::audit::{Event, RequestFacts, RequestText, Text, Transaction, floor_char_boundary};
+use crate::http::answer::OutcomeId;
 use crate::http::head;
 use crate::http::request::RequestHead;
 use crate::policy::identity::Identity;
@@ -97,12 +98,13 @@ pub fn handshake_reason(error: &rustls::Error) -> &'static str {
     }
 }
 
-pub fn deny(c: &Client, head: Option<&RequestHead>, refusal: &Refusal) -> Event {
+pub fn deny(c: &Client, head: Option<&RequestHead>, refusal: &Refusal, outcome_id: OutcomeId) -> Event {
     Event::Deny {
         request: facts(c, head).into(),
         status: refusal.status(),
         token: refusal.token(),
         refusals: 1,
+        outcome_id,
     }
 }
 
@@ -118,6 +120,7 @@ pub fn res(ex: &Exchange, status: u16, token: Option<String>, now: Instant) -> E
         req_seq: ex.req_seq,
         status,
         token,
+        outcome_id: ex.answered_with,
         bytes_in: ex.bytes_up,
         bytes_out: ex.bytes_down,
         duration_ms: ms(ex.started, now),

@@ -24,7 +24,7 @@ use super::tls_io;
 use super::upstream::{Kept, KeptCounts, Owner, Owners, Upstream};
 use super::{Runtime, Shared, report};
 use crate::audit::{Durable, Event, Notifier, Outbox, Transaction};
-use crate::http::answer::{self, Context};
+use crate::http::answer::{self, Context, OutcomeId};
 use crate::http::head;
 use crate::http::request::{BodyFraming, RequestHead};
 use crate::policy;
@@ -83,6 +83,9 @@ pub struct Cx {
     audit: Outbox,
     /// Refusals past their certificate's allowance, counted rather than recorded one each.
     refusals: RefusalTally,
+    /// For the `id`s of our own answers.
+    random: &'static dyn rustls::crypto::SecureRandom,
+    answers: u64,
     transactions: Vec<Transaction>,
     held_since: Option<Instant>,
 }
@@ -115,6 +118,19 @@ impl Cx {
         self.audit_waits.insert(ticket, key);
         self.audit.record_durable(event, ticket, &self.notifier);
         ticket
+    }
+
+    /// A fresh `id` for one of our own answers (and its audit record).
+    pub fn outcome_id(&mut self) -> OutcomeId {
+        let mut bytes = [0u8; 16];
+        if self.random.fill(&mut bytes).is_err() {
+            // The kernel's generator failing is not a reason to leave a consumer unanswered;
+            // the id need only be unique, which this worker's count and the clock make it.
+            self.answers += 1;
+            bytes[..8].copy_from_slice(&self.answers.to_be_bytes());
+            bytes[8..].copy_from_slice(&self.runtime.nanos(Instant::now()).to_be_bytes());
+        }
+        OutcomeId::from_random(bytes)
     }
 
     /// Queues an audit record (handed over within `HOLD`).
@@ -279,6 +295,8 @@ impl Worker {
             audit_waits: HashMap::new(),
             audit: outbox,
             refusals: RefusalTally::default(),
+            random: crate::tls::crypto_provider().secure_random,
+            answers: 0,
             transactions: Vec::new(),
             held_since: None,
             buffers: Buffers::default(),
@@ -662,8 +680,9 @@ fn on_head(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
                 xml: answer::prefers_xml(head::sniff_field(&c.inbuf, "accept")),
                 head_request: false,
             };
-            refused(c, cx, None, &refusal, now);
-            c.answer(&refusal, ctx, true, now);
+            let id = cx.outcome_id();
+            refused(c, cx, None, &refusal, id, now);
+            c.answer(&refusal, id, ctx, true, now);
             return true;
         }
     };
@@ -704,9 +723,10 @@ fn on_head(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
             };
             // An unread body would be taken for the next request: close instead.
             let close = head.framing != BodyFraming::None || !head.keep_alive;
-            let close = refused(c, cx, Some(&head), &refusal, now) || close;
+            let id = cx.outcome_id();
+            let close = refused(c, cx, Some(&head), &refusal, id, now) || close;
             c.served += 1;
-            c.answer(&refusal, ctx, close, now);
+            c.answer(&refusal, id, ctx, close, now);
         }
     }
     true
@@ -770,7 +790,14 @@ fn whole_seconds(nanos: u64) -> u64 {
 /// Returns whether its certificate is past `[limits] refusals`: its connection is then closed
 /// after the answer, so that a storm of refusals costs the sender a new connection each, and
 /// the record is counted into one a second (`refusals.rs`).
-fn refused(c: &Client, cx: &mut Cx, head: Option<&RequestHead>, refusal: &Refusal, now: Instant) -> bool {
+fn refused(
+    c: &Client,
+    cx: &mut Cx,
+    head: Option<&RequestHead>,
+    refusal: &Refusal,
+    outcome_id: OutcomeId,
+    now: Instant,
+) -> bool {
     let metrics = &cx.runtime.metrics;
     match refusal {
         Refusal::Throttled { .. } => metrics.throttled(),
@@ -783,7 +810,7 @@ fn refused(c: &Client, cx: &mut Cx, head: Option<&RequestHead>, refusal: &Refusa
         Some(&refusal.token()),
         now.saturating_duration_since(since),
     );
-    let record = report::deny(c, head, refusal);
+    let record = report::deny(c, head, refusal, outcome_id);
     let runtime = &cx.runtime;
     let struck = c
         .identity
@@ -803,8 +830,9 @@ fn timed_out(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) {
         Phase::Head if c.inbuf.is_empty() && c.served > 0 => c.start_closing(now),
         Phase::Head => {
             log::debug!("{} 408 REQUEST_TIMEOUT", c.peer);
-            refused(c, cx, None, &Refusal::RequestTimeout, now);
-            c.answer(&Refusal::RequestTimeout, Context::default(), true, now);
+            let id = cx.outcome_id();
+            refused(c, cx, None, &Refusal::RequestTimeout, id, now);
+            c.answer(&Refusal::RequestTimeout, id, Context::default(), true, now);
         }
         Phase::Exchange => exchange::timed_out(c, key, cx, now),
     }

@@ -111,6 +111,7 @@ pub fn deny(trace_id: &str) -> Event {
         status: 403,
         token: "ASID_CHECK_FAILED_MESSAGESENDER_200000000001".into(),
         refusals: 1,
+        outcome_id: ssp::http::answer::OutcomeId::from_random([1; 16]),
     }
 }
 
@@ -120,6 +121,7 @@ pub fn res(trace_id: &str, req_seq: Option<u64>) -> Event {
         req_seq,
         status: 200,
         token: None,
+        outcome_id: None,
         bytes_in: 0,
         bytes_out: 1234,
         duration_ms: 12.5,

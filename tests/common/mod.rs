@@ -814,17 +814,32 @@ impl Consumer {
 /// An `OperationOutcome` answer of SPEC section 4: status, JSON content type, `issue.code` and
 /// the token in `diagnostics` and `details.coding[0].code`; the trace id echoed when given.
 #[track_caller]
+/// A lowercase `8-4-4-4-12` UUID.
+pub fn is_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_digit() || ('a'..='f').contains(&c),
+        })
+}
+
 pub fn assert_outcome(r: &Response, status: u16, code: &str, token: &str, trace: Option<&str>) {
     assert_eq!(r.status, status, "status; body: {}", r.text());
     assert_eq!(r.field("content-type"), Some("application/fhir+json"));
     let v = r.json();
     assert_eq!(v["resourceType"], "OperationOutcome");
+    assert!(is_uuid(v["id"].as_str().unwrap_or("")), "id: {}", r.text());
     let issue = &v["issue"][0];
     assert_eq!(issue["code"], code, "issue.code; body: {}", r.text());
+    assert_eq!(issue["severity"], "error");
     assert_eq!(issue["diagnostics"], token, "diagnostics");
+    // The Spine SSP's shape: the status as the code, the token as the display.
+    let coding = &issue["details"]["coding"][0];
+    assert_eq!(coding["code"], status.to_string(), "details.coding[0].code");
+    assert_eq!(coding["display"], token, "details.coding[0].display");
     assert_eq!(
-        issue["details"]["coding"][0]["code"], token,
-        "details.coding[0].code"
+        coding["system"],
+        "http://fhir.nhs.net/ValueSet/gpconnect-schedule-response-code-1-0"
     );
     if let Some(trace) = trace {
         assert_eq!(r.field("ssp-traceid"), Some(trace), "echoed Ssp-TraceID");
