@@ -64,6 +64,8 @@ pub struct Server {
     pub client_subject: Vec<(String, String)>,
     pub forwarded: bool,
     pub require_jwt: bool,
+    /// The `Strict-Transport-Security` value of the proxy's own answers; `None` when set to "".
+    pub hsts: Option<String>,
     /// Every connection starts with a PROXY protocol v2 header (behind an L4 balancer).
     pub proxy_protocol: bool,
 }

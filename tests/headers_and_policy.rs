@@ -564,3 +564,42 @@ fn underscore_lookalikes_of_checked_headers_are_refused() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(proxy.seen()[0].field("x_ssp_from"), Some("1"));
 }
+
+/// The Spine SSP implementation guide: "HSTS SHALL be employed". The proxy's own answers carry
+/// `Strict-Transport-Security` (a year by default, `[server] hsts`); a provider's answers are
+/// relayed as the provider made them.
+#[test]
+fn our_own_answers_carry_hsts_and_the_providers_are_relayed_as_they_are() {
+    let proxy = Proxy::start();
+    let refused = proxy
+        .consumer(&CONSUMER_A)
+        .exchange(&proxy.get().set("Ssp-To", "200000000777"));
+    assert_eq!(refused.status, 403);
+    assert_eq!(
+        refused.field("strict-transport-security"),
+        Some("max-age=31536000")
+    );
+    let relayed = proxy.consumer(&CONSUMER_A).exchange(&proxy.get());
+    assert_eq!(relayed.status, 200);
+    assert_eq!(relayed.field("strict-transport-security"), None);
+
+    let configured = Proxy::with(Options {
+        server: "hsts = \"max-age=600; includeSubDomains\"".into(),
+        ..Options::default()
+    });
+    let r = configured
+        .consumer(&CONSUMER_A)
+        .exchange(&configured.get().set("Ssp-To", "200000000777"));
+    assert_eq!(
+        r.field("strict-transport-security"),
+        Some("max-age=600; includeSubDomains")
+    );
+    let off = Proxy::with(Options {
+        server: "hsts = \"\"".into(),
+        ..Options::default()
+    });
+    let r = off
+        .consumer(&CONSUMER_A)
+        .exchange(&off.get().set("Ssp-To", "200000000777"));
+    assert_eq!((r.status, r.field("strict-transport-security")), (403, None));
+}

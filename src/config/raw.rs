@@ -52,6 +52,7 @@ pub(super) struct RawServer {
     pub client_subject: Field<BTreeMap<Spanned<String>, Spanned<String>>>,
     pub forwarded: Field<bool>,
     pub require_jwt: Field<bool>,
+    pub hsts: Field<String>,
     pub proxy_protocol: Field<bool>,
 }
 

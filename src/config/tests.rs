@@ -160,6 +160,7 @@ fn spec_sections() -> Sections {
             client_subject: vec![("O".into(), "nhs".into()), ("OU".into(), "Devices".into())],
             forwarded: true,
             require_jwt: true,
+            hsts: Some("max-age=31536000".into()),
             proxy_protocol: false,
         },
         Upstream {
@@ -972,4 +973,39 @@ fn packaged_example_parses_with_and_without_its_crl_table() {
         Some("/live/1c/crlc4519.crl")
     );
     assert_eq!(crl.issuer, Some(etc("tls/level1c.pem")));
+}
+
+#[test]
+fn hsts_takes_a_max_age_or_nothing() {
+    let with = |value: &str| {
+        minimal_with(
+            "crl = [\"tls/level1c.crl\"]",
+            &format!("crl = [\"tls/level1c.crl\"]\nhsts = {value:?}"),
+        )
+    };
+    assert_eq!(
+        parse_text(MINIMAL).unwrap().server.hsts.as_deref(),
+        Some("max-age=31536000"),
+        "on by default"
+    );
+    let config = parse_text(&with("max-age=600; includeSubDomains")).unwrap();
+    assert_eq!(
+        config.server.hsts.as_deref(),
+        Some("max-age=600; includeSubDomains")
+    );
+    assert_eq!(parse_text(&with("")).unwrap().server.hsts, None);
+    for bad in [
+        "600",
+        "max-age=",
+        "max-age=1y",
+        "includeSubDomains",
+        "max-age=1\r\nX: y",
+    ] {
+        assert_error(
+            &refused(&with(bad)),
+            Some(6),
+            "server.hsts",
+            "Strict-Transport-Security",
+        );
+    }
 }

@@ -124,6 +124,7 @@ fn server(src: &Source<'_>, raw: Field<raw::RawServer>) -> Result<Server, Config
         client_subject: client_subject(&t, s.client_subject)?,
         forwarded: t.or(s.forwarded, "forwarded", true, Ok)?,
         require_jwt: t.or(s.require_jwt, "require_jwt", true, Ok)?,
+        hsts: t.or(s.hsts, "hsts", Some(DEFAULT_HSTS.to_string()), hsts)?,
         proxy_protocol: t.or(s.proxy_protocol, "proxy_protocol", false, Ok)?,
     })
 }
@@ -512,6 +513,29 @@ fn between<N: PartialOrd + Display>(min: N, max: N) -> impl Fn(N) -> Result<N, S
         } else {
             Err(format!("must be between {min} and {max}, found {n}"))
         }
+    }
+}
+
+/// One year, as the Spine SSP implementation guide's "HSTS SHALL be employed" is usually met.
+const DEFAULT_HSTS: &str = "max-age=31536000";
+
+/// RFC 6797 section 6.1: `max-age=<seconds>`, then optional `; includeSubDomains` and the like.
+/// Empty: no header. The value goes on the wire as it is, so only visible ASCII and spaces.
+fn hsts(value: String) -> Result<Option<String>, String> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let printable = value.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
+    let max_age = value.split(';').map(str::trim).any(|d| {
+        d.strip_prefix("max-age=")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    });
+    if printable && max_age {
+        Ok(Some(value))
+    } else {
+        Err(format!(
+            "must be a Strict-Transport-Security value with max-age in seconds, e.g. \"{DEFAULT_HSTS}\", or \"\" for none; found {value:?}"
+        ))
     }
 }
 

@@ -81,6 +81,8 @@ pub struct Context<'a> {
     pub xml: bool,
     /// A HEAD request gets the fields but no body.
     pub head_request: bool,
+    /// `Strict-Transport-Security` (`[server] hsts`).
+    pub hsts: Option<&'a str>,
 }
 
 /// The coding system of the Spine SSP's answers, whose `code` is the HTTP status and whose
@@ -111,6 +113,11 @@ pub fn render(answer: &Answer, ctx: Context<'_>, out: &mut Vec<u8>) {
         // The value came from a header httparse accepted: it holds no CR or LF.
         out.extend_from_slice(b"Ssp-TraceID: ");
         out.extend_from_slice(trace);
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(hsts) = ctx.hsts {
+        out.extend_from_slice(b"Strict-Transport-Security: ");
+        out.extend_from_slice(hsts.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     for (name, value) in &answer.fields {

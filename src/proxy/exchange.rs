@@ -112,6 +112,7 @@ impl Exchange {
             trace_id: self.facts.text.trace_id().map(str::as_bytes),
             xml: self.xml,
             head_request: self.facts.text.method() == "HEAD",
+            hsts: self.shared.config.server.hsts.as_deref(),
         }
     }
 

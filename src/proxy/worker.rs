@@ -675,10 +675,12 @@ fn on_head(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
         Err(refusal) => {
             log::debug!("{} {} {}", c.peer, refusal.status(), refusal.token());
             let trace_id = head::sniff_field(&c.inbuf, "ssp-traceid").map(<[u8]>::to_vec);
+            let shared = cx.shared.clone();
             let ctx = Context {
                 trace_id: trace_id.as_deref(),
                 xml: answer::prefers_xml(head::sniff_field(&c.inbuf, "accept")),
                 head_request: false,
+                hsts: shared.config.server.hsts.as_deref(),
             };
             let id = cx.outcome_id();
             refused(c, cx, None, &refusal, id, now);
@@ -720,6 +722,7 @@ fn on_head(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
                 trace_id: head.field("ssp-traceid"),
                 xml: answer::prefers_xml(head.field("accept")),
                 head_request: head.method() == "HEAD",
+                hsts: shared.config.server.hsts.as_deref(),
             };
             // An unread body would be taken for the next request: close instead.
             let close = head.framing != BodyFraming::None || !head.keep_alive;
@@ -832,7 +835,12 @@ fn timed_out(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) {
             log::debug!("{} 408 REQUEST_TIMEOUT", c.peer);
             let id = cx.outcome_id();
             refused(c, cx, None, &Refusal::RequestTimeout, id, now);
-            c.answer(&Refusal::RequestTimeout, id, Context::default(), true, now);
+            let shared = cx.shared.clone();
+            let ctx = Context {
+                hsts: shared.config.server.hsts.as_deref(),
+                ..Context::default()
+            };
+            c.answer(&Refusal::RequestTimeout, id, ctx, true, now);
         }
         Phase::Exchange => exchange::timed_out(c, key, cx, now),
     }
