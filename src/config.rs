@@ -246,8 +246,10 @@ pub struct Consumer {
 pub struct Provider {
     /// 1 to 20 digits; unique among providers.
     pub asid: String,
-    pub endpoint: Endpoint,
-    /// At least one, none empty.
+    /// Where each of its interactions is served: one per SDS MHS record (`endpoints`), or the
+    /// one `endpoint` for all of them. At least one; each interaction on exactly one.
+    pub endpoints: Vec<ProviderEndpoint>,
+    /// Every interaction of its endpoints, in order.
     pub interactions: Vec<String>,
     /// Fixed addresses instead of DNS, tried in order, like `curl --resolve host:port:a,b`;
     /// empty: the endpoint's host is resolved.
@@ -256,6 +258,25 @@ pub struct Provider {
     pub max_in_flight: Option<u32>,
     /// Line of its `[[provider]]` header, for later messages.
     pub line: usize,
+}
+
+/// A provider's service root for some of its interactions, as an SDS MHS record registers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderEndpoint {
+    pub url: Endpoint,
+    /// The MHS record's CPA id (`nhsMhsCPAId`), named in row 12's token.
+    pub cpaid: Option<String>,
+    /// At least one.
+    pub interactions: Vec<String>,
+}
+
+/// Every provider endpoint with its provider's position, in the one order both the allowlist
+/// (row 12's `Route::endpoint`) and the proxy's routes (`proxy::Shared::routes`) number them by.
+pub fn all_endpoints(providers: &[Provider]) -> impl Iterator<Item = (usize, &ProviderEndpoint)> {
+    providers
+        .iter()
+        .enumerate()
+        .flat_map(|(index, p)| p.endpoints.iter().map(move |e| (index, e)))
 }
 
 /// Reads and validates the configuration file at `path`.

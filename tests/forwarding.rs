@@ -443,3 +443,60 @@ fn connection_cannot_strip_the_checked_headers() {
         assert_eq!(seen[0].field(name), Some(value), "{name} was stripped");
     }
 }
+
+/// SDS's endpoint model: a provider ASID with one service root per (interaction, MHS record).
+/// Each interaction goes to its own root; a target under the other root is refused with
+/// Spine's token, naming the registered endpoint and its CPA id (row 12).
+#[test]
+fn each_interaction_goes_to_the_endpoint_registered_for_it() {
+    const OTHER: &str = "urn:nhs:names:services:gpconnect:fhir:rest:read:metadata-1";
+    let setup = Setup::new(&Options::default());
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    let single = format!(
+        "endpoint = \"{}\"\ninteractions = [\"{INTERACTION}\"]\n",
+        setup.endpoint
+    );
+    assert!(text.contains(&single), "harness config changed shape");
+    let origin = setup.endpoint.strip_suffix(ROOT).unwrap().to_string();
+    let two = format!(
+        "endpoints = [\n  {{ url = \"{}\", cpaid = \"S000000000001\", interactions = [\"{INTERACTION}\"] }},\n  \
+         {{ url = \"{origin}/STU3/1/gpconnect\", cpaid = \"S000000000002\", interactions = [\"{OTHER}\"] }},\n]\n",
+        setup.endpoint
+    );
+    let text = text.replace(&single, &two).replace(
+        &format!("interactions = [\"{INTERACTION}\"]\nproviders"),
+        &format!("interactions = [\"{INTERACTION}\", \"{OTHER}\"]\nproviders"),
+    );
+    std::fs::write(&setup.config, text).unwrap();
+    let proxy = Proxy::on(setup);
+
+    let search = proxy.consumer(&CONSUMER_A).exchange(&proxy.get());
+    assert_eq!(search.status, 200, "{}", search.text());
+    let other_root = format!("/{origin}/STU3/1/gpconnect/metadata");
+    let metadata = proxy.get().target(&other_root).set("Ssp-InteractionID", OTHER);
+    let r = proxy.consumer(&CONSUMER_A).exchange(&metadata);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen: Vec<String> = proxy.seen().iter().map(|s| s.target.clone()).collect();
+    assert_eq!(
+        seen,
+        [
+            format!("{ROOT}{SEARCH}"),
+            "/STU3/1/gpconnect/metadata".to_string()
+        ]
+    );
+
+    // The search's root, asked for under the other interaction: the other endpoint's token.
+    let wrong = proxy.get().set("Ssp-InteractionID", OTHER);
+    let r = proxy.consumer(&CONSUMER_A).exchange(&wrong);
+    assert_outcome(
+        &r,
+        400,
+        "invalid",
+        &format!(
+            "ENDPOINT_{origin}/STU3/1/gpconnect_CPAID_S000000000002_VARIES_FROM_TARGETURL_{}",
+            proxy.url(SEARCH)
+        ),
+        Some(TRACE_ID),
+    );
+    assert_eq!(proxy.seen().len(), 2, "the refused request reached nothing");
+}

@@ -160,12 +160,23 @@ pub(super) struct RawConsumer {
     pub burst: Field<u32>,
 }
 
+/// One of a provider's `endpoints`: an SDS MHS record's service root, CPA id and interactions.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawEndpoint {
+    pub url: Field<String>,
+    pub cpaid: Field<String>,
+    pub interactions: List<String>,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub(super) struct RawProvider {
     pub asid: Field<String>,
     pub endpoint: Field<String>,
+    pub cpaid: Field<String>,
     pub interactions: List<String>,
+    pub endpoints: List<RawEndpoint>,
     pub connect: Field<String>,
     pub max_in_flight: Field<u32>,
 }

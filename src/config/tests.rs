@@ -240,12 +240,16 @@ fn spec_example_loads_with_every_value() {
         config.providers,
         vec![Provider {
             asid: "200000000999".into(),
-            endpoint: Endpoint {
-                url: "https://pecs.example.nhs.uk/Prescription-Exemptions/1.0.0".into(),
-                host: "pecs.example.nhs.uk".into(),
-                port: None,
-                path: "/Prescription-Exemptions/1.0.0".into(),
-            },
+            endpoints: vec![ProviderEndpoint {
+                url: Endpoint {
+                    url: "https://pecs.example.nhs.uk/Prescription-Exemptions/1.0.0".into(),
+                    host: "pecs.example.nhs.uk".into(),
+                    port: None,
+                    path: "/Prescription-Exemptions/1.0.0".into(),
+                },
+                cpaid: None,
+                interactions: vec![PECS_SEARCH.into()],
+            }],
             interactions: vec![PECS_SEARCH.into()],
             connect: vec![SocketAddr::from(([10, 0, 0, 7], 443))],
             max_in_flight: Some(128),
@@ -1008,4 +1012,58 @@ fn hsts_takes_a_max_age_or_nothing() {
             "Strict-Transport-Security",
         );
     }
+}
+
+/// SDS's endpoint model: `endpoints`, one per MHS record, each with its interactions and CPA id.
+#[test]
+fn a_provider_may_list_an_endpoint_per_interaction() {
+    let two = "endpoints = [\n  { url = \"https://gp.example.nhs.uk/A/STU3/1/gpconnect\", cpaid = \"S918999494042\", interactions = [\"urn:a\"] },\n  { url = \"https://gp.example.nhs.uk/A/STU3/1/structured\", interactions = [\"urn:b\", \"urn:c\"] },\n]";
+    let single = "endpoint = \"https://pecs.example.nhs.uk/Prescription-Exemptions/1.0.0\"\ninteractions = [\"urn:x\"]";
+    let config = parse_text(&minimal_with(single, two)).unwrap_or_else(|e| panic!("{e}"));
+    let p = &config.providers[0];
+    assert_eq!(p.interactions, ["urn:a", "urn:b", "urn:c"]);
+    assert_eq!(p.endpoints.len(), 2);
+    assert_eq!(p.endpoints[0].cpaid.as_deref(), Some("S918999494042"));
+    assert_eq!(p.endpoints[1].url.path, "/A/STU3/1/structured");
+    assert_eq!(p.endpoints[1].cpaid, None);
+    let routes: Vec<(usize, &str)> = all_endpoints(&config.providers)
+        .map(|(i, e)| (i, e.url.path.as_str()))
+        .collect();
+    assert_eq!(routes, [(0, "/A/STU3/1/gpconnect"), (0, "/A/STU3/1/structured")]);
+
+    // The one `endpoint` takes a `cpaid` of its own.
+    let config = parse_text(&minimal_with(single, &format!("{single}\ncpaid = \"S1\""))).unwrap();
+    assert_eq!(config.providers[0].endpoints[0].cpaid.as_deref(), Some("S1"));
+
+    let bad = |edit: &str| refused(&minimal_with(single, edit));
+    let e = bad(
+        "endpoints = [\n  { url = \"https://h/a\", interactions = [\"urn:a\"] },\n  { url = \"https://h/b\", interactions = [\"urn:b\", \"urn:a\"] },\n]",
+    );
+    assert_error(
+        &e,
+        Some(20),
+        "provider[1].endpoints[2].interactions[2]",
+        "already served by endpoints[1]",
+    );
+    let e = bad(&format!(
+        "{single}\nendpoints = [{{ url = \"https://h/a\", interactions = [\"urn:a\"] }}]"
+    ));
+    assert_error(&e, Some(18), "provider[1].endpoint", "not both");
+    let e = bad("endpoints = []");
+    assert_error(&e, Some(18), "provider[1].endpoints", "must not be empty");
+    let e = bad(
+        "interactions = [\"urn:x\"]\nendpoints = [{ url = \"https://h/a\", interactions = [\"urn:a\"] }]",
+    );
+    assert_error(&e, Some(18), "provider[1].interactions", "in each endpoint");
+    let e = bad("endpoints = [{ url = \"https://h/a\" }]");
+    assert_error(
+        &e,
+        Some(18),
+        "provider[1].endpoints[1].interactions",
+        "missing required key",
+    );
+    let e = bad("endpoints = [{ url = \"https://h/a\", cpaid = \"S 1\", interactions = [\"urn:a\"] }]");
+    assert_error(&e, Some(18), "provider[1].endpoints[1].cpaid", "SDS CPA id");
+    let e = bad("interactions = [\"urn:x\"]");
+    assert_error(&e, Some(16), "provider[1].endpoint", "missing required key");
 }

@@ -16,7 +16,7 @@ use super::error::{ConfigError, Source};
 use super::raw::{self, Field, List};
 use super::{
     Admin, Audit, AuditSync, Config, Consumer, CrlCheck, CrlExpired, CrlRefresh, CrlSource, Limits, Provider,
-    Server, Throttle, Transactions, Upstream, parse_duration,
+    ProviderEndpoint, Server, Throttle, Transactions, Upstream, parse_duration,
 };
 
 const DEFAULT_AUDIT_DIR: &str = "/var/log/ssp";
@@ -301,18 +301,107 @@ fn providers(src: &Source<'_>, raw: Vec<Spanned<raw::RawProvider>>) -> Result<Ve
     for (i, entry) in raw.into_iter().enumerate() {
         let line = src.line(entry.span().start);
         let (t, p) = Table::open(src, format!("provider[{}]", i + 1), Some(entry));
+        let asid = t.required(p.asid, "asid", |s| {
+            unique_asid(s, &mut first_lines, line, "provider")
+        })?;
+        let endpoints = match (p.endpoint, p.endpoints) {
+            (Some(url), None) => vec![ProviderEndpoint {
+                url: t.value(url, "endpoint", |s| Endpoint::parse(&s))?,
+                cpaid: t.optional(p.cpaid, "cpaid", cpaid)?,
+                interactions: t.required_list(p.interactions, "interactions", Empty::Refused, interaction)?,
+            }],
+            (None, Some(list)) => {
+                // With `endpoints`, interactions and CPA ids belong to each endpoint.
+                for (stray, key) in [
+                    (p.interactions.map(|l| l.span()), "interactions"),
+                    (p.cpaid.map(|c| c.span()), "cpaid"),
+                ] {
+                    if let Some(span) = stray {
+                        return Err(t.src.error(
+                            Some(span),
+                            Some(format!("{}.{key}", t.name)),
+                            "with `endpoints`, give it in each endpoint instead",
+                        ));
+                    }
+                }
+                provider_endpoints(&t, list)?
+            }
+            (Some(url), Some(_)) => {
+                return Err(t.src.error(
+                    Some(url.span()),
+                    Some(format!("{}.endpoint", t.name)),
+                    "give either `endpoint` (one service root) or `endpoints` (one per SDS MHS record), not both",
+                ));
+            }
+            (None, None) => return Err(t.missing("endpoint", "missing required key (or `endpoints`)")),
+        };
+        let interactions = endpoints
+            .iter()
+            .flat_map(|e| e.interactions.iter().cloned())
+            .collect();
         providers.push(Provider {
-            asid: t.required(p.asid, "asid", |s| {
-                unique_asid(s, &mut first_lines, line, "provider")
-            })?,
-            endpoint: t.required(p.endpoint, "endpoint", |s| Endpoint::parse(&s))?,
-            interactions: t.required_list(p.interactions, "interactions", Empty::Refused, interaction)?,
+            asid,
+            endpoints,
+            interactions,
             connect: t.or(p.connect, "connect", Vec::new(), socket_addrs)?,
             max_in_flight: t.optional(p.max_in_flight, "max_in_flight", at_least(1))?,
             line,
         });
     }
     Ok(providers)
+}
+
+/// A provider's `endpoints`: each with its URL and interactions, an interaction on one only.
+fn provider_endpoints(
+    t: &Table<'_>,
+    list: Spanned<Vec<Spanned<raw::RawEndpoint>>>,
+) -> Result<Vec<ProviderEndpoint>, ConfigError> {
+    if list.get_ref().is_empty() {
+        return Err(t.src.error(
+            Some(list.span()),
+            Some(format!("{}.endpoints", t.name)),
+            "must not be empty",
+        ));
+    }
+    let mut served_by: HashMap<String, usize> = HashMap::new();
+    let mut endpoints = Vec::with_capacity(list.get_ref().len());
+    for (j, entry) in list.into_inner().into_iter().enumerate() {
+        let (e, raw) = Table::open(t.src, format!("{}.endpoints[{}]", t.name, j + 1), Some(entry));
+        let url = e.required(raw.url, "url", |s| Endpoint::parse(&s))?;
+        let cpaid = e.optional(raw.cpaid, "cpaid", cpaid)?;
+        let interactions = e.required_list(raw.interactions, "interactions", Empty::Refused, |urn| {
+            let urn = interaction(urn)?;
+            match served_by.insert(urn.clone(), j + 1) {
+                Some(other) if other != j + 1 => Err(format!(
+                    "{urn:?} is already served by endpoints[{other}]: row 12 needs one endpoint per interaction"
+                )),
+                _ => Ok(urn),
+            }
+        })?;
+        endpoints.push(ProviderEndpoint {
+            url,
+            cpaid,
+            interactions,
+        });
+    }
+    Ok(endpoints)
+}
+
+/// An SDS CPA id (`nhsMhsCPAId`, e.g. `S918999494042`): it is quoted in answers, so letters,
+/// digits, `-` and `_` only.
+fn cpaid(id: String) -> Result<String, String> {
+    let fits = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if fits {
+        Ok(id)
+    } else {
+        Err(format!(
+            "must be an SDS CPA id (letters, digits, - and _, at most 64), found {id:?}"
+        ))
+    }
 }
 
 fn consumers(

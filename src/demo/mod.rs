@@ -78,7 +78,7 @@ pub fn run() -> Result<(), String> {
         .first()
         .and_then(|l| l.local_addr().ok())
         .ok_or("no listen address")?;
-    let provider_url = shared.config.providers[0].endpoint.url.clone();
+    let provider_url = shared.config.providers[0].endpoints[0].url.url.clone();
     println!(
         "ssp demo: proxy on https://localhost:{}, provider on {}",
         proxy_addr.port(),

@@ -7,7 +7,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use super::headers::SspHeaders;
 use super::refusal::Refusal;
-use crate::config::{Consumer, Endpoint, Provider};
+use crate::config::{self, Consumer, Endpoint, Provider};
 use crate::http::target::Target;
 
 /// FxHash's step (rotate, xor, multiply) over 8-byte words. The keys are ASIDs and interaction
@@ -79,10 +79,29 @@ struct ConsumerRule {
 
 #[derive(Debug)]
 struct ProviderRule {
-    /// Position in the configuration; the upstream pool is keyed by it.
+    /// Position in the configuration; the in-flight caps are kept by it.
     index: usize,
+    /// Each of its interactions, by number, with the endpoint that serves it (row 12).
+    interactions: Box<[(usize, EndpointRule)]>,
+}
+
+impl ProviderRule {
+    /// The endpoint serving interaction number `interaction`, if the provider has it.
+    fn served_by(&self, interaction: usize) -> Option<&EndpointRule> {
+        let at = self
+            .interactions
+            .binary_search_by_key(&interaction, |(id, _)| *id)
+            .ok()?;
+        Some(&self.interactions[at].1)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct EndpointRule {
+    /// Position in `config::all_endpoints` order: the proxy's route to it.
+    route: usize,
     endpoint: Endpoint,
-    interactions: Ids,
+    cpaid: Option<String>,
 }
 
 impl Allowlist {
@@ -100,14 +119,26 @@ impl Allowlist {
             ids.dedup();
             ids.into()
         };
+        let mut served: Vec<Vec<(usize, EndpointRule)>> = vec![Vec::new(); providers.len()];
+        for (route, (index, e)) in config::all_endpoints(providers).enumerate() {
+            let rule = EndpointRule {
+                route,
+                endpoint: e.url.clone(),
+                cpaid: e.cpaid.clone(),
+            };
+            for id in number(&e.interactions).iter() {
+                served[index].push((*id, rule.clone()));
+            }
+        }
         let providers: Map<ProviderRule> = providers
             .iter()
+            .zip(served)
             .enumerate()
-            .map(|(index, p)| {
+            .map(|(index, (p, mut interactions))| {
+                interactions.sort_unstable_by_key(|(id, _)| *id);
                 let rule = ProviderRule {
                     index,
-                    endpoint: p.endpoint.clone(),
-                    interactions: number(&p.interactions),
+                    interactions: interactions.into(),
                 };
                 (p.asid.as_bytes().into(), rule)
             })
@@ -160,10 +191,10 @@ impl Allowlist {
                 from: ssp.from.to_string(),
             });
         };
-        let receiver = self
+        let (receiver, endpoint) = self
             .providers
             .get(ssp.to.as_bytes())
-            .filter(|p| has(&p.interactions))
+            .and_then(|p| Some((p, p.served_by(interaction?)?)))
             .ok_or_else(|| Refusal::ReceiverCheckFailed {
                 to: ssp.to.to_string(),
             })?;
@@ -173,24 +204,28 @@ impl Allowlist {
                 to: ssp.to.to_string(),
             });
         }
-        if !endpoint_matches(&receiver.endpoint, target) {
+        if !endpoint_matches(&endpoint.endpoint, target) {
             return Err(Refusal::EndpointMismatch {
-                endpoint: receiver.endpoint.url.clone(),
+                endpoint: endpoint.endpoint.url.clone(),
+                cpaid: endpoint.cpaid.clone(),
                 target: target.to_string(),
             });
         }
         Ok(Route {
             consumer: sender.index,
             provider: receiver.index,
+            endpoint: endpoint.route,
         })
     }
 }
 
-/// An allowed pair, by position in the configuration.
+/// An allowed pair, by position in the configuration, and the provider endpoint that serves
+/// the interaction (position in `config::all_endpoints` order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
     pub consumer: usize,
     pub provider: usize,
+    pub endpoint: usize,
 }
 
 /// Row 12, exactly as SPEC section 1 says: same host as registered (an IP for a name is a
@@ -212,6 +247,7 @@ pub fn endpoint_matches(endpoint: &Endpoint, target: &Target) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ProviderEndpoint;
     use crate::http::target;
     use crate::policy::headers::Asid;
 
@@ -242,7 +278,11 @@ mod tests {
         };
         let provider = |asid: &str, host: &str| Provider {
             asid: asid.into(),
-            endpoint: endpoint(host, None, "/Prescription-Exemptions/1.0.0"),
+            endpoints: vec![ProviderEndpoint {
+                url: endpoint(host, None, "/Prescription-Exemptions/1.0.0"),
+                cpaid: None,
+                interactions: vec![SEARCH.into()],
+            }],
             interactions: vec![SEARCH.into()],
             connect: Vec::new(),
             max_in_flight: None,
@@ -281,7 +321,8 @@ mod tests {
             allowlist().check(Some("A.Example.NHS.uk"), &ssp("1", "9", SEARCH), &target(GOOD)),
             Ok(Route {
                 consumer: 0,
-                provider: 0
+                provider: 0,
+                endpoint: 0
             })
         );
     }
@@ -324,6 +365,72 @@ mod tests {
         );
     }
 
+    /// Row 12 against the endpoint registered for the interaction asked for; routes are
+    /// numbered across providers in configuration order.
+    #[test]
+    fn each_interaction_is_checked_against_its_own_endpoint() {
+        let consumer = Consumer {
+            asid: "1".into(),
+            fqdn: "a.example.nhs.uk".into(),
+            interactions: vec!["urn:a".into(), "urn:b".into()],
+            providers: vec!["8".into(), "9".into()],
+            rate: None,
+            burst: None,
+            line: 1,
+        };
+        let at = |path: &str, cpaid: Option<&str>, urn: &str| ProviderEndpoint {
+            url: endpoint("gp.example.nhs.uk", None, path),
+            cpaid: cpaid.map(Into::into),
+            interactions: vec![urn.into()],
+        };
+        let provider = |asid: &str, endpoints: Vec<ProviderEndpoint>| Provider {
+            asid: asid.into(),
+            interactions: endpoints.iter().flat_map(|e| e.interactions.clone()).collect(),
+            endpoints,
+            connect: Vec::new(),
+            max_in_flight: None,
+            line: 1,
+        };
+        let a = Allowlist::new(
+            &[consumer],
+            &[
+                provider("8", vec![at("/eight", None, "urn:a")]),
+                provider(
+                    "9",
+                    vec![
+                        at("/nine/a", Some("S1"), "urn:a"),
+                        at("/nine/b", Some("S2"), "urn:b"),
+                    ],
+                ),
+            ],
+        );
+        let cn = Some("a.example.nhs.uk");
+        let route = |provider, endpoint| {
+            Ok(Route {
+                consumer: 0,
+                provider,
+                endpoint,
+            })
+        };
+        let to = |path: &str| target(&format!("https://gp.example.nhs.uk{path}/x"));
+        assert_eq!(a.check(cn, &ssp("1", "8", "urn:a"), &to("/eight")), route(0, 0));
+        assert_eq!(a.check(cn, &ssp("1", "9", "urn:a"), &to("/nine/a")), route(1, 1));
+        assert_eq!(a.check(cn, &ssp("1", "9", "urn:b"), &to("/nine/b")), route(1, 2));
+        assert_eq!(
+            a.check(cn, &ssp("1", "9", "urn:b"), &to("/nine/a")),
+            Err(Refusal::EndpointMismatch {
+                endpoint: "https://gp.example.nhs.uk/nine/b".into(),
+                cpaid: Some("S2".into()),
+                target: "https://gp.example.nhs.uk/nine/a/x".into(),
+            })
+        );
+        assert_eq!(
+            a.check(cn, &ssp("1", "8", "urn:b"), &to("/eight")),
+            Err(Refusal::ReceiverCheckFailed { to: "8".into() }),
+            "a provider without the interaction fails row 10"
+        );
+    }
+
     #[test]
     fn interactions_are_each_partys_own() {
         let consumer = |asid: &str, interactions: &[&str]| Consumer {
@@ -337,7 +444,11 @@ mod tests {
         };
         let provider = |asid: &str, interactions: &[&str]| Provider {
             asid: asid.into(),
-            endpoint: endpoint("pecs.example.nhs.uk", None, "/Prescription-Exemptions/1.0.0"),
+            endpoints: vec![ProviderEndpoint {
+                url: endpoint("pecs.example.nhs.uk", None, "/Prescription-Exemptions/1.0.0"),
+                cpaid: None,
+                interactions: interactions.iter().map(|i| i.to_string()).collect(),
+            }],
             interactions: interactions.iter().map(|i| i.to_string()).collect(),
             connect: Vec::new(),
             max_in_flight: None,

@@ -28,7 +28,12 @@ pub enum Refusal {
     /// Row 11.
     NoAgreement { from: String, to: String },
     /// Row 12.
-    EndpointMismatch { endpoint: String, target: String },
+    EndpointMismatch {
+        endpoint: String,
+        /// The endpoint's SDS CPA id, when configured: Spine names it in the token.
+        cpaid: Option<String>,
+        target: String,
+    },
     /// Row 13.
     PayloadTooLarge,
     /// Row 14, with the figures for `Retry-After` and `X-Rate-Limit-*` (seconds, rounded up).
@@ -100,9 +105,16 @@ impl Refusal {
             Refusal::NoAgreement { from, to } => {
                 format!("FOT_CHECK_FAILED_MESSAGESENDER_{from}_MESSAGERECEIVER_{to}")
             }
-            Refusal::EndpointMismatch { endpoint, target } => {
-                format!("ENDPOINT_{endpoint}_VARIES_FROM_TARGETURL_{target}")
-            }
+            Refusal::EndpointMismatch {
+                endpoint,
+                cpaid: Some(cpaid),
+                target,
+            } => format!("ENDPOINT_{endpoint}_CPAID_{cpaid}_VARIES_FROM_TARGETURL_{target}"),
+            Refusal::EndpointMismatch {
+                endpoint,
+                cpaid: None,
+                target,
+            } => format!("ENDPOINT_{endpoint}_VARIES_FROM_TARGETURL_{target}"),
             Refusal::PayloadTooLarge => "PAYLOAD_TOO_LARGE".into(),
             Refusal::Throttled { from, .. } => format!("THROTTLED_MESSAGESENDER_{from}"),
             Refusal::ProviderBusy { to } => format!("PROVIDER_BUSY_{to}"),
@@ -238,11 +250,23 @@ mod tests {
             (
                 Refusal::EndpointMismatch {
                     endpoint: "https://e".into(),
+                    cpaid: None,
                     target: t(),
                 },
                 400,
                 "invalid",
                 "ENDPOINT_https://e_VARIES_FROM_TARGETURL_https://h/p",
+                false,
+            ),
+            (
+                Refusal::EndpointMismatch {
+                    endpoint: "https://e".into(),
+                    cpaid: Some("S918999494042".into()),
+                    target: t(),
+                },
+                400,
+                "invalid",
+                "ENDPOINT_https://e_CPAID_S918999494042_VARIES_FROM_TARGETURL_https://h/p",
                 false,
             ),
             (

@@ -423,12 +423,7 @@ mod tests {
         );
         let provider = |cap| Provider {
             asid: "9".into(),
-            endpoint: crate::config::Endpoint {
-                url: "https://p".into(),
-                host: "p".into(),
-                port: None,
-                path: String::new(),
-            },
+            endpoints: vec![],
             interactions: vec![],
             connect: Vec::new(),
             max_in_flight: cap,

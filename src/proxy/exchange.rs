@@ -62,8 +62,8 @@ pub struct Exchange {
     _permit: Permit,
     /// `X-Rate-Limit-*` fields for the consumer's answer (row 14).
     pub rate_fields: RateFields,
-    /// The provider's index in the configuration.
-    pub provider: usize,
+    /// The provider endpoint it goes to: its index in `Shared::routes`.
+    pub route: usize,
     pub xml: bool,
     pub http10: bool,
     /// Whether the consumer's connection may carry another request after this one.
@@ -182,7 +182,7 @@ pub fn start(
         xml: answer::prefers_xml(head.field("accept")),
         http10: head.version() == Version::Http10,
         keep_alive: head.keep_alive,
-        provider: admission.route.provider,
+        route: admission.route.endpoint,
         upstream: None,
         ticket: None,
         untried: Vec::new(),
@@ -225,7 +225,7 @@ fn connect(c: &mut Client, key: usize, cx: &mut Cx, allow_pooled: bool, now: Ins
         connect_started: Some(now),
         ..Timings::default()
     };
-    let provider = ex.provider;
+    let route_index = ex.route;
     // Only the connection this consumer connection kept from its own last request (see
     // `upstream::Kept`). Anything the provider sent, or a close, while it was kept is read by
     // `Worker::upstream_event`, which drops it, but that event may still be queued behind this
@@ -233,7 +233,7 @@ fn connect(c: &mut Client, key: usize, cx: &mut Cx, allow_pooled: bool, now: Ins
     if let Some(kept) = c.kept.take()
         && allow_pooled
         && kept.fits(
-            provider,
+            route_index,
             &ex.shared.client_tls,
             now,
             ex.shared.config.upstream.pool_idle_timeout,
@@ -255,7 +255,7 @@ fn connect(c: &mut Client, key: usize, cx: &mut Cx, allow_pooled: bool, now: Ins
     ex.awaiting_handshake = true;
     ex.connect_by = now + ex.shared.config.upstream.connect_timeout;
     ex.deadline = ex.connect_by;
-    let route = &ex.shared.routes[provider];
+    let route = &ex.shared.routes[route_index];
     if route.fixed_addrs.is_empty() {
         let ticket = cx.ask_resolver(&route.host, route.port, key);
         ex.ticket = Some(ticket);
@@ -270,8 +270,8 @@ fn connect(c: &mut Client, key: usize, cx: &mut Cx, allow_pooled: bool, now: Ins
 pub fn open(c: &mut Client, key: usize, cx: &mut Cx, mut addrs: Vec<SocketAddr>, now: Instant) {
     let Some(ex) = c.exchange.as_mut() else { return };
     ex.ticket = None;
-    let provider = ex.provider;
-    let route = &ex.shared.routes[provider];
+    let route_index = ex.route;
+    let route = &ex.shared.routes[route_index];
     let mut why = String::from("no address");
     // Tried from the front; few enough that removing the first is cheaper than a deque.
     while !addrs.is_empty() {
@@ -280,7 +280,7 @@ pub fn open(c: &mut Client, key: usize, cx: &mut Cx, mut addrs: Vec<SocketAddr>,
             addr,
             ex.shared.client_tls.clone(),
             route.server_name.clone(),
-            provider,
+            route_index,
         )
         .and_then(|mut up| {
             up.register(&cx.registry, upstream_token(up.id()))

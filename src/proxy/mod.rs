@@ -276,22 +276,23 @@ impl Shared {
             crls,
             material,
         } = tls;
-        let mut routes = Vec::with_capacity(config.providers.len());
-        for p in &config.providers {
-            let server_name = ServerName::try_from(p.endpoint.host.clone()).map_err(|e| {
+        let mut routes = Vec::new();
+        for (index, e) in crate::config::all_endpoints(&config.providers) {
+            let p = &config.providers[index];
+            let server_name = ServerName::try_from(e.url.host.clone()).map_err(|err| {
                 LoadError(format!(
-                    "{}:{}: provider {} endpoint host {:?}: {e}",
+                    "{}:{}: provider {} endpoint host {:?}: {err}",
                     config.path.display(),
                     p.line,
                     p.asid,
-                    p.endpoint.host
+                    e.url.host
                 ))
             })?;
             routes.push(Route {
                 server_name,
                 fixed_addrs: p.connect.clone(),
-                host: p.endpoint.host.clone(),
-                port: p.endpoint.connect_port(),
+                host: e.url.host.clone(),
+                port: e.url.connect_port(),
             });
         }
         let rules = Rules {

@@ -18,7 +18,8 @@ use super::tls_io::{self, RecordFraming};
 pub struct Upstream {
     pub sock: TcpStream,
     pub tls: ClientConnection,
-    pub provider: usize,
+    /// The provider endpoint it is connected to (`Shared::routes`).
+    pub route: usize,
     /// Plaintext received and not yet handled.
     pub inbuf: Vec<u8>,
     /// The socket may have bytes we have not read (edge-triggered readiness).
@@ -40,7 +41,7 @@ impl Upstream {
         addr: SocketAddr,
         config: Arc<rustls::ClientConfig>,
         server_name: ServerName<'static>,
-        provider: usize,
+        route: usize,
     ) -> Result<Upstream, String> {
         let sock = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
         let _ = sock.set_nodelay(true);
@@ -48,7 +49,7 @@ impl Upstream {
         Ok(Upstream {
             sock,
             tls,
-            provider,
+            route,
             inbuf: Vec::new(),
             read_ready: false,
             peer_closing: false,
@@ -165,24 +166,23 @@ pub struct Kept {
     pub up: Upstream,
     pub since: Instant,
     /// The provider TLS configuration it was made under: a reload that replaces it (and so
-    /// perhaps the routes, whose index `up.provider` is) retires the connection.
+    /// perhaps the routes, whose index `up.route` is) retires the connection.
     made_under: Arc<rustls::ClientConfig>,
     _slot: Slot,
 }
 
 impl Kept {
-    /// Whether it may carry a request to `provider` under the provider TLS configuration
-    /// `config`, at `now`: same provider, same configuration, not idle past `idle_timeout`.
+    /// Whether it may carry a request to the provider endpoint `route` under the provider TLS
+    /// configuration `config`, at `now`: same provider endpoint (`Shared::routes`), same configuration, not
+    /// idle past `idle_timeout`.
     pub fn fits(
         &self,
-        provider: usize,
+        route: usize,
         config: &Arc<rustls::ClientConfig>,
         now: Instant,
         idle_timeout: Duration,
     ) -> bool {
-        self.up.provider == provider
-            && Arc::ptr_eq(&self.made_under, config)
-            && !self.expired(now, idle_timeout)
+        self.up.route == route && Arc::ptr_eq(&self.made_under, config) && !self.expired(now, idle_timeout)
     }
 
     pub fn expired(&self, now: Instant, idle_timeout: Duration) -> bool {
@@ -190,8 +190,8 @@ impl Kept {
     }
 }
 
-/// How many provider connections consumer connections keep, per provider, on one worker, for
-/// `pool_max_idle`.
+/// How many provider connections consumer connections keep, per provider endpoint, on one
+/// worker, for `pool_max_idle`.
 #[derive(Default)]
 pub struct KeptCounts(Vec<Arc<AtomicUsize>>);
 
@@ -200,7 +200,7 @@ impl KeptCounts {
         KeptCounts((0..providers).map(|_| Arc::default()).collect())
     }
 
-    /// Keeps `up` if its provider has fewer than `max` kept (`None`: no cap); else it is
+    /// Keeps `up` if its endpoint has fewer than `max` kept (`None`: no cap); else it is
     /// dropped, which closes it.
     pub fn keep(
         &self,
@@ -209,7 +209,7 @@ impl KeptCounts {
         max: Option<usize>,
         now: Instant,
     ) -> Option<Kept> {
-        let count = self.0.get(up.provider)?;
+        let count = self.0.get(up.route)?;
         if max.is_some_and(|max| count.load(Ordering::Relaxed) >= max) {
             return None;
         }
