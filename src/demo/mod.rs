@@ -44,7 +44,12 @@ pub fn run() -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     let handler: provider::Handler = Arc::new(|req: &provider::SeenRequest| {
-        let mut reply = provider::Reply::json(200, pecs_answer());
+        let answer = if req.method == "POST" {
+            pecs_post_answer()
+        } else {
+            pecs_answer()
+        };
+        let mut reply = provider::Reply::json(200, answer);
         reply.fields.push((
             "Demo-Seen-Client".into(),
             req.client_subject.clone().unwrap_or_default(),
@@ -109,24 +114,44 @@ fn pecs_answer() -> String {
         .to_string()
 }
 
+/// What the PECS API answers its POST search (NHSEPS/prescription-exemptions,
+/// `swagger/RTEC-api-docs_1.0.0.json`, `SearchResponse`).
+fn pecs_post_answer() -> String {
+    r#"{"expiry":"2027-03-31","message":"Exemption has been found","type":"9005"}"#.to_string()
+}
+
+/// A PECS `SearchRequest`: the later API searches by POST with the patient in the body.
+const PECS_SEARCH_BODY: &str =
+    r#"{"dob":"1993-06-22","nhsNumber":"9000000009","postcode":"NE32JH","surname":"Johnson"}"#;
+
 fn instructions(pki: &Path, port: u16, provider_url: &str) -> String {
-    let curl = |consumer: &str, from: &str| {
+    let curl = |consumer: &str, from: &str, post: bool| {
+        let (body, query) = if post {
+            (
+                format!("-H 'Content-Type: application/json' -d '{PECS_SEARCH_BODY}' \\\n  "),
+                "",
+            )
+        } else {
+            (String::new(), "?patient=9000000009")
+        };
         format!(
             "curl -i --cacert {ca} --cert {pki}/{consumer}.pem --key {pki}/{consumer}.key \\\n  \
              -H 'Ssp-TraceID: 5b6f3f8e-7a1d-4c1e-9d3a-2f0b6c1e8a44' -H 'Ssp-From: {from}' -H 'Ssp-To: 200000000999' \\\n  \
              -H 'Ssp-InteractionID: {INTERACTION}' \\\n  \
-             -H 'Authorization: Bearer {DEMO_JWT}' \\\n  \
-             'https://localhost:{port}/{provider_url}/search?patient=9000000009'",
+             -H 'Authorization: Bearer {DEMO_JWT}' \\\n  {body}\
+             'https://localhost:{port}/{provider_url}/search{query}'",
             ca = pki.join("nhs-ca.pem").display(),
             pki = pki.display(),
         )
     };
     format!(
         "\nAllowed (dispenser-a has an agreement with the provider):\n\n{}\n\n\
+         The same search as the PECS API makes it, by POST with the patient in a JSON body:\n\n{}\n\n\
          Refused with 403 FOT_CHECK_FAILED (dispenser-b has no agreement):\n\n{}\n\n\
          Refused at the TLS handshake (a revoked certificate):\n\n{}\n\nCtrl-C stops the demo.",
-        curl("consumer-a", "200000000001"),
-        curl("consumer-b", "200000000002"),
-        curl("consumer-revoked", "200000000005"),
+        curl("consumer-a", "200000000001", false),
+        curl("consumer-a", "200000000001", true),
+        curl("consumer-b", "200000000002", false),
+        curl("consumer-revoked", "200000000005", false),
     )
 }
