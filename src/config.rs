@@ -64,6 +64,8 @@ pub struct Server {
     pub client_subject: Vec<(String, String)>,
     pub forwarded: bool,
     pub require_jwt: bool,
+    /// What an unsynchronised clock (the kernel's NTP state) does to admission.
+    pub clock_unsynced: ClockUnsynced,
     /// The `Strict-Transport-Security` value of the proxy's own answers; `None` when set to "".
     pub hsts: Option<String>,
     /// Every connection starts with a PROXY protocol v2 header (behind an L4 balancer).
@@ -110,6 +112,15 @@ pub struct CrlRefresh {
     pub read_timeout: Duration,
     /// The largest CRL accepted, in bytes; at least 1024.
     pub max_bytes: u64,
+}
+
+/// What to do while the kernel says the clock is not synchronised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockUnsynced {
+    /// Log, alarm and show it in `/metrics`; keep serving.
+    Warn,
+    /// Also not ready, and every request refused (503 `CLOCK_NOT_SYNCHRONISED`).
+    Deny,
 }
 
 /// What to do with a CRL past its nextUpdate.

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod clock;
 pub mod config;
 pub mod crl;
 pub mod demo;

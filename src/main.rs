@@ -129,6 +129,14 @@ fn check(file: PathBuf) -> ExitCode {
     if shared.crls.is_empty() {
         println!("  WARNING: crl = []: revocation is not checked");
     }
+    // The clock as this process sees it now; `ssp run` watches it (`[server] clock_unsynced`).
+    let clock = ssp::clock::KernelClock::read(&ssp::clock::Adjtimex);
+    let synchronized = clock.as_ref().is_ok_and(|c| c.synchronized);
+    println!(
+        "  {}{}",
+        if synchronized { "" } else { "WARNING: " },
+        ssp::clock::describe(&clock)
+    );
     let now = ssp::crl::unix_now();
     let mut refuses_everyone = Vec::new();
     for crl in &shared.crls {
@@ -230,6 +238,7 @@ fn run(file: PathBuf) -> ExitCode {
         Box::new(move || reopen.transactions.reopen()),
     )
     .and_then(|()| service::watchdog(runtime.clone()))
+    .and_then(|()| service::watch_clock(runtime.clone(), Box::new(ssp::clock::Adjtimex)))
     .and_then(|()| service::start_admin(&runtime))
     .and_then(|()| service::start_crl_refresher(&runtime));
     if let Err(e) = started {

@@ -66,6 +66,7 @@ const FAMILIES: &[(&str, Shape)] = &[
     ("PROVIDER_BUSY", Shape::Suffixed),
     ("SERVICE_UNAVAILABLE", Shape::Exact),
     ("AUDIT_UNAVAILABLE", Shape::Exact),
+    ("CLOCK_NOT_SYNCHRONISED", Shape::Exact),
     ("ERROR_COMMUNICATING_TO_ENDPOINT_URL", Shape::Suffixed),
     ("TIMEOUT_COMMUNICATING_TO_ENDPOINT_URL", Shape::Suffixed),
     ("OTHER", Shape::Never),
@@ -683,6 +684,11 @@ mod tests {
             ("PROVIDER_BUSY_200000000999", "PROVIDER_BUSY"),
             ("SERVICE_UNAVAILABLE", "SERVICE_UNAVAILABLE"),
             ("AUDIT_UNAVAILABLE", "AUDIT_UNAVAILABLE"),
+            ("CLOCK_NOT_SYNCHRONISED", "CLOCK_NOT_SYNCHRONISED"),
+            (
+                "ENDPOINT_https://h/a_CPAID_S1_VARIES_FROM_TARGETURL_https://h/b",
+                "ENDPOINT_VARIES_FROM_TARGETURL",
+            ),
             (
                 "ERROR_COMMUNICATING_TO_ENDPOINT_URL_https://h/p?a=\"1\"",
                 "ERROR_COMMUNICATING_TO_ENDPOINT_URL",

@@ -10,7 +10,8 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 use crate::admin::{self, Health};
-use crate::config::{self, CrlExpired};
+use crate::clock::{self, KernelClock};
+use crate::config::{self, ClockUnsynced, CrlExpired};
 use crate::crl::{self, unix_now};
 use crate::metrics::{Kind, Sample};
 use crate::proxy::{Runtime, Shared};
@@ -82,6 +83,43 @@ pub fn handle_signals(
     Ok(())
 }
 
+/// How often the kernel is asked about the clock.
+const CLOCK_CHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads the clock's state from `source` once now (so admission under `clock_unsynced = "deny"`
+/// starts with a known state), then every `CLOCK_CHECK` on a thread of its own; a change is
+/// logged and recorded as an `alarm`.
+pub fn watch_clock(runtime: Arc<Runtime>, source: Box<dyn KernelClock>) -> std::io::Result<()> {
+    check_clock(&runtime, source.as_ref());
+    std::thread::Builder::new()
+        .name("ssp-clock".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(CLOCK_CHECK);
+                check_clock(&runtime, source.as_ref());
+            }
+        })?;
+    Ok(())
+}
+
+/// One reading: kept for admission, `/readyz` and `/metrics`; a change (or the first reading
+/// when it is bad) is logged and audited.
+pub fn check_clock(runtime: &Runtime, source: &dyn KernelClock) {
+    let reading = source.read();
+    let news = runtime.clock.record(&reading);
+    let message = format!("clock: {}", clock::describe(&reading));
+    if !news {
+        log::debug!("{message}");
+        return;
+    }
+    if runtime.clock.synchronized() {
+        log::info!("{message}");
+    } else {
+        log::warn!("{message}");
+    }
+    runtime.audit.record(crate::audit::Event::Alarm { message });
+}
+
 /// Pings systemd's watchdog while every worker loop keeps turning.
 pub fn watchdog(runtime: Arc<Runtime>) -> std::io::Result<()> {
     let Some(interval) = systemd::watchdog_interval() else {
@@ -117,6 +155,7 @@ pub fn start_admin(runtime: &Arc<Runtime>) -> std::io::Result<()> {
         Arc::new(move || {
             let mut samples = audit_samples(&samples_of);
             samples.extend(crl_samples(&samples_of.current().crls, unix_now()));
+            samples.extend(clock_samples(&samples_of.clock));
             samples
         }),
     )?;
@@ -144,6 +183,12 @@ pub fn health(runtime: &Runtime) -> Health {
                 crl.path.display()
             ));
         }
+    }
+    if shared.config.server.clock_unsynced == ClockUnsynced::Deny && !runtime.clock.synchronized() {
+        reasons.push(
+            "clock not synchronised (kernel NTP state): admission is stopped (503 CLOCK_NOT_SYNCHRONISED)"
+                .to_string(),
+        );
     }
     if runtime.is_stopping() {
         reasons.push("stopping".to_string());
@@ -173,6 +218,30 @@ pub fn crl_samples(crls: &[CrlSummary], now: i64) -> Vec<Sample> {
             value: crl.next_update.map_or(f64::INFINITY, |next| (next - now) as f64),
         })
         .collect()
+}
+
+/// The clock's state for `/metrics`: synchronised (1) or not (0, also when unknown), and the
+/// kernel's maximum error estimate (+Inf when unknown).
+pub fn clock_samples(clock: &clock::ClockWatch) -> Vec<Sample> {
+    let sample = |name, help, value| Sample {
+        name,
+        help,
+        kind: Kind::Gauge,
+        labels: Vec::new(),
+        value,
+    };
+    vec![
+        sample(
+            "ssp_clock_synchronized",
+            "Whether the kernel says an NTP daemon keeps the clock synchronised (1) or not (0).",
+            if clock.synchronized() { 1.0 } else { 0.0 },
+        ),
+        sample(
+            "ssp_clock_max_error_seconds",
+            "The kernel's estimate of the clock's maximum error.",
+            clock.max_error_us().map_or(f64::INFINITY, |us| us as f64 / 1e6),
+        ),
+    ]
 }
 
 /// The audit's figures for `/metrics`.

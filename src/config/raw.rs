@@ -53,6 +53,7 @@ pub(super) struct RawServer {
     pub forwarded: Field<bool>,
     pub require_jwt: Field<bool>,
     pub hsts: Field<String>,
+    pub clock_unsynced: Field<String>,
     pub proxy_protocol: Field<bool>,
 }
 

@@ -160,6 +160,7 @@ fn spec_sections() -> Sections {
             client_subject: vec![("O".into(), "nhs".into()), ("OU".into(), "Devices".into())],
             forwarded: true,
             require_jwt: true,
+            clock_unsynced: ClockUnsynced::Warn,
             hsts: Some("max-age=31536000".into()),
             proxy_protocol: false,
         },

@@ -15,8 +15,8 @@ use super::endpoint::{Endpoint, HttpUrl, is_dns_name};
 use super::error::{ConfigError, Source};
 use super::raw::{self, Field, List};
 use super::{
-    Admin, Audit, AuditSync, Config, Consumer, CrlCheck, CrlExpired, CrlRefresh, CrlSource, Limits, Provider,
-    ProviderEndpoint, Server, Throttle, Transactions, Upstream, parse_duration,
+    Admin, Audit, AuditSync, ClockUnsynced, Config, Consumer, CrlCheck, CrlExpired, CrlRefresh, CrlSource,
+    Limits, Provider, ProviderEndpoint, Server, Throttle, Transactions, Upstream, parse_duration,
 };
 
 const DEFAULT_AUDIT_DIR: &str = "/var/log/ssp";
@@ -124,6 +124,12 @@ fn server(src: &Source<'_>, raw: Field<raw::RawServer>) -> Result<Server, Config
         client_subject: client_subject(&t, s.client_subject)?,
         forwarded: t.or(s.forwarded, "forwarded", true, Ok)?,
         require_jwt: t.or(s.require_jwt, "require_jwt", true, Ok)?,
+        clock_unsynced: t.or(
+            s.clock_unsynced,
+            "clock_unsynced",
+            ClockUnsynced::Warn,
+            choice(&[("warn", ClockUnsynced::Warn), ("deny", ClockUnsynced::Deny)]),
+        )?,
         hsts: t.or(s.hsts, "hsts", Some(DEFAULT_HSTS.to_string()), hsts)?,
         proxy_protocol: t.or(s.proxy_protocol, "proxy_protocol", false, Ok)?,
     })

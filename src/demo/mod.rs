@@ -104,6 +104,7 @@ pub fn run() -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     service::start_admin(&runtime).map_err(|e| e.to_string())?;
+    service::watch_clock(runtime.clone(), Box::new(crate::clock::Adjtimex)).map_err(|e| e.to_string())?;
     let served = proxy::serve(runtime.clone(), listeners).map_err(|e| e.to_string());
     runtime.shutdown("demo stopped");
     served

@@ -47,6 +47,9 @@ pub enum Refusal {
     ProviderBusy { to: String },
     /// Row 16: the `req` record could not be made durable.
     AuditUnavailable,
+    /// Beside row 16, under `[server] clock_unsynced = "deny"`: the kernel says the clock is
+    /// not synchronised, and dates cannot be judged by it.
+    ClockNotSynchronised,
     /// Row 17.
     ProviderFailed { target: String },
     /// Row 18.
@@ -70,7 +73,7 @@ impl Refusal {
             | Refusal::NoAgreement { .. } => 403,
             Refusal::PayloadTooLarge => 413,
             Refusal::Throttled { .. } => 429,
-            Refusal::ProviderBusy { .. } | Refusal::AuditUnavailable => 503,
+            Refusal::ProviderBusy { .. } | Refusal::AuditUnavailable | Refusal::ClockNotSynchronised => 503,
             Refusal::ProviderFailed { .. } => 502,
             Refusal::ProviderTimeout { .. } => 504,
         }
@@ -119,6 +122,7 @@ impl Refusal {
             Refusal::Throttled { from, .. } => format!("THROTTLED_MESSAGESENDER_{from}"),
             Refusal::ProviderBusy { to } => format!("PROVIDER_BUSY_{to}"),
             Refusal::AuditUnavailable => "AUDIT_UNAVAILABLE".into(),
+            Refusal::ClockNotSynchronised => "CLOCK_NOT_SYNCHRONISED".into(),
             Refusal::ProviderFailed { target } => format!("ERROR_COMMUNICATING_TO_ENDPOINT_URL_{target}"),
             Refusal::ProviderTimeout { target } => format!("TIMEOUT_COMMUNICATING_TO_ENDPOINT_URL_{target}"),
         }
@@ -300,6 +304,13 @@ mod tests {
                 503,
                 "transient",
                 "AUDIT_UNAVAILABLE",
+                false,
+            ),
+            (
+                Refusal::ClockNotSynchronised,
+                503,
+                "transient",
+                "CLOCK_NOT_SYNCHRONISED",
                 false,
             ),
             (

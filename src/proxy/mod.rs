@@ -77,6 +77,8 @@ pub struct Runtime {
     pub handshake_failures: HandshakeFailures,
     /// Refused requests per consumer certificate (`[limits] refusals`).
     pub refusals: RefusalStrikes,
+    /// The kernel's last word on the clock (`service::watch_clock`).
+    pub clock: crate::clock::ClockWatch,
     /// Set by SIGTERM: stop accepting, finish what is in flight, exit.
     stopping: AtomicBool,
     /// Each worker's last turn of its loop (nanos), for the systemd watchdog.
@@ -128,6 +130,7 @@ impl Runtime {
             started: Instant::now(),
             handshake_failures,
             refusals,
+            clock: Default::default(),
             stopping: AtomicBool::new(false),
             heartbeats: RwLock::new(Vec::new()),
         })

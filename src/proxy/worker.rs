@@ -24,6 +24,7 @@ use super::tls_io;
 use super::upstream::{Kept, KeptCounts, Owner, Owners, Upstream};
 use super::{Runtime, Shared, report};
 use crate::audit::{Durable, Event, Notifier, Outbox, Transaction};
+use crate::config::ClockUnsynced;
 use crate::http::answer::{self, Context, OutcomeId};
 use crate::http::head;
 use crate::http::request::{BodyFraming, RequestHead};
@@ -703,6 +704,9 @@ fn on_head(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
         // Row 16: while the audit cannot be written, nothing is admitted.
         if !cx.runtime.audit.healthy() {
             return Err(Refusal::AuditUnavailable);
+        }
+        if shared.config.server.clock_unsynced == ClockUnsynced::Deny && !cx.runtime.clock.synchronized() {
+            return Err(Refusal::ClockNotSynchronised);
         }
         Ok((admission, permits))
     });
