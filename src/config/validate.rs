@@ -9,10 +9,11 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use super::endpoint::{Endpoint, HttpUrl, is_dns_name};
-use super::error::{ConfigError, Source};
+use super::error::{ConfigError, ConfigErrors, Source};
 use super::raw::{self, Field, List};
 use super::{
     Admin, Audit, AuditSync, Config, Consumer, CrlCheck, CrlExpired, CrlRefresh, CrlSource, Limits, Provider,
@@ -24,19 +25,55 @@ const DEFAULT_AUDIT_KEY: &str = "/var/lib/ssp/audit.key";
 const DEFAULT_TRANSACTIONS_LOG: &str = "/var/log/ssp/transactions.log";
 const SUBJECT_ATTRIBUTES: [&str; 7] = ["CN", "O", "OU", "C", "L", "ST", "DC"];
 
-pub(super) fn validate(raw: raw::RawConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
-    let server = server(src, raw.server)?;
-    let upstream = upstream(src, raw.upstream)?;
-    let limits = limits(src, raw.limits)?;
-    let throttle = throttle(src, raw.throttle)?;
-    let audit = audit(src, raw.audit)?;
-    let transactions = transactions(src, raw.transactions)?;
-    let admin = admin(src, raw.admin)?;
-    // Providers first: consumers' agreements must name them.
-    let providers = providers(src, raw.provider)?;
-    let consumers = consumers(src, raw.consumer, &providers)?;
+/// Checks every section and entry, noting each problem and carrying on, so that one pass
+/// reports them all (within one table, a missing or malformed required key still stops that
+/// table: what follows may depend on it).
+pub(super) fn validate(raw: raw::RawConfig, src: &Source<'_>) -> Result<Config, ConfigErrors> {
+    let server = src.keep(server(src, raw.server));
+    let upstream = src.keep(upstream(src, raw.upstream));
+    let limits = src.keep(limits(src, raw.limits));
+    let throttle = src.keep(throttle(src, raw.throttle));
+    let audit = src.keep(audit(src, raw.audit));
+    let transactions = src.keep(transactions(src, raw.transactions));
+    let admin = src.keep(admin(src, raw.admin));
+    // Consumers' agreements must name providers: any ASID a [[provider]] gives, so that a
+    // provider entry with a problem elsewhere is reported once, not again by each agreement.
+    let provider_asids: HashSet<String> = raw
+        .provider
+        .iter()
+        .filter_map(|p| p.get_ref().asid.as_ref().map(|a| a.get_ref().clone()))
+        .collect();
+    let providers = src.keep(providers(src, raw.provider));
+    let consumers = src.keep(consumers(src, raw.consumer, &provider_asids));
+    src.finish()?;
+    let (
+        Some(server),
+        Some(upstream),
+        Some(limits),
+        Some(throttle),
+        Some(audit),
+        Some(transactions),
+        Some(admin),
+        Some(providers),
+        Some(consumers),
+    ) = (
+        server,
+        upstream,
+        limits,
+        throttle,
+        audit,
+        transactions,
+        admin,
+        providers,
+        consumers,
+    )
+    else {
+        // Each `None` above noted its problem, so `finish` has returned already.
+        return Err(ConfigErrors(Vec::new()));
+    };
     Ok(Config {
         path: src.file.to_path_buf(),
+        sha256: Sha256::digest(src.text.as_bytes()).into(),
         server,
         upstream,
         limits,
@@ -275,7 +312,8 @@ fn transactions(src: &Source<'_>, raw: Field<raw::RawTransactions>) -> Result<Tr
 fn admin(src: &Source<'_>, raw: Field<raw::RawAdmin>) -> Result<Admin, ConfigError> {
     let (t, a) = Table::open(src, "admin", raw);
     let default = Some(SocketAddr::from(([127, 0, 0, 1], 9901)));
-    Ok(Admin {
+    let listen_span = a.listen.as_ref().map(Spanned::span);
+    let admin = Admin {
         listen: t.or(a.listen, "listen", default, |s| {
             if s.is_empty() {
                 Ok(None)
@@ -284,9 +322,16 @@ fn admin(src: &Source<'_>, raw: Field<raw::RawAdmin>) -> Result<Admin, ConfigErr
             }
         })?,
         allow_remote: t.or(a.allow_remote, "allow_remote", false, Ok)?,
-    })
+    };
+    if let Some(listen) = admin.listen {
+        super::admin_exposure(listen, admin.allow_remote)
+            .map_err(|message| src.error(listen_span, Some("admin.listen".into()), message))?;
+    }
+    Ok(admin)
 }
 
+/// Every entry that checks out; each one that does not is noted, and checking goes on with the
+/// next.
 fn providers(src: &Source<'_>, raw: Vec<Spanned<raw::RawProvider>>) -> Result<Vec<Provider>, ConfigError> {
     if raw.is_empty() {
         return Err(src.error(
@@ -300,24 +345,28 @@ fn providers(src: &Source<'_>, raw: Vec<Spanned<raw::RawProvider>>) -> Result<Ve
     for (i, entry) in raw.into_iter().enumerate() {
         let line = src.line(entry.span().start);
         let (t, p) = Table::open(src, format!("provider[{}]", i + 1), Some(entry));
-        providers.push(Provider {
-            asid: t.required(p.asid, "asid", |s| {
-                unique_asid(s, &mut first_lines, line, "provider")
-            })?,
-            endpoint: t.required(p.endpoint, "endpoint", |s| Endpoint::parse(&s))?,
-            interactions: t.required_list(p.interactions, "interactions", Empty::Refused, interaction)?,
-            connect: t.or(p.connect, "connect", Vec::new(), socket_addrs)?,
-            max_in_flight: t.optional(p.max_in_flight, "max_in_flight", at_least(1))?,
-            line,
-        });
+        let provider = (|| {
+            Ok(Provider {
+                asid: t.required(p.asid, "asid", |s| {
+                    unique_asid(s, &mut first_lines, line, "provider")
+                })?,
+                endpoint: t.required(p.endpoint, "endpoint", |s| Endpoint::parse(&s))?,
+                interactions: t.required_list(p.interactions, "interactions", Empty::Refused, interaction)?,
+                connect: t.or(p.connect, "connect", Vec::new(), socket_addrs)?,
+                max_in_flight: t.optional(p.max_in_flight, "max_in_flight", at_least(1))?,
+                line,
+            })
+        })();
+        providers.extend(src.keep(provider));
     }
     Ok(providers)
 }
 
+/// As `providers`; `known` holds the ASIDs the [[provider]] entries give.
 fn consumers(
     src: &Source<'_>,
     raw: Vec<Spanned<raw::RawConsumer>>,
-    providers: &[Provider],
+    known: &HashSet<String>,
 ) -> Result<Vec<Consumer>, ConfigError> {
     if raw.is_empty() {
         return Err(src.error(
@@ -326,29 +375,31 @@ fn consumers(
             "at least one [[consumer]] is required",
         ));
     }
-    let known: HashSet<&str> = providers.iter().map(|p| p.asid.as_str()).collect();
     let mut first_lines = HashMap::new();
     let mut consumers = Vec::with_capacity(raw.len());
     for (i, entry) in raw.into_iter().enumerate() {
         let line = src.line(entry.span().start);
         let (t, c) = Table::open(src, format!("consumer[{}]", i + 1), Some(entry));
-        consumers.push(Consumer {
-            asid: t.required(c.asid, "asid", |s| {
-                unique_asid(s, &mut first_lines, line, "consumer")
-            })?,
-            fqdn: t.required(c.fqdn, "fqdn", fqdn)?,
-            interactions: t.required_list(c.interactions, "interactions", Empty::Refused, interaction)?,
-            providers: t.required_list(c.providers, "providers", Empty::Allowed, |asid| {
-                if known.contains(asid.as_str()) {
-                    Ok(asid)
-                } else {
-                    Err(format!("no [[provider]] has the ASID {asid:?}"))
-                }
-            })?,
-            rate: t.optional(c.rate, "rate", rate)?,
-            burst: t.optional(c.burst, "burst", at_least(1))?,
-            line,
-        });
+        let consumer = (|| {
+            Ok(Consumer {
+                asid: t.required(c.asid, "asid", |s| {
+                    unique_asid(s, &mut first_lines, line, "consumer")
+                })?,
+                fqdn: t.required(c.fqdn, "fqdn", fqdn)?,
+                interactions: t.required_list(c.interactions, "interactions", Empty::Refused, interaction)?,
+                providers: t.required_list(c.providers, "providers", Empty::Allowed, |asid| {
+                    if known.contains(&asid) {
+                        Ok(asid)
+                    } else {
+                        Err(format!("no [[provider]] has the ASID {asid:?}"))
+                    }
+                })?,
+                rate: t.optional(c.rate, "rate", rate)?,
+                burst: t.optional(c.burst, "burst", at_least(1))?,
+                line,
+            })
+        })();
+        consumers.extend(src.keep(consumer));
     }
     Ok(consumers)
 }
@@ -407,6 +458,8 @@ impl<'a> Table<'a> {
         value.map(|value| self.value(value, field, check)).transpose()
     }
 
+    /// A key with a default: a bad value is noted and the default stands in for it, so the
+    /// rest of the table is still checked (`validate` refuses the file in the end).
     fn or<T, U>(
         &self,
         value: Field<T>,
@@ -414,7 +467,11 @@ impl<'a> Table<'a> {
         default: U,
         check: impl FnOnce(T) -> Result<U, String>,
     ) -> Result<U, ConfigError> {
-        Ok(self.optional(value, field, check)?.unwrap_or(default))
+        Ok(self
+            .src
+            .keep(self.optional(value, field, check))
+            .flatten()
+            .unwrap_or(default))
     }
 
     fn required<T, U>(
