@@ -165,6 +165,10 @@ mod tests {
 
     /// The consumer certificate check a configuration builds, with `server` lines added.
     fn verifier(crls: &[&str], server: &str) -> Arc<ConsumerVerifier> {
+        crate::tls::load(&config(crls, server)).expect("tls").verifier
+    }
+
+    fn config(crls: &[&str], server: &str) -> crate::config::Config {
         let crls: Vec<String> = crls.iter().map(|c| format!("\"{PKI}/{c}\"")).collect();
         let text = format!(
             "[server]\ncertificate = \"{PKI}/ssp.pem\"\nprivate_key = \"{PKI}/ssp.key\"\n\
@@ -173,8 +177,7 @@ mod tests {
              [[consumer]]\nasid = \"1\"\nfqdn = \"c.example\"\ninteractions = [\"i\"]\nproviders = [\"2\"]\n",
             crls.join(", ")
         );
-        let cfg = crate::config::parse(&text, Path::new("/test/ssp.toml")).expect("config");
-        crate::tls::load(&cfg).expect("tls").verifier
+        crate::config::parse(&text, Path::new("/test/ssp.toml")).expect("config")
     }
 
     fn chain(file: &str) -> Vec<CertificateDer<'static>> {
@@ -223,10 +226,16 @@ mod tests {
             ),
             None
         );
-        // Level 1C's issuer (the root) has no CRL: its status is unknown, which is denied.
-        assert_eq!(
-            judged(&verifier(&["level1c.crl"], chain_checked), "consumer-a", NOW),
-            Some(Fault::Revoked)
+        // Level 1C's issuer (the root) has no CRL: its status would be unknown, which is
+        // denied, so every consumer would be refused; such a configuration does not load.
+        let Err(errors) = crate::tls::load(&config(&["level1c.crl"], chain_checked)) else {
+            panic!("a chain check without the anchor's CRL loaded");
+        };
+        assert!(
+            errors
+                .to_string()
+                .contains("no CRL in `crl` is issued by the trust anchor"),
+            "{errors}"
         );
         assert_eq!(
             judged(&verifier(&["level1c.crl"], ""), "consumer-a", NOW),
