@@ -59,9 +59,8 @@ pub fn start(
     health: Arc<dyn Fn() -> Health + Send + Sync>,
     extra: Arc<dyn Fn() -> Vec<Sample> + Send + Sync>,
 ) -> io::Result<(SocketAddr, JoinHandle<()>)> {
-    crate::config::admin_exposure(addr, allow_remote).map_err(|why| {
-        io::Error::new(io::ErrorKind::InvalidInput, format!("admin endpoint: {why}"))
-    })?;
+    crate::config::admin_exposure(addr, allow_remote)
+        .map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, format!("admin endpoint: {why}")))?;
     let context = |e: io::Error| io::Error::new(e.kind(), format!("admin endpoint {addr}: {e}"));
     let listener = std::net::TcpListener::bind(addr).map_err(context)?;
     listener.set_nonblocking(true).map_err(context)?;

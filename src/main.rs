@@ -4,10 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use ssp::config::{self, CrlExpired};
+use ssp::config::CrlExpired;
 use ssp::proxy::{self, Runtime, Shared};
 use ssp::x509::format_utc;
-use ssp::{service, systemd};
+use ssp::{service, startup, systemd};
 
 const USAGE: &str = "\
 usage: ssp <command>
@@ -96,19 +96,27 @@ fn init_logging(default: &str) {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default)).init();
 }
 
-/// Loads everything `run` would, so a config that checks clean also starts.
-fn load(file: PathBuf) -> Result<Shared, String> {
-    let cfg = config::load(&file).map_err(|e| e.to_string())?;
-    Shared::load(cfg).map_err(|e| e.to_string())
+/// Loads everything `run` would (`startup::load`, the one code path of check, run and
+/// reload), or prints every problem found and says what that means.
+fn load(file: &Path, command: &str) -> Result<Shared, ExitCode> {
+    startup::load(file).map_err(|problems| {
+        for problem in &problems.0 {
+            eprintln!("{problem}");
+        }
+        let n = problems.0.len();
+        eprintln!(
+            "{}: {n} problem{} found; ssp {command} stops here (exit 2)",
+            file.display(),
+            if n == 1 { "" } else { "s" }
+        );
+        ExitCode::from(2)
+    })
 }
 
 fn check(file: PathBuf) -> ExitCode {
-    let shared = match load(file) {
+    let shared = match load(&file, "check") {
         Ok(shared) => shared,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let cfg = &shared.config;
     println!("{}:", cfg.path.display());
@@ -165,12 +173,9 @@ fn check(file: PathBuf) -> ExitCode {
 /// One refresh of every CRL with a `url`, in the foreground: one line per CRL. A running
 /// proxy keeps using what it holds until its own refresh or a reload reads the stored file.
 fn crl_fetch(file: PathBuf) -> ExitCode {
-    let shared = match load(file) {
+    let shared = match load(&file, "crl fetch") {
         Ok(shared) => shared,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let settings = &shared.config.server.crl_refresh;
     let now = ssp::crl::unix_now();
@@ -199,12 +204,9 @@ fn crl_fetch(file: PathBuf) -> ExitCode {
 }
 
 fn run(file: PathBuf) -> ExitCode {
-    let shared = match load(file.clone()) {
+    let shared = match load(&file, "run") {
         Ok(shared) => shared,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     if shared.crls.is_empty() {
         log::warn!("crl = []: client certificates are NOT checked for revocation");
@@ -216,11 +218,13 @@ fn run(file: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // What `check` could not see ahead (the audit folder's contents, a file that changed
+    // since): exit 1, a failure to retry, not 2, a configuration to fix.
     let runtime = match Runtime::start(shared) {
         Ok(runtime) => Arc::new(runtime),
         Err(e) => {
             eprintln!("ssp: {e}");
-            return ExitCode::from(2);
+            return ExitCode::FAILURE;
         }
     };
     let reopen = runtime.clone();

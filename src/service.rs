@@ -10,23 +10,24 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 use crate::admin::{self, Health};
-use crate::config::{self, CrlExpired};
+use crate::config::CrlExpired;
 use crate::crl::{self, unix_now};
 use crate::metrics::{Kind, Sample};
-use crate::proxy::{Runtime, Shared};
+use crate::proxy::Runtime;
+use crate::startup;
 use crate::systemd;
 use crate::tls::CrlSummary;
 
-/// Loads a configuration and puts it in force as one swap, or refuses it whole.
+/// Loads a configuration as `ssp check` does and puts it in force as one swap, or refuses it
+/// whole.
 pub fn reload(runtime: &Runtime, path: &Path) -> Result<(), String> {
-    let cfg = config::load(path).map_err(|e| e.to_string())?;
+    let shared = startup::load(path).map_err(|problems| problems.0.join("; "))?;
     let current = runtime.current();
-    if cfg.server.listen != current.config.server.listen
-        || cfg.server.workers != current.config.server.workers
+    if shared.config.server.listen != current.config.server.listen
+        || shared.config.server.workers != current.config.server.workers
     {
         log::warn!("reload: `listen` and `workers` changes take effect at the next restart");
     }
-    let shared = Shared::load(cfg).map_err(|e| e.to_string())?;
     runtime.replace(shared);
     Ok(())
 }

@@ -58,7 +58,14 @@ fn help_lists_the_commands_and_unknown_usage_exits_2() {
 
 #[test]
 fn check_accepts_the_demo_config_and_summarises_its_crl() {
-    let out = ssp(&["check", "--config", "fixtures/demo.toml"]);
+    // With its audit key made, as `ssp demo` makes it on its first run.
+    let dir = TempDir::new("cli-demo-check");
+    let key = dir.path().join("audit.key");
+    assert_eq!(ssp::audit::cli::keygen(&key), 0, "audit keygen");
+    let path = demo_config(dir.path(), |t| {
+        t.replace("../target/ssp-demo/audit.key", &key.display().to_string())
+    });
+    let out = ssp(&["check", "--config", &path]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     let crl = stdout
@@ -225,4 +232,136 @@ fn check_refuses_a_fifo_named_as_a_file() {
         stderr.contains(&key.display().to_string()) && stderr.contains("not a regular file"),
         "{stderr}"
     );
+}
+
+/// Runs `ssp` with `args` until it exits by itself (10 s at most, then it is killed and the
+/// test fails): `ssp run` on a configuration it accepts would serve for ever.
+fn ssp_exits(args: &[&str]) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_ssp"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ssp");
+    let pid = child.id();
+    let (done, exited) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    match exited.recv_timeout(Duration::from_secs(10)) {
+        Ok(out) => out.expect("ssp output"),
+        Err(_) => {
+            // SAFETY: kill(2) on the child we started, which has not been reaped.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("ssp {args:?} did not exit within 10 s: it accepted the configuration");
+        }
+    }
+}
+
+/// The problem lines of a refusal: each names its file (absolute paths here); the closing
+/// summary and log lines are left out.
+fn problems(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with('/') && !l.contains(" found; ssp "))
+        .collect()
+}
+
+/// Issue 23: a green `ssp check` means `ssp run` starts. Each configuration below checked
+/// "ok" and then failed at run (or, worse, ran and refused every consumer); now check and run
+/// load it through the same code, refuse it with exit 2 and say the same thing, every problem
+/// in one pass. README "What `ssp check` catches" lists these rows.
+#[test]
+fn check_and_run_agree_on_every_start_time_failure() {
+    use common::mint;
+    let now = mint::unix_now();
+    let level1c_crl = format!("\"{}\"", pki("level1c.crl").display());
+    let setup = Setup::new(&Options::default());
+    let dir = setup.dir.path();
+    let good = std::fs::read_to_string(&setup.config).unwrap();
+    assert!(good.contains(&level1c_crl), "harness config changed shape");
+    let crl_file = |name: &str, issuer: &rcgen::Issuer<'_, rcgen::KeyPair>| {
+        let path = dir.join(name);
+        std::fs::write(&path, mint::crl(issuer, now - 60, now + 86_400, 1, &[])).unwrap();
+        format!("\"{}\"", path.display())
+    };
+    let other_root_crl = crl_file("other-root.crl", &mint::other_root());
+    let forged_crl = crl_file("forged.crl", &mint::level1c_impostor());
+    let audit_key = format!("\"{}\"", dir.join("audit.key").display());
+    let missing_key = format!("\"{}\"", dir.join("missing.key").display());
+    let remote_admin = ("[admin]\nlisten = \"\"", "[admin]\nlisten = \"0.0.0.0:0\"");
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        (
+            "a CRL issued under another root: every consumer refused (unknown revocation status)",
+            good.replace(&level1c_crl, &other_root_crl),
+            vec!["neither a trust anchor in client_ca"],
+        ),
+        (
+            "a CRL not signed by its issuer's key: every consumer of Level 1C refused",
+            good.replace(&level1c_crl, &forged_crl),
+            vec!["CRL signature check failed"],
+        ),
+        (
+            "crl_check = \"chain\" without the root's CRL: every consumer refused",
+            good.replace("[server]\n", "[server]\ncrl_check = \"chain\"\n"),
+            vec!["no CRL in `crl` is issued by the trust anchor"],
+        ),
+        (
+            "[admin] listen beyond loopback without allow_remote",
+            good.replace(remote_admin.0, remote_admin.1),
+            vec!["not a loopback address"],
+        ),
+        (
+            "[audit] key missing",
+            good.replace(&audit_key, &missing_key),
+            vec![
+                "the audit key ([audit] key) does not exist",
+                "ssp audit keygen --out",
+            ],
+        ),
+        (
+            "[audit] dir where a file is",
+            good.replace(
+                &format!("dir = \"{}/audit\"", dir.display()),
+                &format!("dir = \"{}/audit\"", setup.config.display()),
+            ),
+            vec!["the audit folder ([audit] dir)", "is not a folder"],
+        ),
+        (
+            "three problems at once: each is reported in the one pass",
+            good.replace(&level1c_crl, &other_root_crl)
+                .replace(remote_admin.0, remote_admin.1)
+                .replace(&audit_key, &missing_key),
+            vec![
+                "not a loopback address",
+                "neither a trust anchor in client_ca",
+                "ssp audit keygen --out",
+                "3 problems found",
+            ],
+        ),
+    ];
+    for (what, broken, expected) in cases {
+        assert_ne!(broken, good, "{what}: the edit did not apply");
+        let config = dir.join("broken.toml");
+        std::fs::write(&config, broken).unwrap();
+        let config = config.display().to_string();
+        let check = ssp_exits(&["check", "--config", &config]);
+        let run = ssp_exits(&["run", "--config", &config]);
+        let (check_err, run_err) = (text(&check.stderr), text(&run.stderr));
+        assert_eq!(check.status.code(), Some(2), "{what}: check said\n{check_err}");
+        assert_eq!(run.status.code(), Some(2), "{what}: run said\n{run_err}");
+        for words in expected {
+            assert!(check_err.contains(words), "{what}: check said\n{check_err}");
+        }
+        assert!(!problems(&check_err).is_empty(), "{what}: {check_err}");
+        assert_eq!(
+            problems(&check_err),
+            problems(&run_err),
+            "{what}: check and run differ"
+        );
+    }
+    // And the configuration they were made from checks and starts.
+    let check = ssp_exits(&["check", "--config", &setup.config.display().to_string()]);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check.stderr));
 }

@@ -42,8 +42,13 @@ impl std::error::Error for ConfigError {}
 
 /// Every problem one pass over the file found, in file order: an operator fixes them all
 /// before the next `ssp check`, not one per run. Shown one per line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
+///
+/// The second field is the configuration as it would be with a default standing in for each
+/// bad value, when every section could still be read (`None` when a required key or a whole
+/// entry is wrong): `ssp check` goes on to check the files it names, so that one pass also
+/// finds a missing certificate. It is never put in force.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigErrors(pub Vec<ConfigError>, pub Option<Box<super::Config>>);
 
 impl ConfigErrors {
     /// The problem on the earliest line.
@@ -54,7 +59,7 @@ impl ConfigErrors {
 
 impl From<ConfigError> for ConfigErrors {
     fn from(error: ConfigError) -> ConfigErrors {
-        ConfigErrors(vec![error])
+        ConfigErrors(vec![error], None)
     }
 }
 
@@ -115,13 +120,10 @@ impl Source<'_> {
     }
 
     /// Every problem noted, in file order (those without a line last), or none.
-    pub fn finish(&self) -> Result<(), ConfigErrors> {
+    pub fn finish(&self) -> Vec<ConfigError> {
         let mut problems = self.problems.take();
-        if problems.is_empty() {
-            return Ok(());
-        }
         problems.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
-        Err(ConfigErrors(problems))
+        problems
     }
 
     /// The one place a `ConfigError` is made from a position in the text.

@@ -107,7 +107,7 @@ fn parse_text(text: &str) -> Result<Config, ConfigErrors> {
 fn refused(text: &str) -> ConfigError {
     match parse_text(text) {
         Ok(config) => panic!("should be refused, loaded {config:#?}"),
-        Err(ConfigErrors(mut errors)) if errors.len() == 1 => errors.remove(0),
+        Err(ConfigErrors(mut errors, _)) if errors.len() == 1 => errors.remove(0),
         Err(errors) => panic!("expected one problem, found:\n{errors}"),
     }
 }
@@ -523,7 +523,9 @@ fn missing_certificate_is_reported_at_the_server_header() {
 #[test]
 fn missing_server_section_is_reported_without_a_line() {
     // Also without consumers and providers: three problems, none with a line.
-    let errors = parse_text("[upstream]\nca = \"ca.pem\"\n").expect_err("refused").0;
+    let errors = parse_text("[upstream]\nca = \"ca.pem\"\n")
+        .expect_err("refused")
+        .0;
     let keys: Vec<_> = errors.iter().map(|e| e.key.as_deref()).collect();
     assert_eq!(
         keys,
@@ -998,8 +1000,10 @@ fn packaged_example_parses_with_and_without_its_crl_table() {
 #[test]
 fn every_problem_is_reported_in_one_pass_in_file_order() {
     // Line numbers: MINIMAL's [server] is line 1; the additions follow it.
-    let text = minimal_with("[server]\n", "[server]\nworkers = 2000\ncrl_expired = \"never\"\n")
-        + "[limits]\nheader_timeout = \"soon\"\n[admin]\nlisten = \"0.0.0.0:9901\"\n"
+    let text = minimal_with(
+        "[server]\n",
+        "[server]\nworkers = 2000\ncrl_expired = \"never\"\n",
+    ) + "[limits]\nheader_timeout = \"soon\"\n[admin]\nlisten = \"0.0.0.0:9901\"\n"
         + "[[consumer]]\nasid = \"x\"\nfqdn = \"b.example\"\ninteractions = [\"urn:x\"]\nproviders = []\n";
     let errors = parse_text(&text).expect_err("five problems").0;
     let keys: Vec<&str> = errors.iter().filter_map(|e| e.key.as_deref()).collect();
@@ -1013,7 +1017,7 @@ fn every_problem_is_reported_in_one_pass_in_file_order() {
             "consumer[2].asid"
         ],
         "{}",
-        ConfigErrors(errors.clone())
+        ConfigErrors(errors.clone(), None)
     );
     let lines: Vec<usize> = errors.iter().filter_map(|e| e.line).collect();
     assert!(lines.windows(2).all(|w| w[0] < w[1]), "{lines:?}");

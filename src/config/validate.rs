@@ -45,18 +45,7 @@ pub(super) fn validate(raw: raw::RawConfig, src: &Source<'_>) -> Result<Config, 
         .collect();
     let providers = src.keep(providers(src, raw.provider));
     let consumers = src.keep(consumers(src, raw.consumer, &provider_asids));
-    src.finish()?;
-    let (
-        Some(server),
-        Some(upstream),
-        Some(limits),
-        Some(throttle),
-        Some(audit),
-        Some(transactions),
-        Some(admin),
-        Some(providers),
-        Some(consumers),
-    ) = (
+    let config = match (
         server,
         upstream,
         limits,
@@ -66,24 +55,36 @@ pub(super) fn validate(raw: raw::RawConfig, src: &Source<'_>) -> Result<Config, 
         admin,
         providers,
         consumers,
-    )
-    else {
-        // Each `None` above noted its problem, so `finish` has returned already.
-        return Err(ConfigErrors(Vec::new()));
+    ) {
+        (
+            Some(server),
+            Some(upstream),
+            Some(limits),
+            Some(throttle),
+            Some(audit),
+            Some(transactions),
+            Some(admin),
+            Some(providers),
+            Some(consumers),
+        ) => Some(Config {
+            path: src.file.to_path_buf(),
+            sha256: Sha256::digest(src.text.as_bytes()).into(),
+            server,
+            upstream,
+            limits,
+            throttle,
+            audit,
+            transactions,
+            admin,
+            consumers,
+            providers,
+        }),
+        _ => None,
     };
-    Ok(Config {
-        path: src.file.to_path_buf(),
-        sha256: Sha256::digest(src.text.as_bytes()).into(),
-        server,
-        upstream,
-        limits,
-        throttle,
-        audit,
-        transactions,
-        admin,
-        consumers,
-        providers,
-    })
+    match (src.finish(), config) {
+        (problems, Some(config)) if problems.is_empty() => Ok(config),
+        (problems, config) => Err(ConfigErrors(problems, config.map(Box::new))),
+    }
 }
 
 fn server(src: &Source<'_>, raw: Field<raw::RawServer>) -> Result<Server, ConfigError> {
@@ -323,9 +324,10 @@ fn admin(src: &Source<'_>, raw: Field<raw::RawAdmin>) -> Result<Admin, ConfigErr
         })?,
         allow_remote: t.or(a.allow_remote, "allow_remote", false, Ok)?,
     };
-    if let Some(listen) = admin.listen {
-        super::admin_exposure(listen, admin.allow_remote)
-            .map_err(|message| src.error(listen_span, Some("admin.listen".into()), message))?;
+    if let Some(listen) = admin.listen
+        && let Err(message) = super::admin_exposure(listen, admin.allow_remote)
+    {
+        src.note(src.error(listen_span, Some("admin.listen".into()), message));
     }
     Ok(admin)
 }
