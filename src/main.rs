@@ -227,6 +227,7 @@ fn run(file: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    service::config_in_force(&runtime, "start");
     let reopen = runtime.clone();
     let started = service::handle_signals(
         runtime.clone(),

@@ -528,3 +528,187 @@ fn kill_9_under_load_then_restart_leaves_a_chain_that_verifies() {
         "every request the provider received has its req record ({reqs} for {forwarded})"
     );
 }
+
+/// The `/metrics` value of the line starting with `series ` (name and labels).
+fn metric(metrics: &str, series: &str) -> Option<String> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(str::to_string)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The audit's records of `kind`, waiting up to 5 s for at least `n` (the writer is a thread).
+fn records(setup: &Setup, kind: &str, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let found: Vec<serde_json::Value> = audit_text(setup)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|r| r["type"] == kind)
+            .collect();
+        if found.len() >= n || Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Issue 23: a reload's outcome is visible. At start and after each reload put in force, a
+/// `config` record (the file's hash, the hash of every file it names, counts, CRL dates) and
+/// `ssp_config_hash`; a refused reload sets `ssp_config_last_reload_success` to 0 and leaves
+/// an `alarm`; the audit still verifies with the new record type.
+#[test]
+fn reload_outcome_is_in_metrics_and_in_the_audit() {
+    let setup = Setup::new(&Options::default());
+    let admin = unused_port();
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    let text = text.replace(
+        "[admin]\nlisten = \"\"",
+        &format!("[admin]\nlisten = \"{admin}\""),
+    );
+    std::fs::write(&setup.config, &text).unwrap();
+    let started = sha256_hex(text.as_bytes());
+    let mut ssp = Ssp::start(&setup.config, None);
+    let scrape = || http_get(admin, "/metrics").1;
+
+    let metrics = scrape();
+    assert_eq!(
+        metric(&metrics, "ssp_config_last_reload_success").as_deref(),
+        Some("1"),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, &format!("ssp_config_hash{{sha256=\"{started}\"}}")).as_deref(),
+        Some("1"),
+        "{metrics}"
+    );
+    let loaded_at: i64 = metric(&metrics, "ssp_config_last_reload_timestamp_seconds")
+        .and_then(|v| v.parse().ok())
+        .expect("a load time");
+    assert!(loaded_at > 1_700_000_000, "{loaded_at}");
+    let config = records(&setup, "config", 1);
+    let first = config.first().expect("a config record at start");
+    assert_eq!(first["cause"], "start");
+    assert_eq!(first["sha256"], started.as_str());
+    assert_eq!(
+        (first["consumers"].as_u64(), first["providers"].as_u64()),
+        (Some(7), Some(1))
+    );
+    let ssp_pem = pki("ssp.pem");
+    let files = first["files"].as_array().expect("files");
+    let named = files
+        .iter()
+        .find(|f| f["path"] == ssp_pem.display().to_string())
+        .expect("the certificate is listed");
+    assert_eq!(
+        named["sha256"],
+        sha256_hex(&std::fs::read(&ssp_pem).unwrap()).as_str()
+    );
+    assert_eq!(first["crls"][0]["issuer"], "CN=SSP Test NHS Level 1C, O=nhs");
+    assert!(
+        first["crls"][0]["this_update"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+
+    // A broken configuration: refused, counted, raised.
+    std::fs::write(
+        &setup.config,
+        text.replace("[limits]", "[limits]\nno_such_key = 1"),
+    )
+    .unwrap();
+    ssp.signal(libc::SIGHUP);
+    ssp.wait_for_log("reload refused");
+    let metrics = scrape();
+    assert_eq!(
+        metric(&metrics, "ssp_config_last_reload_success").as_deref(),
+        Some("0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("ssp_config_hash{{sha256=\"{started}\"}} 1")),
+        "the configuration in force is still the first: {metrics}"
+    );
+    let alarms = records(&setup, "alarm", 1);
+    assert!(
+        alarms.iter().any(|a| a["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("reload refused") && m.contains("no_such_key"))),
+        "{alarms:?}"
+    );
+
+    // A good one: in force, recorded.
+    std::fs::write(&setup.config, &text).unwrap();
+    grant_b_an_agreement(&setup.config);
+    let granted = sha256_hex(&std::fs::read(&setup.config).unwrap());
+    ssp.signal(libc::SIGHUP);
+    ssp.wait_for_log("is in force");
+    let metrics = scrape();
+    assert_eq!(
+        metric(&metrics, "ssp_config_last_reload_success").as_deref(),
+        Some("1")
+    );
+    assert!(
+        metrics.contains(&format!("ssp_config_hash{{sha256=\"{granted}\"}} 1")),
+        "{metrics}"
+    );
+    let config = records(&setup, "config", 2);
+    let reloaded = config.last().expect("a config record after the reload");
+    assert_eq!(
+        (reloaded["cause"].as_str(), reloaded["sha256"].as_str()),
+        (Some("reload"), Some(granted.as_str()))
+    );
+
+    ssp.signal(libc::SIGTERM);
+    assert!(ssp.wait_exit().success());
+    let out = Command::new(env!("CARGO_BIN_EXE_ssp"))
+        .args(["audit", "verify"])
+        .arg(setup.dir.path().join("audit"))
+        .arg("--key-file")
+        .arg(setup.dir.path().join("audit.k0"))
+        .arg("--require-sealed")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// `systemctl reload` runs the unit's ExecReload lines in order and fails at the first that
+/// does: the first is `ssp check`, which refuses a broken configuration before any HUP.
+#[test]
+fn the_unit_checks_the_configuration_before_it_signals_a_reload() {
+    let unit =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/ssp.service")).unwrap();
+    let reload: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("ExecReload="))
+        .collect();
+    assert_eq!(reload.len(), 2, "{reload:?}");
+    assert!(reload[1].contains("kill -HUP $MAINPID"), "{reload:?}");
+    let check: Vec<&str> = reload[0].split_whitespace().collect();
+    assert_eq!(check, ["/usr/bin/ssp", "check", "--config", "/etc/ssp/ssp.toml"]);
+    // That very command, on this box's binary and a broken configuration, fails.
+    let setup = Setup::new(&Options::default());
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        text.replace("[limits]", "[limits]\nno_such_key = 1"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ssp"))
+        .args(&check[1..3])
+        .arg(&setup.config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_key"));
+}
