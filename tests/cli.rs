@@ -35,13 +35,34 @@ fn demo_config(dir: &Path, edit: impl Fn(String) -> String) -> String {
 }
 
 #[test]
-fn version_prints_the_crate_version() {
+fn version_prints_the_crate_version_commit_build_date_rustc_and_target() {
     let out = ssp(&["--version"]);
     assert!(out.status.success());
+    let version = text(&out.stdout);
+    let lines: Vec<&str> = version.lines().collect();
     assert_eq!(
-        text(&out.stdout).trim(),
-        format!("ssp {}", env!("CARGO_PKG_VERSION"))
+        lines[0],
+        format!("ssp {}", env!("CARGO_PKG_VERSION")),
+        "{version}"
     );
+    let field = |name: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("no {name} in:\n{version}"))
+    };
+    let commit = field("commit");
+    assert!(
+        commit == "unknown" || (commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{version}"
+    );
+    let built = field("built").as_bytes();
+    assert!(
+        built.len() == 10 && built[4] == b'-' && built[7] == b'-',
+        "{version}"
+    );
+    assert!(field("rustc").starts_with("rustc 1."), "{version}");
+    assert!(field("target").contains("linux"), "{version}");
 }
 
 #[test]
@@ -49,11 +70,161 @@ fn help_lists_the_commands_and_unknown_usage_exits_2() {
     let out = ssp(&["--help"]);
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for command in ["ssp run --config", "ssp check --config", "ssp demo"] {
+    for command in [
+        "ssp run --config",
+        "ssp check --config",
+        "ssp demo",
+        "ssp audit verify DIR",
+    ] {
         assert!(help.contains(command), "{help}");
     }
     let out = ssp(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "ssp: unknown command \"frobnicate\"; `ssp --help` lists the commands"
+    );
+    // A known command with the wrong arguments shows its own usage.
+    let out = ssp(&["check", "fixtures/demo.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).starts_with("usage: ssp check --config FILE"),
+        "{}",
+        text(&out.stderr)
+    );
+    // `audit verify` keeps its documented exit code 3 for usage errors.
+    let out = ssp(&["audit", "verify", "/nonexistent", "--frob"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+}
+
+#[test]
+fn each_command_has_its_own_help() {
+    for (args, usage) in [
+        (&["run", "--help"][..], "usage: ssp run --config FILE"),
+        (
+            &["check", "--config", "x.toml", "-h"],
+            "usage: ssp check --config FILE",
+        ),
+        (&["crl", "fetch", "--help"], "usage: ssp crl fetch --config FILE"),
+        (
+            &["audit", "keygen", "--help"],
+            "usage: ssp audit keygen --out FILE",
+        ),
+        (&["audit", "verify", "--help"], "usage: ssp audit verify DIR"),
+        (&["help", "demo"], "usage: ssp demo"),
+    ] {
+        let out = ssp(args);
+        let help = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out.stderr));
+        assert!(help.starts_with(usage), "{args:?}:\n{help}");
+        assert!(
+            help.lines().count() >= 4,
+            "{args:?}: more than the synopsis:\n{help}"
+        );
+        assert!(
+            help.lines().skip(1).all(|l| l.len() <= 80),
+            "{args:?}: wrapped:\n{help}"
+        );
+    }
+}
+
+/// A pipe whose reader is already closed: every write to it fails with EPIPE.
+fn closed_pipe() -> Stdio {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut ends = [0; 2];
+    // SAFETY: pipe2(2) fills `ends`; each end is owned once (closed, or an OwnedFd).
+    unsafe {
+        assert_eq!(libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC), 0);
+        libc::close(ends[0]);
+        Stdio::from(OwnedFd::from_raw_fd(ends[1]))
+    }
+}
+
+fn ssp_into_closed_pipes(args: &[&str]) -> Option<i32> {
+    Command::new(env!("CARGO_BIN_EXE_ssp"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(closed_pipe())
+        .stderr(closed_pipe())
+        .status()
+        .expect("run ssp")
+        .code()
+}
+
+/// Issue 23: `ssp --help | true` and `ssp audit verify ... | true` panicked on the closed
+/// pipe (exit 134 in a release build), so a script could not tell intact from tampered.
+#[test]
+fn output_into_a_closed_pipe_keeps_the_exit_code() {
+    let proxy = Proxy::start();
+    proxy.stop();
+    let audit = proxy.dir().join("audit").display().to_string();
+    let k0 = proxy.dir().join("audit.k0").display().to_string();
+    let verify = [
+        "audit",
+        "verify",
+        audit.as_str(),
+        "--key-file",
+        k0.as_str(),
+        "--require-sealed",
+    ];
+    assert_eq!(ssp(&verify).status.code(), Some(0), "intact");
+    for (args, code) in [
+        (&["--help"][..], 0),
+        (&["--version"], 0),
+        (&["check", "--help"], 0),
+        (&verify, 0),
+        (&["audit", "verify", "/nonexistent/ssp-audit"], 3),
+        (&["frobnicate"], 2),
+        (&["check", "--config", "/nonexistent/ssp.toml"], 2),
+    ] {
+        assert_eq!(ssp_into_closed_pipes(args), Some(code), "{args:?}");
+    }
+}
+
+/// Issue 23: log lines carry their time, except when stderr is the journal (systemd's
+/// JOURNAL_STREAM names it), which stamps each line itself and takes `<N>` as its priority.
+#[test]
+fn log_lines_carry_their_time_unless_stderr_is_the_journal() {
+    use std::os::unix::fs::MetadataExt;
+    let setup = Setup::new(&Options::default());
+    let first_line = |journal: bool| {
+        let log = setup.dir.path().join(format!("log-{journal}.txt"));
+        let file = std::fs::File::create(&log).unwrap();
+        let meta = file.metadata().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ssp"));
+        cmd.args(["run", "--config"])
+            .arg(&setup.config)
+            .env("RUST_LOG", "info")
+            .env_remove("JOURNAL_STREAM")
+            .stdout(Stdio::null())
+            .stderr(file);
+        if journal {
+            cmd.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()));
+        }
+        let _running = Running(cmd.spawn().expect("start ssp run"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap();
+            if let Some(line) = text.lines().find(|l| l.contains("listening on")) {
+                return line.to_string();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no `listening on` in:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let line = first_line(false);
+    // 2026-03-21T10:04:05.123Z INFO ssp::proxy::worker: listening on ...
+    let (time, rest) = line.split_once(' ').unwrap();
+    assert!(
+        time.len() == 24 && time.as_bytes()[10] == b'T' && time.ends_with('Z'),
+        "{line}"
+    );
+    assert!(rest.starts_with("INFO "), "{line}");
+    let line = first_line(true);
+    assert!(line.starts_with("<6>INFO "), "{line}");
 }
 
 #[test]
