@@ -712,3 +712,73 @@ fn the_unit_checks_the_configuration_before_it_signals_a_reload() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_key"));
 }
+
+/// Issue 23: a refused handshake says why in words (dates in ISO 8601, no Rust values such as
+/// `InvalidCertificate(Revoked)` or `1796171838 (UNIX)`), and names the certificate it
+/// presented (subject, issuer, serial, expiry) in the log and in its `tls` record, where the
+/// subject was null.
+#[test]
+fn a_refused_handshake_names_its_certificate_in_words() {
+    let setup = Setup::new(&Options::default());
+    let mut ssp = Ssp::start(&setup.config, None);
+    let mut lines = Vec::new();
+    for who in [&REVOKED, &EXPIRED] {
+        if let Ok(mut c) = Consumer::try_connect(ssp.addr, client_config(who)) {
+            let _ = c
+                .send(&request(&setup, who, SEARCH))
+                .and_then(|()| c.read_response());
+        }
+        lines.push(ssp.wait_for_log("handshake from"));
+    }
+    let revoked_serial: String = mint::serial_of("consumer-revoked")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(
+        lines[0].contains("refused: the certificate is revoked"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains(&format!(
+            "it presented subject \"CN=dispenser-revoked.example.nhs.uk, OU=Devices, O=nhs\", \
+             issuer \"CN=SSP Test NHS Level 1C, O=nhs\", serial {revoked_serial}, expires 2049-12-31T"
+        )),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains("the certificate expired at 2021-01-01T00:00:00Z (it is now 20"),
+        "{}",
+        lines[1]
+    );
+    for line in &lines {
+        for rust in ["InvalidCertificate", "Context", "(UNIX)", "Other("] {
+            assert!(!line.contains(rust), "{line}");
+        }
+    }
+    ssp.signal(libc::SIGTERM);
+    assert!(ssp.wait_exit().success());
+    let tls = records(&setup, "tls", 2);
+    let revoked = tls
+        .iter()
+        .find(|r| {
+            r["subject"]
+                .as_str()
+                .is_some_and(|s| s.contains("dispenser-revoked"))
+        })
+        .unwrap_or_else(|| panic!("the revoked certificate's record: {tls:?}"));
+    assert_eq!(revoked["issuer"], "CN=SSP Test NHS Level 1C, O=nhs");
+    assert_eq!(revoked["serial"], revoked_serial.as_str());
+    assert!(
+        revoked["not_after"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("2049-12-31T")),
+        "{revoked}"
+    );
+    assert_eq!(revoked["fingerprint"].as_str().map(str::len), Some(64));
+    assert_eq!(
+        revoked["reason"],
+        "the certificate is revoked (on its issuer's CRL)"
+    );
+}

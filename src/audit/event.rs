@@ -4,16 +4,17 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::policy::identity::Identity;
 use crate::policy::jwt::Claims;
 
 /// One auditable happening, as the proxy sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// A refused TLS handshake (row 1).
+    /// A refused TLS handshake (row 1), and the certificate it presented, if any.
     Tls {
         peer: SocketAddr,
         reason: String,
-        subject: Option<String>,
+        certificate: Option<Box<Identity>>,
     },
     /// A refused request (rows 2–16), with the status and token it was answered with.
     Deny {

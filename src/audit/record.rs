@@ -122,12 +122,22 @@ fn event_fields(event: &Event) -> Vec<(&'static str, Val<'_>)> {
         Event::Tls {
             peer,
             reason,
-            subject,
-        } => vec![
-            ("peer", Val::owned(peer.to_string())),
-            ("reason", Val::str(reason)),
-            ("subject", Val::opt(subject)),
-        ],
+            certificate,
+        } => {
+            let c = certificate.as_deref();
+            vec![
+                ("peer", Val::owned(peer.to_string())),
+                ("reason", Val::str(reason)),
+                ("subject", Val::opt_str(c.map(|c| &*c.subject))),
+                ("issuer", Val::opt_str(c.map(|c| &*c.issuer))),
+                ("serial", Val::opt_str(c.map(|c| &*c.serial_hex))),
+                (
+                    "not_after",
+                    c.map_or(Val::Null, |c| Val::owned(format_utc(c.not_after))),
+                ),
+                ("fingerprint", Val::opt_str(c.map(|c| &*c.fingerprint))),
+            ]
+        }
         Event::Deny {
             request,
             status,
