@@ -506,6 +506,20 @@ impl Metrics {
             let _ = write!(out, "{byte:02x}");
         }
         out.push_str("\"} 1\n");
+        header(
+            &mut out,
+            "ssp_build_info",
+            "The running binary, as ssp --version says it; always 1.",
+            "gauge",
+        );
+        let _ = writeln!(
+            out,
+            "ssp_build_info{{version=\"{}\",commit=\"{}\",rustc=\"{}\",target=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            env!("SSP_COMMIT"),
+            env!("SSP_RUSTC"),
+            env!("SSP_TARGET")
+        );
         render_extra(&mut out, extra);
         out
     }

@@ -239,7 +239,9 @@ pub fn audit_samples(runtime: &Runtime) -> Vec<Sample> {
             stats.records as f64,
         ),
         sample(
-            "ssp_audit_sync_seconds",
+            // `_total`: a counter's name says so (promtool); SPEC section 6 says
+            // `ssp_audit_sync_seconds`, see README "Operations".
+            "ssp_audit_sync_seconds_total",
             "Time spent in audit fdatasync, in total.",
             Kind::Counter,
             stats.sync_seconds,

@@ -536,3 +536,72 @@ fn check_and_run_agree_on_every_start_time_failure() {
     let check = ssp_exits(&["check", "--config", &setup.config.display().to_string()]);
     assert_eq!(check.status.code(), Some(0), "{}", text(&check.stderr));
 }
+
+/// `ssp.8` as the help texts make it: the overview's commands, each one's `--help`.
+fn man_page() -> String {
+    // roff: a backslash is `\e`, a minus `\-`, and a line may not start with `.` or `'`.
+    let roff = |text: &str| {
+        text.lines()
+            .map(|l| {
+                let l = l.trim().replace('\\', "\\e").replace('-', "\\-");
+                if l.starts_with('.') || l.starts_with('\'') {
+                    format!("\\&{l}")
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let overview = text(&ssp(&["--help"]).stdout);
+    let mut page = format!(
+        ".TH SSP 8 \"\" \"ssp {}\" \"System Administration\"\n\
+         .SH NAME\nssp \\- Spine\\-Security\\-Proxy\\-style mutual\\-TLS forward proxy for NHS FHIR APIs\n\
+         .SH SYNOPSIS\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    let synopses: Vec<&str> = overview
+        .lines()
+        .filter_map(|l| l.strip_prefix("  ssp "))
+        .filter(|l| !l.starts_with("--version"))
+        .collect();
+    for synopsis in &synopses {
+        page.push_str(&format!(".B ssp {}\n.br\n", roff(synopsis)));
+    }
+    page.push_str(".B ssp \\-\\-version | \\-\\-help | \\fIcommand\\fP \\-\\-help\n.SH COMMANDS\n");
+    for synopsis in &synopses {
+        let mut args: Vec<&str> = synopsis.split_whitespace().collect();
+        args.push("--help");
+        let help = text(&ssp(&args).stdout);
+        let body = help.split_once("\n\n").map_or("", |(_, rest)| rest);
+        page.push_str(&format!(".TP\n.B ssp {}\n", roff(synopsis)));
+        let paragraphs: Vec<String> = body.split("\n\n").map(roff).collect();
+        page.push_str(&format!("{}\n", paragraphs.join("\n.IP\n")));
+    }
+    let notes = overview.rsplit_once("\n\n").map_or("", |(_, last)| last);
+    page.push_str(&format!(
+        ".SH ENVIRONMENT\n{}\n.SH FILES\n\
+         /etc/ssp/ssp.toml (the configuration), /var/lib/ssp/audit.key (the audit key),\n\
+         /var/log/ssp (the audit and the transactions log).\n\
+         .SH SEE ALSO\n/usr/share/doc/ssp/README.md, /usr/share/doc/ssp/SPEC.md, /usr/share/doc/ssp/AUDIT.md\n",
+        roff(notes)
+    ));
+    page
+}
+
+/// Issue 23: the package's man page is made from the `--help` texts, so it cannot drift from
+/// them. `SSP_WRITE_MAN_PAGE=1 cargo test --test cli the_man_page` (`scripts/man-page`)
+/// writes it anew after a help text changed.
+#[test]
+fn the_man_page_is_the_help_text() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/ssp.8");
+    let page = man_page();
+    if std::env::var_os("SSP_WRITE_MAN_PAGE").is_some() {
+        std::fs::write(&path, &page).unwrap();
+    }
+    let shipped = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        shipped == page,
+        "packaging/ssp.8 differs from the help texts: run scripts/man-page"
+    );
+}

@@ -782,3 +782,56 @@ fn a_refused_handshake_names_its_certificate_in_words() {
         "the certificate is revoked (on its issuer's CRL)"
     );
 }
+
+/// Issue 23: `/metrics` passes `promtool check metrics` (Prometheus' own linter: names, types,
+/// counters ending in `_total`, help text). Skipped with a note where promtool is not
+/// installed (Debian: `apt-get install prometheus`; `scripts/promtool-check` does it all).
+#[test]
+fn metrics_pass_promtool_check() {
+    use std::io::Write;
+    let Some(promtool) = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("promtool"))
+            .find(|p| p.is_file())
+    }) else {
+        eprintln!("note: promtool not on PATH; skipping `promtool check metrics`");
+        return;
+    };
+    let setup = Setup::new(&Options::default());
+    let admin = unused_port();
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        text.replace(
+            "[admin]\nlisten = \"\"",
+            &format!("[admin]\nlisten = \"{admin}\""),
+        ),
+    )
+    .unwrap();
+    let ssp = Ssp::start(&setup.config, None);
+    // A forwarded request and a refused one, so every family has samples.
+    ssp.consumer(&CONSUMER_A)
+        .exchange(&request(&setup, &CONSUMER_A, SEARCH));
+    ssp.consumer(&CONSUMER_B)
+        .exchange(&request(&setup, &CONSUMER_B, SEARCH));
+    let (status, metrics) = http_get(admin, "/metrics");
+    assert_eq!(status, 200);
+    let mut check = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    check.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+    let out = check.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool:\n{said}\n{metrics}"
+    );
+}
