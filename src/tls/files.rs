@@ -105,7 +105,7 @@ pub fn pem_problem(e: &pem::Error) -> String {
     };
     match e {
         pem::Error::MissingSectionEnd { end_marker } => format!(
-            "a PEM block has no \"{}\" line: the file is cut short or damaged",
+            "a PEM block has no \"-----END {}-----\" line: the file is cut short or damaged",
             text(end_marker)
         ),
         pem::Error::IllegalSectionStart { line } => format!("a malformed PEM line \"{}\"", text(line)),
@@ -115,5 +115,32 @@ pub fn pem_problem(e: &pem::Error) -> String {
         pem::Error::NoItemsFound => "nothing of the expected kind".to_string(),
         pem::Error::Io(e) => e.to_string(),
         _ => "not valid PEM".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 23: the PEM library's own words were `[88, 53, 48, ...]` (the line as byte values)
+    /// and `InvalidCharacter(33)`.
+    #[test]
+    fn damaged_pem_is_described_in_words() {
+        let good = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/pki/ssp.pem")).unwrap();
+        let text = String::from_utf8(good.clone()).unwrap();
+        let bad_base64 = text.replacen("-----\n", "-----\n!!!!", 1);
+        for (bytes, words) in [
+            (&good[..300], "no \"-----END CERTIFICATE-----\" line"),
+            (bad_base64.as_bytes(), "not base64"),
+        ] {
+            let error = certificates_in(Path::new("x.pem"), bytes)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(words), "{error}");
+            assert!(
+                !error.contains('[') && !error.contains("InvalidCharacter"),
+                "{error}"
+            );
+        }
     }
 }
