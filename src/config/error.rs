@@ -109,9 +109,14 @@ impl<'a> Source<'a> {
 }
 
 impl Source<'_> {
-    /// Notes a problem and carries on; `finish` reports every one noted.
+    /// Notes a problem and carries on; `finish` reports every one noted, in file order
+    /// (those without a line last): each goes in after those on its line or before.
+    #[inline(never)]
     pub fn note(&self, error: ConfigError) {
-        self.problems.borrow_mut().push(error);
+        let line = |e: &ConfigError| e.line.unwrap_or(usize::MAX);
+        let mut problems = self.problems.borrow_mut();
+        let at = problems.partition_point(|p| line(p) <= line(&error));
+        problems.insert(at, error);
     }
 
     /// The value of a check that may have failed; a failure is noted.
@@ -119,11 +124,9 @@ impl Source<'_> {
         result.map_err(|e| self.note(e)).ok()
     }
 
-    /// Every problem noted, in file order (those without a line last), or none.
+    /// Every problem noted, in file order, or none.
     pub fn finish(&self) -> Vec<ConfigError> {
-        let mut problems = self.problems.take();
-        problems.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
-        problems
+        self.problems.take()
     }
 
     /// The one place a `ConfigError` is made from a position in the text.

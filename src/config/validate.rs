@@ -445,10 +445,14 @@ impl<'a> Table<'a> {
         check: impl FnOnce(T) -> Result<U, String>,
     ) -> Result<U, ConfigError> {
         let span = value.span();
-        check(value.into_inner()).map_err(|message| {
-            self.src
-                .error(Some(span), Some(format!("{}.{field}", self.name)), message)
-        })
+        check(value.into_inner()).map_err(|message| self.located(span, field, message))
+    }
+
+    /// Out of line: one copy, not one in each of the many instances of `value`.
+    #[inline(never)]
+    fn located(&self, span: Range<usize>, field: &str, message: String) -> ConfigError {
+        self.src
+            .error(Some(span), Some(format!("{}.{field}", self.name)), message)
     }
 
     fn optional<T, U>(
@@ -469,11 +473,13 @@ impl<'a> Table<'a> {
         default: U,
         check: impl FnOnce(T) -> Result<U, String>,
     ) -> Result<U, ConfigError> {
-        Ok(self
-            .src
-            .keep(self.optional(value, field, check))
-            .flatten()
-            .unwrap_or(default))
+        match self.optional(value, field, check) {
+            Ok(value) => Ok(value.unwrap_or(default)),
+            Err(e) => {
+                self.src.note(e);
+                Ok(default)
+            }
+        }
     }
 
     fn required<T, U>(
@@ -487,6 +493,7 @@ impl<'a> Table<'a> {
     }
 
     /// Reported at the table header, or without a line when the whole table is absent.
+    #[inline(never)]
     fn missing(&self, field: &str, message: &str) -> ConfigError {
         self.src
             .error(self.span.clone(), Some(format!("{}.{field}", self.name)), message)
@@ -502,11 +509,7 @@ impl<'a> Table<'a> {
     ) -> Result<Option<Vec<U>>, ConfigError> {
         let Some(list) = value else { return Ok(None) };
         if empty == Empty::Refused && list.get_ref().is_empty() {
-            return Err(self.src.error(
-                Some(list.span()),
-                Some(format!("{}.{field}", self.name)),
-                "must not be empty",
-            ));
+            return Err(self.located(list.span(), field, "must not be empty".into()));
         }
         let items = list.into_inner().into_iter().enumerate();
         items
@@ -600,16 +603,19 @@ fn choice<T: Copy + 'static>(options: &'static [(&'static str, T)]) -> impl Fn(S
             .iter()
             .find(|(name, _)| *name == text)
             .map(|&(_, value)| value)
-            .ok_or_else(|| {
-                let names: Vec<String> = options.iter().map(|(name, _)| format!("{name:?}")).collect();
-                let expected = match names.split_last() {
-                    Some((last, [])) => last.clone(),
-                    Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
-                    None => String::new(),
-                };
-                format!("expected {expected}, found {text:?}")
-            })
+            .ok_or_else(|| not_a_choice(&options.iter().map(|(name, _)| *name).collect::<Vec<_>>(), &text))
     }
+}
+
+/// The complaint of `choice`, out of its many instances.
+fn not_a_choice(names: &[&str], text: &str) -> String {
+    let names: Vec<String> = names.iter().map(|name| format!("{name:?}")).collect();
+    let expected = match names.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    };
+    format!("expected {expected}, found {text:?}")
 }
 
 fn socket_addr(text: String) -> Result<SocketAddr, String> {

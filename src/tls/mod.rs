@@ -102,7 +102,7 @@ impl Reader {
         let bytes = self.keep(files::read(path))?;
         if !self.files.iter().any(|(p, _)| p == path) {
             self.files
-                .push((path.to_path_buf(), Sha256::digest(&bytes).into()));
+                .push((path.to_path_buf(), Sha256::digest(bytes.as_slice()).into()));
         }
         Some(bytes)
     }
