@@ -9,7 +9,7 @@
 //! There is no authentication, so by default it only listens on loopback.
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -59,15 +59,8 @@ pub fn start(
     health: Arc<dyn Fn() -> Health + Send + Sync>,
     extra: Arc<dyn Fn() -> Vec<Sample> + Send + Sync>,
 ) -> io::Result<(SocketAddr, JoinHandle<()>)> {
-    if !allow_remote && !is_loopback(addr.ip()) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "admin endpoint {addr}: not a loopback address; it is plain HTTP without \
-                 authentication, so it must be explicitly allowed to listen beyond this host"
-            ),
-        ));
-    }
+    crate::config::admin_exposure(addr, allow_remote)
+        .map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, format!("admin endpoint: {why}")))?;
     let context = |e: io::Error| io::Error::new(e.kind(), format!("admin endpoint {addr}: {e}"));
     let listener = std::net::TcpListener::bind(addr).map_err(context)?;
     listener.set_nonblocking(true).map_err(context)?;
@@ -87,14 +80,6 @@ pub fn start(
         })
         .map_err(context)?;
     Ok((bound, thread))
-}
-
-/// `127.0.0.0/8`, `::1`, and `::ffff:127.x.y.z` (what a dual-stack socket shows for IPv4).
-fn is_loopback(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
-    }
 }
 
 /// A synthesised answer; `answer` adds the framing fields.
@@ -408,16 +393,6 @@ fn reason(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn loopback_includes_ipv4_mapped_addresses() {
-        for ip in ["127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"] {
-            assert!(is_loopback(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in ["0.0.0.0", "10.0.0.7", "::", "::ffff:10.0.0.7"] {
-            assert!(!is_loopback(ip.parse().unwrap()), "{ip}");
-        }
-    }
 
     #[test]
     fn request_lines_are_parsed_strictly() {

@@ -16,13 +16,13 @@ mod raw;
 mod tests;
 mod validate;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use duration::parse_duration;
 pub use endpoint::{Endpoint, HttpUrl};
-pub use error::ConfigError;
+pub use error::{ConfigError, ConfigErrors};
 
 use error::Source;
 
@@ -31,6 +31,8 @@ use error::Source;
 pub struct Config {
     /// The configuration file, as given on the command line.
     pub path: PathBuf,
+    /// SHA-256 of the text this was loaded from: what the audit and `/metrics` name it by.
+    pub sha256: [u8; 32],
     pub server: Server,
     pub upstream: Upstream,
     pub limits: Limits,
@@ -290,8 +292,8 @@ pub fn all_endpoints(providers: &[Provider]) -> impl Iterator<Item = (usize, &Pr
         .flat_map(|(index, p)| p.endpoints.iter().map(move |e| (index, e)))
 }
 
-/// Reads and validates the configuration file at `path`.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+/// Reads and validates the configuration file at `path`, reporting every problem it finds.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let text = crate::regular_file::read_to_string(path)
         .map_err(|e| Source::whole_file(path, format!("cannot read the configuration: {e}")))?;
     parse(&text, path)
@@ -299,8 +301,28 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Validates configuration `text` as if read from `path`, without touching the file system:
 /// `path` only names the file in errors and anchors relative paths.
-pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     let source = Source::new(text, path);
     let raw: raw::RawConfig = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
     validate::validate(raw, &source)
+}
+
+/// The admin endpoint is plain HTTP without authentication, and its metrics name consumers'
+/// refusals: beyond this host only when `[admin] allow_remote` says so. Checked when the
+/// configuration is loaded and again by the endpoint itself.
+pub fn admin_exposure(listen: SocketAddr, allow_remote: bool) -> Result<(), String> {
+    let loopback = match listen.ip() {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        // `::ffff:127.x.y.z` is what a dual-stack socket shows for IPv4 loopback.
+        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+    };
+    if loopback || allow_remote {
+        Ok(())
+    } else {
+        Err(format!(
+            "{listen} is not a loopback address, and the admin endpoint is plain HTTP without \
+             authentication; listen on 127.0.0.1, or set `allow_remote = true` in [admin] to \
+             serve it beyond this host"
+        ))
+    }
 }

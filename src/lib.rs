@@ -14,6 +14,7 @@ pub mod proxy;
 pub mod proxy_protocol;
 pub mod regular_file;
 pub mod service;
+pub mod startup;
 pub mod systemd;
 pub mod tls;
 pub mod x509;

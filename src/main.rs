@@ -4,54 +4,181 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use ssp::config::{self, CrlExpired};
+use ssp::config::CrlExpired;
 use ssp::proxy::{self, Runtime, Shared};
 use ssp::x509::format_utc;
-use ssp::{service, systemd};
 
-const USAGE: &str = "\
-usage: ssp <command>
+mod relay;
+use ssp::{service, startup, systemd};
 
-  ssp run --config FILE     run the proxy in the foreground
-  ssp check --config FILE   validate the configuration and everything it names; exit 0 or 2
-  ssp crl fetch --config FILE
-                            fetch every CRL that has a url once, store the newer ones; exit 0
-                            all updated or unchanged, 1 any failed, 2 configuration problem
-  ssp demo                  run the proxy and a demo provider on loopback with the fixture PKI
-  ssp audit keygen --out FILE
-                            create the audit sealing key (mode 0600); prints the initial key once
-  ssp audit verify DIR [--key-file K0] [--current-key KEY] [--require-sealed]
-                            verify the audit files in DIR: exit 0 intact, 1 tampered,
-                            2 gap/truncated/unsealed (with --require-sealed), 3 usage or I/O error;
-                            KEY (the box's [audit] key file) shows records cut from the end
-  ssp --version | --help
+/// One command of the command line: `ssp --help` lists them, `ssp <command> --help` shows
+/// one, and `ssp.8` (the man page) is made from the same text (`scripts/man-page`).
+struct Command {
+    /// The words that name it.
+    name: &'static str,
+    /// Its arguments.
+    args: &'static str,
+    /// What it does, in one line.
+    about: &'static str,
+    /// The rest of its `--help`: exit codes, and what an operator needs to know.
+    details: &'static str,
+}
 
-Logging goes to stderr; set the level with RUST_LOG (e.g. RUST_LOG=info).";
+const COMMANDS: &[Command] = &[
+    Command {
+        name: "run",
+        args: "--config FILE",
+        about: "run the proxy in the foreground (systemd Type=notify)",
+        details: "Loads and checks everything as `ssp check` does first: on any problem it prints the \
+same lines and exits 2. Exit 1 when it cannot start or serve (an address in use, the audit \
+folder); 0 after SIGTERM or SIGINT has let requests in flight finish and sealed the audit. \
+SIGHUP reloads the configuration (refused whole on any problem, the old one keeps serving); \
+SIGUSR1 reopens the transactions log. Logs go to stderr, each line with its UTC time unless \
+stderr is the journal (JOURNAL_STREAM), which stamps lines itself; the level comes from \
+RUST_LOG (default info).",
+    },
+    Command {
+        name: "check",
+        args: "--config FILE",
+        about: "check the configuration and every file it names, as run and a reload do",
+        details: "Prints a summary and exits 0, or prints every problem it finds, one a line \
+(FILE:LINE: `key`: message, or the offending file's path), and exits 2. Also exits 2 when a \
+CRL is past its nextUpdate under crl_expired = \"deny\": run would start, but refuse every \
+consumer until a fresh CRL arrives. Creates and changes nothing.",
+    },
+    Command {
+        name: "crl fetch",
+        args: "--config FILE",
+        about: "fetch every CRL that has a url once, and store the newer ones",
+        details: "One line per CRL (updated, unchanged, failed: reason). Exit 0 when none failed, 1 \
+when any did, 2 when the configuration does not load. A running proxy picks the stored files \
+up at its next refresh or reload.",
+    },
+    Command {
+        name: "demo",
+        args: "",
+        about: "run the proxy and a demo provider on loopback with the fixture PKI",
+        details: "Run it from the repository: it prints curl commands to paste (one allowed request, \
+one refused) and runs until Ctrl-C.",
+    },
+    Command {
+        name: "audit keygen",
+        args: "--out FILE",
+        about: "create the audit sealing key (mode 0600) and print the initial key once",
+        details: "Give the printed initial key to the auditor: it verifies every seal, and must not \
+stay on the box. FILE is never overwritten; [audit] key names it.",
+    },
+    Command {
+        name: "audit verify",
+        args: "DIR [--key-file K0] [--current-key KEY] [--require-sealed]",
+        about: "verify the audit files in DIR",
+        details: "One summary line. Exit 0 intact, 1 tampered, 2 gap, truncation or (with \
+--require-sealed) an unsealed tail, 3 usage or I/O error. K0 is the initial key; KEY, the \
+box's [audit] key file, shows records cut from the end.",
+    },
+];
+
+/// `ssp --help`.
+fn overview() -> String {
+    let mut text = String::from("usage: ssp <command> [arguments]\n\ncommands:\n");
+    for c in COMMANDS {
+        text.push_str(&format!("  {}\n      {}\n", synopsis(c), c.about));
+    }
+    text.push_str(
+        "  ssp --version | --help | <command> --help\n\n\
+         Logging goes to stderr; set the level with RUST_LOG (e.g. RUST_LOG=info).",
+    );
+    text
+}
+
+fn synopsis(c: &Command) -> String {
+    format!("ssp {} {}", c.name, c.args).trim_end().to_string()
+}
+
+/// `ssp <command> --help`.
+fn help(c: &Command) -> String {
+    let mut about = c.about.to_string();
+    about[..1].make_ascii_uppercase();
+    format!("usage: {}\n\n{about}.\n\n{}", synopsis(c), wrap(c.details, 80))
+}
+
+/// `text` cut into lines of at most `width` characters at spaces.
+fn wrap(text: &str, width: usize) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / width);
+    let mut line = 0;
+    for word in text.split(' ') {
+        if line > 0 && line + 1 + word.len() > width {
+            out.push('\n');
+            line = 0;
+        } else if line > 0 {
+            out.push(' ');
+            line += 1;
+        }
+        out.push_str(word);
+        line += word.len();
+    }
+    out
+}
+
+/// `ssp --version`: what was built, from what, with what (`build.rs`).
+fn version() -> String {
+    format!(
+        "ssp {}\ncommit: {}\nbuilt: {}\nrustc: {}\ntarget: {}",
+        env!("CARGO_PKG_VERSION"),
+        env!("SSP_COMMIT"),
+        env!("SSP_BUILD_DATE"),
+        env!("SSP_RUSTC"),
+        env!("SSP_TARGET")
+    )
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    match args.as_slice() {
-        ["--version" | "-V"] => {
-            println!("ssp {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        ["--help" | "-h" | "help"] => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        ["run", "--config", file] => {
+    // The long-running commands log to stderr themselves; the others' output may go into a
+    // pipe that closes early.
+    let relays = match args.first() {
+        Some(&"run" | &"demo") => Vec::new(),
+        _ => relay::start(),
+    };
+    let code = dispatch(&args);
+    relay::finish(relays);
+    code
+}
+
+fn dispatch(args: &[&str]) -> ExitCode {
+    let command = COMMANDS.iter().find(|c| {
+        let words: Vec<&str> = c.name.split(' ').collect();
+        args.starts_with(&words)
+    });
+    let Some(command) = command else {
+        return match args {
+            ["--version" | "-V"] => say(&version()),
+            [] | ["--help" | "-h" | "help"] => say(&overview()),
+            ["help", name @ ..] => match COMMANDS.iter().find(|c| c.name == name.join(" ")) {
+                Some(c) => say(&help(c)),
+                None => unknown(&name.join(" ")),
+            },
+            [first, ..] => unknown(first),
+        };
+    };
+    let rest = &args[command.name.split(' ').count()..];
+    if rest.iter().any(|a| matches!(*a, "--help" | "-h")) {
+        return say(&help(command));
+    }
+    match (command.name, rest) {
+        ("run", ["--config", file]) => {
             init_logging("info");
             run(PathBuf::from(file))
         }
-        ["check", "--config", file] => check(PathBuf::from(file)),
-        ["crl", "fetch", "--config", file] => {
+        ("check", ["--config", file]) => check(PathBuf::from(file)),
+        ("crl fetch", ["--config", file]) => {
             init_logging("warn");
             crl_fetch(PathBuf::from(file))
         }
-        ["audit", "keygen", "--out", file] => ExitCode::from(ssp::audit::cli::keygen(Path::new(file))),
-        ["audit", "verify", dir, rest @ ..] => audit_verify(Path::new(dir), rest),
-        ["demo"] => {
+        ("audit keygen", ["--out", file]) => ExitCode::from(ssp::audit::cli::keygen(Path::new(file))),
+        ("audit verify", [dir, options @ ..]) => audit_verify(Path::new(dir), options),
+        ("demo", []) => {
             // The demo shows every request; `run` logs them at debug (the audit is the record).
             init_logging("info,ssp=debug");
             match ssp::demo::run() {
@@ -62,11 +189,29 @@ fn main() -> ExitCode {
                 }
             }
         }
-        _ => {
-            eprintln!("{USAGE}");
-            ExitCode::from(2)
-        }
+        // `audit verify` keeps its documented exit code for usage errors.
+        ("audit verify", _) => usage(command, 3),
+        _ => usage(command, 2),
     }
+}
+
+fn say(text: &str) -> ExitCode {
+    println!("{text}");
+    ExitCode::SUCCESS
+}
+
+fn unknown(name: &str) -> ExitCode {
+    eprintln!("ssp: unknown command \"{name}\"; `ssp --help` lists the commands");
+    ExitCode::from(2)
+}
+
+fn usage(command: &Command, code: u8) -> ExitCode {
+    eprintln!(
+        "usage: {}\n(`ssp {} --help` says more)",
+        synopsis(command),
+        command.name
+    );
+    ExitCode::from(code)
 }
 
 fn audit_verify(dir: &Path, options: &[&str]) -> ExitCode {
@@ -83,8 +228,8 @@ fn audit_verify(dir: &Path, options: &[&str]) -> ExitCode {
                 options.next();
             }
             ("--require-sealed", _) => verify.require_sealed = true,
-            _ => {
-                eprintln!("{USAGE}");
+            (other, _) => {
+                eprintln!("ssp audit verify: unknown option or missing file: \"{other}\"");
                 return ExitCode::from(3);
             }
         }
@@ -92,23 +237,66 @@ fn audit_verify(dir: &Path, options: &[&str]) -> ExitCode {
     ExitCode::from(ssp::audit::cli::verify(dir, &verify))
 }
 
+/// Log lines on stderr: with their UTC time, except under journald, which stamps each line
+/// itself and reads a leading `<N>` as its priority (`journalctl -p warning`).
 fn init_logging(default: &str) {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default)).init();
+    use std::io::Write;
+    let journal = under_journald();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
+        .format(move |out, record| {
+            let level = record.level();
+            if journal {
+                let priority = match level {
+                    log::Level::Error => 3,
+                    log::Level::Warn => 4,
+                    log::Level::Info => 6,
+                    log::Level::Debug | log::Level::Trace => 7,
+                };
+                writeln!(out, "<{priority}>{level} {}: {}", record.target(), record.args())
+            } else {
+                let now = ssp::audit::record::format_ts(std::time::SystemTime::now());
+                writeln!(out, "{now} {level} {}: {}", record.target(), record.args())
+            }
+        })
+        .init();
 }
 
-/// Loads everything `run` would, so a config that checks clean also starts.
-fn load(file: PathBuf) -> Result<Shared, String> {
-    let cfg = config::load(&file).map_err(|e| e.to_string())?;
-    Shared::load(cfg).map_err(|e| e.to_string())
+/// Whether stderr is the journal: systemd sets `JOURNAL_STREAM=<dev>:<inode>` of the stream
+/// it connects, which a redirection (`ssp run 2>file` in a unit) no longer matches.
+fn under_journald() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    // /proc/self/fd/2 follows to what stderr is; its metadata is the stream's.
+    std::fs::metadata("/proc/self/fd/2")
+        .is_ok_and(|m| dev.parse() == Ok(m.dev()) && ino.parse() == Ok(m.ino()))
+}
+
+/// Loads everything `run` would (`startup::load`, the one code path of check, run and
+/// reload), or prints every problem found and says what that means.
+fn load(file: &Path, command: &str) -> Result<Shared, ExitCode> {
+    startup::load(file).map_err(|problems| {
+        for problem in &problems.0 {
+            eprintln!("{problem}");
+        }
+        let n = problems.0.len();
+        eprintln!(
+            "{}: {n} problem{} found; ssp {command} stops here (exit 2)",
+            file.display(),
+            if n == 1 { "" } else { "s" }
+        );
+        ExitCode::from(2)
+    })
 }
 
 fn check(file: PathBuf) -> ExitCode {
-    let shared = match load(file) {
+    let shared = match load(&file, "check") {
         Ok(shared) => shared,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let cfg = &shared.config;
     println!("{}:", cfg.path.display());
@@ -173,12 +361,9 @@ fn check(file: PathBuf) -> ExitCode {
 /// One refresh of every CRL with a `url`, in the foreground: one line per CRL. A running
 /// proxy keeps using what it holds until its own refresh or a reload reads the stored file.
 fn crl_fetch(file: PathBuf) -> ExitCode {
-    let shared = match load(file) {
+    let shared = match load(&file, "crl fetch") {
         Ok(shared) => shared,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let settings = &shared.config.server.crl_refresh;
     let now = ssp::crl::unix_now();
@@ -207,12 +392,9 @@ fn crl_fetch(file: PathBuf) -> ExitCode {
 }
 
 fn run(file: PathBuf) -> ExitCode {
-    let shared = match load(file.clone()) {
+    let shared = match load(&file, "run") {
         Ok(shared) => shared,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     if shared.crls.is_empty() {
         log::warn!("crl = []: client certificates are NOT checked for revocation");
@@ -224,13 +406,16 @@ fn run(file: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // What `check` could not see ahead (the audit folder's contents, a file that changed
+    // since): exit 1, a failure to retry, not 2, a configuration to fix.
     let runtime = match Runtime::start(shared) {
         Ok(runtime) => Arc::new(runtime),
         Err(e) => {
             eprintln!("ssp: {e}");
-            return ExitCode::from(2);
+            return ExitCode::FAILURE;
         }
     };
+    service::config_in_force(&runtime, "start");
     let reopen = runtime.clone();
     let started = service::handle_signals(
         runtime.clone(),

@@ -12,8 +12,8 @@
 //! from the buckets, so `+Inf` and `_count` always agree.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How a decision token is recognised as belonging to a family.
@@ -303,6 +303,17 @@ pub struct Metrics {
     provider_busy: AtomicU64,
     crl_refresh_failures: [AtomicU64; CRL_FAILURES.len()],
     crl_updates: AtomicU64,
+    config: Mutex<ConfigLoad>,
+}
+
+/// The outcome of the last load of the configuration, at start or on SIGHUP.
+#[derive(Debug, Clone, Copy, Default)]
+struct ConfigLoad {
+    success: bool,
+    /// Seconds since the epoch.
+    at: i64,
+    /// SHA-256 of the configuration in force.
+    sha256: [u8; 32],
 }
 
 impl Metrics {
@@ -317,6 +328,7 @@ impl Metrics {
             provider_busy: AtomicU64::new(0),
             crl_refresh_failures: [const { AtomicU64::new(0) }; CRL_FAILURES.len()],
             crl_updates: AtomicU64::new(0),
+            config: Mutex::new(ConfigLoad::default()),
         })
     }
 
@@ -376,6 +388,23 @@ impl Metrics {
     /// A newer CRL put in force by the refresher.
     pub fn crl_updated(&self) {
         self.crl_updates.fetch_add(1, Relaxed);
+    }
+
+    /// A configuration put in force at `at` (seconds since the epoch), at start or by a
+    /// reload, whose file has the SHA-256 `sha256`.
+    pub fn config_loaded(&self, at: i64, sha256: [u8; 32]) {
+        *self.config.lock().unwrap_or_else(|e| e.into_inner()) = ConfigLoad {
+            success: true,
+            at,
+            sha256,
+        };
+    }
+
+    /// A reload refused at `at`: the configuration in force stays, and so does its hash.
+    pub fn config_refused(&self, at: i64) {
+        let mut config = self.config.lock().unwrap_or_else(|e| e.into_inner());
+        config.success = false;
+        config.at = at;
     }
 
     /// Everything in the Prometheus text format 0.0.4, followed by the caller's `extra`
@@ -452,6 +481,46 @@ impl Metrics {
             "counter",
         );
         let _ = writeln!(out, "ssp_crl_updates_total {}", self.crl_updates.load(Relaxed));
+        let config = *self.config.lock().unwrap_or_else(|e| e.into_inner());
+        header(
+            &mut out,
+            "ssp_config_last_reload_success",
+            "1 if the last load of the configuration (start or SIGHUP) put it in force, 0 if it was refused and the one before keeps serving.",
+            "gauge",
+        );
+        let _ = writeln!(out, "ssp_config_last_reload_success {}", u8::from(config.success));
+        header(
+            &mut out,
+            "ssp_config_last_reload_timestamp_seconds",
+            "When the configuration was last loaded or refused (start or SIGHUP), seconds since the epoch.",
+            "gauge",
+        );
+        let _ = writeln!(out, "ssp_config_last_reload_timestamp_seconds {}", config.at);
+        header(
+            &mut out,
+            "ssp_config_hash",
+            "The configuration in force, by the SHA-256 of its file (as sha256sum and the audit's config records show it); always 1.",
+            "gauge",
+        );
+        out.push_str("ssp_config_hash{sha256=\"");
+        for byte in config.sha256 {
+            let _ = write!(out, "{byte:02x}");
+        }
+        out.push_str("\"} 1\n");
+        header(
+            &mut out,
+            "ssp_build_info",
+            "The running binary, as ssp --version says it; always 1.",
+            "gauge",
+        );
+        let _ = writeln!(
+            out,
+            "ssp_build_info{{version=\"{}\",commit=\"{}\",rustc=\"{}\",target=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            env!("SSP_COMMIT"),
+            env!("SSP_RUSTC"),
+            env!("SSP_TARGET")
+        );
         render_extra(&mut out, extra);
         out
     }

@@ -528,3 +528,310 @@ fn kill_9_under_load_then_restart_leaves_a_chain_that_verifies() {
         "every request the provider received has its req record ({reqs} for {forwarded})"
     );
 }
+
+/// The `/metrics` value of the line starting with `series ` (name and labels).
+fn metric(metrics: &str, series: &str) -> Option<String> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(str::to_string)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The audit's records of `kind`, waiting up to 5 s for at least `n` (the writer is a thread).
+fn records(setup: &Setup, kind: &str, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let found: Vec<serde_json::Value> = audit_text(setup)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|r| r["type"] == kind)
+            .collect();
+        if found.len() >= n || Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Issue 23: a reload's outcome is visible. At start and after each reload put in force, a
+/// `config` record (the file's hash, the hash of every file it names, counts, CRL dates) and
+/// `ssp_config_hash`; a refused reload sets `ssp_config_last_reload_success` to 0 and leaves
+/// an `alarm`; the audit still verifies with the new record type.
+#[test]
+fn reload_outcome_is_in_metrics_and_in_the_audit() {
+    let setup = Setup::new(&Options::default());
+    let admin = unused_port();
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    let text = text.replace(
+        "[admin]\nlisten = \"\"",
+        &format!("[admin]\nlisten = \"{admin}\""),
+    );
+    std::fs::write(&setup.config, &text).unwrap();
+    let started = sha256_hex(text.as_bytes());
+    let mut ssp = Ssp::start(&setup.config, None);
+    let scrape = || http_get(admin, "/metrics").1;
+
+    let metrics = scrape();
+    assert_eq!(
+        metric(&metrics, "ssp_config_last_reload_success").as_deref(),
+        Some("1"),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, &format!("ssp_config_hash{{sha256=\"{started}\"}}")).as_deref(),
+        Some("1"),
+        "{metrics}"
+    );
+    let loaded_at: i64 = metric(&metrics, "ssp_config_last_reload_timestamp_seconds")
+        .and_then(|v| v.parse().ok())
+        .expect("a load time");
+    assert!(loaded_at > 1_700_000_000, "{loaded_at}");
+    let config = records(&setup, "config", 1);
+    let first = config.first().expect("a config record at start");
+    assert_eq!(first["cause"], "start");
+    assert_eq!(first["sha256"], started.as_str());
+    assert_eq!(
+        (first["consumers"].as_u64(), first["providers"].as_u64()),
+        (Some(7), Some(1))
+    );
+    let ssp_pem = pki("ssp.pem");
+    let files = first["files"].as_array().expect("files");
+    let named = files
+        .iter()
+        .find(|f| f["path"] == ssp_pem.display().to_string())
+        .expect("the certificate is listed");
+    assert_eq!(
+        named["sha256"],
+        sha256_hex(&std::fs::read(&ssp_pem).unwrap()).as_str()
+    );
+    assert_eq!(first["crls"][0]["issuer"], "CN=SSP Test NHS Level 1C, O=nhs");
+    assert!(
+        first["crls"][0]["this_update"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+
+    // A broken configuration: refused, counted, raised.
+    std::fs::write(
+        &setup.config,
+        text.replace("[limits]", "[limits]\nno_such_key = 1"),
+    )
+    .unwrap();
+    ssp.signal(libc::SIGHUP);
+    ssp.wait_for_log("reload refused");
+    let metrics = scrape();
+    assert_eq!(
+        metric(&metrics, "ssp_config_last_reload_success").as_deref(),
+        Some("0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("ssp_config_hash{{sha256=\"{started}\"}} 1")),
+        "the configuration in force is still the first: {metrics}"
+    );
+    let alarms = records(&setup, "alarm", 1);
+    assert!(
+        alarms.iter().any(|a| a["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("reload refused") && m.contains("no_such_key"))),
+        "{alarms:?}"
+    );
+
+    // A good one: in force, recorded.
+    std::fs::write(&setup.config, &text).unwrap();
+    grant_b_an_agreement(&setup.config);
+    let granted = sha256_hex(&std::fs::read(&setup.config).unwrap());
+    ssp.signal(libc::SIGHUP);
+    ssp.wait_for_log("is in force");
+    let metrics = scrape();
+    assert_eq!(
+        metric(&metrics, "ssp_config_last_reload_success").as_deref(),
+        Some("1")
+    );
+    assert!(
+        metrics.contains(&format!("ssp_config_hash{{sha256=\"{granted}\"}} 1")),
+        "{metrics}"
+    );
+    let config = records(&setup, "config", 2);
+    let reloaded = config.last().expect("a config record after the reload");
+    assert_eq!(
+        (reloaded["cause"].as_str(), reloaded["sha256"].as_str()),
+        (Some("reload"), Some(granted.as_str()))
+    );
+
+    ssp.signal(libc::SIGTERM);
+    assert!(ssp.wait_exit().success());
+    let out = Command::new(env!("CARGO_BIN_EXE_ssp"))
+        .args(["audit", "verify"])
+        .arg(setup.dir.path().join("audit"))
+        .arg("--key-file")
+        .arg(setup.dir.path().join("audit.k0"))
+        .arg("--require-sealed")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// `systemctl reload` runs the unit's ExecReload lines in order and fails at the first that
+/// does: the first is `ssp check`, which refuses a broken configuration before any HUP.
+#[test]
+fn the_unit_checks_the_configuration_before_it_signals_a_reload() {
+    let unit =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/ssp.service")).unwrap();
+    let reload: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("ExecReload="))
+        .collect();
+    assert_eq!(reload.len(), 2, "{reload:?}");
+    assert!(reload[1].contains("kill -HUP $MAINPID"), "{reload:?}");
+    let check: Vec<&str> = reload[0].split_whitespace().collect();
+    assert_eq!(check, ["/usr/bin/ssp", "check", "--config", "/etc/ssp/ssp.toml"]);
+    // That very command, on this box's binary and a broken configuration, fails.
+    let setup = Setup::new(&Options::default());
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        text.replace("[limits]", "[limits]\nno_such_key = 1"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ssp"))
+        .args(&check[1..3])
+        .arg(&setup.config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_key"));
+}
+
+/// Issue 23: a refused handshake says why in words (dates in ISO 8601, no Rust values such as
+/// `InvalidCertificate(Revoked)` or `1796171838 (UNIX)`), and names the certificate it
+/// presented (subject, issuer, serial, expiry) in the log and in its `tls` record, where the
+/// subject was null.
+#[test]
+fn a_refused_handshake_names_its_certificate_in_words() {
+    let setup = Setup::new(&Options::default());
+    let mut ssp = Ssp::start(&setup.config, None);
+    let mut lines = Vec::new();
+    for who in [&REVOKED, &EXPIRED] {
+        if let Ok(mut c) = Consumer::try_connect(ssp.addr, client_config(who)) {
+            let _ = c
+                .send(&request(&setup, who, SEARCH))
+                .and_then(|()| c.read_response());
+        }
+        lines.push(ssp.wait_for_log("handshake from"));
+    }
+    let revoked_serial: String = mint::serial_of("consumer-revoked")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(
+        lines[0].contains("refused: the certificate is revoked"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains(&format!(
+            "it presented subject \"CN=dispenser-revoked.example.nhs.uk, OU=Devices, O=nhs\", \
+             issuer \"CN=SSP Test NHS Level 1C, O=nhs\", serial {revoked_serial}, expires 2049-12-31T"
+        )),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains("the certificate expired at 2021-01-01T00:00:00Z (it is now 20"),
+        "{}",
+        lines[1]
+    );
+    for line in &lines {
+        for rust in ["InvalidCertificate", "Context", "(UNIX)", "Other("] {
+            assert!(!line.contains(rust), "{line}");
+        }
+    }
+    ssp.signal(libc::SIGTERM);
+    assert!(ssp.wait_exit().success());
+    let tls = records(&setup, "tls", 2);
+    let revoked = tls
+        .iter()
+        .find(|r| {
+            r["subject"]
+                .as_str()
+                .is_some_and(|s| s.contains("dispenser-revoked"))
+        })
+        .unwrap_or_else(|| panic!("the revoked certificate's record: {tls:?}"));
+    assert_eq!(revoked["issuer"], "CN=SSP Test NHS Level 1C, O=nhs");
+    assert_eq!(revoked["serial"], revoked_serial.as_str());
+    assert!(
+        revoked["not_after"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("2049-12-31T")),
+        "{revoked}"
+    );
+    assert_eq!(revoked["fingerprint"].as_str().map(str::len), Some(64));
+    assert_eq!(
+        revoked["reason"],
+        "the certificate is revoked (on its issuer's CRL)"
+    );
+}
+
+/// Issue 23: `/metrics` passes `promtool check metrics` (Prometheus' own linter: names, types,
+/// counters ending in `_total`, help text). Skipped with a note where promtool is not
+/// installed (Debian: `apt-get install prometheus`; `scripts/promtool-check` does it all).
+#[test]
+fn metrics_pass_promtool_check() {
+    use std::io::Write;
+    let Some(promtool) = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("promtool"))
+            .find(|p| p.is_file())
+    }) else {
+        eprintln!("note: promtool not on PATH; skipping `promtool check metrics`");
+        return;
+    };
+    let setup = Setup::new(&Options::default());
+    let admin = unused_port();
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        text.replace(
+            "[admin]\nlisten = \"\"",
+            &format!("[admin]\nlisten = \"{admin}\""),
+        ),
+    )
+    .unwrap();
+    let ssp = Ssp::start(&setup.config, None);
+    // A forwarded request and a refused one, so every family has samples.
+    ssp.consumer(&CONSUMER_A)
+        .exchange(&request(&setup, &CONSUMER_A, SEARCH));
+    ssp.consumer(&CONSUMER_B)
+        .exchange(&request(&setup, &CONSUMER_B, SEARCH));
+    let (status, metrics) = http_get(admin, "/metrics");
+    assert_eq!(status, 200);
+    let mut check = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    check.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+    let out = check.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool:\n{said}\n{metrics}"
+    );
+}

@@ -212,12 +212,23 @@ fn tls_1_2_with_only_cbc_suites_is_refused() {
 
 #[test]
 fn chain_check_refuses_when_an_issuer_has_no_crl() {
-    let proxy = Proxy::with(Options {
+    // (Name kept: SECURITY.md cites it.) Level 1C has a CRL; the root that issued Level 1C
+    // does not: every consumer's status would be unknown, which is denied. That refused
+    // everyone after a green `ssp check` (issue 23); now the configuration does not load.
+    let setup = Setup::new(&Options {
         server: "crl_check = \"chain\"".into(),
         ..Options::default()
     });
-    // Level 1C has a CRL; the root that issued Level 1C does not: unknown status is denied.
-    assert_refused(&proxy, &CONSUMER_A, "");
+    let config = ssp::config::load(&setup.config).unwrap_or_else(|e| panic!("{e}"));
+    let Err(error) = ssp::proxy::Shared::load(config) else {
+        panic!("a chain check without the root's CRL loaded");
+    };
+    assert!(
+        error.to_string().contains(
+            "no CRL in `crl` is issued by the trust anchor \"CN=SSP Test NHS Root Authority, O=nhs\""
+        ),
+        "{error}"
+    );
 }
 
 #[test]

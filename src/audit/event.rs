@@ -5,16 +5,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::http::answer::OutcomeId;
+use crate::policy::identity::Identity;
 use crate::policy::jwt::Claims;
 
 /// One auditable happening, as the proxy sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// A refused TLS handshake (row 1).
+    /// A refused TLS handshake (row 1), and the certificate it presented, if any.
     Tls {
         peer: SocketAddr,
         reason: String,
-        subject: Option<String>,
+        certificate: Option<Box<Identity>>,
     },
     /// A refused request (rows 2–16), with the status and token it was answered with.
     Deny {
@@ -47,6 +48,35 @@ pub enum Event {
     },
     /// Something an operator must look at.
     Alarm { message: String },
+    /// The configuration put in force, at start and after every successful reload.
+    Config(Box<ConfigFacts>),
+}
+
+/// What a `config` record says about the configuration in force: enough to tell, from the
+/// audit alone, which allowlist and which certificates and CRLs any later record was judged
+/// under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFacts {
+    /// `"start"` or `"reload"`.
+    pub cause: &'static str,
+    /// The configuration file and the SHA-256 of the text loaded.
+    pub path: String,
+    pub sha256: [u8; 32],
+    /// Every file it names that was read (certificates, keys, trust anchors, CRLs), with the
+    /// SHA-256 of the bytes used.
+    pub files: Vec<(String, [u8; 32])>,
+    pub consumers: usize,
+    pub providers: usize,
+    pub crls: Vec<CrlFacts>,
+}
+
+/// One CRL in force; times in seconds since the epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrlFacts {
+    pub path: String,
+    pub issuer: String,
+    pub this_update: i64,
+    pub next_update: Option<i64>,
 }
 
 /// Who asked for what, as far as the proxy had parsed it when it decided.

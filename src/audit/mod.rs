@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-pub use event::{Event, RequestFacts, RequestText, Text};
+pub use event::{ConfigFacts, CrlFacts, Event, RequestFacts, RequestText, Text};
 pub(crate) use json::floor_char_boundary;
 pub use transactions::{Transaction, Transactions};
 

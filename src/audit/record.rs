@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-use super::event::{Event, RequestFacts};
+use super::event::{ConfigFacts, Event, RequestFacts};
 use super::hex;
 use super::json::{self, Val};
 use crate::x509::format_utc;
@@ -72,6 +72,7 @@ impl Entry {
                 Event::Req { .. } => "req",
                 Event::Res { .. } => "res",
                 Event::Alarm { .. } => "alarm",
+                Event::Config(_) => "config",
             },
             Entry::Start { .. } => "start",
             Entry::Stop { .. } => "stop",
@@ -121,12 +122,22 @@ fn event_fields(event: &Event) -> Vec<(&'static str, Val<'_>)> {
         Event::Tls {
             peer,
             reason,
-            subject,
-        } => vec![
-            ("peer", Val::owned(peer.to_string())),
-            ("reason", Val::str(reason)),
-            ("subject", Val::opt(subject)),
-        ],
+            certificate,
+        } => {
+            let c = certificate.as_deref();
+            vec![
+                ("peer", Val::owned(peer.to_string())),
+                ("reason", Val::str(reason)),
+                ("subject", Val::opt_str(c.map(|c| &*c.subject))),
+                ("issuer", Val::opt_str(c.map(|c| &*c.issuer))),
+                ("serial", Val::opt_str(c.map(|c| &*c.serial_hex))),
+                (
+                    "not_after",
+                    c.map_or(Val::Null, |c| Val::owned(format_utc(c.not_after))),
+                ),
+                ("fingerprint", Val::opt_str(c.map(|c| &*c.fingerprint))),
+            ]
+        }
         Event::Deny {
             request,
             status,
@@ -171,7 +182,37 @@ fn event_fields(event: &Event) -> Vec<(&'static str, Val<'_>)> {
             ("upstream_ms", Val::opt_f64(*upstream_ms)),
         ],
         Event::Alarm { message } => vec![("message", Val::str(message))],
+        Event::Config(c) => config_fields(c),
     }
+}
+
+fn config_fields(c: &ConfigFacts) -> Vec<(&'static str, Val<'_>)> {
+    let files = c.files.iter().map(|(path, sha256)| {
+        Val::Obj(vec![
+            ("path", Val::str(path)),
+            ("sha256", Val::owned(hex::encode(sha256))),
+        ])
+    });
+    let crls = c.crls.iter().map(|crl| {
+        Val::Obj(vec![
+            ("path", Val::str(&crl.path)),
+            ("issuer", Val::str(&crl.issuer)),
+            ("this_update", Val::owned(format_utc(crl.this_update))),
+            (
+                "next_update",
+                crl.next_update.map_or(Val::Null, |t| Val::owned(format_utc(t))),
+            ),
+        ])
+    });
+    vec![
+        ("cause", Val::str(c.cause)),
+        ("path", Val::str(&c.path)),
+        ("sha256", Val::owned(hex::encode(&c.sha256))),
+        ("consumers", Val::U64(c.consumers as u64)),
+        ("providers", Val::U64(c.providers as u64)),
+        ("files", Val::List(files.collect())),
+        ("crls", Val::List(crls.collect())),
+    ]
 }
 
 fn request_fields(r: &RequestFacts) -> Vec<(&'static str, Val<'_>)> {
@@ -325,8 +366,8 @@ struct Raw {
     sha256: Option<String>,
 }
 
-const KINDS: [&str; 11] = [
-    "start", "stop", "open", "close", "seal", "torn", "tls", "deny", "req", "res", "alarm",
+const KINDS: [&str; 12] = [
+    "start", "stop", "open", "close", "seal", "torn", "tls", "deny", "req", "res", "alarm", "config",
 ];
 
 /// Checks one line (without its newline): the hash first, so that any changed byte is named
@@ -579,6 +620,41 @@ mod tests {
         );
         assert!(parse(b"hello").is_err());
         assert!(parse(b"").is_err());
+    }
+
+    #[test]
+    fn a_config_record_names_every_file_with_its_hash_and_each_crl_with_its_dates() {
+        let facts = ConfigFacts {
+            cause: "reload",
+            path: "/etc/ssp/ssp.toml".into(),
+            sha256: [0xab; 32],
+            files: vec![("/etc/ssp/tls/ssp.pem".into(), [1; 32])],
+            consumers: 3,
+            providers: 1,
+            crls: vec![crate::audit::CrlFacts {
+                path: "/etc/ssp/tls/level1c.crl".into(),
+                issuer: "CN=NHS Level 1C".into(),
+                this_update: 1_774_087_445,
+                next_update: None,
+            }],
+        };
+        let line = line(
+            2,
+            "t",
+            &Entry::Event(Box::new(Event::Config(facts.into()))),
+            &GENESIS,
+        );
+        let value: serde_json::Value = serde_json::from_slice(&line.bytes).unwrap();
+        assert_eq!(value["type"], "config");
+        assert_eq!(value["sha256"], "ab".repeat(32));
+        assert_eq!(
+            (value["consumers"].as_u64(), value["providers"].as_u64()),
+            (Some(3), Some(1))
+        );
+        assert_eq!(value["files"][0]["sha256"], "01".repeat(32));
+        assert_eq!(value["crls"][0]["this_update"], "2026-03-21T10:04:05Z");
+        // The verifier knows the type.
+        assert!(parse(&line.bytes[..line.bytes.len() - 1]).is_ok());
     }
 
     #[test]

@@ -114,13 +114,24 @@ impl Key {
     }
 }
 
-/// Reads the evolving key the writer starts from.
+/// Reads the evolving key the writer starts from (and `ssp check` reads it too, so that a
+/// key that is missing or damaged is found before a start). The message names the file as
+/// the audit key and says how one is made.
 pub fn load(path: &Path) -> Result<Key, AuditError> {
+    let unusable = |why: String| AuditError::new(path, format!("the audit key ([audit] key) {why}"));
     let mut text = String::new();
-    let mut file = crate::regular_file::open(path).map_err(|e| AuditError::io(path, e))?;
+    let mut file = crate::regular_file::open(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => unusable(format!(
+            "does not exist: make it once with `ssp audit keygen --out {}` (as the user ssp runs \
+             as) and give the initial key it prints to the auditor, or set `sealed = false` in \
+             [audit] to run without seals",
+            path.display()
+        )),
+        _ => unusable(format!("cannot be read: {e}")),
+    })?;
     file.read_to_string(&mut text)
-        .map_err(|e| AuditError::io(path, e))?;
-    let key = Key::parse(&text).map_err(|m| AuditError::new(path, m))?;
+        .map_err(|e| unusable(format!("cannot be read: {e}")))?;
+    let key = Key::parse(&text).map_err(|m| unusable(format!("is not usable: {m}")))?;
     if let Ok(meta) = file.metadata()
         && meta.permissions().mode() & 0o077 != 0
     {

@@ -1,5 +1,6 @@
 //! `ConfigError`, and turning byte spans from the TOML parser into lines and dotted keys.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,43 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Every problem one pass over the file found, in file order: an operator fixes them all
+/// before the next `ssp check`, not one per run. Shown one per line.
+///
+/// The second field is the configuration as it would be with a default standing in for each
+/// bad value, when every section could still be read (`None` when a required key or a whole
+/// entry is wrong): `ssp check` goes on to check the files it names, so that one pass also
+/// finds a missing certificate. It is never put in force.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigErrors(pub Vec<ConfigError>, pub Option<Box<super::Config>>);
+
+impl ConfigErrors {
+    /// The problem on the earliest line.
+    pub fn first(&self) -> Option<&ConfigError> {
+        self.0.first()
+    }
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(error: ConfigError) -> ConfigErrors {
+        ConfigErrors(vec![error], None)
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
 /// The file being loaded: its text (for lines and keys) and its name (for messages and as the
 /// anchor of relative paths).
 pub(super) struct Source<'a> {
@@ -47,6 +85,8 @@ pub(super) struct Source<'a> {
     /// Byte offset where each line starts, so a line number costs a binary search: a config
     /// with thousands of consumers asks for thousands of them.
     line_starts: Vec<usize>,
+    /// Problems noted so far; checking goes on past them so that one pass finds them all.
+    problems: RefCell<Vec<ConfigError>>,
 }
 
 impl<'a> Source<'a> {
@@ -63,11 +103,32 @@ impl<'a> Source<'a> {
             text,
             file,
             line_starts,
+            problems: RefCell::new(Vec::new()),
         }
     }
 }
 
 impl Source<'_> {
+    /// Notes a problem and carries on; `finish` reports every one noted, in file order
+    /// (those without a line last): each goes in after those on its line or before.
+    #[inline(never)]
+    pub fn note(&self, error: ConfigError) {
+        let line = |e: &ConfigError| e.line.unwrap_or(usize::MAX);
+        let mut problems = self.problems.borrow_mut();
+        let at = problems.partition_point(|p| line(p) <= line(&error));
+        problems.insert(at, error);
+    }
+
+    /// The value of a check that may have failed; a failure is noted.
+    pub fn keep<T>(&self, result: Result<T, ConfigError>) -> Option<T> {
+        result.map_err(|e| self.note(e)).ok()
+    }
+
+    /// Every problem noted, in file order, or none.
+    pub fn finish(&self) -> Vec<ConfigError> {
+        self.problems.take()
+    }
+
     /// The one place a `ConfigError` is made from a position in the text.
     pub fn error(
         &self,
@@ -118,10 +179,24 @@ impl Source<'_> {
     pub fn toml_error(&self, error: &toml::de::Error) -> ConfigError {
         let span = error.span();
         let key = span.as_ref().and_then(|span| key_at(self.text, span.start));
-        // serde speaks of struct fields; the operator is editing keys.
-        let message = error.message().replacen("unknown field", "unknown key", 1);
-        self.error(span, key, message)
+        self.error(span, key, plain_serde_message(error.message()))
     }
+}
+
+/// serde speaks of struct fields and Rust types (`expected usize`); the operator is editing
+/// keys and values.
+fn plain_serde_message(message: &str) -> String {
+    let mut message = message.replacen("unknown field", "unknown key", 1);
+    for (rust, plain) in [
+        ("expected usize", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+    ] {
+        message = message.replace(rust, plain);
+    }
+    message
 }
 
 /// The dotted key whose name or value covers byte `offset`, found by walking a spanned parse

@@ -99,14 +99,16 @@ interactions = ["urn:x"]
 const PECS_SEARCH: &str =
     "urn:nhs:names:services:prescription-exemptions:custom:operation:search:prescription-exemptions";
 
-fn parse_text(text: &str) -> Result<Config, ConfigError> {
+fn parse_text(text: &str) -> Result<Config, ConfigErrors> {
     parse(text, Path::new(FILE))
 }
 
+/// The one problem `text` has.
 fn refused(text: &str) -> ConfigError {
     match parse_text(text) {
         Ok(config) => panic!("should be refused, loaded {config:#?}"),
-        Err(error) => error,
+        Err(ConfigErrors(mut errors, _)) if errors.len() == 1 => errors.remove(0),
+        Err(errors) => panic!("expected one problem, found:\n{errors}"),
     }
 }
 
@@ -526,8 +528,17 @@ fn missing_certificate_is_reported_at_the_server_header() {
 
 #[test]
 fn missing_server_section_is_reported_without_a_line() {
-    let error = refused("[upstream]\nca = \"ca.pem\"\n");
-    assert_error(&error, None, "server.certificate", "missing required key");
+    // Also without consumers and providers: three problems, none with a line.
+    let errors = parse_text("[upstream]\nca = \"ca.pem\"\n")
+        .expect_err("refused")
+        .0;
+    let keys: Vec<_> = errors.iter().map(|e| e.key.as_deref()).collect();
+    assert_eq!(
+        keys,
+        [Some("server.certificate"), Some("provider"), Some("consumer")]
+    );
+    let error = &errors[0];
+    assert_error(error, None, "server.certificate", "missing required key");
     assert_eq!(
         error.to_string(),
         "/etc/ssp/ssp.toml: `server.certificate`: missing required key"
@@ -567,8 +578,16 @@ fn no_consumer_is_refused() {
 #[test]
 fn no_provider_is_refused() {
     let provider = &MINIMAL[MINIMAL.find("[[provider]]").unwrap()..];
-    let error = refused(&minimal_with(provider, ""));
-    assert_eq!((error.line, error.key.as_deref()), (None, Some("provider")));
+    let errors = parse_text(&minimal_with(provider, "")).expect_err("refused").0;
+    // The consumer's agreement names the provider that is gone, too.
+    let found: Vec<_> = errors.iter().map(|e| (e.line, e.key.as_deref())).collect();
+    assert_eq!(
+        found,
+        [
+            (Some(14), Some("consumer[1].providers[1]")),
+            (None, Some("provider"))
+        ]
+    );
 }
 
 #[test]
@@ -947,7 +966,9 @@ fn load_reads_the_file_it_is_given() {
 #[test]
 fn unreadable_file_is_named_in_the_error() {
     let file = Path::new("/nonexistent/ssp/ssp.toml");
-    let error = load(file).unwrap_err();
+    let errors = load(file).unwrap_err();
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    let error = &errors.0[0];
     assert_eq!(
         (error.file.as_path(), error.line, error.key.as_deref()),
         (file, None, None)
@@ -1067,4 +1088,65 @@ fn a_provider_may_list_an_endpoint_per_interaction() {
     assert_error(&e, Some(18), "provider[1].endpoints[1].cpaid", "SDS CPA id");
     let e = bad("interactions = [\"urn:x\"]");
     assert_error(&e, Some(16), "provider[1].endpoint", "missing required key");
+}
+
+// One pass, every problem.
+
+#[test]
+fn every_problem_is_reported_in_one_pass_in_file_order() {
+    // Line numbers: MINIMAL's [server] is line 1; the additions follow it.
+    let text = minimal_with(
+        "[server]\n",
+        "[server]\nworkers = 2000\ncrl_expired = \"never\"\n",
+    ) + "[limits]\nheader_timeout = \"soon\"\n[admin]\nlisten = \"0.0.0.0:9901\"\n"
+        + "[[consumer]]\nasid = \"x\"\nfqdn = \"b.example\"\ninteractions = [\"urn:x\"]\nproviders = []\n";
+    let errors = parse_text(&text).expect_err("five problems").0;
+    let keys: Vec<&str> = errors.iter().filter_map(|e| e.key.as_deref()).collect();
+    assert_eq!(
+        keys,
+        [
+            "server.workers",
+            "server.crl_expired",
+            "limits.header_timeout",
+            "admin.listen",
+            "consumer[2].asid"
+        ],
+        "{}",
+        ConfigErrors(errors.clone(), None)
+    );
+    let lines: Vec<usize> = errors.iter().filter_map(|e| e.line).collect();
+    assert!(lines.windows(2).all(|w| w[0] < w[1]), "{lines:?}");
+}
+
+#[test]
+fn type_errors_name_the_kind_of_value_not_the_rust_type() {
+    for (line, expected) in [
+        ("workers = -1", "whole number"),
+        ("workers = \"two\"", "whole number"),
+        ("forwarded = \"yes\"", "true or false"),
+    ] {
+        let error = refused(&minimal_with("[server]\n", &format!("[server]\n{line}\n")));
+        assert!(error.message.contains(expected), "{line}: {error}");
+        for rust in ["usize", "u32", "u64", "f64", "boolean"] {
+            assert!(!error.message.contains(rust), "{line}: {error}");
+        }
+    }
+}
+
+#[test]
+fn a_non_loopback_admin_address_needs_allow_remote() {
+    let error = refused(&format!("{MINIMAL}[admin]\nlisten = \"0.0.0.0:9901\"\n"));
+    assert_error(&error, Some(21), "admin.listen", "not a loopback address");
+    assert!(error.message.contains("allow_remote = true"), "{error}");
+    let allowed = parse_text(&format!(
+        "{MINIMAL}[admin]\nlisten = \"0.0.0.0:9901\"\nallow_remote = true\n"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(allowed.admin.allow_remote);
+    for ip in ["127.0.0.1:1", "127.1.2.3:1", "[::1]:1", "[::ffff:127.0.0.1]:1"] {
+        assert_eq!(admin_exposure(ip.parse().unwrap(), false), Ok(()), "{ip}");
+    }
+    for ip in ["0.0.0.0:1", "10.0.0.7:1", "[::]:1", "[::ffff:10.0.0.7]:1"] {
+        assert!(admin_exposure(ip.parse().unwrap(), false).is_err(), "{ip}");
+    }
 }

@@ -9,10 +9,11 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use super::endpoint::{Endpoint, HttpUrl, is_dns_name};
-use super::error::{ConfigError, Source};
+use super::error::{ConfigError, ConfigErrors, Source};
 use super::raw::{self, Field, List};
 use super::{
     Admin, Audit, AuditSync, ClockUnsynced, Config, Consumer, CrlCheck, CrlExpired, CrlRefresh, CrlSource,
@@ -24,19 +25,27 @@ const DEFAULT_AUDIT_KEY: &str = "/var/lib/ssp/audit.key";
 const DEFAULT_TRANSACTIONS_LOG: &str = "/var/log/ssp/transactions.log";
 const SUBJECT_ATTRIBUTES: [&str; 7] = ["CN", "O", "OU", "C", "L", "ST", "DC"];
 
-pub(super) fn validate(raw: raw::RawConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
-    let server = server(src, raw.server)?;
-    let upstream = upstream(src, raw.upstream)?;
-    let limits = limits(src, raw.limits)?;
-    let throttle = throttle(src, raw.throttle)?;
-    let audit = audit(src, raw.audit)?;
-    let transactions = transactions(src, raw.transactions)?;
-    let admin = admin(src, raw.admin)?;
-    // Providers first: consumers' agreements must name them.
-    let providers = providers(src, raw.provider)?;
-    let consumers = consumers(src, raw.consumer, &providers)?;
-    Ok(Config {
-        path: src.file.to_path_buf(),
+/// Checks every section and entry, noting each problem and carrying on, so that one pass
+/// reports them all (within one table, a missing or malformed required key still stops that
+/// table: what follows may depend on it).
+pub(super) fn validate(raw: raw::RawConfig, src: &Source<'_>) -> Result<Config, ConfigErrors> {
+    let server = src.keep(server(src, raw.server));
+    let upstream = src.keep(upstream(src, raw.upstream));
+    let limits = src.keep(limits(src, raw.limits));
+    let throttle = src.keep(throttle(src, raw.throttle));
+    let audit = src.keep(audit(src, raw.audit));
+    let transactions = src.keep(transactions(src, raw.transactions));
+    let admin = src.keep(admin(src, raw.admin));
+    // Consumers' agreements must name providers: any ASID a [[provider]] gives, so that a
+    // provider entry with a problem elsewhere is reported once, not again by each agreement.
+    let provider_asids: HashSet<String> = raw
+        .provider
+        .iter()
+        .filter_map(|p| p.get_ref().asid.as_ref().map(|a| a.get_ref().clone()))
+        .collect();
+    let providers = src.keep(providers(src, raw.provider));
+    let consumers = src.keep(consumers(src, raw.consumer, &provider_asids));
+    let config = match (
         server,
         upstream,
         limits,
@@ -44,9 +53,38 @@ pub(super) fn validate(raw: raw::RawConfig, src: &Source<'_>) -> Result<Config, 
         audit,
         transactions,
         admin,
-        consumers,
         providers,
-    })
+        consumers,
+    ) {
+        (
+            Some(server),
+            Some(upstream),
+            Some(limits),
+            Some(throttle),
+            Some(audit),
+            Some(transactions),
+            Some(admin),
+            Some(providers),
+            Some(consumers),
+        ) => Some(Config {
+            path: src.file.to_path_buf(),
+            sha256: Sha256::digest(src.text.as_bytes()).into(),
+            server,
+            upstream,
+            limits,
+            throttle,
+            audit,
+            transactions,
+            admin,
+            consumers,
+            providers,
+        }),
+        _ => None,
+    };
+    match (src.finish(), config) {
+        (problems, Some(config)) if problems.is_empty() => Ok(config),
+        (problems, config) => Err(ConfigErrors(problems, config.map(Box::new))),
+    }
 }
 
 fn server(src: &Source<'_>, raw: Field<raw::RawServer>) -> Result<Server, ConfigError> {
@@ -282,7 +320,8 @@ fn transactions(src: &Source<'_>, raw: Field<raw::RawTransactions>) -> Result<Tr
 fn admin(src: &Source<'_>, raw: Field<raw::RawAdmin>) -> Result<Admin, ConfigError> {
     let (t, a) = Table::open(src, "admin", raw);
     let default = Some(SocketAddr::from(([127, 0, 0, 1], 9901)));
-    Ok(Admin {
+    let listen_span = a.listen.as_ref().map(Spanned::span);
+    let admin = Admin {
         listen: t.or(a.listen, "listen", default, |s| {
             if s.is_empty() {
                 Ok(None)
@@ -291,9 +330,17 @@ fn admin(src: &Source<'_>, raw: Field<raw::RawAdmin>) -> Result<Admin, ConfigErr
             }
         })?,
         allow_remote: t.or(a.allow_remote, "allow_remote", false, Ok)?,
-    })
+    };
+    if let Some(listen) = admin.listen
+        && let Err(message) = super::admin_exposure(listen, admin.allow_remote)
+    {
+        src.note(src.error(listen_span, Some("admin.listen".into()), message));
+    }
+    Ok(admin)
 }
 
+/// Every entry that checks out; each one that does not is noted, and checking goes on with the
+/// next.
 fn providers(src: &Source<'_>, raw: Vec<Spanned<raw::RawProvider>>) -> Result<Vec<Provider>, ConfigError> {
     if raw.is_empty() {
         return Err(src.error(
@@ -307,52 +354,60 @@ fn providers(src: &Source<'_>, raw: Vec<Spanned<raw::RawProvider>>) -> Result<Ve
     for (i, entry) in raw.into_iter().enumerate() {
         let line = src.line(entry.span().start);
         let (t, p) = Table::open(src, format!("provider[{}]", i + 1), Some(entry));
-        let asid = t.required(p.asid, "asid", |s| {
-            unique_asid(s, &mut first_lines, line, "provider")
-        })?;
-        let endpoints = match (p.endpoint, p.endpoints) {
-            (Some(url), None) => vec![ProviderEndpoint {
-                url: t.value(url, "endpoint", |s| Endpoint::parse(&s))?,
-                cpaid: t.optional(p.cpaid, "cpaid", cpaid)?,
-                interactions: t.required_list(p.interactions, "interactions", Empty::Refused, interaction)?,
-            }],
-            (None, Some(list)) => {
-                // With `endpoints`, interactions and CPA ids belong to each endpoint.
-                for (stray, key) in [
-                    (p.interactions.map(|l| l.span()), "interactions"),
-                    (p.cpaid.map(|c| c.span()), "cpaid"),
-                ] {
-                    if let Some(span) = stray {
-                        return Err(t.src.error(
-                            Some(span),
-                            Some(format!("{}.{key}", t.name)),
-                            "with `endpoints`, give it in each endpoint instead",
-                        ));
+        let provider = (|| {
+            let asid = t.required(p.asid, "asid", |s| {
+                unique_asid(s, &mut first_lines, line, "provider")
+            })?;
+            let endpoints = match (p.endpoint, p.endpoints) {
+                (Some(url), None) => vec![ProviderEndpoint {
+                    url: t.value(url, "endpoint", |s| Endpoint::parse(&s))?,
+                    cpaid: t.optional(p.cpaid, "cpaid", cpaid)?,
+                    interactions: t.required_list(
+                        p.interactions,
+                        "interactions",
+                        Empty::Refused,
+                        interaction,
+                    )?,
+                }],
+                (None, Some(list)) => {
+                    // With `endpoints`, interactions and CPA ids belong to each endpoint.
+                    for (stray, key) in [
+                        (p.interactions.map(|l| l.span()), "interactions"),
+                        (p.cpaid.map(|c| c.span()), "cpaid"),
+                    ] {
+                        if let Some(span) = stray {
+                            return Err(t.src.error(
+                                Some(span),
+                                Some(format!("{}.{key}", t.name)),
+                                "with `endpoints`, give it in each endpoint instead",
+                            ));
+                        }
                     }
+                    provider_endpoints(&t, list)?
                 }
-                provider_endpoints(&t, list)?
-            }
-            (Some(url), Some(_)) => {
-                return Err(t.src.error(
-                    Some(url.span()),
-                    Some(format!("{}.endpoint", t.name)),
-                    "give either `endpoint` (one service root) or `endpoints` (one per SDS MHS record), not both",
-                ));
-            }
-            (None, None) => return Err(t.missing("endpoint", "missing required key (or `endpoints`)")),
-        };
-        let interactions = endpoints
-            .iter()
-            .flat_map(|e| e.interactions.iter().cloned())
-            .collect();
-        providers.push(Provider {
-            asid,
-            endpoints,
-            interactions,
-            connect: t.or(p.connect, "connect", Vec::new(), socket_addrs)?,
-            max_in_flight: t.optional(p.max_in_flight, "max_in_flight", at_least(1))?,
-            line,
-        });
+                (Some(url), Some(_)) => {
+                    return Err(t.src.error(
+                        Some(url.span()),
+                        Some(format!("{}.endpoint", t.name)),
+                        "give either `endpoint` (one service root) or `endpoints` (one per SDS MHS record), not both",
+                    ));
+                }
+                (None, None) => return Err(t.missing("endpoint", "missing required key (or `endpoints`)")),
+            };
+            let interactions = endpoints
+                .iter()
+                .flat_map(|e| e.interactions.iter().cloned())
+                .collect();
+            Ok(Provider {
+                asid,
+                endpoints,
+                interactions,
+                connect: t.or(p.connect, "connect", Vec::new(), socket_addrs)?,
+                max_in_flight: t.optional(p.max_in_flight, "max_in_flight", at_least(1))?,
+                line,
+            })
+        })();
+        providers.extend(src.keep(provider));
     }
     Ok(providers)
 }
@@ -410,10 +465,11 @@ fn cpaid(id: String) -> Result<String, String> {
     }
 }
 
+/// As `providers`; `known` holds the ASIDs the [[provider]] entries give.
 fn consumers(
     src: &Source<'_>,
     raw: Vec<Spanned<raw::RawConsumer>>,
-    providers: &[Provider],
+    known: &HashSet<String>,
 ) -> Result<Vec<Consumer>, ConfigError> {
     if raw.is_empty() {
         return Err(src.error(
@@ -422,29 +478,31 @@ fn consumers(
             "at least one [[consumer]] is required",
         ));
     }
-    let known: HashSet<&str> = providers.iter().map(|p| p.asid.as_str()).collect();
     let mut first_lines = HashMap::new();
     let mut consumers = Vec::with_capacity(raw.len());
     for (i, entry) in raw.into_iter().enumerate() {
         let line = src.line(entry.span().start);
         let (t, c) = Table::open(src, format!("consumer[{}]", i + 1), Some(entry));
-        consumers.push(Consumer {
-            asid: t.required(c.asid, "asid", |s| {
-                unique_asid(s, &mut first_lines, line, "consumer")
-            })?,
-            fqdn: t.required(c.fqdn, "fqdn", fqdn)?,
-            interactions: t.required_list(c.interactions, "interactions", Empty::Refused, interaction)?,
-            providers: t.required_list(c.providers, "providers", Empty::Allowed, |asid| {
-                if known.contains(asid.as_str()) {
-                    Ok(asid)
-                } else {
-                    Err(format!("no [[provider]] has the ASID {asid:?}"))
-                }
-            })?,
-            rate: t.optional(c.rate, "rate", rate)?,
-            burst: t.optional(c.burst, "burst", at_least(1))?,
-            line,
-        });
+        let consumer = (|| {
+            Ok(Consumer {
+                asid: t.required(c.asid, "asid", |s| {
+                    unique_asid(s, &mut first_lines, line, "consumer")
+                })?,
+                fqdn: t.required(c.fqdn, "fqdn", fqdn)?,
+                interactions: t.required_list(c.interactions, "interactions", Empty::Refused, interaction)?,
+                providers: t.required_list(c.providers, "providers", Empty::Allowed, |asid| {
+                    if known.contains(&asid) {
+                        Ok(asid)
+                    } else {
+                        Err(format!("no [[provider]] has the ASID {asid:?}"))
+                    }
+                })?,
+                rate: t.optional(c.rate, "rate", rate)?,
+                burst: t.optional(c.burst, "burst", at_least(1))?,
+                line,
+            })
+        })();
+        consumers.extend(src.keep(consumer));
     }
     Ok(consumers)
 }
@@ -488,10 +546,14 @@ impl<'a> Table<'a> {
         check: impl FnOnce(T) -> Result<U, String>,
     ) -> Result<U, ConfigError> {
         let span = value.span();
-        check(value.into_inner()).map_err(|message| {
-            self.src
-                .error(Some(span), Some(format!("{}.{field}", self.name)), message)
-        })
+        check(value.into_inner()).map_err(|message| self.located(span, field, message))
+    }
+
+    /// Out of line: one copy, not one in each of the many instances of `value`.
+    #[inline(never)]
+    fn located(&self, span: Range<usize>, field: &str, message: String) -> ConfigError {
+        self.src
+            .error(Some(span), Some(format!("{}.{field}", self.name)), message)
     }
 
     fn optional<T, U>(
@@ -503,6 +565,8 @@ impl<'a> Table<'a> {
         value.map(|value| self.value(value, field, check)).transpose()
     }
 
+    /// A key with a default: a bad value is noted and the default stands in for it, so the
+    /// rest of the table is still checked (`validate` refuses the file in the end).
     fn or<T, U>(
         &self,
         value: Field<T>,
@@ -510,7 +574,13 @@ impl<'a> Table<'a> {
         default: U,
         check: impl FnOnce(T) -> Result<U, String>,
     ) -> Result<U, ConfigError> {
-        Ok(self.optional(value, field, check)?.unwrap_or(default))
+        match self.optional(value, field, check) {
+            Ok(value) => Ok(value.unwrap_or(default)),
+            Err(e) => {
+                self.src.note(e);
+                Ok(default)
+            }
+        }
     }
 
     fn required<T, U>(
@@ -524,6 +594,7 @@ impl<'a> Table<'a> {
     }
 
     /// Reported at the table header, or without a line when the whole table is absent.
+    #[inline(never)]
     fn missing(&self, field: &str, message: &str) -> ConfigError {
         self.src
             .error(self.span.clone(), Some(format!("{}.{field}", self.name)), message)
@@ -539,11 +610,7 @@ impl<'a> Table<'a> {
     ) -> Result<Option<Vec<U>>, ConfigError> {
         let Some(list) = value else { return Ok(None) };
         if empty == Empty::Refused && list.get_ref().is_empty() {
-            return Err(self.src.error(
-                Some(list.span()),
-                Some(format!("{}.{field}", self.name)),
-                "must not be empty",
-            ));
+            return Err(self.located(list.span(), field, "must not be empty".into()));
         }
         let items = list.into_inner().into_iter().enumerate();
         items
@@ -660,16 +727,19 @@ fn choice<T: Copy + 'static>(options: &'static [(&'static str, T)]) -> impl Fn(S
             .iter()
             .find(|(name, _)| *name == text)
             .map(|&(_, value)| value)
-            .ok_or_else(|| {
-                let names: Vec<String> = options.iter().map(|(name, _)| format!("{name:?}")).collect();
-                let expected = match names.split_last() {
-                    Some((last, [])) => last.clone(),
-                    Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
-                    None => String::new(),
-                };
-                format!("expected {expected}, found {text:?}")
-            })
+            .ok_or_else(|| not_a_choice(&options.iter().map(|(name, _)| *name).collect::<Vec<_>>(), &text))
     }
+}
+
+/// The complaint of `choice`, out of its many instances.
+fn not_a_choice(names: &[&str], text: &str) -> String {
+    let names: Vec<String> = names.iter().map(|name| format!("{name:?}")).collect();
+    let expected = match names.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    };
+    format!("expected {expected}, found {text:?}")
 }
 
 fn socket_addr(text: String) -> Result<SocketAddr, String> {

@@ -35,7 +35,7 @@ pub fn parse_answer(answer: &[u8], max_bytes: u64) -> Result<Vec<u8>, Failure> {
     let head = match response::parse(answer, MAX_HEAD, "GET") {
         Ok(Some(head)) => head,
         Ok(None) => return Err(Failure::BadResponse("the answer ended inside its head".into())),
-        Err(e) => return Err(Failure::BadResponse(format!("unreadable response head: {e:?}"))),
+        Err(e) => return Err(Failure::BadResponse(format!("unreadable response head: {e}"))),
     };
     if head.status != 200 {
         return Err(Failure::HttpStatus(head.status));
@@ -57,7 +57,7 @@ pub fn parse_answer(answer: &[u8], max_bytes: u64) -> Result<Vec<u8>, Failure> {
     let mut body = Vec::new();
     let progress = reader
         .feed(&answer[head.len()..], Some(&mut body))
-        .map_err(|e| Failure::BadResponse(format!("bad body framing: {e:?}")))?;
+        .map_err(|e| Failure::BadResponse(format!("bad body framing: {e}")))?;
     if body.len() as u64 > max_bytes {
         return Err(Failure::TooLarge(max_bytes));
     }
@@ -99,8 +99,8 @@ pub fn get(url: &HttpUrl, s: &CrlRefresh) -> Result<Vec<u8>, Failure> {
         }
         if Instant::now() > deadline {
             return Err(Failure::Unreachable(format!(
-                "no complete answer within {:?}",
-                s.read_timeout * 10
+                "no complete answer within {} s",
+                (s.read_timeout * 10).as_secs_f64()
             )));
         }
     }

@@ -19,6 +19,15 @@ pub enum BodyError {
     Truncated,
 }
 
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::Chunk(e) => write!(f, "bad chunked framing: {e}"),
+            BodyError::Truncated => f.write_str("the connection ended before the body did"),
+        }
+    }
+}
+
 impl BodyReader {
     pub fn length(n: u64) -> Self {
         BodyReader::Length { remaining: n }

@@ -27,6 +27,20 @@ pub enum ChunkError {
     TrailersTooLarge,
 }
 
+impl std::fmt::Display for ChunkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ChunkError::InvalidSize => "a chunk size that is not hexadecimal",
+            ChunkError::SizeOverflow => "a chunk size too large",
+            ChunkError::InvalidLineEnding => "a chunk line not ended by CRLF",
+            ChunkError::LineTooLong => "a chunk size line too long",
+            ChunkError::InvalidExtension => "a malformed chunk extension",
+            ChunkError::ExtensionsTooLarge => "chunk extensions too large",
+            ChunkError::TrailersTooLarge => "trailer fields too large",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Reading hex digits of a chunk size; `digits` read so far.

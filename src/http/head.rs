@@ -10,6 +10,16 @@ pub enum HeadError {
     Malformed(&'static str),
 }
 
+/// For logs and CRL fetch failures: what was wrong, in words.
+impl std::fmt::Display for HeadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeadError::TooLarge => f.write_str("the head is too large"),
+            HeadError::Malformed(why) => f.write_str(why),
+        }
+    }
+}
+
 /// Finds the end of a head (the index just past the blank line), refusing bare CR or LF line
 /// endings and obsolete line folding as soon as they are seen, so a sender cannot make us
 /// wait for a head that will be refused anyway.

@@ -20,7 +20,10 @@ use crate::policy::identity::Identity;
 use crate::policy::refusal::Refusal;
 use crate::policy::revocation::Judgement;
 use crate::proxy_protocol;
-use crate::tls::verifier::{self, ConsumerVerifier};
+use crate::tls::{
+    self,
+    verifier::{self, ConsumerVerifier},
+};
 
 /// How long a closing connection is drained after our last byte, so that unread input does
 /// not turn our close into a reset that destroys the answer in flight.
@@ -76,6 +79,8 @@ pub struct Client {
     pub done: bool,
     /// Why the TLS handshake was refused (counted against the peer's address, audited).
     pub refused_handshake: Option<rustls::Error>,
+    /// The certificate that handshake presented (`tls::verifier` kept it).
+    pub refused_certificate: Option<Box<Identity>>,
     /// Its address is past `[limits] refused_handshakes`: only a resumed session is served
     /// (`tls::resumption`).
     pub resumption_only: bool,
@@ -119,6 +124,7 @@ impl Client {
             shut: false,
             done: false,
             refused_handshake: None,
+            refused_certificate: None,
             resumption_only: false,
             accepted: now,
             handshake_ms: None,
@@ -181,11 +187,20 @@ impl Client {
                 outcome.bytes > 0 || outcome.eof || was_handshaking != self.tls.is_handshaking()
             }
             Err(e) => {
+                let presented = tls::verifier::take_refused();
                 if self.phase == Phase::Handshake {
-                    log::warn!("tls: handshake from {} refused: {e}", self.peer);
+                    let certificate = presented
+                        .as_ref()
+                        .map_or(String::new(), |c| format!("; it presented {}", tls::presented(c)));
+                    log::warn!(
+                        "tls: handshake from {} refused: {}{certificate}",
+                        self.peer,
+                        tls::describe(&e)
+                    );
                     self.refused_handshake = Some(e.clone());
+                    self.refused_certificate = presented.map(Box::new);
                 } else {
-                    log::warn!("tls: error from {}: {e}", self.peer);
+                    log::warn!("tls: error from {}: {}", self.peer, tls::describe(&e));
                 }
                 // rustls has queued an alert; send it, then close.
                 let _ = tls_io::flush(&mut self.sock, &mut self.tls);
@@ -288,9 +303,10 @@ impl Client {
         let at = UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(now).unwrap_or(0)));
         let fault = verifier.judge(chain, at).err().map(|e| {
             log::info!(
-                "tls: {} ({}) fails the certificate check in force: {e}",
+                "tls: {} ({}) fails the certificate check in force: {}",
                 self.peer,
-                self.identity.as_ref().map_or("no certificate", |i| &i.subject)
+                self.identity.as_ref().map_or("no certificate", |i| &i.subject),
+                tls::describe(&e)
             );
             verifier::fault(&e)
         });

@@ -378,7 +378,7 @@ pub fn pump(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
                 }
             }
             Err(e) => {
-                log::info!("http: {} sent a malformed body: {e:?}", c.peer);
+                log::info!("http: {} sent a malformed body: {e}", c.peer);
                 return request_failed(c, cx, Refusal::InvalidRequest, now);
             }
         }
@@ -426,7 +426,7 @@ pub fn pump(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
                 progress |= o.bytes > 0 || o.eof;
             }
             Err(e) => {
-                provider_failed(c, key, cx, &format!("tls: {e}"), now);
+                provider_failed(c, key, cx, &format!("tls: {}", crate::tls::describe(&e)), now);
                 return true;
             }
         }
@@ -478,7 +478,7 @@ fn response_step(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool 
                 }
                 Ok(None) => return false,
                 Err(e) => {
-                    provider_failed(c, key, cx, &format!("invalid response head: {e:?}"), now);
+                    provider_failed(c, key, cx, &format!("invalid response head: {e}"), now);
                     return true;
                 }
             };
@@ -555,7 +555,7 @@ fn response_step(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool 
                         true
                     }
                     Err(e) => {
-                        log::warn!("upstream: provider broke its response framing: {e:?}");
+                        log::warn!("upstream: provider broke its response framing: {e}");
                         abort(c, cx, now);
                         true
                     }

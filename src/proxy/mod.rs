@@ -15,8 +15,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use sha2::{Digest, Sha256};
-
 use crate::audit::{Audit, Settings as AuditSettings, Transactions};
 use crate::metrics::Metrics;
 
@@ -95,9 +93,8 @@ impl Runtime {
     /// not run without an audit (SPEC section 5).
     pub fn start(shared: Shared) -> Result<Runtime, String> {
         let cfg = &shared.config;
-        // The hash of the file as it is now; `check` and `run` loaded it moments ago.
-        let config_hash: [u8; 32] =
-            Sha256::digest(crate::regular_file::read(&cfg.path).unwrap_or_default()).into();
+        // The hash of the text loaded, as the `config` record and `/metrics` give it.
+        let config_hash = cfg.sha256;
         if cfg.audit.key.is_none() {
             log::warn!(
                 "[audit] sealed = false: audit files are NOT sealed; tampering by whoever holds the box goes undetected"

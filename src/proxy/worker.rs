@@ -593,8 +593,8 @@ impl Worker {
                     runtime.metrics.handshake_failed(report::handshake_reason(&error));
                     self.cx.audit(Event::Tls {
                         peer: c.peer,
-                        reason: error.to_string(),
-                        subject: None,
+                        reason: crate::tls::describe(&error),
+                        certificate: c.refused_certificate.take(),
                     });
                 }
             }

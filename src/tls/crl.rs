@@ -38,7 +38,8 @@ pub struct CrlSummary {
 /// PEM (`BEGIN X509 CRL`) or DER bytes to DER.
 pub fn decode(bytes: &[u8]) -> Result<CertificateRevocationListDer<'static>, String> {
     if bytes.starts_with(b"-----BEGIN") {
-        CertificateRevocationListDer::from_pem_slice(bytes).map_err(|e| format!("invalid PEM CRL: {e}"))
+        CertificateRevocationListDer::from_pem_slice(bytes)
+            .map_err(|e| format!("invalid PEM CRL: {}", super::files::pem_problem(&e)))
     } else {
         Ok(CertificateRevocationListDer::from(bytes.to_vec()))
     }
@@ -47,7 +48,10 @@ pub fn decode(bytes: &[u8]) -> Result<CertificateRevocationListDer<'static>, Str
 /// Parses a CRL (PEM or DER) as webpki will use it and reads what webpki does not expose.
 pub fn parse(source: &CrlSource, bytes: &[u8]) -> Result<CrlSummary, String> {
     let der = decode(bytes)?;
-    webpki::OwnedCertRevocationList::from_der(&der).map_err(|e| format!("not a CRL: {e:?}"))?;
+    // webpki's reasons are Rust values (`TrailingData(CertRevocationList)`, also for plain
+    // garbage); what the operator needs is that this file is not a CRL.
+    webpki::OwnedCertRevocationList::from_der(&der)
+        .map_err(|_| "not a CRL (expected PEM \"BEGIN X509 CRL\" or DER), or a damaged one")?;
     let CrlInfo {
         issuer,
         this_update,
@@ -77,15 +81,32 @@ pub struct Issuer {
     pub spki: Vec<u8>,
 }
 
-/// The certificates CRLs are checked against: the trust anchors of `client_ca`, and each
-/// `issuer` file named by a `crl` entry, which must be signed by one of those anchors.
+/// The certificates CRLs are checked against: the trust anchors of `client_ca`; each `issuer`
+/// file named by a `crl` entry, which must be signed by one of those anchors; and the CA
+/// certificates of the proxy's own chain that chain to one of them (an NHS gateway's own
+/// certificate comes from the same Level 1C as its consumers').
 #[derive(Debug, Clone, Default)]
 pub struct Issuers(Vec<Issuer>);
+
+/// A certificate's subject, SubjectPublicKeyInfo and issuer name, as DER contents.
+fn parts(cert: &CertificateDer<'_>) -> Result<(Issuer, Vec<u8>), String> {
+    let unusable = |_| "not a usable certificate (it cannot be parsed)".to_string();
+    let anchor = webpki::anchor_from_trusted_cert(cert).map_err(unusable)?;
+    let issuer_name = webpki::EndEntityCert::try_from(cert)
+        .map(|c| c.issuer().to_vec())
+        .map_err(unusable)?;
+    let issuer = Issuer {
+        subject: anchor.subject.to_vec(),
+        spki: anchor.subject_public_key_info.to_vec(),
+    };
+    Ok((issuer, issuer_name))
+}
 
 impl Issuers {
     pub fn new(
         anchors: &[CertificateDer<'static>],
-        extra: &[(PathBuf, CertificateDer<'static>)],
+        named: &[(PathBuf, CertificateDer<'static>)],
+        held: &[CertificateDer<'static>],
         algorithms: &WebPkiSupportedAlgorithms,
     ) -> Result<Issuers, (PathBuf, String)> {
         let mut issuers = Vec::new();
@@ -99,24 +120,30 @@ impl Issuers {
             }
         }
         let anchors = Issuers(issuers.clone());
-        for (path, cert) in extra {
-            let parsed = webpki::anchor_from_trusted_cert(cert)
-                .map_err(|e| (path.clone(), format!("not a usable certificate: {e:?}")))?;
-            let issuer_name = webpki::EndEntityCert::try_from(cert)
-                .map(|c| c.issuer().to_vec())
-                .map_err(|e| (path.clone(), format!("not a usable certificate: {e:?}")))?;
+        for (path, cert) in named {
+            let (issuer, issuer_name) = parts(cert).map_err(|why| (path.clone(), why))?;
             anchors.verify(cert, &issuer_name, algorithms).map_err(|why| {
                 (
                     path.clone(),
                     format!("not signed by a trust anchor of client_ca: {why}"),
                 )
             })?;
-            issuers.push(Issuer {
-                subject: parsed.subject.to_vec(),
-                spki: parsed.subject_public_key_info.to_vec(),
-            });
+            issuers.push(issuer);
         }
-        Ok(Issuers(issuers))
+        let mut known = Issuers(issuers);
+        // Below an anchor directly or through another held certificate, in any order.
+        let mut pending: Vec<_> = held
+            .iter()
+            .filter_map(|cert| Some((cert, parts(cert).ok()?)))
+            .collect();
+        while let Some(at) = pending
+            .iter()
+            .position(|(cert, (_, issuer_name))| known.verify(cert, issuer_name, algorithms).is_ok())
+        {
+            let (_, (issuer, _)) = pending.swap_remove(at);
+            known.0.push(issuer);
+        }
+        Ok(known)
     }
 
     pub fn knows(&self, name: &[u8]) -> bool {
@@ -202,6 +229,7 @@ mod tests {
         let issuers = Issuers::new(
             &pem("root.pem"),
             &[("level1c.pem".into(), level1c)],
+            &[],
             &algorithms(),
         )
         .unwrap();
@@ -230,7 +258,7 @@ mod tests {
             );
         }
         // Without Level 1C's certificate, its CRLs cannot be checked.
-        let roots_only = Issuers::new(&pem("root.pem"), &[], &algorithms()).unwrap();
+        let roots_only = Issuers::new(&pem("root.pem"), &[], &[], &algorithms()).unwrap();
         let error = roots_only
             .verify(&c.der, &c.issuer_der, &algorithms())
             .unwrap_err();
@@ -248,11 +276,24 @@ mod tests {
         let (path, error) = Issuers::new(
             &pem("other-root.pem"),
             &[("level1c.pem".into(), level1c)],
+            &[],
             &algorithms(),
         )
         .unwrap_err();
         assert_eq!(path, Path::new("level1c.pem"));
         assert!(error.contains("not signed by a trust anchor"), "{error}");
+    }
+
+    #[test]
+    fn a_held_ca_certificate_is_an_issuer_only_when_it_chains_to_an_anchor() {
+        // ssp.pem: the proxy's leaf, then Level 1C, which the root signed.
+        let chain = pem("ssp.pem");
+        let c = crl("level1c.crl");
+        let under_root = Issuers::new(&pem("root.pem"), &[], &chain[1..], &algorithms()).unwrap();
+        assert!(under_root.knows(&c.issuer_der));
+        assert_eq!(under_root.verify(&c.der, &c.issuer_der, &algorithms()), Ok(()));
+        let under_other = Issuers::new(&pem("other-root.pem"), &[], &chain[1..], &algorithms()).unwrap();
+        assert!(!under_other.knows(&c.issuer_der));
     }
 
     #[test]
@@ -263,7 +304,12 @@ mod tests {
             b"",
             b"-----BEGIN X509 CRL-----\nAAAA\n",
         ] {
-            assert!(parse(&source, bytes).is_err(), "{bytes:?}");
+            let why = parse(&source, bytes).unwrap_err();
+            assert!(
+                why.contains("not a CRL") || why.contains("invalid PEM CRL"),
+                "{why}"
+            );
+            assert!(!why.contains("TrailingData") && !why.contains("(["), "{why}");
         }
         let good =
             std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/pki/level1c.crl")).unwrap();

@@ -5,6 +5,7 @@
 //! Row 8 runs the same check again (`judge`) on an open connection's chain when the
 //! configuration it was verified under has been replaced.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +17,7 @@ use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, Error, OtherError, SignatureScheme,
 };
 
-use crate::policy::identity::{CommonName, common_name, subject_satisfies};
+use crate::policy::identity::{CommonName, Identity, common_name, subject_satisfies};
 use crate::policy::revocation::Fault;
 use crate::x509;
 
@@ -56,26 +57,16 @@ impl ConsumerVerifier {
     /// under another configuration, or that resumed a session verified who knows when.
     pub fn judge(&self, chain: &[CertificateDer<'_>], now: UnixTime) -> Result<(), Error> {
         let (leaf, intermediates) = chain.split_first().ok_or(Error::NoCertificatesPresented)?;
-        self.verify_client_cert(leaf, intermediates, now).map(|_| ())
+        self.check(leaf, intermediates, now)
     }
 
-    /// The first CRL past its nextUpdate at `now`, by issuer name.
-    fn stale_crl(&self, now: UnixTime) -> Option<&str> {
-        let now = now.as_secs() as i64;
-        self.crl_next_updates
-            .iter()
-            .find(|(_, next)| next.is_some_and(|n| n < now))
-            .map(|(issuer, _)| issuer.as_str())
-    }
-}
-
-impl ClientCertVerifier for ConsumerVerifier {
-    fn verify_client_cert(
+    /// The whole check of row 1, for a handshake and for row 8 alike.
+    fn check(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
-    ) -> Result<ClientCertVerified, Error> {
+    ) -> Result<(), Error> {
         if let Some(issuer) = self.stale_crl(now) {
             if self.deny_stale_crl {
                 return Err(Error::InvalidCertificate(CertificateError::ExpiredRevocationList));
@@ -96,6 +87,31 @@ impl ClientCertVerifier for ConsumerVerifier {
         if common_name(&subject) == CommonName::Several {
             return Err(other(ExtraRefusal::SeveralCommonNames));
         }
+        Ok(())
+    }
+
+    /// The first CRL past its nextUpdate at `now`, by issuer name.
+    fn stale_crl(&self, now: UnixTime) -> Option<&str> {
+        let now = now.as_secs() as i64;
+        self.crl_next_updates
+            .iter()
+            .find(|(_, next)| next.is_some_and(|n| n < now))
+            .map(|(issuer, _)| issuer.as_str())
+    }
+}
+
+impl ClientCertVerifier for ConsumerVerifier {
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        self.check(end_entity, intermediates, now).inspect_err(|_| {
+            // rustls keeps no certificate it refused: kept here for the connection's log line
+            // and `tls` record, on this thread, which is the one rustls returns the error on.
+            REFUSED.with(|r| *r.borrow_mut() = Some(end_entity.as_ref().to_vec()));
+        })?;
         Ok(ClientCertVerified::assertion())
     }
 
@@ -128,6 +144,19 @@ impl ClientCertVerifier for ConsumerVerifier {
     fn client_auth_mandatory(&self) -> bool {
         true
     }
+}
+
+thread_local! {
+    /// The certificate the last handshake this thread verified presented, if it was refused.
+    static REFUSED: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+}
+
+/// The certificate of the handshake refused on this thread just now (`None` when none was
+/// presented, or it was refused before it was looked at); to be taken at its error.
+pub fn take_refused() -> Option<Identity> {
+    REFUSED
+        .with(|r| r.borrow_mut().take())
+        .and_then(|der| Identity::from_certificate(&der))
 }
 
 /// Row 8's reading of a verification error: expired, revoked (or of unknown status, which is
@@ -165,6 +194,10 @@ mod tests {
 
     /// The consumer certificate check a configuration builds, with `server` lines added.
     fn verifier(crls: &[&str], server: &str) -> Arc<ConsumerVerifier> {
+        crate::tls::load(&config(crls, server)).expect("tls").verifier
+    }
+
+    fn config(crls: &[&str], server: &str) -> crate::config::Config {
         let crls: Vec<String> = crls.iter().map(|c| format!("\"{PKI}/{c}\"")).collect();
         let text = format!(
             "[server]\ncertificate = \"{PKI}/ssp.pem\"\nprivate_key = \"{PKI}/ssp.key\"\n\
@@ -173,8 +206,7 @@ mod tests {
              [[consumer]]\nasid = \"1\"\nfqdn = \"c.example\"\ninteractions = [\"i\"]\nproviders = [\"2\"]\n",
             crls.join(", ")
         );
-        let cfg = crate::config::parse(&text, Path::new("/test/ssp.toml")).expect("config");
-        crate::tls::load(&cfg).expect("tls").verifier
+        crate::config::parse(&text, Path::new("/test/ssp.toml")).expect("config")
     }
 
     fn chain(file: &str) -> Vec<CertificateDer<'static>> {
@@ -223,10 +255,16 @@ mod tests {
             ),
             None
         );
-        // Level 1C's issuer (the root) has no CRL: its status is unknown, which is denied.
-        assert_eq!(
-            judged(&verifier(&["level1c.crl"], chain_checked), "consumer-a", NOW),
-            Some(Fault::Revoked)
+        // Level 1C's issuer (the root) has no CRL: its status would be unknown, which is
+        // denied, so every consumer would be refused; such a configuration does not load.
+        let Err(errors) = crate::tls::load(&config(&["level1c.crl"], chain_checked)) else {
+            panic!("a chain check without the anchor's CRL loaded");
+        };
+        assert!(
+            errors
+                .to_string()
+                .contains("no CRL in `crl` is issued by the trust anchor"),
+            "{errors}"
         );
         assert_eq!(
             judged(&verifier(&["level1c.crl"], ""), "consumer-a", NOW),

@@ -133,7 +133,7 @@ pub fn tls() -> Event {
     Event::Tls {
         peer: "10.9.9.9:4444".parse().unwrap(),
         reason: "certificate revoked".into(),
-        subject: None,
+        certificate: None,
     }
 }
 

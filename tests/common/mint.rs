@@ -49,6 +49,11 @@ pub fn level1c_impostor() -> Issuer<'static, KeyPair> {
     )
 }
 
+/// A CA under "Other Root" (`fixtures/pki/other-root.key`), which no configuration trusts.
+pub fn other_root() -> Issuer<'static, KeyPair> {
+    fixture_ca("other-root", "Other Root")
+}
+
 /// "SSP Test NHS Root Authority", the trust anchor, Level 1C's issuer.
 pub fn root() -> Issuer<'static, KeyPair> {
     fixture_ca("root", "SSP Test NHS Root Authority")
