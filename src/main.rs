@@ -20,10 +20,11 @@ usage: ssp <command>
   ssp demo                  run the proxy and a demo provider on loopback with the fixture PKI
   ssp audit keygen --out FILE
                             create the audit sealing key (mode 0600); prints the initial key once
-  ssp audit verify DIR [--key-file K0] [--current-key KEY] [--require-sealed]
+  ssp audit verify DIR [--key-file K0] [--current-key KEY] [--require-sealed] [--witness W]
                             verify the audit files in DIR: exit 0 intact, 1 tampered,
                             2 gap/truncated/unsealed (with --require-sealed), 3 usage or I/O error;
-                            KEY (the box's [audit] key file) shows records cut from the end
+                            KEY (the box's [audit] key file) shows records cut from the end;
+                            W (records shipped off the box) shows them too: 4 cut, 5 forked
   ssp --version | --help
 
 Logging goes to stderr; set the level with RUST_LOG (e.g. RUST_LOG=info).";
@@ -83,6 +84,10 @@ fn audit_verify(dir: &Path, options: &[&str]) -> ExitCode {
                 options.next();
             }
             ("--require-sealed", _) => verify.require_sealed = true,
+            ("--witness", Some(path)) => {
+                verify.witness = Some(Path::new(*path));
+                options.next();
+            }
             _ => {
                 eprintln!("{USAGE}");
                 return ExitCode::from(3);

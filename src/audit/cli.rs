@@ -3,15 +3,16 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use super::files::{self, ACTIVE, LineRead};
 use super::hex;
-use super::record::{self, MAX_LINE};
+use super::record::{self, MAX_LINE, Parsed};
 use super::seal::{self, Key};
 use super::verify::{Report, Role, Verifier};
+use super::witness::Witness;
 
 /// Exit code for usage and I/O errors.
 const ERROR: u8 = 3;
@@ -54,11 +55,14 @@ pub struct VerifyOptions<'a> {
     pub current_key: Option<&'a Path>,
     /// Records after the last seal are a finding (`--require-sealed`).
     pub require_sealed: bool,
+    /// Records shipped off the box (`--witness`), a file or a folder of files: shows a chain
+    /// cut back, rolled back or forked.
+    pub witness: Option<&'a Path>,
 }
 
-/// `ssp audit verify DIR [--key-file K0] [--current-key KEY] [--require-sealed]`: one summary
-/// line; 0 intact, 1 tampered, 2 gap / truncation / unsealed tail (when sealing is required),
-/// 3 error.
+/// `ssp audit verify DIR [--key-file K0] [--current-key KEY] [--require-sealed] [--witness W]`:
+/// one summary line; 0 intact, 1 tampered, 2 gap / truncation / unsealed tail (when sealing is
+/// required), 3 error, 4 cut and 5 forked (against the witness).
 pub fn verify(dir: &Path, options: &VerifyOptions) -> u8 {
     match check(dir, options) {
         Ok(report) => {
@@ -80,22 +84,58 @@ fn check(dir: &Path, options: &VerifyOptions) -> Result<Report, String> {
         .current_key
         .map(|path| read_key(path).map(|key| (path, key)))
         .transpose()?;
+    // So is the witness: a shipper carries records off the box after they are written, so a
+    // live folder holds at least what the witness held when it was read.
+    let mut witness = options
+        .witness
+        .map(|path| read_witness(path, k0.as_ref()))
+        .transpose()?;
+    let mut report = scan(dir, k0.clone(), options.require_sealed, |file, line, _, p| {
+        if let Some(witness) = &mut witness {
+            witness.see(file, line, p.seq, &p.h);
+        }
+        Ok(())
+    })?;
+    if let Some((path, key)) = current {
+        report.check_current_key(&path.display().to_string(), &key, k0.as_ref());
+    }
+    if let Some(witness) = witness {
+        witness.finish(&mut report);
+    }
+    Ok(report)
+}
+
+/// Reads the audit files of `dir` in chain order through the verifier, and gives `each` every
+/// record that verified: the file and line it is on, its bytes and what the chain needs of it.
+/// An `Err` from `each` (its output failed) stops the reading.
+fn scan(
+    dir: &Path,
+    k0: Option<Key>,
+    require_sealed: bool,
+    mut each: impl FnMut(&str, u64, &[u8], &Parsed) -> Result<(), String>,
+) -> Result<Report, String> {
     let ordered = chain_order(dir)?;
     if ordered.is_empty() {
         return Err(format!("{}: no audit files", dir.display()));
     }
-    let mut verifier = Verifier::new(k0.clone());
+    let mut verifier = Verifier::new(k0);
     let mut buf = Vec::with_capacity(MAX_LINE);
     for (name, role) in ordered {
         let path = dir.join(&name);
         let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut reader = BufReader::with_capacity(1 << 16, file);
         verifier.begin_file(&name, role);
+        let mut line = 0;
         loop {
+            line += 1;
             match files::next_line(&mut reader, &mut buf, MAX_LINE)
                 .map_err(|e| format!("{}: {e}", path.display()))?
             {
-                LineRead::Line { complete: true } => verifier.line(&buf),
+                LineRead::Line { complete: true } => {
+                    if let Some(parsed) = verifier.accept(&buf) {
+                        each(&name, line, &buf, parsed)?;
+                    }
+                }
                 LineRead::Line { complete: false } => verifier.partial_line(),
                 LineRead::TooLong => {
                     verifier.overlong_line();
@@ -105,12 +145,66 @@ fn check(dir: &Path, options: &VerifyOptions) -> Result<Report, String> {
             }
         }
     }
-    let mut report = verifier.finish(options.require_sealed);
+    let mut report = verifier.finish(require_sealed);
     report.check_torn(|name| side_file(&dir.join(name)));
-    if let Some((path, key)) = current {
-        report.check_current_key(&path.display().to_string(), &key, k0.as_ref());
-    }
     Ok(report)
+}
+
+/// The longest witness line read: a shipper may put its own prefix before a record.
+const WITNESS_LINE: usize = 1 << 16;
+
+/// The seals of a witness (a file, or every file in a folder), checked against the initial
+/// key when it is given.
+fn read_witness(path: &Path, k0: Option<&Key>) -> Result<Witness, String> {
+    let name = path.display().to_string();
+    let mut witness = Witness::new(&name);
+    let paths = if path.is_dir() {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| format!("{name}: {e}"))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        paths.sort();
+        paths
+    } else {
+        vec![path.to_owned()]
+    };
+    let mut buf = Vec::new();
+    for path in paths {
+        let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut reader = BufReader::new(file);
+        loop {
+            match files::next_line(&mut reader, &mut buf, WITNESS_LINE)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+            {
+                LineRead::Line { .. } if buf.trim_ascii().is_empty() => {}
+                LineRead::Line { .. } => match shipped(&buf) {
+                    Some(parsed) => witness.record(&parsed),
+                    None => witness.skipped += 1,
+                },
+                LineRead::TooLong => {
+                    return Err(format!(
+                        "{}: a line longer than {WITNESS_LINE} bytes: not a file of audit records",
+                        path.display()
+                    ));
+                }
+                LineRead::Eof => break,
+            }
+        }
+    }
+    if let Some(k0) = k0 {
+        witness
+            .check_macs(k0)
+            .map_err(|e| format!("the witness {name}: {e}"))?;
+    }
+    Ok(witness)
+}
+
+/// A record as a shipper may carry it: after a prefix of its own (a syslog or journal header),
+/// perhaps with a CR after it. Checked whole, so a line cut short is not a record.
+fn shipped(line: &[u8]) -> Option<Parsed> {
+    let start = line.windows(7).position(|w| w == b"{\"seq\":")?;
+    record::parse(line[start..].trim_ascii_end()).ok()
 }
 
 /// A key file, or the bare hex keygen printed (epoch 0).

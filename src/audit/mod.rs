@@ -23,6 +23,7 @@ mod recover;
 pub mod seal;
 mod transactions;
 pub mod verify;
+mod witness;
 mod writer;
 
 use std::fmt;
