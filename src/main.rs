@@ -25,6 +25,11 @@ usage: ssp <command>
                             2 gap/truncated/unsealed (with --require-sealed), 3 usage or I/O error;
                             KEY (the box's [audit] key file) shows records cut from the end;
                             W (records shipped off the box) shows them too: 4 cut, 5 forked
+  ssp audit find DIR [--trace-id ID] [--from ASID] [--to ASID] [--interaction I] [--status N]
+                     [--since T] [--until T] [--subject ID] [--key-file K0]
+                            print the records found
+  ssp audit stats DIR [--by day,from,to,interaction,status] [--format csv|json] [--key-file K0]
+                            requests counted from the verified records
   ssp --version | --help
 
 Logging goes to stderr; set the level with RUST_LOG (e.g. RUST_LOG=info).";
@@ -52,6 +57,8 @@ fn main() -> ExitCode {
         }
         ["audit", "keygen", "--out", file] => ExitCode::from(ssp::audit::cli::keygen(Path::new(file))),
         ["audit", "verify", dir, rest @ ..] => audit_verify(Path::new(dir), rest),
+        ["audit", "find", dir, rest @ ..] => ExitCode::from(ssp::audit::cli::find(Path::new(dir), rest)),
+        ["audit", "stats", dir, rest @ ..] => ExitCode::from(ssp::audit::cli::stats(Path::new(dir), rest)),
         ["demo"] => {
             // The demo shows every request; `run` logs them at debug (the audit is the record).
             init_logging("info,ssp=debug");

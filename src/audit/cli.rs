@@ -1,17 +1,19 @@
-//! `ssp audit keygen` and `ssp audit verify` (SPEC section 2). Each prints and returns the exit
-//! code; `main.rs` only parses the arguments.
+//! `ssp audit keygen`, `verify`, `find` and `stats` (SPEC section 2). Each
+//! prints and returns the exit code; `main.rs` only picks the command.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use super::files::{self, ACTIVE, LineRead};
 use super::hex;
+use super::json::Val;
+use super::query::{Dim, Fields, Filter, Finder, Stats};
 use super::record::{self, MAX_LINE, Parsed};
 use super::seal::{self, Key};
-use super::verify::{Report, Role, Verifier};
+use super::verify::{Kind, Report, Role, Verifier};
 use super::witness::Witness;
 
 /// Exit code for usage and I/O errors.
@@ -205,6 +207,141 @@ fn read_witness(path: &Path, k0: Option<&Key>) -> Result<Witness, String> {
 fn shipped(line: &[u8]) -> Option<Parsed> {
     let start = line.windows(7).position(|w| w == b"{\"seq\":")?;
     record::parse(line[start..].trim_ascii_end()).ok()
+}
+
+/// `--name value` pairs, in order.
+fn pairs<'a>(args: &[&'a str]) -> Result<Vec<(&'a str, &'a str)>, String> {
+    args.chunks(2)
+        .map(|pair| match pair {
+            [name, value] if name.starts_with("--") => Ok((*name, *value)),
+            [name] if name.starts_with("--") => Err(format!("{name} needs a value")),
+            _ => Err(format!("unexpected {:?}", pair[0])),
+        })
+        .collect()
+}
+
+/// Prints `Err` as the command's message, the exit code for errors.
+fn report_error(command: &str, result: Result<u8, String>) -> u8 {
+    result.unwrap_or_else(|message| {
+        eprintln!("ssp audit {command}: {message}");
+        ERROR
+    })
+}
+
+/// What the folder's records were, for the line each command ends with.
+fn read_line(report: &Report) -> String {
+    let range = match (report.first_seq, report.last_seq) {
+        (Some(a), Some(b)) => format!(" (seq {a}..{b})"),
+        _ => String::new(),
+    };
+    format!("{} records read and verified{range}", report.records)
+}
+
+/// `ssp audit find DIR [filters] [--key-file K0]`: prints the records found (stdout), then one
+/// line (stderr): how many, of how many read, and the folder's verify summary. Exit: the
+/// folder's verify code; 3 error.
+pub fn find(dir: &Path, args: &[&str]) -> u8 {
+    report_error("find", run_find(dir, args))
+}
+
+fn run_find(dir: &Path, args: &[&str]) -> Result<u8, String> {
+    let mut filter = Filter::default();
+    let mut key_file = None;
+    for (option, value) in pairs(args)? {
+        match option {
+            "--key-file" => key_file = Some(Path::new(value)),
+            _ if filter.set(option, value)? => {}
+            _ => return Err(format!("unknown option {option}")),
+        }
+    }
+    let k0 = key_file.map(read_initial_key).transpose()?;
+    let mut finder = Finder::new(filter);
+    let mut stdout = BufWriter::new(io::stdout().lock());
+    let mut found = 0u64;
+    let report = scan(dir, k0, false, |_, _, line, p| {
+        if Fields::of(line).is_some_and(|f| finder.matches(p.seq, &f)) {
+            found += 1;
+            stdout
+                .write_all(line)
+                .and_then(|()| stdout.write_all(b"\n"))
+                .map_err(|e| format!("stdout: {e}"))?;
+        }
+        Ok(())
+    })?;
+    stdout.flush().map_err(|e| format!("stdout: {e}"))?;
+    eprintln!(
+        "{found} records found; {}; the folder: {}",
+        read_line(&report),
+        report.summary()
+    );
+    Ok(report.exit_code())
+}
+
+/// `ssp audit stats DIR [--by day,from,to,interaction,status] [--format csv|json]
+/// [--key-file K0]`: requests counted per group, from the records that verified; CSV on
+/// stdout with the statement of what was read on stderr, or one JSON document holding both.
+/// Exit: the folder's verify code, 3 error.
+pub fn stats(dir: &Path, args: &[&str]) -> u8 {
+    report_error("stats", run_stats(dir, args))
+}
+
+fn run_stats(dir: &Path, args: &[&str]) -> Result<u8, String> {
+    let mut by = Dim::list("day,from,to,interaction,status")?;
+    let (mut json, mut key_file) = (false, None);
+    for (option, value) in pairs(args)? {
+        match (option, value) {
+            ("--by", _) => by = Dim::list(value)?,
+            ("--format", "csv" | "json") => json = value == "json",
+            ("--key-file", _) => key_file = Some(Path::new(value)),
+            _ => return Err(format!("unknown option {option} {value}")),
+        }
+    }
+    let k0 = key_file.map(read_initial_key).transpose()?;
+    let mut stats = Stats::new(by);
+    let report = scan(dir, k0, false, |_, _, line, p| {
+        if let Some(f) = Fields::of(line) {
+            stats.record(p.seq, &f, p.seal.is_some());
+        }
+        Ok(())
+    })?;
+    // After a tampering only what a seal before it covered is counted; otherwise the records
+    // after the last seal too, which verified but are not sealed yet.
+    let tampered = report.findings.iter().any(|f| f.kind == Kind::Tampered);
+    let requests = stats.finish(!tampered);
+    let counted = if tampered {
+        "only from records sealed before the tampering".to_owned()
+    } else if report.unsealed_tail > 0 {
+        format!(
+            "including the {} records after the last seal (not sealed yet)",
+            report.unsealed_tail
+        )
+    } else {
+        "every record sealed".to_owned()
+    };
+    let statement = format!(
+        "{requests} requests counted, {counted}; {}; the folder: {}",
+        read_line(&report),
+        report.summary()
+    );
+    let output = if json {
+        stats.json(vec![
+            ("records", Val::U64(report.records)),
+            ("first_seq", Val::opt_u64(report.first_seq)),
+            ("last_seq", Val::opt_u64(report.last_seq)),
+            ("verified", Val::Bool(report.exit_code() == 0)),
+            ("requests", Val::U64(requests)),
+            ("statement", Val::owned(statement)),
+        ])
+    } else {
+        eprintln!("{statement}");
+        stats.csv()
+    };
+    let mut stdout = io::stdout().lock();
+    stdout
+        .write_all(output.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| format!("stdout: {e}"))?;
+    Ok(report.exit_code())
 }
 
 /// A key file, or the bare hex keygen printed (epoch 0).

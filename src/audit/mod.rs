@@ -18,6 +18,7 @@ mod event;
 mod files;
 mod hex;
 mod json;
+mod query;
 pub mod record;
 mod recover;
 pub mod seal;
