@@ -26,8 +26,10 @@ usage: ssp <command>
                             KEY (the box's [audit] key file) shows records cut from the end;
                             W (records shipped off the box) shows them too: 4 cut, 5 forked
   ssp audit find DIR [--trace-id ID] [--from ASID] [--to ASID] [--interaction I] [--status N]
-                     [--since T] [--until T] [--subject ID] [--key-file K0]
-                            print the records found
+                     [--since T] [--until T] [--subject ID] [--key-file K0] [--proof OUT]
+                            print the records found; OUT: an extract that proves them
+  ssp audit verify-extract OUT --key-file K0
+                            check an extract: exit 0 intact, 1 not, 3 usage or I/O error
   ssp audit stats DIR [--by day,from,to,interaction,status] [--format csv|json] [--key-file K0]
                             requests counted from the verified records
   ssp --version | --help
@@ -59,6 +61,9 @@ fn main() -> ExitCode {
         ["audit", "verify", dir, rest @ ..] => audit_verify(Path::new(dir), rest),
         ["audit", "find", dir, rest @ ..] => ExitCode::from(ssp::audit::cli::find(Path::new(dir), rest)),
         ["audit", "stats", dir, rest @ ..] => ExitCode::from(ssp::audit::cli::stats(Path::new(dir), rest)),
+        ["audit", "verify-extract", file, rest @ ..] => {
+            ExitCode::from(ssp::audit::cli::verify_extract(Path::new(file), rest))
+        }
         ["demo"] => {
             // The demo shows every request; `run` logs them at debug (the audit is the record).
             init_logging("info,ssp=debug");

@@ -1,5 +1,6 @@
-//! Issue 20 items 2 and 3: `ssp audit stats` and `ssp audit find`, on audit folders the writer
-//! made (rotated, sealed, with a crash-torn tail), and on tampered copies of them.
+//! Issue 20 items 2 and 3: `ssp audit stats`, `ssp audit find` and the extracts `find --proof`
+//! writes, on audit folders the writer made (rotated, sealed, with a crash-torn tail), and on
+//! tampered copies of them.
 
 #[path = "common/audit.rs"]
 mod common;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use ssp::audit::{Audit, Event, RequestFacts, RequestText, Text};
+use ssp::config::AuditSync;
 
 const A: &str = "200000000001";
 const B: &str = "200000000002";
@@ -212,13 +214,21 @@ fn stats_on_a_tampered_folder_count_only_what_a_seal_before_the_tampering_covers
     for refusals in [3, 7] {
         let audit = Audit::start(settings(&dir, true)).unwrap();
         request(&audit, facts_of("r", A, SEARCH, &search("9000000009")), 200);
-        refused(&audit, facts_of("d", B, READ, &search("9000000017")), 429, refusals);
+        refused(
+            &audit,
+            facts_of("d", B, READ, &search("9000000017")),
+            429,
+            refusals,
+        );
         audit.shutdown("test over");
     }
     let stats = || ssp(&["audit", "stats", path(&dir.audit()), "--by", "from,status"]);
     let (code, csv, err) = stats();
     assert_eq!(code, Some(0), "{err}");
-    assert_eq!(csv, "from,status,requests\n200000000001,200,2\n200000000002,429,10\n");
+    assert_eq!(
+        csv,
+        "from,status,requests\n200000000001,200,2\n200000000002,429,10\n"
+    );
     // The second run's refusals made 70: that record no longer verifies, and the request
     // before it, which no seal covers, is not counted either.
     let active = dir.audit().join("audit.jsonl");
@@ -226,7 +236,10 @@ fn stats_on_a_tampered_folder_count_only_what_a_seal_before_the_tampering_covers
     std::fs::write(&active, text.replace("\"refusals\":7,", "\"refusals\":70,")).unwrap();
     let (code, csv, err) = stats();
     assert_eq!(code, Some(1), "{err}");
-    assert_eq!(csv, "from,status,requests\n200000000001,200,1\n200000000002,429,3\n");
+    assert_eq!(
+        csv,
+        "from,status,requests\n200000000001,200,1\n200000000002,429,3\n"
+    );
     assert!(
         err.starts_with("4 requests counted, only from records sealed before the tampering"),
         "{err}"
@@ -303,4 +316,166 @@ fn find_prints_the_records_of_the_requests_that_match() {
         err.contains("\"yesterday\" is not a UTC time like 2026-03-21"),
         "{err}"
     );
+}
+
+/// `find FILTERS --key-file K0 --proof OUT` on `dir`: exit code and stderr.
+fn prove(dir: &TempDir, filters: &[&str], out: &Path) -> (Option<i32>, String) {
+    let (audit, k0) = (dir.audit(), dir.k0());
+    let mut args = vec!["audit", "find", path(&audit)];
+    args.extend_from_slice(filters);
+    args.extend(["--key-file", path(&k0), "--proof", path(out)]);
+    let (code, _, err) = ssp(&args);
+    (code, err)
+}
+
+fn verify_extract(extract: &Path, k0: &Path) -> (Option<i32>, String) {
+    let (code, out, err) = ssp(&["audit", "verify-extract", path(extract), "--key-file", path(k0)]);
+    (code, out + &err)
+}
+
+#[test]
+fn an_extract_proves_its_records_with_the_initial_key_alone() {
+    let dir = folder("extract");
+    let extract = dir.path().join("patient.extract");
+    let (code, err) = prove(&dir, &["--subject", "9000000009"], &extract);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("extract"), "{err}");
+    assert!(
+        err.contains(": 15 records with the seals that prove them"),
+        "{err}"
+    );
+    // Another machine: only the extract and the initial key.
+    let elsewhere = TempDir::new("elsewhere");
+    let (copy, k0) = (elsewhere.path().join("x"), elsewhere.path().join("k0"));
+    std::fs::copy(&extract, &copy).unwrap();
+    std::fs::copy(dir.k0(), &k0).unwrap();
+    drop(dir);
+    let (code, out) = verify_extract(&copy, &k0);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("intact: 15 records, seq "), "{out}");
+    assert!(
+        out.contains("chosen by: ssp audit find --subject 9000000009"),
+        "{out}"
+    );
+
+    // It never names another patient: the records between are links.
+    let text = std::fs::read_to_string(&copy).unwrap();
+    assert!(!text.contains("9000000017") && !text.contains("b-read"), "{text}");
+    assert!(text.contains("{\"link\":"), "{text}");
+}
+
+#[test]
+fn an_extract_changed_cut_reordered_or_from_another_box_fails() {
+    let dir = folder("extract-bad");
+    let extract = dir.path().join("a.extract");
+    assert_eq!(prove(&dir, &["--from", A], &extract).0, Some(0));
+    let good: Vec<String> = std::fs::read_to_string(&extract)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let record_lines: Vec<usize> = (0..good.len())
+        .filter(|&i| good[i].starts_with("{\"seq\":"))
+        .collect();
+    let req = record_lines
+        .iter()
+        .copied()
+        .find(|&i| good[i].contains("\"type\":\"req\""))
+        .unwrap();
+    let bad = dir.path().join("bad.extract");
+    let fails = |lines: &[String], k0: &Path, what: &str| {
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(&bad, text).unwrap();
+        let (code, out) = verify_extract(&bad, k0);
+        assert_eq!(code, Some(1), "{what}: {out}");
+        assert!(out.starts_with("TAMPERED: "), "{what}: {out}");
+    };
+    let mut changed = good.clone();
+    changed[req] = changed[req].replace("9000000009", "9000000010");
+    fails(&changed, &dir.k0(), "a record changed");
+    for &i in &record_lines {
+        let mut dropped = good.clone();
+        dropped.remove(i);
+        fails(&dropped, &dir.k0(), &format!("line {} dropped", i + 1));
+    }
+    let mut reordered = good.clone();
+    reordered.swap(req, req + 1);
+    fails(&reordered, &dir.k0(), "two lines swapped");
+    let mut moved = good.clone();
+    let line = moved.remove(req);
+    moved.insert(moved.len() - 1, line);
+    fails(&moved, &dir.k0(), "a record moved to the end");
+
+    // Another box: its own genuine extract, checked with this box's initial key.
+    let other = folder("extract-other");
+    let theirs = other.path().join("theirs.extract");
+    assert_eq!(prove(&other, &["--from", A], &theirs).0, Some(0));
+    assert_eq!(verify_extract(&theirs, &other.k0()).0, Some(0));
+    let (code, out) = verify_extract(&theirs, &dir.k0());
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("does not verify with the initial key"), "{out}");
+    assert_eq!(verify_extract(&extract, &dir.k0()).0, Some(0), "the genuine one");
+}
+
+#[test]
+fn find_proof_needs_the_key_never_overwrites_and_leaves_out_what_no_seal_covers() {
+    let dir = folder("extract-args");
+    let out = dir.path().join("x.extract");
+    let (audit, k0) = (dir.audit(), dir.k0());
+    let (code, _, err) = ssp(&["audit", "find", path(&audit), "--proof", path(&out)]);
+    assert_eq!(code, Some(3));
+    assert!(err.contains("--proof needs --key-file K0"), "{err}");
+    std::fs::write(&out, "keep me").unwrap();
+    assert_eq!(prove(&dir, &["--from", A], &out).0, Some(3));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "keep me");
+    std::fs::remove_file(&out).unwrap();
+
+    // A record after the last seal: what followed the unanswered request cut away.
+    let active = audit.join("audit.jsonl");
+    let text = std::fs::read_to_string(&active).unwrap();
+    let last = text.lines().position(|l| l.contains("a-unanswered")).unwrap();
+    let kept: String = text.lines().take(last + 1).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&active, kept).unwrap();
+    let (code, err) = prove(&dir, &["--trace-id", "a-unanswered"], &out);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("1 records found after the last seal are not in it"),
+        "{err}"
+    );
+    let (code, out) = verify_extract(&out, &k0);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("intact: 0 records"), "{out}");
+}
+
+#[test]
+fn an_extract_of_one_record_from_a_large_folder_is_small() {
+    let dir = TempDir::new("extract-size");
+    keygen(&dir);
+    let mut settings = settings(&dir, true);
+    settings.sync = AuditSync::Off;
+    settings.rotate_bytes = 1 << 20;
+    settings.seal_interval = Duration::from_millis(5);
+    let audit = Audit::start(settings).unwrap();
+    for i in 0..4000 {
+        let patient = format!("{:010}", 9_100_000_000u64 + i);
+        request(
+            &audit,
+            facts_of(&format!("t-{i}"), A, SEARCH, &search(&patient)),
+            200,
+        );
+    }
+    audit.shutdown("test over");
+    let folder: u64 = audit_files(&dir.audit())
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    let extract = dir.path().join("one.extract");
+    let (code, err) = prove(&dir, &["--subject", "9100002000"], &extract);
+    assert_eq!(code, Some(0), "{err}");
+    let size = std::fs::metadata(&extract).unwrap().len();
+    let seals = of_type(&records(&dir.audit()), "seal").len();
+    eprintln!("folder {folder} bytes, {seals} seals; extract {size} bytes");
+    assert!(folder > 3_000_000, "{folder}");
+    assert!(size < 64 * 1024 && size * 100 < folder, "{size} of {folder}");
+    assert_eq!(verify_extract(&extract, &dir.k0()).0, Some(0));
 }

@@ -1,12 +1,13 @@
-//! `ssp audit keygen`, `verify`, `find` and `stats` (SPEC section 2). Each
+//! `ssp audit keygen`, `verify`, `find`, `stats` and `verify-extract` (SPEC section 2). Each
 //! prints and returns the exit code; `main.rs` only picks the command.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::extract::{Builder, Checker};
 use super::files::{self, ACTIVE, LineRead};
 use super::hex;
 use super::json::Val;
@@ -237,44 +238,100 @@ fn read_line(report: &Report) -> String {
     format!("{} records read and verified{range}", report.records)
 }
 
-/// `ssp audit find DIR [filters] [--key-file K0]`: prints the records found (stdout), then one
-/// line (stderr): how many, of how many read, and the folder's verify summary. Exit: the
-/// folder's verify code; 3 error.
+/// `ssp audit find DIR [filters] [--key-file K0] [--proof OUT]`: prints the records found
+/// (stdout), then one line (stderr): how many, of how many read, and the folder's verify
+/// summary. Exit: the folder's verify code; else 2 when records found are not in the extract
+/// (after the last seal); 3 error.
 pub fn find(dir: &Path, args: &[&str]) -> u8 {
     report_error("find", run_find(dir, args))
 }
 
 fn run_find(dir: &Path, args: &[&str]) -> Result<u8, String> {
     let mut filter = Filter::default();
-    let mut key_file = None;
+    let mut query = Vec::new();
+    let (mut key_file, mut proof) = (None, None);
     for (option, value) in pairs(args)? {
         match option {
             "--key-file" => key_file = Some(Path::new(value)),
-            _ if filter.set(option, value)? => {}
+            "--proof" => proof = Some(Path::new(value)),
+            _ if filter.set(option, value)? => query.push(format!("{option} {value}")),
             _ => return Err(format!("unknown option {option}")),
         }
     }
     let k0 = key_file.map(read_initial_key).transpose()?;
+    let mut builder = match proof {
+        Some(out) => {
+            let k0 = k0.as_ref().ok_or(
+                "--proof needs --key-file K0: the extract is closed with a MAC made from it, \
+                 and its seals are checked as the records are read",
+            )?;
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(out)
+                .map_err(|e| format!("{}: {e}", out.display()))?;
+            let builder = Builder::new(BufWriter::new(file), k0, &query.join(" "));
+            Some((out, builder.map_err(|e| format!("{}: {e}", out.display()))?))
+        }
+        None => None,
+    };
     let mut finder = Finder::new(filter);
     let mut stdout = BufWriter::new(io::stdout().lock());
     let mut found = 0u64;
-    let report = scan(dir, k0, false, |_, _, line, p| {
-        if Fields::of(line).is_some_and(|f| finder.matches(p.seq, &f)) {
+    let scanned = scan(dir, k0, false, |_, _, line, p| {
+        let hit = Fields::of(line).is_some_and(|f| finder.matches(p.seq, &f));
+        if hit {
             found += 1;
             stdout
                 .write_all(line)
                 .and_then(|()| stdout.write_all(b"\n"))
                 .map_err(|e| format!("stdout: {e}"))?;
         }
+        if let Some((out, builder)) = &mut builder {
+            builder
+                .record(line, p, hit)
+                .map_err(|e| format!("{}: {e}", out.display()))?;
+        }
         Ok(())
-    })?;
-    stdout.flush().map_err(|e| format!("stdout: {e}"))?;
-    eprintln!(
-        "{found} records found; {}; the folder: {}",
-        read_line(&report),
-        report.summary()
-    );
-    Ok(report.exit_code())
+    })
+    .and_then(|report| {
+        stdout
+            .flush()
+            .map(|()| report)
+            .map_err(|e| format!("stdout: {e}"))
+    });
+    let report = match scanned {
+        Ok(report) => report,
+        Err(e) => {
+            if let Some((out, _)) = builder {
+                // Half an extract proves nothing: it is not left to be mistaken for one.
+                let _ = std::fs::remove_file(out);
+            }
+            return Err(e);
+        }
+    };
+    let mut code = report.exit_code();
+    let mut line = format!("{found} records found; {}", read_line(&report));
+    if let Some((out, builder)) = builder {
+        let proven = builder.proven;
+        let (file, unproven) = builder.finish().map_err(|e| format!("{}: {e}", out.display()))?;
+        let size = file.get_ref().metadata().map_or(0, |m| m.len());
+        line.push_str(&format!(
+            "; extract {}: {proven} records with the seals that prove them, {size} bytes",
+            out.display()
+        ));
+        if unproven > 0 {
+            line.push_str(&format!(
+                "; {unproven} records found after the last seal are not in it (no seal covers \
+                 them yet): run find again after the proxy's next seal"
+            ));
+            if code == 0 {
+                code = 2;
+            }
+        }
+    }
+    eprintln!("{line}; the folder: {}", report.summary());
+    Ok(code)
 }
 
 /// `ssp audit stats DIR [--by day,from,to,interaction,status] [--format csv|json]
@@ -342,6 +399,46 @@ fn run_stats(dir: &Path, args: &[&str]) -> Result<u8, String> {
         .and_then(|()| stdout.flush())
         .map_err(|e| format!("stdout: {e}"))?;
     Ok(report.exit_code())
+}
+
+/// `ssp audit verify-extract OUT --key-file K0`: one line; 0 intact, 1 it does not verify
+/// (the line and why named), 3 error.
+pub fn verify_extract(path: &Path, args: &[&str]) -> u8 {
+    report_error("verify-extract", run_verify_extract(path, args))
+}
+
+fn run_verify_extract(path: &Path, args: &[&str]) -> Result<u8, String> {
+    let key_file = match pairs(args)?.as_slice() {
+        [("--key-file", file)] => Path::new(*file),
+        _ => return Err("usage: ssp audit verify-extract OUT --key-file K0".into()),
+    };
+    let mut checker = Checker::new(read_initial_key(key_file)?);
+    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut reader = BufReader::new(file);
+    let mut buf = Vec::new();
+    for line in 1.. {
+        let checked = match files::next_line(&mut reader, &mut buf, WITNESS_LINE)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+        {
+            LineRead::Line { .. } => checker.line(&buf),
+            LineRead::TooLong => Err("a line longer than any an extract holds".into()),
+            LineRead::Eof => break,
+        };
+        if let Err(message) = checked {
+            println!("TAMPERED: {} line {line}: {message}", path.display());
+            return Ok(1);
+        }
+    }
+    match checker.finish() {
+        Ok(summary) => {
+            println!("{summary}");
+            Ok(0)
+        }
+        Err(message) => {
+            println!("TAMPERED: {}: {message}", path.display());
+            Ok(1)
+        }
+    }
 }
 
 /// A key file, or the bare hex keygen printed (epoch 0).

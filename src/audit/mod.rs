@@ -15,6 +15,7 @@
 
 pub mod cli;
 mod event;
+mod extract;
 mod files;
 mod hex;
 mod json;
