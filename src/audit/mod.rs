@@ -11,6 +11,9 @@
 //! | `recover.rs` | start-up: the chain head and a torn tail |
 //! | `writer.rs` | the writer thread: batching, syncing, failures, rotation, seals |
 //! | `verify.rs` | the verifier (pure); `cli.rs` its I/O and `keygen` |
+//! | `witness.rs` | `verify --witness`: the seals shipped off the box against the folder (pure) |
+//! | `query.rs` | what `find` selects and `stats` counts (pure) |
+//! | `extract.rs` | `find --proof` extracts and `verify-extract` (pure) |
 //! | `transactions.rs` | the performance log |
 
 pub mod cli;
