@@ -93,12 +93,17 @@ fn check(dir: &Path, options: &VerifyOptions) -> Result<Report, String> {
         .witness
         .map(|path| read_witness(path, k0.as_ref()))
         .transpose()?;
-    let mut report = scan(dir, k0.clone(), options.require_sealed, |file, line, _, p| {
-        if let Some(witness) = &mut witness {
-            witness.see(file, line, p.seq, &p.h);
-        }
-        Ok(())
-    })?;
+    let mut report = scan(
+        dir,
+        k0.clone(),
+        options.require_sealed,
+        &mut |file, line, _, p| {
+            if let Some(witness) = &mut witness {
+                witness.see(file, line, p.seq, &p.h);
+            }
+            Ok(())
+        },
+    )?;
     if let Some((path, key)) = current {
         report.check_current_key(&path.display().to_string(), &key, k0.as_ref());
     }
@@ -108,15 +113,14 @@ fn check(dir: &Path, options: &VerifyOptions) -> Result<Report, String> {
     Ok(report)
 }
 
+/// What [`scan`] calls with each record that verified: its file, line, bytes and chain fields.
+type Each<'a> = dyn FnMut(&str, u64, &[u8], &Parsed) -> Result<(), String> + 'a;
+
 /// Reads the audit files of `dir` in chain order through the verifier, and gives `each` every
 /// record that verified: the file and line it is on, its bytes and what the chain needs of it.
-/// An `Err` from `each` (its output failed) stops the reading.
-fn scan(
-    dir: &Path,
-    k0: Option<Key>,
-    require_sealed: bool,
-    mut each: impl FnMut(&str, u64, &[u8], &Parsed) -> Result<(), String>,
-) -> Result<Report, String> {
+/// An `Err` from `each` (its output failed) stops the reading. (`dyn`: one copy of the loop
+/// for every command, as the binary is at its size budget.)
+fn scan(dir: &Path, k0: Option<Key>, require_sealed: bool, each: &mut Each) -> Result<Report, String> {
     let ordered = chain_order(dir)?;
     if ordered.is_empty() {
         return Err(format!("{}: no audit files", dir.display()));
@@ -161,14 +165,13 @@ const WITNESS_LINE: usize = 1 << 16;
 fn read_witness(path: &Path, k0: Option<&Key>) -> Result<Witness, String> {
     let name = path.display().to_string();
     let mut witness = Witness::new(&name);
-    let paths = if path.is_dir() {
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(path)
+    // In any order: the witness's order says nothing.
+    let paths: Vec<PathBuf> = if path.is_dir() {
+        std::fs::read_dir(path)
             .map_err(|e| format!("{name}: {e}"))?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
             .filter(|p| p.is_file())
-            .collect();
-        paths.sort();
-        paths
+            .collect()
     } else {
         vec![path.to_owned()]
     };
@@ -278,7 +281,7 @@ fn run_find(dir: &Path, args: &[&str]) -> Result<u8, String> {
     let mut finder = Finder::new(filter);
     let mut stdout = BufWriter::new(io::stdout().lock());
     let mut found = 0u64;
-    let scanned = scan(dir, k0, false, |_, _, line, p| {
+    let scanned = scan(dir, k0, false, &mut |_, _, line, p| {
         let hit = Fields::of(line).is_some_and(|f| finder.matches(p.seq, &f));
         if hit {
             found += 1;
@@ -355,7 +358,7 @@ fn run_stats(dir: &Path, args: &[&str]) -> Result<u8, String> {
     }
     let k0 = key_file.map(read_initial_key).transpose()?;
     let mut stats = Stats::new(by);
-    let report = scan(dir, k0, false, |_, _, line, p| {
+    let report = scan(dir, k0, false, &mut |_, _, line, p| {
         if let Some(f) = Fields::of(line) {
             stats.record(p.seq, &f, p.seal.is_some());
         }

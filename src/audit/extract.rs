@@ -100,12 +100,12 @@ impl Link {
     }
 
     fn parse(line: &[u8]) -> Option<Link> {
-        let value: serde_json::Value = serde_json::from_slice(line).ok()?;
-        let state = hex::decode32(value["link"].as_str()?.as_bytes())?;
-        let blocks = value["blocks"]
-            .as_u64()
-            .filter(|b| *b <= (MAX_LINE / 64) as u64)?;
-        let tail = hex::decode(value["tail"].as_str()?.as_bytes()).filter(|t| t.len() < 64)?;
+        let members = json::members(std::str::from_utf8(line).ok()?)?;
+        let text = |name: &str| json::member(&members, name).and_then(json::unquoted);
+        let state = hex::decode32(text("link")?.as_bytes())?;
+        let blocks = json::member(&members, "blocks")?.parse().ok();
+        let blocks = blocks.filter(|b| *b <= (MAX_LINE / 64) as u64)?;
+        let tail = hex::decode(text("tail")?.as_bytes()).filter(|t| t.len() < 64)?;
         let mut words = [0u32; 8];
         for (word, bytes) in words.iter_mut().zip(state.chunks_exact(4)) {
             *word = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
@@ -264,12 +264,14 @@ impl Checker {
         self.mac.update(bytes);
         self.mac.update(b"\n");
         if self.lines == 1 {
-            let head: serde_json::Value =
-                serde_json::from_slice(bytes).map_err(|_| "not an ssp audit extract".to_owned())?;
-            if head["ssp_audit_extract"] != FORMAT {
-                return Err(format!("not an ssp audit extract (expected {FORMAT})"));
+            let head = std::str::from_utf8(bytes).ok().and_then(json::members);
+            let field = |name: &str| head.as_deref().and_then(|h| json::member(h, name));
+            if field("ssp_audit_extract").and_then(json::unquoted) != Some(FORMAT) {
+                return Err(format!(
+                    "not an ssp audit extract (its first line does not name {FORMAT})"
+                ));
             }
-            self.query = head["query"].as_str().map(str::to_owned);
+            self.query = field("query").and_then(json::unquoted).map(str::to_owned);
             return Ok(());
         }
         if bytes.starts_with(b"{\"link\":") {

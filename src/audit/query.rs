@@ -10,24 +10,18 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::json::{self, Val};
 
-/// The fields of a record that requests are selected and counted by. Borrowed from the line
-/// (which is itself a JSON object), so that reading millions of records copies little.
-#[derive(Debug, Default, serde::Deserialize)]
+/// The fields of a record that requests are selected and counted by, borrowed from its line.
+/// Strings are as the record holds them, JSON escapes kept (see [`escaped`]): the values that
+/// are compared (ASIDs, UUIDs, URNs, digits) have none.
+#[derive(Debug, Default)]
 pub struct Fields<'a> {
-    #[serde(rename = "type", borrow)]
-    pub kind: Cow<'a, str>,
-    #[serde(borrow)]
-    pub ts: Cow<'a, str>,
-    #[serde(borrow)]
-    pub trace_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub from: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub to: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub interaction: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub target: Option<Cow<'a, str>>,
+    pub kind: &'a str,
+    pub ts: &'a str,
+    pub trace_id: Option<&'a str>,
+    pub from: Option<&'a str>,
+    pub to: Option<&'a str>,
+    pub interaction: Option<&'a str>,
+    pub target: Option<&'a str>,
     pub status: Option<u16>,
     pub refusals: Option<u64>,
     pub req_seq: Option<u64>,
@@ -36,8 +30,32 @@ pub struct Fields<'a> {
 impl Fields<'_> {
     /// Reads a verified record line; `None` only for what the writer never writes.
     pub fn of(line: &[u8]) -> Option<Fields<'_>> {
-        serde_json::from_slice(line).ok()
+        let mut f = Fields::default();
+        for (name, raw) in json::members(std::str::from_utf8(line).ok()?)? {
+            let text = json::unquoted(raw);
+            match name {
+                "type" => f.kind = text?,
+                "ts" => f.ts = text?,
+                "trace_id" => f.trace_id = text,
+                "from" => f.from = text,
+                "to" => f.to = text,
+                "interaction" => f.interaction = text,
+                "target" => f.target = text,
+                "status" => f.status = raw.parse().ok(),
+                "refusals" => f.refusals = raw.parse().ok(),
+                "req_seq" => f.req_seq = raw.parse().ok(),
+                _ => {}
+            }
+        }
+        Some(f)
     }
+}
+
+/// A value as a record holds it: JSON-escaped as the writer escapes it, without the quotes.
+fn escaped(value: &str) -> String {
+    let mut out = String::new();
+    json::write_str(&mut out, value);
+    out[1..out.len() - 1].to_owned()
 }
 
 /// `find`'s filters. Every one given must hold.
@@ -63,7 +81,10 @@ impl Filter {
             "--from" => &mut self.from,
             "--to" => &mut self.to,
             "--interaction" => &mut self.interaction,
-            "--subject" => &mut self.subject,
+            "--subject" => {
+                self.subject = Some(value.to_owned());
+                return Ok(true);
+            }
             "--since" => {
                 self.since = Some(time_bound(value)?);
                 return Ok(true);
@@ -81,25 +102,23 @@ impl Filter {
             }
             _ => return Ok(false),
         };
-        *slot = Some(value.to_owned());
+        *slot = Some(escaped(value));
         Ok(true)
     }
 
     /// Whether a `req` or `deny` record's own facts match (everything but the status, which a
     /// `req` does not carry).
     fn request(&self, f: &Fields) -> bool {
-        let eq = |want: &Option<String>, have: &Option<Cow<str>>| {
-            want.as_ref().is_none_or(|w| have.as_deref() == Some(w.as_str()))
-        };
-        let ts = f.ts.as_ref();
-        eq(&self.trace_id, &f.trace_id)
-            && eq(&self.from, &f.from)
-            && eq(&self.to, &f.to)
-            && eq(&self.interaction, &f.interaction)
+        let eq = |want: &Option<String>, have: Option<&str>| want.as_ref().is_none_or(|w| have == Some(w));
+        let ts = f.ts;
+        eq(&self.trace_id, f.trace_id)
+            && eq(&self.from, f.from)
+            && eq(&self.to, f.to)
+            && eq(&self.interaction, f.interaction)
             && self
                 .subject
                 .as_ref()
-                .is_none_or(|s| f.target.as_deref().is_some_and(|t| names(t, s)))
+                .is_none_or(|s| f.target.is_some_and(|t| names(t, s)))
             && self.since.as_ref().is_none_or(|s| ts >= s.as_str())
             && self
                 .until
@@ -192,7 +211,7 @@ impl Finder {
     }
 
     pub fn matches(&mut self, seq: u64, f: &Fields) -> bool {
-        match f.kind.as_ref() {
+        match f.kind {
             "deny" => self.filter.request(f) && self.filter.status(f.status),
             "req" if self.filter.request(f) => {
                 self.open.insert(seq);
@@ -268,14 +287,14 @@ impl Stats {
     }
 
     fn group(&self, f: &Fields, status: Option<u16>) -> Group {
-        let own = |v: &Option<Cow<str>>| v.as_deref().map(str::to_owned);
+        let own = |v: Option<&str>| v.map(str::to_owned);
         self.by
             .iter()
             .map(|dim| match dim {
-                Dim::Day => f.ts.get(..10).map(str::to_owned),
-                Dim::From => own(&f.from),
-                Dim::To => own(&f.to),
-                Dim::Interaction => own(&f.interaction),
+                Dim::Day => own(f.ts.get(..10)),
+                Dim::From => own(f.from),
+                Dim::To => own(f.to),
+                Dim::Interaction => own(f.interaction),
                 Dim::Status => status.map(|s| s.to_string()),
             })
             .collect()
@@ -283,7 +302,7 @@ impl Stats {
 
     /// A record that verified; `seal`: it is a seal (whose MAC verified, given the key).
     pub fn record(&mut self, seq: u64, f: &Fields, seal: bool) {
-        match f.kind.as_ref() {
+        match f.kind {
             "deny" => {
                 let group = self.group(f, f.status);
                 *self.pending.entry(group).or_default() += f.refusals.unwrap_or(1);
@@ -354,7 +373,9 @@ impl Stats {
                     .map(|(dim, value)| {
                         let val = match (dim, value) {
                             (Dim::Status, Some(s)) => s.parse().map_or(Val::Null, Val::U64),
-                            (_, v) => Val::opt(v),
+                            // Already escaped as the record holds it.
+                            (_, Some(v)) => Val::Raw(format!("\"{v}\"")),
+                            (_, None) => Val::Null,
                         };
                         (dim.name(), val)
                     })
@@ -390,13 +411,13 @@ mod tests {
 
     fn fields(kind: &'static str, from: &'static str, status: Option<u16>) -> Fields<'static> {
         Fields {
-            kind: kind.into(),
-            ts: "2026-03-21T10:04:05.123Z".into(),
-            trace_id: Some("t-1".into()),
-            from: Some(from.into()),
-            to: Some("200000000999".into()),
-            interaction: Some("urn:x".into()),
-            target: Some("/https://p.example/R/search?patient=9000000009".into()),
+            kind,
+            ts: "2026-03-21T10:04:05.123Z",
+            trace_id: Some("t-1"),
+            from: Some(from),
+            to: Some("200000000999"),
+            interaction: Some("urn:x"),
+            target: Some("/https://p.example/R/search?patient=9000000009"),
             status,
             ..Fields::default()
         }
@@ -404,8 +425,8 @@ mod tests {
 
     fn res(req_seq: u64, status: u16) -> Fields<'static> {
         Fields {
-            kind: "res".into(),
-            ts: "2026-03-21T10:04:05.200Z".into(),
+            kind: "res",
+            ts: "2026-03-21T10:04:05.200Z",
             status: Some(status),
             req_seq: Some(req_seq),
             ..Fields::default()
@@ -414,18 +435,18 @@ mod tests {
 
     #[test]
     fn records_are_read_from_their_own_line() {
-        let line = br#"{"seq":3,"ts":"2026-03-21T10:04:05.123Z","type":"deny","trace_id":"a\"b","from":null,"status":429,"token":"T","refusals":7,"prev":"00","h":"11"}"#;
+        let line = br#"{"seq":3,"ts":"2026-03-21T10:04:05.123Z","type":"deny","trace_id":"a\"b","from":null,"jwt":{"sub":"x","from":"y"},"status":429,"token":"T","refusals":7,"prev":"00","h":"11"}"#;
         let f = Fields::of(line).unwrap();
+        // Strings as the record holds them: escaped.
         assert_eq!(
-            (
-                f.kind.as_ref(),
-                f.trace_id.as_deref(),
-                f.from,
-                f.status,
-                f.refusals
-            ),
-            ("deny", Some("a\"b"), None, Some(429), Some(7))
+            (f.kind, f.trace_id, f.from, f.status, f.refusals),
+            ("deny", Some(r#"a\"b"#), None, Some(429), Some(7))
         );
+        // So a filter is compared in the same form.
+        let mut filter = Filter::default();
+        filter.set("--trace-id", "a\"b").unwrap();
+        assert!(filter.request(&f));
+        assert!(Fields::of(b"{\"type\":\"deny\"").is_none());
     }
 
     #[test]
