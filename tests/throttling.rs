@@ -74,9 +74,14 @@ fn third_concurrent_request_to_a_busy_provider_gets_503() {
     });
     // Two consumers, each within its share (half of the two places).
     let slow_request = proxy.valid_request("GET", "/slow", &[], b"");
-    let mut busy: Vec<Consumer> = [CONSUMER_A, ECDSA].iter().map(|who| proxy.consumer(who)).collect();
+    let mut busy: Vec<Consumer> = [CONSUMER_A, ECDSA]
+        .iter()
+        .map(|who| proxy.consumer(who))
+        .collect();
     busy[0].send(&slow_request).unwrap();
-    busy[1].send(&slow_request.clone().set("Ssp-From", ECDSA.asid)).unwrap();
+    busy[1]
+        .send(&slow_request.clone().set("Ssp-From", ECDSA.asid))
+        .unwrap();
     // Both slow requests are at the provider before the third is tried.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while proxy.seen().len() < 2 && std::time::Instant::now() < deadline {
