@@ -70,11 +70,35 @@ stay on the box. FILE is never overwritten; [audit] key names it.",
     },
     Command {
         name: "audit verify",
-        args: "DIR [--key-file K0] [--current-key KEY] [--require-sealed]",
+        args: "DIR [--key-file K0] [--current-key KEY] [--require-sealed] [--witness W]",
         about: "verify the audit files in DIR",
         details: "One summary line. Exit 0 intact, 1 tampered, 2 gap, truncation or (with \
---require-sealed) an unsealed tail, 3 usage or I/O error. K0 is the initial key; KEY, the \
-box's [audit] key file, shows records cut from the end.",
+--require-sealed) an unsealed tail, 3 usage or I/O error (also a witness that is not this \
+box's), 4 cut (DIR lacks sealed records the witness holds), 5 forked (a witness seal is not \
+DIR's record at that seq). K0 is the initial key; KEY, the box's [audit] key file, shows \
+records cut from the end; W, records a log shipper carried off the box, shows them too.",
+    },
+    Command {
+        name: "audit find",
+        args: "DIR [--trace-id ID] [--from ASID] [--to ASID] [--interaction URN] [--status N] [--since T] [--until T] [--subject ID] [--key-file K0] [--proof OUT]",
+        about: "print the verified records of the requests that match",
+        details: "A request is a deny, or a req with its res. With --proof (and --key-file), OUT \
+is an extract that proves the records to someone without the folder. Exit: verify's code; 2 \
+also when matching records are after the last seal (not in the extract); 3 usage.",
+    },
+    Command {
+        name: "audit verify-extract",
+        args: "OUT --key-file K0",
+        about: "check an extract written by audit find --proof",
+        details: "One line. Exit 0 intact, 1 it does not verify (line and reason), 3 usage or I/O \
+error.",
+    },
+    Command {
+        name: "audit stats",
+        args: "DIR [--by day,from,to,interaction,status] [--format csv|json] [--key-file K0]",
+        about: "count requests per group from the verified records",
+        details: "CSV on stdout and a summary on stderr (or one JSON document). A deny counts as \
+its refusals; a req with its res's status. Exit: verify's code; 3 usage.",
     },
 ];
 
@@ -178,6 +202,11 @@ fn dispatch(args: &[&str]) -> ExitCode {
         }
         ("audit keygen", ["--out", file]) => ExitCode::from(ssp::audit::cli::keygen(Path::new(file))),
         ("audit verify", [dir, options @ ..]) => audit_verify(Path::new(dir), options),
+        ("audit find", [dir, rest @ ..]) => ExitCode::from(ssp::audit::cli::find(Path::new(dir), rest)),
+        ("audit stats", [dir, rest @ ..]) => ExitCode::from(ssp::audit::cli::stats(Path::new(dir), rest)),
+        ("audit verify-extract", [file, rest @ ..]) => {
+            ExitCode::from(ssp::audit::cli::verify_extract(Path::new(file), rest))
+        }
         ("demo", []) => {
             // The demo shows every request; `run` logs them at debug (the audit is the record).
             init_logging("info,ssp=debug");
@@ -228,6 +257,10 @@ fn audit_verify(dir: &Path, options: &[&str]) -> ExitCode {
                 options.next();
             }
             ("--require-sealed", _) => verify.require_sealed = true,
+            ("--witness", Some(path)) => {
+                verify.witness = Some(Path::new(*path));
+                options.next();
+            }
             (other, _) => {
                 eprintln!("ssp audit verify: unknown option or missing file: \"{other}\"");
                 return ExitCode::from(3);

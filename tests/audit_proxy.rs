@@ -91,6 +91,65 @@ fn allowed_refused_and_handshake_refusals_are_recorded_and_the_chain_verifies() 
     );
 }
 
+/// `ssp audit ARGS...`, which must succeed: its stdout.
+fn audit_command(args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ssp"))
+        .arg("audit")
+        .args(args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?}: {err}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_proxys_audit_is_found_proved_and_counted() {
+    let proxy = Proxy::start();
+    assert_eq!(proxy.consumer(&CONSUMER_A).exchange(&proxy.get()).status, 200);
+    let refused = proxy
+        .get()
+        .set("Ssp-From", CONSUMER_B.asid)
+        .set("Ssp-TraceID", OTHER_TRACE);
+    assert_eq!(proxy.consumer(&CONSUMER_B).exchange(&refused).status, 403);
+    proxy.stop();
+    let (audit, k0) = (proxy.dir().join("audit"), proxy.dir().join("audit.k0"));
+    let extract = proxy.dir().join("trace.extract");
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+
+    let found = audit_command(&[
+        os("find"),
+        audit.as_os_str(),
+        os("--trace-id"),
+        os(TRACE_ID),
+        os("--key-file"),
+        k0.as_os_str(),
+        os("--proof"),
+        extract.as_os_str(),
+    ]);
+    let types: Vec<String> = found
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["type"].to_string())
+        .collect();
+    assert_eq!(types, ["\"req\"", "\"res\""], "{found}");
+    let checked = audit_command(&[
+        os("verify-extract"),
+        extract.as_os_str(),
+        os("--key-file"),
+        k0.as_os_str(),
+    ]);
+    assert!(checked.starts_with("intact: 2 records"), "{checked}");
+
+    let csv = audit_command(&[os("stats"), audit.as_os_str(), os("--by"), os("from,status")]);
+    assert_eq!(
+        csv,
+        format!(
+            "from,status,requests\n{},200,1\n{},403,1\n",
+            CONSUMER_A.asid, CONSUMER_B.asid
+        )
+    );
+}
+
 #[test]
 fn req_record_is_durable_before_the_provider_sees_the_request() {
     // The provider looks in the audit file for the request it is handed.

@@ -30,6 +30,16 @@ pub fn decode32(text: &[u8]) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// Decodes lowercase hex of any even length.
+pub fn decode(text: &[u8]) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    text.chunks_exact(2)
+        .map(|pair| Some((digit(pair[0])? << 4) | digit(pair[1])?))
+        .collect()
+}
+
 fn digit(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
@@ -57,5 +67,9 @@ mod tests {
         assert_eq!(decode32("A".repeat(64).as_bytes()), None);
         assert_eq!(decode32("g".repeat(64).as_bytes()), None);
         assert_eq!(decode32("f".repeat(64).as_bytes()), Some([0xff; 32]));
+        assert_eq!(decode(b"00ff1a"), Some(vec![0, 255, 26]));
+        assert_eq!(decode(b""), Some(vec![]));
+        assert_eq!(decode(b"0"), None);
+        assert_eq!(decode(b"0G"), None);
     }
 }

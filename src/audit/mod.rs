@@ -11,18 +11,24 @@
 //! | `recover.rs` | start-up: the chain head and a torn tail |
 //! | `writer.rs` | the writer thread: batching, syncing, failures, rotation, seals |
 //! | `verify.rs` | the verifier (pure); `cli.rs` its I/O and `keygen` |
+//! | `witness.rs` | `verify --witness`: the seals shipped off the box against the folder (pure) |
+//! | `query.rs` | what `find` selects and `stats` counts (pure) |
+//! | `extract.rs` | `find --proof` extracts and `verify-extract` (pure) |
 //! | `transactions.rs` | the performance log |
 
 pub mod cli;
 mod event;
+mod extract;
 mod files;
 mod hex;
 mod json;
+mod query;
 pub mod record;
 mod recover;
 pub mod seal;
 mod transactions;
 pub mod verify;
+mod witness;
 mod writer;
 
 use std::fmt;

@@ -327,6 +327,14 @@ fn hash_record(body_without_brace: &[u8]) -> [u8; 32] {
         .into()
 }
 
+/// The bytes of a checked line (see [`parse`]) that its hash covers before the hex digits of
+/// its `prev`: `h` is SHA-256 of these, those 64 digits and `"}`. An extract stands for a record
+/// it leaves out by SHA-256's state after them (`extract.rs`).
+pub fn before_prev(line: &[u8]) -> &[u8] {
+    // `"` + 64 hex digits, then the `,"h":…}` suffix.
+    &line[..line.len().saturating_sub(H_SUFFIX + 65)]
+}
+
 /// What the verifier and the start-up scan need from a record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parsed {

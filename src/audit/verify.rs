@@ -12,7 +12,9 @@
 //! - unsealed (2, only when sealing is required): records after the last seal, or an
 //!   incomplete last line;
 //! - truncated (2): a rotated file that does not end with `close`, or (given the box's current
-//!   key file) a chain that ends at a seal older than that key allows: see [`KeyEnd`].
+//!   key file) a chain that ends at a seal older than that key allows: see [`KeyEnd`];
+//! - cut (4) and forked (5): what a witness (records shipped off the box) shows; see
+//!   `witness.rs`.
 
 use super::files;
 use super::record::{self, GENESIS, Parsed, TornClaim};
@@ -27,13 +29,31 @@ pub enum Role {
     Rotated { time: String, first_seq: u64 },
 }
 
-/// What a finding means for the exit code: tampered is 1, the rest 2.
+/// What a finding means for the exit code: tampered is 1, cut 4, forked 5, the rest 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Tampered,
     Gap,
     Truncated,
     Unsealed,
+    /// A seal the witness holds is not in the folder: sealed records were removed.
+    Cut,
+    /// A seal the witness holds has another hash here: the chain was rolled back and written
+    /// again, or forked.
+    Forked,
+}
+
+impl Kind {
+    /// Which finding the summary names first: changed records before removed ones, removed
+    /// ones before records merely missing or unsealed (each kind's exit code tells them apart).
+    fn rank(self) -> u8 {
+        match self {
+            Kind::Tampered => 0,
+            Kind::Forked => 1,
+            Kind::Cut => 2,
+            Kind::Gap | Kind::Truncated | Kind::Unsealed => 3,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,25 +130,26 @@ pub struct Report {
     pub key_end: KeyEnd,
     /// The epoch of the box's key file, once checked against the chain.
     pub current_key: Option<u64>,
+    /// Seals in the witness, and how many of them were found here unchanged.
+    pub witness: Option<(u64, u64)>,
     pub findings: Vec<Finding>,
     pub notes: Vec<String>,
 }
 
 impl Report {
     pub fn exit_code(&self) -> u8 {
-        match self.worst() {
+        match self.worst().map(|f| f.kind) {
             None => 0,
-            Some(f) if f.kind == Kind::Tampered => 1,
+            Some(Kind::Tampered) => 1,
+            Some(Kind::Cut) => 4,
+            Some(Kind::Forked) => 5,
             Some(_) => 2,
         }
     }
 
-    /// The first tampering found, else the first other finding.
+    /// The first finding of the most serious kind found (see [`Kind::rank`]).
     pub fn worst(&self) -> Option<&Finding> {
-        self.findings
-            .iter()
-            .find(|f| f.kind == Kind::Tampered)
-            .or(self.findings.first())
+        self.findings.iter().min_by_key(|f| f.kind.rank())
     }
 
     /// Checks each `torn` declaration against its side file: `side(name)` gives the side
@@ -259,6 +280,8 @@ impl Report {
                     Kind::Gap => "GAP",
                     Kind::Truncated => "TRUNCATED",
                     Kind::Unsealed => "UNSEALED",
+                    Kind::Cut => "CUT",
+                    Kind::Forked => "FORKED",
                 };
                 let line = f.line.map_or_else(String::new, |l| format!(" line {l}"));
                 let seq = f.seq.map_or_else(String::new, |s| format!(" seq {s}"));
@@ -268,8 +291,11 @@ impl Report {
         let key = self
             .current_key
             .map_or_else(String::new, |e| format!(", box key at epoch {e}"));
+        let witness = self.witness.map_or_else(String::new, |(seals, found)| {
+            format!(", {found} of the witness's {seals} seals found here")
+        });
         let mut out = format!(
-            "{status}; {} files, {} records, {range}, {sealed}{key}, unsealed tail {} records",
+            "{status}; {} files, {} records, {range}, {sealed}{key}{witness}, unsealed tail {} records",
             self.files, self.records, self.unsealed_tail
         );
         for note in &self.notes {
@@ -354,22 +380,34 @@ impl Verifier {
 
     /// A complete line, without its newline.
     pub fn line(&mut self, bytes: &[u8]) {
-        let Some(line) = self.next_line() else { return };
+        self.accept(bytes);
+    }
+
+    /// As [`Verifier::line`], giving back the record if it verified: its hash, its link to the
+    /// record before (unless a gap was just reported) and its place; a seal's MAC too when the
+    /// initial key was given. `find`, `stats` and the witness see only such records.
+    pub fn accept(&mut self, bytes: &[u8]) -> Option<&Parsed> {
+        let line = self.next_line()?;
         let expected = self.last.map_or(0, |(seq, _)| seq.saturating_add(1));
         let parsed = match record::parse(bytes) {
             Ok(p) => p,
-            Err(e) => return self.finding(Kind::Tampered, Some(line), Some(expected), e),
+            Err(e) => {
+                self.finding(Kind::Tampered, Some(line), Some(expected), e);
+                return None;
+            }
         };
         match self.follows(&parsed) {
             Ok(()) => {}
             Err((Kind::Tampered, message)) => {
-                return self.finding(Kind::Tampered, Some(line), Some(parsed.seq), message);
+                self.finding(Kind::Tampered, Some(line), Some(parsed.seq), message);
+                return None;
             }
             // After a gap the chain resumes with this record.
             Err((kind, message)) => self.finding(kind, Some(line), Some(parsed.seq), message),
         }
         if let Err(message) = self.placement(&parsed).and_then(|()| self.check_seal(&parsed)) {
-            return self.finding(Kind::Tampered, Some(line), Some(parsed.seq), message);
+            self.finding(Kind::Tampered, Some(line), Some(parsed.seq), message);
+            return None;
         }
         if let Some(claim) = &parsed.torn {
             let file = self.file_name();
@@ -391,10 +429,10 @@ impl Verifier {
         };
         self.last = Some((parsed.seq, parsed.h));
         self.after_stop = parsed.kind == "stop";
-        if let Some(file) = &mut self.file {
-            file.records += 1;
-            file.last = Some(parsed);
-        }
+        let file = self.file.as_mut()?;
+        file.records += 1;
+        file.last = Some(parsed);
+        file.last.as_ref()
     }
 
     /// The file ended without a newline after its last bytes.

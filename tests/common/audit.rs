@@ -225,8 +225,8 @@ pub fn verify(dir: &TempDir, keyed: bool, require_sealed: bool) -> u8 {
     let k0 = dir.k0();
     let options = VerifyOptions {
         key_file: keyed.then_some(k0.as_path()),
-        current_key: None,
         require_sealed,
+        ..VerifyOptions::default()
     };
     ssp::audit::cli::verify(&dir.audit(), &options)
 }
