@@ -54,12 +54,14 @@ consumer until a fresh CRL arrives. Creates and changes nothing.",
 when any did, 2 when the configuration does not load. A running proxy picks the stored files \
 up at its next refresh or reload.",
     },
+    // Not in the gateway build (`scripts/build-static`): it needs the repository's fixtures.
+    #[cfg(feature = "demo")]
     Command {
         name: "demo",
         args: "",
         about: "run the proxy and a demo provider on loopback with the fixture PKI",
         details: "Run it from the repository: it prints curl commands to paste (one allowed request, \
-one refused) and runs until Ctrl-C.",
+the same search by POST, one refused) and runs until Ctrl-C.",
     },
     Command {
         name: "audit keygen",
@@ -207,6 +209,7 @@ fn dispatch(args: &[&str]) -> ExitCode {
         ("audit verify-extract", [file, rest @ ..]) => {
             ExitCode::from(ssp::audit::cli::verify_extract(Path::new(file), rest))
         }
+        #[cfg(feature = "demo")]
         ("demo", []) => {
             // The demo shows every request; `run` logs them at debug (the audit is the record).
             init_logging("info,ssp=debug");
