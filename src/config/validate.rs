@@ -15,8 +15,8 @@ use super::endpoint::{Endpoint, HttpUrl, is_dns_name};
 use super::error::{ConfigError, Source};
 use super::raw::{self, Field, List};
 use super::{
-    Admin, Audit, AuditSync, Config, Consumer, CrlCheck, CrlExpired, CrlRefresh, CrlSource, Limits, Provider,
-    ProviderEndpoint, Server, Throttle, Transactions, Upstream, parse_duration,
+    Admin, Audit, AuditSync, Config, Consumer, CrlCheck, CrlExpired, CrlRefresh, CrlSource, Jwt, JwtMode,
+    Limits, Provider, ProviderEndpoint, Server, Throttle, Transactions, Upstream, parse_duration,
 };
 
 const DEFAULT_AUDIT_DIR: &str = "/var/log/ssp";
@@ -35,6 +35,7 @@ pub(super) fn validate(raw: raw::RawConfig, src: &Source<'_>) -> Result<Config, 
     // Providers first: consumers' agreements must name them.
     let providers = providers(src, raw.provider)?;
     let consumers = consumers(src, raw.consumer, &providers)?;
+    let jwt = jwt(src, raw.jwt, &providers)?;
     Ok(Config {
         path: src.file.to_path_buf(),
         server,
@@ -44,6 +45,7 @@ pub(super) fn validate(raw: raw::RawConfig, src: &Source<'_>) -> Result<Config, 
         audit,
         transactions,
         admin,
+        jwt,
         consumers,
         providers,
     })
@@ -441,6 +443,42 @@ fn consumers(
         });
     }
     Ok(consumers)
+}
+
+/// `[jwt]`. Under enforce, every interaction a provider serves needs its `scopes`: without
+/// them row 7 would refuse each of its requests, which is better said at load.
+fn jwt(src: &Source<'_>, raw: Field<raw::RawJwt>, providers: &[Provider]) -> Result<Jwt, ConfigError> {
+    let (t, j) = Table::open(src, "jwt", raw);
+    let modes = choice(&[("shape", JwtMode::Shape), ("enforce", JwtMode::Enforce)]);
+    let mode = t.or(j.mode, "mode", JwtMode::Shape, modes)?;
+    let at = j.scopes.as_ref().map(Spanned::span).or_else(|| t.span.clone());
+    let mut scopes = BTreeMap::new();
+    for (urn, values) in j.scopes.map(Spanned::into_inner).unwrap_or_default() {
+        let key = format!("scopes.\"{}\"", urn.get_ref());
+        let urn = t.value(urn, &key, interaction)?;
+        let values = t.list(values, &key, Empty::Refused, non_empty)?;
+        scopes.insert(urn, values.unwrap_or_default());
+    }
+    let unscoped = providers.iter().find_map(|p| {
+        let urn = p.interactions.iter().find(|i| !scopes.contains_key(*i))?;
+        Some((p, urn))
+    });
+    if let (JwtMode::Enforce, Some((p, urn))) = (mode, unscoped) {
+        return Err(src.error(
+            at,
+            Some("jwt.scopes".into()),
+            format!(
+                "mode = \"enforce\" needs the requested_scope values allowed for every interaction a provider serves; none for {urn:?} (provider {} at line {})",
+                p.asid, p.line
+            ),
+        ));
+    }
+    Ok(Jwt {
+        mode,
+        leeway: t.or(j.leeway, "leeway", secs(60), duration)?,
+        bind_sender: t.or(j.bind_sender, "bind_sender", false, Ok)?,
+        scopes,
+    })
 }
 
 /// One table of the file being checked. It knows its dotted name and where its header is, so
