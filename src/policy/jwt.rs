@@ -1,48 +1,137 @@
-//! The consumer's JWT: logged for audit, never trusted (PECS and GP Connect JWTs are often
-//! `alg: none`). Its shape is checked so that a malformed one is refused (SPEC section 1).
+//! The consumer's JWT (row 7). PECS and GP Connect JWTs are often `alg: none`: it is never
+//! trusted as a credential. It must be well-formed, and its claims are logged. One reader
+//! (`policy::json`) serves the decision and the audit: a token is read the same way by both.
 
-use super::json;
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use std::borrow::Cow;
 
-/// The claims the audit record keeps.
+use super::json::{self, Value};
+
+/// The claims the audit record keeps, as text (numbers as written).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Claims {
     pub iss: Option<String>,
     pub sub: Option<String>,
+    pub aud: Option<String>,
+    pub exp: Option<String>,
+    pub iat: Option<String>,
     /// The ODS code of `requesting_organization.identifier[0].value`, or the claim if a string.
     pub requesting_organization: Option<String>,
     /// `requesting_practitioner.id`, or the claim if a string.
     pub requesting_practitioner: Option<String>,
     pub reason_for_request: Option<String>,
+    pub requested_scope: Option<String>,
+    /// `requesting_device.identifier[0].value`, or the claim if a string (PECS: the ASID).
+    pub requesting_device: Option<String>,
+    /// `requested_record.identifier[0].value` (the NHS number or ODS code), or the claim if a
+    /// string.
+    pub requested_record: Option<String>,
 }
 
-/// Parses an `Authorization` value of the form `Bearer <header>.<payload>.<signature>`.
-/// The signature may be empty (`alg: none`); header and payload must be base64url JSON objects,
-/// and the header must name an `alg`.
+/// Parses an `Authorization` value of the form `Bearer <header>.<payload>.<signature>` for the
+/// audit. The signature may be empty (`alg: none`); header and payload must be base64url JSON
+/// objects, and the header must name an `alg`.
 pub fn parse_bearer(value: &[u8]) -> Option<Claims> {
-    read_bearer::<Claims>(value)
+    read_bearer(value, |claims| claims.to_claims())
 }
 
 /// Whether `value` is a well-formed bearer JWT, read without keeping (or allocating) anything:
-/// the admission decision needs only this; the claims are read once, for the audit. Never
-/// looser than `parse_bearer` (see `json`).
+/// the admission decision needs no more.
 pub fn is_valid_bearer(value: &[u8]) -> bool {
     with_decoded(value, |header, payload| {
-        (json::object_with_string(header, "alg")? && json::object_with_string(payload, "").is_some())
-            .then_some(())
+        (has_alg(header) && json::members(payload, |_, _| {}).is_some()).then_some(())
     })
     .is_some()
 }
 
-fn read_bearer<T: Fields>(value: &[u8]) -> Option<T> {
+/// Runs `read` on the claims of a well-formed bearer JWT.
+fn read_bearer<R>(value: &[u8], read: impl FnOnce(&Payload<'_>) -> R) -> Option<R> {
     with_decoded(value, |header, payload| {
-        let header: Object<HeaderFields> = serde_json::from_slice(header).ok()?;
-        if !header.0.has_alg {
-            return None;
-        }
-        let payload: Object<T> = serde_json::from_slice(payload).ok()?;
-        Some(payload.0)
+        has_alg(header).then_some(())?;
+        Some(read(&Payload::read(payload)?))
     })
+}
+
+fn has_alg(header: &[u8]) -> bool {
+    json::object_with_string(header, "alg") == Some(true)
+}
+
+/// The claims of interest, as they stand in the decoded payload; the last of a repeated name.
+#[derive(Default)]
+struct Payload<'a> {
+    iss: Option<Value<'a>>,
+    sub: Option<Value<'a>>,
+    aud: Option<Value<'a>>,
+    exp: Option<Value<'a>>,
+    iat: Option<Value<'a>>,
+    reason_for_request: Option<Value<'a>>,
+    requested_scope: Option<Value<'a>>,
+    requesting_device: Option<Value<'a>>,
+    requesting_organization: Option<Value<'a>>,
+    requesting_practitioner: Option<Value<'a>>,
+    requested_record: Option<Value<'a>>,
+}
+
+impl<'a> Payload<'a> {
+    fn read(json: &'a [u8]) -> Option<Payload<'a>> {
+        let mut p = Payload::default();
+        json::members(json, |name, value| {
+            let slot = match json::unescape(name).as_deref() {
+                Some("iss") => &mut p.iss,
+                Some("sub") => &mut p.sub,
+                Some("aud") => &mut p.aud,
+                Some("exp") => &mut p.exp,
+                Some("iat") => &mut p.iat,
+                Some("reason_for_request") => &mut p.reason_for_request,
+                Some("requested_scope") => &mut p.requested_scope,
+                Some("requesting_device") => &mut p.requesting_device,
+                Some("requesting_organization") => &mut p.requesting_organization,
+                Some("requesting_practitioner") => &mut p.requesting_practitioner,
+                Some("requested_record") => &mut p.requested_record,
+                _ => return,
+            };
+            *slot = Some(value);
+        })?;
+        Some(p)
+    }
+
+    fn to_claims(&self) -> Claims {
+        let own = |v: Option<Value<'_>>, read: fn(Value<'_>) -> Option<Cow<'_, str>>| {
+            v.and_then(read).map(Cow::into_owned)
+        };
+        Claims {
+            iss: own(self.iss, text),
+            sub: own(self.sub, text),
+            aud: own(self.aud, text),
+            exp: own(self.exp, text),
+            iat: own(self.iat, text),
+            requesting_organization: own(self.requesting_organization, identifier),
+            requesting_practitioner: own(self.requesting_practitioner, practitioner),
+            reason_for_request: own(self.reason_for_request, text),
+            requested_scope: own(self.requested_scope, text),
+            requesting_device: own(self.requesting_device, identifier),
+            requested_record: own(self.requested_record, identifier),
+        }
+    }
+}
+
+/// A claim as text: strings decoded, numbers as written, anything else `None`.
+fn text(v: Value<'_>) -> Option<Cow<'_, str>> {
+    match v {
+        Value::String(raw) => json::unescape(raw),
+        Value::Number(raw) => std::str::from_utf8(raw).ok().map(Cow::Borrowed),
+        _ => None,
+    }
+}
+
+/// `requesting_practitioner`: the resource's `id`, or the claim if it is text.
+fn practitioner(v: Value<'_>) -> Option<Cow<'_, str>> {
+    text(v).or_else(|| text(json::member(v, "id")?))
+}
+
+/// A FHIR resource's business identifier, `identifier[0].value`, or the claim if it is text.
+fn identifier(v: Value<'_>) -> Option<Cow<'_, str>> {
+    let first = || json::first(json::member(v, "identifier")?);
+    text(v).or_else(|| text(json::member(first()?, "value")?))
 }
 
 /// `<header>.<payload>.<signature>` out of `Bearer <token>`, still encoded.
@@ -92,166 +181,6 @@ fn decode_parts<'o>(token: &[u8], out: &'o mut [u8]) -> Option<(&'o [u8], &'o [u
 fn after_dot(s: &[u8], at: usize) -> Option<&[u8]> {
     match s.get(at..)? {
         [b'.', rest @ ..] => Some(rest),
-        _ => None,
-    }
-}
-
-/// A JSON object read key by key into `T`, without building a map of everything in it.
-struct Object<T>(T);
-
-trait Fields: Default {
-    /// Reads the value of `key` if it is one of ours; returns false to have it skipped.
-    fn read<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error>;
-}
-
-impl<'de, T: Fields> Deserialize<'de> for Object<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
-        impl<'de, T: Fields> Visitor<'de> for ObjectVisitor<T> {
-            type Value = Object<T>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object<T>, A::Error> {
-                let mut fields = T::default();
-                while let Some(Key(key)) = map.next_key::<Key>()? {
-                    if !fields.read(key, &mut map)? {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-                Ok(Object(fields))
-            }
-        }
-        d.deserialize_map(ObjectVisitor(std::marker::PhantomData))
-    }
-}
-
-/// An object key, borrowed from the input when it has no escapes (serde's `Cow<str>` would
-/// always allocate). Keys the claims do not use are not kept at all.
-struct Key(&'static str);
-
-impl<'de> Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl Visitor<'_> for KeyVisitor {
-            type Value = Key;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an object key")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
-                const KNOWN: [&str; 6] = [
-                    "alg",
-                    "iss",
-                    "sub",
-                    "reason_for_request",
-                    "requesting_organization",
-                    "requesting_practitioner",
-                ];
-                Ok(Key(KNOWN.iter().find(|k| **k == v).copied().unwrap_or("")))
-            }
-        }
-        d.deserialize_str(KeyVisitor)
-    }
-}
-
-#[derive(Default)]
-struct HeaderFields {
-    has_alg: bool,
-}
-
-impl Fields for HeaderFields {
-    fn read<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
-        if key != "alg" {
-            return Ok(false);
-        }
-        self.has_alg = matches!(map.next_value::<Scalar>()?, Scalar::Text(_));
-        Ok(true)
-    }
-}
-
-impl Fields for Claims {
-    fn read<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
-        let slot = match key {
-            "iss" => &mut self.iss,
-            "sub" => &mut self.sub,
-            "reason_for_request" => &mut self.reason_for_request,
-            "requesting_organization" => {
-                let org: serde_json::Value = map.next_value()?;
-                self.requesting_organization =
-                    text(&org).or_else(|| org.get("identifier")?.get(0)?.get("value").and_then(text));
-                return Ok(true);
-            }
-            "requesting_practitioner" => {
-                let who: serde_json::Value = map.next_value()?;
-                self.requesting_practitioner = text(&who).or_else(|| who.get("id").and_then(text));
-                return Ok(true);
-            }
-            _ => return Ok(false),
-        };
-        *slot = map.next_value::<Scalar>()?.into_text();
-        Ok(true)
-    }
-}
-
-/// A claim value: text kept, numbers as text, anything else skipped.
-enum Scalar {
-    Text(String),
-    Other,
-}
-
-impl Scalar {
-    fn into_text(self) -> Option<String> {
-        match self {
-            Scalar::Text(t) => Some(t),
-            Scalar::Other => None,
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Scalar {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct ScalarVisitor;
-        impl<'de> Visitor<'de> for ScalarVisitor {
-            type Value = Scalar;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
-                Ok(Scalar::Text(v.to_string()))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
-                Ok(Scalar::Text(v.to_string()))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
-                Ok(Scalar::Text(v.to_string()))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
-                Ok(Scalar::Text(v.to_string()))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Scalar, E> {
-                Ok(Scalar::Other)
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Scalar, E> {
-                Ok(Scalar::Other)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Scalar::Other)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Scalar::Other)
-            }
-        }
-        d.deserialize_any(ScalarVisitor)
-    }
-}
-
-/// A claim as text: strings as they are, numbers written out.
-fn text(v: &serde_json::Value) -> Option<String> {
-    match v {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
 }
@@ -381,6 +310,66 @@ mod tests {
         assert_eq!(claims.requesting_organization.as_deref(), Some("FA123"));
         assert_eq!(claims.requesting_practitioner.as_deref(), Some("10019"));
         assert_eq!(claims.reason_for_request.as_deref(), Some("directcare"));
+    }
+
+    /// Issue 17 item 3: the audit keeps what both published payloads carry, whether the
+    /// resources are FHIR objects (GP Connect) or plain ASIDs and codes (PECS).
+    #[test]
+    fn the_audit_keeps_the_published_claims_in_either_form() {
+        let gp_connect = r#"{"aud":"https://provider.thirdparty.nhs.uk/GP0001/STU3/1","exp":1469436987,"iat":1469436687,
+            "requested_scope":"patient/*.read",
+            "requested_record":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9000000033"}]},
+            "requesting_device":{"resourceType":"Device","identifier":[{"system":"Web Interface","value":"GP Connect Demonstrator"}],"model":"v1"}}"#;
+        let c = parse_bearer(token(HEADER, gp_connect, "").as_bytes()).unwrap();
+        assert_eq!(
+            [
+                &c.aud,
+                &c.exp,
+                &c.iat,
+                &c.requested_scope,
+                &c.requesting_device,
+                &c.requested_record
+            ]
+            .map(|v| v.as_deref()),
+            [
+                Some("https://provider.thirdparty.nhs.uk/GP0001/STU3/1"),
+                Some("1469436987"),
+                Some("1469436687"),
+                Some("patient/*.read"),
+                Some("GP Connect Demonstrator"),
+                Some("9000000033"),
+            ]
+        );
+        let c = parse_bearer(token(HEADER, &pecs().to_string(), "").as_bytes()).unwrap();
+        assert_eq!(c.requesting_device.as_deref(), Some(FROM));
+        assert_eq!(c.requesting_organization.as_deref(), Some("FML84"));
+        assert_eq!(c.requested_record, None);
+        // Escaped names and values read as what they stand for; the last of a repeated claim.
+        let escaped = r#"{"i\u0073s":"a\/b \u00e9\ud83d\ude00","sub":"1","sub":"2"}"#;
+        let c = parse_bearer(token(HEADER, escaped, "").as_bytes()).unwrap();
+        assert_eq!(c.iss.as_deref(), Some("a/b \u{e9}\u{1f600}"));
+        assert_eq!(c.sub.as_deref(), Some("2"));
+    }
+
+    const HEADER: &str = r#"{"alg":"none","typ":"JWT"}"#;
+    const NOW: i64 = 1_800_000_000;
+    const FROM: &str = "200000000001";
+    const SCOPE: &str = "Prescription-Exemption/1.0.0/search";
+
+    /// The PECS page's payload, issued a minute ago, valid four more.
+    fn pecs() -> serde_json::Value {
+        serde_json::json!({
+            "iss": FROM,
+            "sub": "313175813564",
+            "aud": "https://proxy.int.spine2.ncrs.nhs.uk/https://apps.nhsbsa.nhs.uk/Prescription-Exemption/1.0.0/search",
+            "exp": NOW + 240,
+            "iat": NOW - 60,
+            "reason_for_request": "directcare",
+            "requested_scope": SCOPE,
+            "requesting_device": FROM,
+            "requesting_organization": "FML84",
+            "requesting_practitioner": "313175813564"
+        })
     }
 
     fn base64url_decode(s: &[u8]) -> Option<Vec<u8>> {
