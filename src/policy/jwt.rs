@@ -1,10 +1,16 @@
 //! The consumer's JWT (row 7). PECS and GP Connect JWTs are often `alg: none`: it is never
-//! trusted as a credential. It must be well-formed, and its claims are logged. One reader
-//! (`policy::json`) serves the decision and the audit: a token is read the same way by both.
+//! trusted as a credential. Under `[jwt] mode = "shape"` (the default) it must be well-formed
+//! and is logged; under `"enforce"` its claims must also keep the rules the NHS audit and
+//! provenance pages publish (`Policy::judge`). One reader (`policy::json`) serves the
+//! decision and the audit: a token is read the same way by both.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
+use super::headers::SspHeaders;
 use super::json::{self, Value};
+use super::refusal::{JwtRule, Refusal};
+use crate::config::{self, JwtMode};
 
 /// The claims the audit record keeps, as text (numbers as written).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,6 +33,85 @@ pub struct Claims {
     pub requested_record: Option<String>,
 }
 
+/// `[jwt]` as row 7 applies it. The default is shape only.
+#[derive(Debug, Default)]
+pub struct Policy {
+    pub mode: JwtMode,
+    /// Seconds of clock skew allowed on `exp` and `iat`.
+    pub leeway: i64,
+    pub bind_sender: bool,
+    /// The allowed `requested_scope` values of each interaction.
+    scopes: HashMap<Box<[u8]>, Box<[Box<str>]>>,
+}
+
+/// The longest a token may live, `exp - iat`: "(now + 5 minutes)" in both published pages.
+pub const MAX_LIFETIME: i64 = 300;
+
+impl Policy {
+    pub fn new(c: &config::Jwt) -> Policy {
+        let scopes = c.scopes.iter().map(|(urn, allowed)| {
+            let allowed = allowed.iter().map(|s| s.as_str().into()).collect();
+            (urn.as_bytes().into(), allowed)
+        });
+        Policy {
+            mode: c.mode,
+            leeway: i64::try_from(c.leeway.as_secs()).unwrap_or(i64::MAX),
+            bind_sender: c.bind_sender,
+            scopes: scopes.collect(),
+        }
+    }
+
+    /// The published rules, in the order they are reported, for the claims of a well-formed
+    /// token sent by `ssp` at `now` (seconds since the epoch).
+    fn judge(&self, claims: &Payload<'_>, ssp: &SspHeaders<'_>, now: i64) -> Result<(), JwtRule> {
+        let exp = claims.exp.and_then(integer).ok_or(JwtRule::Exp)?;
+        let iat = claims.iat.and_then(integer).ok_or(JwtRule::Iat)?;
+        if exp < iat {
+            return Err(JwtRule::Exp);
+        }
+        if now > exp.saturating_add(self.leeway) {
+            return Err(JwtRule::Expired);
+        }
+        if iat > now.saturating_add(self.leeway) {
+            return Err(JwtRule::IssuedInTheFuture);
+        }
+        if exp.abs_diff(iat) > MAX_LIFETIME as u64 {
+            return Err(JwtRule::LifetimeTooLong);
+        }
+        if claims.reason_for_request.and_then(text).as_deref() != Some("directcare") {
+            return Err(JwtRule::ReasonNotDirectCare);
+        }
+        let allowed = self.scopes.get(ssp.interaction).ok_or(JwtRule::NoScopes)?;
+        let scope = claims.requested_scope.and_then(text);
+        if !scope.is_some_and(|s| allowed.iter().any(|a| **a == *s)) {
+            return Err(JwtRule::ScopeNotAllowed);
+        }
+        if self.bind_sender {
+            let sender = |claim: Option<Cow<'_, str>>| claim.is_some_and(|c| ssp.from == &*c);
+            let from = || ssp.from.to_string();
+            if !sender(claims.iss.and_then(text)) {
+                return Err(JwtRule::IssNotSender { from: from() });
+            }
+            if !sender(claims.requesting_device.and_then(identifier)) {
+                return Err(JwtRule::DeviceNotSender { from: from() });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Row 7 for a present `Authorization` value: well-formed, and under enforce the rules.
+pub fn check(policy: &Policy, value: &[u8], ssp: &SspHeaders<'_>, now: i64) -> Result<(), Refusal> {
+    let judged = match policy.mode {
+        JwtMode::Shape => is_valid_bearer(value).then_some(Ok(())),
+        JwtMode::Enforce => read_bearer(value, |claims| policy.judge(claims, ssp, now)),
+    };
+    match judged {
+        Some(verdict) => verdict.map_err(Refusal::Jwt),
+        None => Err(Refusal::InvalidHeader("Authorization")),
+    }
+}
+
 /// Parses an `Authorization` value of the form `Bearer <header>.<payload>.<signature>` for the
 /// audit. The signature may be empty (`alg: none`); header and payload must be base64url JSON
 /// objects, and the header must name an `alg`.
@@ -35,7 +120,7 @@ pub fn parse_bearer(value: &[u8]) -> Option<Claims> {
 }
 
 /// Whether `value` is a well-formed bearer JWT, read without keeping (or allocating) anything:
-/// the admission decision needs no more.
+/// the shape-only decision needs no more.
 pub fn is_valid_bearer(value: &[u8]) -> bool {
     with_decoded(value, |header, payload| {
         (has_alg(header) && json::members(payload, |_, _| {}).is_some()).then_some(())
@@ -132,6 +217,14 @@ fn practitioner(v: Value<'_>) -> Option<Cow<'_, str>> {
 fn identifier(v: Value<'_>) -> Option<Cow<'_, str>> {
     let first = || json::first(json::member(v, "identifier")?);
     text(v).or_else(|| text(json::member(first()?, "value")?))
+}
+
+/// A NumericDate (RFC 7519 section 2) in whole seconds, as both pages publish it.
+fn integer(v: Value<'_>) -> Option<i64> {
+    match v {
+        Value::Number(raw) => std::str::from_utf8(raw).ok()?.parse().ok(),
+        _ => None,
+    }
 }
 
 /// `<header>.<payload>.<signature>` out of `Bearer <token>`, still encoded.
@@ -354,6 +447,7 @@ mod tests {
     const HEADER: &str = r#"{"alg":"none","typ":"JWT"}"#;
     const NOW: i64 = 1_800_000_000;
     const FROM: &str = "200000000001";
+    const SEARCH: &str = "urn:nhs:names:services:prescription-exemptions:custom:operation:search";
     const SCOPE: &str = "Prescription-Exemption/1.0.0/search";
 
     /// The PECS page's payload, issued a minute ago, valid four more.
@@ -370,6 +464,241 @@ mod tests {
             "requesting_organization": "FML84",
             "requesting_practitioner": "313175813564"
         })
+    }
+
+    /// `pecs()` with each claim set to the value given (`null`: removed).
+    fn pecs_with(edits: &[(&str, serde_json::Value)]) -> serde_json::Value {
+        let mut claims = pecs();
+        for (name, value) in edits {
+            match value {
+                serde_json::Value::Null => claims.as_object_mut().unwrap().remove(*name),
+                v => claims
+                    .as_object_mut()
+                    .unwrap()
+                    .insert(name.to_string(), v.clone()),
+            };
+        }
+        claims
+    }
+
+    fn enforce(leeway: u64, bind_sender: bool) -> Policy {
+        Policy::new(&config::Jwt {
+            mode: JwtMode::Enforce,
+            leeway: std::time::Duration::from_secs(leeway),
+            bind_sender,
+            scopes: [(SEARCH.to_string(), vec!["patient/*.read".into(), SCOPE.into()])].into(),
+        })
+    }
+
+    fn judged(
+        policy: &Policy,
+        interaction: &str,
+        claims: &serde_json::Value,
+        now: i64,
+    ) -> Result<(), Refusal> {
+        let ssp = SspHeaders {
+            trace_id: b"5b6f3f8e-7a1d-4c1e-9d3a-2f0b6c1e8a44",
+            from: super::super::headers::Asid::new(FROM.as_bytes()).unwrap(),
+            to: super::super::headers::Asid::new(b"200000000999").unwrap(),
+            interaction: interaction.as_bytes(),
+        };
+        check(
+            policy,
+            token(HEADER, &claims.to_string(), "").as_bytes(),
+            &ssp,
+            now,
+        )
+    }
+
+    /// Every rule `enforce` adds, each broken alone, with the token it is answered with.
+    #[test]
+    fn enforce_refuses_each_broken_rule_with_its_own_token() {
+        use serde_json::json;
+        let other = "200000000002";
+        let device = |value: &str| json!({"resourceType": "Device", "identifier": [{"system": "https://d", "value": value}]});
+        type Edits = Vec<(&'static str, serde_json::Value)>;
+        let cases: Vec<(Edits, Result<(), JwtRule>)> = vec![
+            (vec![], Ok(())),
+            (vec![("requested_scope", json!("patient/*.read"))], Ok(())),
+            (vec![("requesting_device", device(FROM))], Ok(())),
+            (vec![("exp", json!(null))], Err(JwtRule::Exp)),
+            (vec![("exp", json!("1800000240"))], Err(JwtRule::Exp)),
+            (vec![("exp", json!(1_800_000_240.5))], Err(JwtRule::Exp)),
+            (
+                vec![("exp", json!(NOW - 70)), ("iat", json!(NOW - 60))],
+                Err(JwtRule::Exp),
+            ),
+            (vec![("iat", json!(null))], Err(JwtRule::Iat)),
+            (vec![("iat", json!(true))], Err(JwtRule::Iat)),
+            (
+                vec![("exp", json!(NOW - 61)), ("iat", json!(NOW - 300))],
+                Err(JwtRule::Expired),
+            ),
+            (
+                vec![("exp", json!(NOW + 300)), ("iat", json!(NOW + 61))],
+                Err(JwtRule::IssuedInTheFuture),
+            ),
+            (
+                vec![("exp", json!(NOW + 241)), ("iat", json!(NOW - 60))],
+                Err(JwtRule::LifetimeTooLong),
+            ),
+            (
+                vec![("reason_for_request", json!(null))],
+                Err(JwtRule::ReasonNotDirectCare),
+            ),
+            (
+                vec![("reason_for_request", json!("DirectCare"))],
+                Err(JwtRule::ReasonNotDirectCare),
+            ),
+            (
+                vec![("reason_for_request", json!("secondaryuses"))],
+                Err(JwtRule::ReasonNotDirectCare),
+            ),
+            (
+                vec![("requested_scope", json!(null))],
+                Err(JwtRule::ScopeNotAllowed),
+            ),
+            (
+                vec![("requested_scope", json!("patient/*.write"))],
+                Err(JwtRule::ScopeNotAllowed),
+            ),
+            (
+                vec![("requested_scope", json!([SCOPE]))],
+                Err(JwtRule::ScopeNotAllowed),
+            ),
+            (
+                vec![("iss", json!(null))],
+                Err(JwtRule::IssNotSender { from: FROM.into() }),
+            ),
+            (
+                vec![("iss", json!(other))],
+                Err(JwtRule::IssNotSender { from: FROM.into() }),
+            ),
+            (
+                vec![("iss", json!(" 200000000001"))],
+                Err(JwtRule::IssNotSender { from: FROM.into() }),
+            ),
+            (
+                vec![("requesting_device", json!(null))],
+                Err(JwtRule::DeviceNotSender { from: FROM.into() }),
+            ),
+            (
+                vec![("requesting_device", json!(other))],
+                Err(JwtRule::DeviceNotSender { from: FROM.into() }),
+            ),
+            (
+                vec![("requesting_device", device(other))],
+                Err(JwtRule::DeviceNotSender { from: FROM.into() }),
+            ),
+        ];
+        let policy = enforce(60, true);
+        for (edits, want) in cases {
+            let claims = pecs_with(&edits);
+            assert_eq!(
+                judged(&policy, SEARCH, &claims, NOW),
+                want.clone().map_err(Refusal::Jwt),
+                "{claims}"
+            );
+            // The same token under shape only, as before issue 17: well-formed, so admitted.
+            assert_eq!(
+                judged(&Policy::default(), SEARCH, &claims, NOW),
+                Ok(()),
+                "{claims}"
+            );
+            // Without bind_sender, iss and requesting_device are only logged.
+            let unbound = match want {
+                Err(JwtRule::IssNotSender { .. } | JwtRule::DeviceNotSender { .. }) => Ok(()),
+                other => other.map_err(Refusal::Jwt),
+            };
+            assert_eq!(
+                judged(&enforce(60, false), SEARCH, &claims, NOW),
+                unbound,
+                "{claims}"
+            );
+        }
+        // Fail closed: an interaction with no `scopes` entry has no allowed scope.
+        assert_eq!(
+            judged(&policy, "urn:nhs:names:services:other", &pecs(), NOW),
+            Err(Refusal::Jwt(JwtRule::NoScopes))
+        );
+    }
+
+    /// The leeway covers clock skew both ways, to the second; the 300 s window is not skew
+    /// and has none.
+    #[test]
+    fn leeway_and_lifetime_edges() {
+        use serde_json::json;
+        let times = |exp: i64, iat: i64| pecs_with(&[("exp", json!(exp)), ("iat", json!(iat))]);
+        let rule = |leeway: u64, claims: &serde_json::Value, now: i64| {
+            judged(&enforce(leeway, false), SEARCH, claims, now).map_err(|r| match r {
+                Refusal::Jwt(rule) => rule,
+                other => panic!("{other:?}"),
+            })
+        };
+        for leeway in [0, 60, 300] {
+            let l = leeway as i64;
+            // exp: still good at exp + leeway, expired a second later.
+            let claims = times(NOW, NOW - 100);
+            assert_eq!(rule(leeway, &claims, NOW + l), Ok(()), "leeway {l}");
+            assert_eq!(
+                rule(leeway, &claims, NOW + l + 1),
+                Err(JwtRule::Expired),
+                "leeway {l}"
+            );
+            // iat: good up to leeway ahead of the clock.
+            assert_eq!(
+                rule(leeway, &times(NOW + l + 100, NOW + l), NOW),
+                Ok(()),
+                "leeway {l}"
+            );
+            assert_eq!(
+                rule(leeway, &times(NOW + l + 101, NOW + l + 1), NOW),
+                Err(JwtRule::IssuedInTheFuture),
+                "leeway {l}"
+            );
+            // exp - iat: 300 s exactly is allowed, 301 is not, whatever the leeway.
+            assert_eq!(rule(leeway, &times(NOW + 300, NOW), NOW), Ok(()), "leeway {l}");
+            assert_eq!(
+                rule(leeway, &times(NOW + 301, NOW), NOW),
+                Err(JwtRule::LifetimeTooLong),
+                "leeway {l}"
+            );
+            assert_eq!(rule(leeway, &times(NOW, NOW), NOW), Ok(()), "leeway {l}");
+        }
+        // Extreme values neither wrap nor panic.
+        assert_eq!(
+            rule(60, &times(i64::MAX, i64::MIN), NOW),
+            Err(JwtRule::LifetimeTooLong)
+        );
+        assert_eq!(
+            rule(60, &times(i64::MAX, NOW), i64::MIN),
+            Err(JwtRule::IssuedInTheFuture)
+        );
+        assert_eq!(
+            rule(60, &times(i64::MIN, i64::MIN), i64::MAX),
+            Err(JwtRule::Expired)
+        );
+    }
+
+    /// A token that is not well-formed is row 7's `Authorization` refusal in both modes.
+    #[test]
+    fn malformed_tokens_are_the_same_refusal_in_both_modes() {
+        let bad = Err(Refusal::InvalidHeader("Authorization"));
+        for policy in [Policy::default(), enforce(60, true)] {
+            let ssp = SspHeaders {
+                trace_id: b"5b6f3f8e-7a1d-4c1e-9d3a-2f0b6c1e8a44",
+                from: super::super::headers::Asid::new(FROM.as_bytes()).unwrap(),
+                to: super::super::headers::Asid::new(b"200000000999").unwrap(),
+                interaction: SEARCH.as_bytes(),
+            };
+            for value in [
+                "Bearer x",
+                "Basic eDp5",
+                &token(r#"{"typ":"JWT"}"#, &pecs().to_string(), ""),
+            ] {
+                assert_eq!(check(&policy, value.as_bytes(), &ssp, NOW), bad, "{value}");
+            }
+        }
     }
 
     fn base64url_decode(s: &[u8]) -> Option<Vec<u8>> {
