@@ -24,7 +24,8 @@ pub(super) struct RawConfig {
     pub audit: Field<RawAudit>,
     pub transactions: Field<RawTransactions>,
     pub admin: Field<RawAdmin>,
-    pub jwt: Field<RawJwt>,
+    /// Read by `validate::jwt` from toml's own tree, not through serde (see there).
+    pub jwt: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     pub consumer: Vec<Spanned<RawConsumer>>,
     #[serde(default)]
@@ -148,16 +149,6 @@ pub(super) struct RawTransactions {
 pub(super) struct RawAdmin {
     pub listen: Field<String>,
     pub allow_remote: Field<bool>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, expecting = "a table")]
-pub(super) struct RawJwt {
-    pub mode: Field<String>,
-    pub leeway: Field<String>,
-    pub bind_sender: Field<bool>,
-    /// Interaction URN -> allowed `requested_scope` values.
-    pub scopes: Field<BTreeMap<Spanned<String>, List<String>>>,
 }
 
 #[derive(Deserialize, Default)]

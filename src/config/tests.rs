@@ -1111,29 +1111,44 @@ fn jwt_is_shape_only_by_default_and_takes_the_spec_example() {
 fn jwt_errors_name_line_and_key() {
     // `[jwt]` is line 20, the first key under it 21.
     let jwt = |lines: &str| format!("{MINIMAL}[jwt]\n{lines}\n");
-    let cases: [(&str, usize, &str, &str); 7] = [
+    let cases: [(&str, usize, &str, &str); 12] = [
         (
             "mode = \"strict\"",
             21,
             "jwt.mode",
             "expected \"shape\" or \"enforce\"",
         ),
+        ("mode = true", 21, "jwt.mode", "expected \"shape\" or \"enforce\""),
         ("leeway = \"soon\"", 21, "jwt.leeway", "\"soon\""),
+        ("leeway = 60", 21, "jwt.leeway", "expected a duration"),
+        (
+            "bind_sender = \"yes\"",
+            21,
+            "jwt.bind_sender",
+            "expected true or false",
+        ),
+        ("scopes = [\"a\"]", 21, "jwt.scopes", "expected a table"),
         (
             "scopes = { \"urn:x\" = [] }",
             21,
             "jwt.scopes.\"urn:x\"",
-            "must not be empty",
+            "expected a list",
         ),
         (
-            "scopes = { \"urn:x\" = [\"\"] }",
+            "scopes = { \"urn:x\" = \"a\" }",
             21,
-            "jwt.scopes.\"urn:x\"[1]",
-            "must not be empty",
+            "jwt.scopes.\"urn:x\"",
+            "expected a list",
         ),
         (
-            "scopes = { \"urn x\" = [\"a\"] }",
+            "scopes = { \"urn:x\" = [\"a\", \"\"] }",
             21,
+            "jwt.scopes.\"urn:x\"",
+            "not empty",
+        ),
+        (
+            "[jwt.scopes]\n\"urn x\" = [\"a\"]",
+            22,
             "jwt.scopes.\"urn x\"",
             "without spaces",
         ),
@@ -1150,11 +1165,18 @@ fn jwt_errors_name_line_and_key() {
     for (lines, line, key, message) in cases {
         assert_error(&refused(&jwt(lines)), Some(line), key, message);
     }
+    // Without scopes, the complaint is at the line that says enforce.
     assert_error(
         &refused(&jwt("mode = \"enforce\"")),
-        Some(20),
+        Some(21),
         "jwt.scopes",
         "urn:x",
+    );
+    assert_error(
+        &refused(&format!("jwt = 3\n{MINIMAL}")),
+        Some(1),
+        "jwt",
+        "expected a table",
     );
     // Shape needs no scopes, and may name interactions no provider serves.
     assert!(parse_text(&jwt("scopes = { \"urn:y\" = [\"a\"] }")).is_ok());

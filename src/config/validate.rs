@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
 use super::endpoint::{Endpoint, HttpUrl, is_dns_name};
 use super::error::{ConfigError, Source};
@@ -35,7 +36,7 @@ pub(super) fn validate(raw: raw::RawConfig, src: &Source<'_>) -> Result<Config, 
     // Providers first: consumers' agreements must name them.
     let providers = providers(src, raw.provider)?;
     let consumers = consumers(src, raw.consumer, &providers)?;
-    let jwt = jwt(src, raw.jwt, &providers)?;
+    let jwt = jwt(src, raw.jwt.is_some(), &providers)?;
     Ok(Config {
         path: src.file.to_path_buf(),
         server,
@@ -445,25 +446,72 @@ fn consumers(
     Ok(consumers)
 }
 
-/// `[jwt]`. Under enforce, every interaction a provider serves needs its `scopes`: without
-/// them row 7 would refuse each of its requests, which is better said at load.
-fn jwt(src: &Source<'_>, raw: Field<raw::RawJwt>, providers: &[Provider]) -> Result<Jwt, ConfigError> {
-    let (t, j) = Table::open(src, "jwt", raw);
-    let modes = choice(&[("shape", JwtMode::Shape), ("enforce", JwtMode::Enforce)]);
-    let mode = t.or(j.mode, "mode", JwtMode::Shape, modes)?;
-    let at = j.scopes.as_ref().map(Spanned::span).or_else(|| t.span.clone());
-    let mut scopes = BTreeMap::new();
-    for (urn, values) in j.scopes.map(Spanned::into_inner).unwrap_or_default() {
-        let key = format!("scopes.\"{}\"", urn.get_ref());
-        let urn = t.value(urn, &key, interaction)?;
-        let values = t.list(values, &key, Empty::Refused, non_empty)?;
-        scopes.insert(urn, values.unwrap_or_default());
+/// `[jwt]`, read from toml's own tree of the document (the one `ConfigError` walks for key
+/// paths) rather than through serde: serde's code for this table and its table of lists took
+/// 27 KiB of a binary at its size budget. Under enforce, every interaction a provider serves
+/// needs its `scopes`: without them row 7 would refuse each of its requests, better said at load.
+fn jwt(src: &Source<'_>, present: bool, providers: &[Provider]) -> Result<Jwt, ConfigError> {
+    const EXPECTED: [(&str, &str); 4] = [
+        ("mode", "\"shape\" or \"enforce\""),
+        ("leeway", "a duration such as \"60s\""),
+        ("bind_sender", "true or false"),
+        (
+            "scopes",
+            "a table of interaction URN = [\"requested_scope\", ...]",
+        ),
+    ];
+    let mut jwt = Jwt {
+        mode: JwtMode::Shape,
+        leeway: secs(60),
+        bind_sender: false,
+        scopes: BTreeMap::new(),
+    };
+    let document = match present {
+        true => DeTable::parse(src.text).map_err(|e| src.toml_error(&e))?,
+        false => return Ok(jwt),
+    };
+    let Some(table) = document.get_ref().get("jwt") else {
+        return Ok(jwt);
+    };
+    let DeValue::Table(keys) = table.get_ref() else {
+        return Err(src.error(Some(table.span()), Some("jwt".into()), "expected a table"));
+    };
+    // Where a missing scope is reported: the scopes, or else the line that says enforce.
+    let mut at = None;
+    for (key, value) in keys {
+        let name = key.get_ref();
+        let error = |message: &str| src.error(Some(value.span()), Some(format!("jwt.{name}")), message);
+        match (name.as_ref(), value.get_ref()) {
+            ("mode", DeValue::String(text)) => {
+                let modes = choice(&[("shape", JwtMode::Shape), ("enforce", JwtMode::Enforce)]);
+                jwt.mode = modes(text.to_string()).map_err(|m| error(&m))?;
+                at = at.or(Some(value.span()));
+            }
+            ("leeway", DeValue::String(text)) => {
+                jwt.leeway = duration(text.to_string()).map_err(|m| error(&m))?
+            }
+            ("bind_sender", DeValue::Boolean(on)) => jwt.bind_sender = *on,
+            ("scopes", DeValue::Table(scopes)) => {
+                jwt.scopes = scopes_in(src, scopes)?;
+                at = Some(value.span());
+            }
+            _ => {
+                return Err(match EXPECTED.iter().find(|(known, _)| known == name) {
+                    Some((_, expected)) => error(&format!("expected {expected}")),
+                    None => src.error(
+                        Some(key.span()),
+                        Some(format!("jwt.{name}")),
+                        format!("unknown key `{name}`, expected `mode`, `leeway`, `bind_sender` or `scopes`"),
+                    ),
+                });
+            }
+        }
     }
     let unscoped = providers.iter().find_map(|p| {
-        let urn = p.interactions.iter().find(|i| !scopes.contains_key(*i))?;
+        let urn = p.interactions.iter().find(|i| !jwt.scopes.contains_key(*i))?;
         Some((p, urn))
     });
-    if let (JwtMode::Enforce, Some((p, urn))) = (mode, unscoped) {
+    if let (JwtMode::Enforce, Some((p, urn))) = (jwt.mode, unscoped) {
         return Err(src.error(
             at,
             Some("jwt.scopes".into()),
@@ -473,12 +521,34 @@ fn jwt(src: &Source<'_>, raw: Field<raw::RawJwt>, providers: &[Provider]) -> Res
             ),
         ));
     }
-    Ok(Jwt {
-        mode,
-        leeway: t.or(j.leeway, "leeway", secs(60), duration)?,
-        bind_sender: t.or(j.bind_sender, "bind_sender", false, Ok)?,
-        scopes,
-    })
+    Ok(jwt)
+}
+
+/// `[jwt] scopes`: interaction URN -> the `requested_scope` values allowed, none empty.
+fn scopes_in(src: &Source<'_>, table: &DeTable<'_>) -> Result<BTreeMap<String, Vec<String>>, ConfigError> {
+    let mut scopes = BTreeMap::new();
+    for (urn, values) in table {
+        let key = Some(format!("jwt.scopes.\"{}\"", urn.get_ref()));
+        let error = |span, message: &str| src.error(Some(span), key.clone(), message);
+        let urn = interaction(urn.get_ref().to_string()).map_err(|m| error(urn.span(), &m))?;
+        let list: &[_] = match values.get_ref() {
+            DeValue::Array(list) => list,
+            _ => &[],
+        };
+        let allowed = list.iter().map(|value| match value.get_ref() {
+            DeValue::String(scope) if !scope.is_empty() => Ok(scope.to_string()),
+            _ => Err(error(value.span(), "expected a requested_scope value, not empty")),
+        });
+        let allowed: Vec<String> = allowed.collect::<Result<_, _>>()?;
+        if allowed.is_empty() {
+            return Err(error(
+                values.span(),
+                "expected a list of the requested_scope values allowed",
+            ));
+        }
+        scopes.insert(urn, allowed);
+    }
+    Ok(scopes)
 }
 
 /// One table of the file being checked. It knows its dotted name and where its header is, so

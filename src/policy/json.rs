@@ -192,7 +192,8 @@ impl<'a> Reader<'a> {
     }
 
     /// At `{`: each member's raw name and value go to `visit`.
-    fn object(self, i: usize, depth: usize, visit: &mut impl FnMut(&'a [u8], Value<'a>)) -> Option<usize> {
+    /// One copy of the reader whoever visits (`dyn`): the binary is near its size budget.
+    fn object(self, i: usize, depth: usize, visit: &mut dyn FnMut(&'a [u8], Value<'a>)) -> Option<usize> {
         if depth > MAX_DEPTH {
             return None;
         }

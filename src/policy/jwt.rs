@@ -5,7 +5,7 @@
 //! decision and the audit: a token is read the same way by both.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use super::headers::SspHeaders;
 use super::json::{self, Value};
@@ -41,7 +41,7 @@ pub struct Policy {
     pub leeway: i64,
     pub bind_sender: bool,
     /// The allowed `requested_scope` values of each interaction.
-    scopes: HashMap<Box<[u8]>, Box<[Box<str>]>>,
+    scopes: BTreeMap<String, Vec<String>>,
 }
 
 /// The longest a token may live, `exp - iat`: "(now + 5 minutes)" in both published pages.
@@ -49,15 +49,11 @@ pub const MAX_LIFETIME: i64 = 300;
 
 impl Policy {
     pub fn new(c: &config::Jwt) -> Policy {
-        let scopes = c.scopes.iter().map(|(urn, allowed)| {
-            let allowed = allowed.iter().map(|s| s.as_str().into()).collect();
-            (urn.as_bytes().into(), allowed)
-        });
         Policy {
             mode: c.mode,
             leeway: i64::try_from(c.leeway.as_secs()).unwrap_or(i64::MAX),
             bind_sender: c.bind_sender,
-            scopes: scopes.collect(),
+            scopes: c.scopes.clone(),
         }
     }
 
@@ -81,7 +77,9 @@ impl Policy {
         if claims.reason_for_request.and_then(text).as_deref() != Some("directcare") {
             return Err(JwtRule::ReasonNotDirectCare);
         }
-        let allowed = self.scopes.get(ssp.interaction).ok_or(JwtRule::NoScopes)?;
+        // Row 7 checked the interaction is UTF-8.
+        let interaction = std::str::from_utf8(ssp.interaction).unwrap_or_default();
+        let allowed = self.scopes.get(interaction).ok_or(JwtRule::NoScopes)?;
         let scope = claims.requested_scope.and_then(text);
         if !scope.is_some_and(|s| allowed.iter().any(|a| **a == *s)) {
             return Err(JwtRule::ScopeNotAllowed);

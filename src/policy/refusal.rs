@@ -87,20 +87,21 @@ pub enum JwtRule {
 
 impl JwtRule {
     pub fn token(&self) -> String {
-        match self {
-            JwtRule::Exp => "MISSING_OR_INVALID_JWT_CLAIM_exp".into(),
-            JwtRule::Iat => "MISSING_OR_INVALID_JWT_CLAIM_iat".into(),
-            JwtRule::Expired => "JWT_EXPIRED".into(),
-            JwtRule::IssuedInTheFuture => "JWT_ISSUED_IN_THE_FUTURE".into(),
-            JwtRule::LifetimeTooLong => "JWT_LIFETIME_TOO_LONG".into(),
-            JwtRule::ReasonNotDirectCare => "JWT_REASON_FOR_REQUEST_NOT_DIRECTCARE".into(),
-            JwtRule::NoScopes => "JWT_NO_SCOPES_FOR_INTERACTION".into(),
-            JwtRule::ScopeNotAllowed => "JWT_REQUESTED_SCOPE_NOT_ALLOWED".into(),
-            JwtRule::IssNotSender { from } => format!("JWT_ISS_VARIES_FROM_MESSAGESENDER_{from}"),
+        let (token, from) = match self {
+            JwtRule::Exp => ("MISSING_OR_INVALID_JWT_CLAIM_exp", None),
+            JwtRule::Iat => ("MISSING_OR_INVALID_JWT_CLAIM_iat", None),
+            JwtRule::Expired => ("JWT_EXPIRED", None),
+            JwtRule::IssuedInTheFuture => ("JWT_ISSUED_IN_THE_FUTURE", None),
+            JwtRule::LifetimeTooLong => ("JWT_LIFETIME_TOO_LONG", None),
+            JwtRule::ReasonNotDirectCare => ("JWT_REASON_FOR_REQUEST_NOT_DIRECTCARE", None),
+            JwtRule::NoScopes => ("JWT_NO_SCOPES_FOR_INTERACTION", None),
+            JwtRule::ScopeNotAllowed => ("JWT_REQUESTED_SCOPE_NOT_ALLOWED", None),
+            JwtRule::IssNotSender { from } => ("JWT_ISS_VARIES_FROM_MESSAGESENDER_", Some(from)),
             JwtRule::DeviceNotSender { from } => {
-                format!("JWT_REQUESTING_DEVICE_VARIES_FROM_MESSAGESENDER_{from}")
+                ("JWT_REQUESTING_DEVICE_VARIES_FROM_MESSAGESENDER_", Some(from))
             }
-        }
+        };
+        token.to_string() + from.map_or("", String::as_str)
     }
 }
 
