@@ -49,6 +49,7 @@ fn bench(c: &mut Criterion) {
     let rules = Rules {
         methods: cfg.limits.methods.clone(),
         require_jwt: true,
+        jwt: Default::default(),
         max_body_bytes: cfg.limits.max_body_bytes,
         allowlist: Allowlist::new(&cfg.consumers, &cfg.providers),
         revocations: Revocations::new(
@@ -99,11 +100,38 @@ fn bench(c: &mut Criterion) {
     c.bench_function("audit: JWT claims read", |b| {
         b.iter(|| ssp::policy::jwt::parse_bearer(black_box(&auth)))
     });
+    // A JWT as GP Connect's audit and provenance page shapes it: FHIR resources for the
+    // device, organisation, practitioner and record, about 1.4 KiB once encoded.
+    let full = format!("Bearer {}.{}.", b64(JWT_HEADER), b64(&full_payload(NOW, &from)));
+    c.bench_function("row 7: JWT well-formed (GP Connect-sized)", |b| {
+        b.iter(|| ssp::policy::jwt::is_valid_bearer(black_box(full.as_bytes())))
+    });
+    c.bench_function("audit: JWT claims read (GP Connect-sized)", |b| {
+        b.iter(|| ssp::policy::jwt::parse_bearer(black_box(full.as_bytes())))
+    });
     c.bench_function("row 5: target URL", |b| {
         b.iter(|| ssp::http::target::parse(black_box(head.target())))
     });
     c.bench_function("row 7: Ssp headers + JWT", |b| {
-        b.iter(|| ssp::policy::headers::check(black_box(&head), true))
+        b.iter(|| ssp::policy::headers::check(black_box(&head), true, &rules.jwt, NOW))
+    });
+    let enforce = ssp::policy::jwt::Policy::new(&ssp::config::Jwt {
+        mode: ssp::config::JwtMode::Enforce,
+        leeway: std::time::Duration::from_secs(60),
+        bind_sender: true,
+        scopes: [(
+            INTERACTION.to_string(),
+            vec!["Prescription-Exemption/1.0.0/search".to_string()],
+        )]
+        .into(),
+    });
+    let ssp_headers = ssp::policy::headers::check(&head, true, &rules.jwt, NOW).expect("row 7");
+    assert_eq!(
+        ssp::policy::jwt::check(&enforce, full.as_bytes(), &ssp_headers, NOW),
+        Ok(())
+    );
+    c.bench_function("row 7: JWT enforce (GP Connect-sized)", |b| {
+        b.iter(|| ssp::policy::jwt::check(&enforce, black_box(full.as_bytes()), &ssp_headers, NOW))
     });
     let limits =
         ssp::policy::throttle::RateLimits::new(vec![
@@ -129,6 +157,29 @@ fn bench(c: &mut Criterion) {
             admit(&rules, &head, &identity, judged, NOW).is_ok()
         })
     });
+}
+
+const JWT_HEADER: &str = r#"{"alg":"none","typ":"JWT"}"#;
+
+/// The payload of GP Connect's published example, issued at `now`, valid five minutes, from
+/// `asid` (its `iss` and device identifier, as PECS has them).
+fn full_payload(now: i64, asid: &str) -> String {
+    format!(
+        r#"{{"iss":"{asid}","sub":"G13579135","aud":"https://provider7.example.nhs.uk/Prescription-Exemptions/1.0.0/search","exp":{exp},"iat":{now},"reason_for_request":"directcare","requested_scope":"Prescription-Exemption/1.0.0/search","requested_record":{{"resourceType":"Patient","identifier":[{{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9000000009"}}]}},"requesting_device":{{"resourceType":"Device","identifier":[{{"system":"https://dispenser-a.example.nhs.uk","value":"{asid}"}}],"model":"Dispenser","version":"1.0","url":"https://dispenser-a.example.nhs.uk"}},"requesting_organization":{{"resourceType":"Organization","identifier":[{{"system":"https://fhir.nhs.uk/Id/ods-organization-code","value":"FA123"}}],"name":"A Pharmacy"}},"requesting_practitioner":{{"resourceType":"Practitioner","id":"10019","identifier":[{{"system":"https://fhir.nhs.uk/Id/sds-user-id","value":"G13579135"}},{{"system":"https://fhir.nhs.uk/Id/sds-role-profile-id","value":"R8000"}}],"name":{{"family":["Smith"],"given":["Jo"],"prefix":["Mx"]}}}}}}"#,
+        exp = now + 300
+    )
+}
+
+fn b64(text: &str) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in text.as_bytes().chunks(3) {
+        let n = chunk.iter().fold(0u32, |a, &b| (a << 8) | u32::from(b)) << (8 * (3 - chunk.len()));
+        for i in 0..=chunk.len() {
+            out.push(char::from(A[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
 }
 
 criterion_group!(benches, bench);

@@ -51,6 +51,7 @@ fn facts(i: u64) -> RequestFacts {
             requesting_organization: Some("FA123".into()),
             requesting_practitioner: Some("pract-1".into()),
             reason_for_request: Some("directcare".into()),
+            ..Claims::default()
         }),
     }
 }

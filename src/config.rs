@@ -16,6 +16,7 @@ mod raw;
 mod tests;
 mod validate;
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,6 +41,7 @@ pub struct Config {
     pub audit: Audit,
     pub transactions: Transactions,
     pub admin: Admin,
+    pub jwt: Jwt,
     /// At least one.
     pub consumers: Vec<Consumer>,
     /// At least one.
@@ -232,6 +234,29 @@ pub struct Admin {
     pub listen: Option<SocketAddr>,
     /// The endpoint is plain HTTP: a non-loopback address is refused unless this says so.
     pub allow_remote: bool,
+}
+
+/// `[jwt]`: what row 7 asks of a consumer's JWT besides its shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Jwt {
+    pub mode: JwtMode,
+    /// The clock skew allowed on `exp` and `iat`, in whole seconds.
+    pub leeway: Duration,
+    /// Under enforce, `iss` and the `requesting_device` identifier must be `Ssp-From`.
+    pub bind_sender: bool,
+    /// The `requested_scope` values allowed per interaction, none empty. Under enforce, every
+    /// interaction a provider serves has an entry.
+    pub scopes: BTreeMap<String, Vec<String>>,
+}
+
+/// How much of the JWT row 7 checks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum JwtMode {
+    /// Well-formed (base64url JSON, an `alg`), logged, not trusted.
+    #[default]
+    Shape,
+    /// Also the published rules: times, reason, scope, and with `bind_sender` the sender.
+    Enforce,
 }
 
 /// A `[[consumer]]`: a dispensing system allowed to call through the proxy.

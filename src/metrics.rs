@@ -69,6 +69,17 @@ const FAMILIES: &[(&str, Shape)] = &[
     ("CLOCK_NOT_SYNCHRONISED", Shape::Exact),
     ("ERROR_COMMUNICATING_TO_ENDPOINT_URL", Shape::Suffixed),
     ("TIMEOUT_COMMUNICATING_TO_ENDPOINT_URL", Shape::Suffixed),
+    // Row 7 under `[jwt] mode = "enforce"`; last, so the other refusals find theirs as soon.
+    ("MISSING_OR_INVALID_JWT_CLAIM_exp", Shape::Exact),
+    ("MISSING_OR_INVALID_JWT_CLAIM_iat", Shape::Exact),
+    ("JWT_EXPIRED", Shape::Exact),
+    ("JWT_ISSUED_IN_THE_FUTURE", Shape::Exact),
+    ("JWT_LIFETIME_TOO_LONG", Shape::Exact),
+    ("JWT_REASON_FOR_REQUEST_NOT_DIRECTCARE", Shape::Exact),
+    ("JWT_NO_SCOPES_FOR_INTERACTION", Shape::Exact),
+    ("JWT_REQUESTED_SCOPE_NOT_ALLOWED", Shape::Exact),
+    ("JWT_ISS_VARIES_FROM_MESSAGESENDER", Shape::Suffixed),
+    ("JWT_REQUESTING_DEVICE_VARIES_FROM_MESSAGESENDER", Shape::Suffixed),
     ("OTHER", Shape::Never),
 ];
 const FORWARDED: usize = 0;
@@ -765,6 +776,34 @@ mod tests {
             (
                 "TIMEOUT_COMMUNICATING_TO_ENDPOINT_URL_https://h/p",
                 "TIMEOUT_COMMUNICATING_TO_ENDPOINT_URL",
+            ),
+            (
+                "MISSING_OR_INVALID_JWT_CLAIM_exp",
+                "MISSING_OR_INVALID_JWT_CLAIM_exp",
+            ),
+            (
+                "MISSING_OR_INVALID_JWT_CLAIM_iat",
+                "MISSING_OR_INVALID_JWT_CLAIM_iat",
+            ),
+            ("JWT_EXPIRED", "JWT_EXPIRED"),
+            ("JWT_ISSUED_IN_THE_FUTURE", "JWT_ISSUED_IN_THE_FUTURE"),
+            ("JWT_LIFETIME_TOO_LONG", "JWT_LIFETIME_TOO_LONG"),
+            (
+                "JWT_REASON_FOR_REQUEST_NOT_DIRECTCARE",
+                "JWT_REASON_FOR_REQUEST_NOT_DIRECTCARE",
+            ),
+            ("JWT_NO_SCOPES_FOR_INTERACTION", "JWT_NO_SCOPES_FOR_INTERACTION"),
+            (
+                "JWT_REQUESTED_SCOPE_NOT_ALLOWED",
+                "JWT_REQUESTED_SCOPE_NOT_ALLOWED",
+            ),
+            (
+                "JWT_ISS_VARIES_FROM_MESSAGESENDER_200000000001",
+                "JWT_ISS_VARIES_FROM_MESSAGESENDER",
+            ),
+            (
+                "JWT_REQUESTING_DEVICE_VARIES_FROM_MESSAGESENDER_200000000001",
+                "JWT_REQUESTING_DEVICE_VARIES_FROM_MESSAGESENDER",
             ),
             // Unknown, or a known word with a variable part it should not have, or lacking one.
             ("", "OTHER"),

@@ -223,6 +223,12 @@ fn request_fields(r: &RequestFacts) -> Vec<(&'static str, Val<'_>)> {
             ("requesting_organization", Val::opt(&c.requesting_organization)),
             ("requesting_practitioner", Val::opt(&c.requesting_practitioner)),
             ("reason_for_request", Val::opt(&c.reason_for_request)),
+            ("aud", Val::opt(&c.aud)),
+            ("exp", Val::opt(&c.exp)),
+            ("iat", Val::opt(&c.iat)),
+            ("requested_scope", Val::opt(&c.requested_scope)),
+            ("requesting_device", Val::opt(&c.requesting_device)),
+            ("requested_record", Val::opt(&c.requested_record)),
         ])
     });
     let text = r.text.get();
@@ -477,6 +483,12 @@ mod tests {
             fingerprint: "ab".repeat(32).into(),
             claims: Some(Claims {
                 iss: Some("x".into()),
+                aud: Some("https://p.example/R/search".into()),
+                exp: Some("1469436987".into()),
+                iat: Some("1469436687".into()),
+                requested_scope: Some("R/search".into()),
+                requesting_device: Some("200000000001".into()),
+                requested_record: Some("9000000009".into()),
                 ..Claims::default()
             }),
         }
@@ -528,6 +540,26 @@ mod tests {
         assert_eq!(value["peer"], "10.0.0.1:5000");
         assert_eq!(value["jwt"]["iss"], "x");
         assert_eq!(value["jwt"]["sub"], serde_json::Value::Null);
+        // Issue 17 item 3: what the audit and provenance pages publish, beyond who asked.
+        let jwt = &value["jwt"];
+        assert_eq!(
+            [
+                &jwt["aud"],
+                &jwt["exp"],
+                &jwt["iat"],
+                &jwt["requested_scope"],
+                &jwt["requesting_device"],
+                &jwt["requested_record"]
+            ],
+            [
+                "https://p.example/R/search",
+                "1469436987",
+                "1469436687",
+                "R/search",
+                "200000000001",
+                "9000000009"
+            ]
+        );
         assert_eq!(
             (value["status"].as_u64(), value["token"].as_str()),
             (Some(403), Some("T"))

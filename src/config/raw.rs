@@ -24,6 +24,8 @@ pub(super) struct RawConfig {
     pub audit: Field<RawAudit>,
     pub transactions: Field<RawTransactions>,
     pub admin: Field<RawAdmin>,
+    /// Read by `validate::jwt` from toml's own tree, not through serde (see there).
+    pub jwt: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     pub consumer: Vec<Spanned<RawConsumer>>,
     #[serde(default)]

@@ -72,6 +72,12 @@ endpoint = "https://pecs.example.nhs.uk/Prescription-Exemptions/1.0.0"   # regis
 interactions = ["urn:nhs:names:services:prescription-exemptions:custom:operation:search:prescription-exemptions"]
 connect = "10.0.0.7:443"                 # optional: fixed address instead of DNS (like curl --resolve)
 max_in_flight = 128                      # optional override
+
+[jwt]
+mode = "shape"                           # "shape": well-formed, logged; "enforce": the published rules too
+leeway = "60s"
+bind_sender = false                      # enforce: iss / requesting_device must equal Ssp-From
+scopes = { "urn:nhs:names:services:prescription-exemptions:custom:operation:search:prescription-exemptions" = ["Prescription-Exemption/1.0.0/search"] }
 "#;
 
 /// Only what has no default. Line numbers in the tests below count from `[server]` = 1.
@@ -1149,4 +1155,112 @@ fn a_non_loopback_admin_address_needs_allow_remote() {
     for ip in ["0.0.0.0:1", "10.0.0.7:1", "[::]:1", "[::ffff:10.0.0.7]:1"] {
         assert!(admin_exposure(ip.parse().unwrap(), false).is_err(), "{ip}");
     }
+}
+
+// Issue 17 item 3: `[jwt]`.
+
+#[test]
+fn jwt_is_shape_only_by_default_and_takes_the_spec_example() {
+    let shape = |scopes: &[(&str, &[&str])]| Jwt {
+        mode: JwtMode::Shape,
+        leeway: secs(60),
+        bind_sender: false,
+        scopes: scopes
+            .iter()
+            .map(|(urn, s)| (urn.to_string(), s.iter().map(|s| s.to_string()).collect()))
+            .collect(),
+    };
+    assert_eq!(parse_text(MINIMAL).unwrap().jwt, shape(&[]));
+    assert_eq!(
+        parse_text(SPEC_EXAMPLE).unwrap().jwt,
+        shape(&[(PECS_SEARCH, &["Prescription-Exemption/1.0.0/search"])])
+    );
+    let text = format!(
+        "{MINIMAL}[jwt]\nmode = \"enforce\"\nleeway = \"0s\"\nbind_sender = true\n[jwt.scopes]\n\"urn:x\" = [\"a\", \"b c\"]\n"
+    );
+    let jwt = parse_text(&text).unwrap_or_else(|e| panic!("{e}")).jwt;
+    assert_eq!(
+        jwt,
+        Jwt {
+            mode: JwtMode::Enforce,
+            leeway: secs(0),
+            bind_sender: true,
+            ..shape(&[("urn:x", &["a", "b c"])])
+        }
+    );
+}
+
+#[test]
+fn jwt_errors_name_line_and_key() {
+    // `[jwt]` is line 20, the first key under it 21.
+    let jwt = |lines: &str| format!("{MINIMAL}[jwt]\n{lines}\n");
+    let cases: [(&str, usize, &str, &str); 12] = [
+        (
+            "mode = \"strict\"",
+            21,
+            "jwt.mode",
+            "expected \"shape\" or \"enforce\"",
+        ),
+        ("mode = true", 21, "jwt.mode", "expected \"shape\" or \"enforce\""),
+        ("leeway = \"soon\"", 21, "jwt.leeway", "\"soon\""),
+        ("leeway = 60", 21, "jwt.leeway", "expected a duration"),
+        (
+            "bind_sender = \"yes\"",
+            21,
+            "jwt.bind_sender",
+            "expected true or false",
+        ),
+        ("scopes = [\"a\"]", 21, "jwt.scopes", "expected a table"),
+        (
+            "scopes = { \"urn:x\" = [] }",
+            21,
+            "jwt.scopes.\"urn:x\"",
+            "expected a list",
+        ),
+        (
+            "scopes = { \"urn:x\" = \"a\" }",
+            21,
+            "jwt.scopes.\"urn:x\"",
+            "expected a list",
+        ),
+        (
+            "scopes = { \"urn:x\" = [\"a\", \"\"] }",
+            21,
+            "jwt.scopes.\"urn:x\"",
+            "not empty",
+        ),
+        (
+            "[jwt.scopes]\n\"urn x\" = [\"a\"]",
+            22,
+            "jwt.scopes.\"urn x\"",
+            "without spaces",
+        ),
+        ("strict = true", 21, "jwt.strict", "unknown key `strict`"),
+        // Fail closed at load: under enforce, a served interaction with no allowed scope
+        // would refuse every request for it.
+        (
+            "mode = \"enforce\"\nscopes = { \"urn:y\" = [\"a\"] }",
+            22,
+            "jwt.scopes",
+            "none for \"urn:x\" (provider 200000000999 at line 16)",
+        ),
+    ];
+    for (lines, line, key, message) in cases {
+        assert_error(&refused(&jwt(lines)), Some(line), key, message);
+    }
+    // Without scopes, the complaint is at the line that says enforce.
+    assert_error(
+        &refused(&jwt("mode = \"enforce\"")),
+        Some(21),
+        "jwt.scopes",
+        "urn:x",
+    );
+    assert_error(
+        &refused(&format!("jwt = 3\n{MINIMAL}")),
+        Some(1),
+        "jwt",
+        "expected a table",
+    );
+    // Shape needs no scopes, and may name interactions no provider serves.
+    assert!(parse_text(&jwt("scopes = { \"urn:y\" = [\"a\"] }")).is_ok());
 }

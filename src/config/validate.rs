@@ -11,13 +11,15 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
 use super::endpoint::{Endpoint, HttpUrl, is_dns_name};
 use super::error::{ConfigError, ConfigErrors, Source};
 use super::raw::{self, Field, List};
 use super::{
     Admin, Audit, AuditSync, ClockUnsynced, Config, Consumer, CrlCheck, CrlExpired, CrlRefresh, CrlSource,
-    Limits, Provider, ProviderEndpoint, Server, Throttle, Transactions, Upstream, parse_duration,
+    Jwt, JwtMode, Limits, Provider, ProviderEndpoint, Server, Throttle, Transactions, Upstream,
+    parse_duration,
 };
 
 const DEFAULT_AUDIT_DIR: &str = "/var/log/ssp";
@@ -45,6 +47,9 @@ pub(super) fn validate(raw: raw::RawConfig, src: &Source<'_>) -> Result<Config, 
         .collect();
     let providers = src.keep(providers(src, raw.provider));
     let consumers = src.keep(consumers(src, raw.consumer, &provider_asids));
+    let jwt = providers
+        .as_ref()
+        .and_then(|providers| src.keep(jwt(src, raw.jwt.is_some(), providers)));
     let config = match (
         server,
         upstream,
@@ -55,6 +60,7 @@ pub(super) fn validate(raw: raw::RawConfig, src: &Source<'_>) -> Result<Config, 
         admin,
         providers,
         consumers,
+        jwt,
     ) {
         (
             Some(server),
@@ -66,6 +72,7 @@ pub(super) fn validate(raw: raw::RawConfig, src: &Source<'_>) -> Result<Config, 
             Some(admin),
             Some(providers),
             Some(consumers),
+            Some(jwt),
         ) => Some(Config {
             path: src.file.to_path_buf(),
             sha256: Sha256::digest(src.text.as_bytes()).into(),
@@ -76,6 +83,7 @@ pub(super) fn validate(raw: raw::RawConfig, src: &Source<'_>) -> Result<Config, 
             audit,
             transactions,
             admin,
+            jwt,
             consumers,
             providers,
         }),
@@ -505,6 +513,111 @@ fn consumers(
         consumers.extend(src.keep(consumer));
     }
     Ok(consumers)
+}
+
+/// `[jwt]`, read from toml's own tree of the document (the one `ConfigError` walks for key
+/// paths) rather than through serde: serde's code for this table and its table of lists took
+/// 27 KiB of a binary at its size budget. Under enforce, every interaction a provider serves
+/// needs its `scopes`: without them row 7 would refuse each of its requests, better said at load.
+fn jwt(src: &Source<'_>, present: bool, providers: &[Provider]) -> Result<Jwt, ConfigError> {
+    const EXPECTED: [(&str, &str); 4] = [
+        ("mode", "\"shape\" or \"enforce\""),
+        ("leeway", "a duration such as \"60s\""),
+        ("bind_sender", "true or false"),
+        (
+            "scopes",
+            "a table of interaction URN = [\"requested_scope\", ...]",
+        ),
+    ];
+    let mut jwt = Jwt {
+        mode: JwtMode::Shape,
+        leeway: secs(60),
+        bind_sender: false,
+        scopes: BTreeMap::new(),
+    };
+    let document = match present {
+        true => DeTable::parse(src.text).map_err(|e| src.toml_error(&e))?,
+        false => return Ok(jwt),
+    };
+    let Some(table) = document.get_ref().get("jwt") else {
+        return Ok(jwt);
+    };
+    let DeValue::Table(keys) = table.get_ref() else {
+        return Err(src.error(Some(table.span()), Some("jwt".into()), "expected a table"));
+    };
+    // Where a missing scope is reported: the scopes, or else the line that says enforce.
+    let mut at = None;
+    for (key, value) in keys {
+        let name = key.get_ref();
+        let error = |message: &str| src.error(Some(value.span()), Some(format!("jwt.{name}")), message);
+        match (name.as_ref(), value.get_ref()) {
+            ("mode", DeValue::String(text)) => {
+                let modes = choice(&[("shape", JwtMode::Shape), ("enforce", JwtMode::Enforce)]);
+                jwt.mode = modes(text.to_string()).map_err(|m| error(&m))?;
+                at = at.or(Some(value.span()));
+            }
+            ("leeway", DeValue::String(text)) => {
+                jwt.leeway = duration(text.to_string()).map_err(|m| error(&m))?
+            }
+            ("bind_sender", DeValue::Boolean(on)) => jwt.bind_sender = *on,
+            ("scopes", DeValue::Table(scopes)) => {
+                jwt.scopes = scopes_in(src, scopes)?;
+                at = Some(value.span());
+            }
+            _ => {
+                return Err(match EXPECTED.iter().find(|(known, _)| known == name) {
+                    Some((_, expected)) => error(&format!("expected {expected}")),
+                    None => src.error(
+                        Some(key.span()),
+                        Some(format!("jwt.{name}")),
+                        format!("unknown key `{name}`, expected `mode`, `leeway`, `bind_sender` or `scopes`"),
+                    ),
+                });
+            }
+        }
+    }
+    let unscoped = providers.iter().find_map(|p| {
+        let urn = p.interactions.iter().find(|i| !jwt.scopes.contains_key(*i))?;
+        Some((p, urn))
+    });
+    if let (JwtMode::Enforce, Some((p, urn))) = (jwt.mode, unscoped) {
+        return Err(src.error(
+            at,
+            Some("jwt.scopes".into()),
+            format!(
+                "mode = \"enforce\" needs the requested_scope values allowed for every interaction a provider serves; none for {urn:?} (provider {} at line {})",
+                p.asid, p.line
+            ),
+        ));
+    }
+    Ok(jwt)
+}
+
+/// `[jwt] scopes`: interaction URN -> the `requested_scope` values allowed, none empty.
+fn scopes_in(src: &Source<'_>, table: &DeTable<'_>) -> Result<BTreeMap<String, Vec<String>>, ConfigError> {
+    let mut scopes = BTreeMap::new();
+    for (urn, values) in table {
+        let key = Some(format!("jwt.scopes.\"{}\"", urn.get_ref()));
+        let error = |span, message: &str| src.error(Some(span), key.clone(), message);
+        let urn = interaction(urn.get_ref().to_string()).map_err(|m| error(urn.span(), &m))?;
+        let list: &[_] = match values.get_ref() {
+            DeValue::Array(list) => list,
+            _ => &[],
+        };
+        let allowed = list.iter().map(|value| match value.get_ref() {
+            DeValue::String(scope) if !scope.is_empty() => Ok(scope.to_string()),
+            _ => Err(error(value.span(), "expected a requested_scope value, not empty")),
+        });
+        let allowed: Vec<String> = allowed.collect::<Result<_, _>>()?;
+        if allowed.is_empty() {
+            return Err(error(
+                values.span(),
+                "expected a list of the requested_scope values allowed",
+            ));
+        }
+        scopes.insert(urn, allowed);
+    }
+    Ok(scopes)
 }
 
 /// One table of the file being checked. It knows its dotted name and where its header is, so

@@ -69,8 +69,14 @@ const BY_LENGTH: [Option<usize>; 18] = {
 };
 
 /// Row 7: each checked header present once and well-formed (the JWT only when present or
-/// required). The refusal names the first header found wanting.
-pub fn check(head: &RequestHead, require_jwt: bool) -> Result<SspHeaders<'_>, Refusal> {
+/// required, and kept to `jwt`'s rules at `now`). The refusal names the first header found
+/// wanting.
+pub fn check<'h>(
+    head: &'h RequestHead,
+    require_jwt: bool,
+    jwt: &jwt::Policy,
+    now: i64,
+) -> Result<SspHeaders<'h>, Refusal> {
     let refused = |i: usize| Refusal::InvalidHeader(CHECKED[i]);
     // One pass over the fields finds every checked header. A second instance of any of them
     // is refused here, one rule for all five: the proxy checks and audits one value while a
@@ -95,14 +101,11 @@ pub fn check(head: &RequestHead, require_jwt: bool) -> Result<SspHeaders<'_>, Re
             .filter(|v| is_interaction(v))
             .ok_or_else(|| refused(3))?,
     };
-    let jwt_ok = match seen[AUTHORIZATION] {
-        None => !require_jwt,
-        Some(v) => jwt::is_valid_bearer(v),
-    };
-    if !jwt_ok {
-        return Err(refused(AUTHORIZATION));
+    match seen[AUTHORIZATION] {
+        None if require_jwt => Err(refused(AUTHORIZATION)),
+        None => Ok(ssp),
+        Some(v) => jwt::check(jwt, v, &ssp, now).map(|()| ssp),
     }
-    Ok(ssp)
 }
 
 /// What a field name is to row 7.
@@ -189,6 +192,11 @@ pub fn is_asid(v: &[u8]) -> bool {
 mod tests {
     use super::*;
     use crate::http::request;
+
+    /// Row 7 under `[jwt] mode = "shape"`, the default: the JWT's rules are `jwt.rs`'s tests.
+    fn check(head: &RequestHead, require_jwt: bool) -> Result<SspHeaders<'_>, Refusal> {
+        super::check(head, require_jwt, &jwt::Policy::default(), 0)
+    }
 
     const JWT: &str = "Bearer eyJhbGciOiJub25lIn0.eyJpc3MiOiJ4In0.";
 

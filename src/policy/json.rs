@@ -1,25 +1,109 @@
-//! Just enough JSON (RFC 8259) to check that a JWT part is an object, building nothing: the
-//! admission decision needs the JWT to be well-formed, not its claims (those are read once,
-//! with serde_json, for the audit).
+//! Just enough JSON (RFC 8259) to read a JWT: whether a part is an object, and the members
+//! of one as slices of its text, building nothing. It is the one reader of the JWT: row 7
+//! checks the token's shape (and, under `[jwt] mode = "enforce"`, its claims) with it, and
+//! the audit takes the claims it keeps from the same slices (`policy::jwt`).
 //!
-//! It is at least as strict as serde_json reading the claims: strings must be UTF-8 without
-//! control characters or lone surrogates, numbers must fit an f64, nesting stops at 127
-//! levels. So a token the decision admits always yields its claims (the `jwt` fuzz target
-//! checks this).
+//! It is at least as strict as serde_json: strings must be UTF-8 without control characters
+//! or lone surrogates, numbers must fit an f64, nesting stops at 127 levels (the `jwt` fuzz
+//! target holds it to that).
+
+use std::borrow::Cow;
 
 /// serde_json refuses the 128th level of nesting.
 const MAX_DEPTH: usize = 127;
 
-/// `Some(has_key)` when `json` is one object (whitespace around it allowed), where `has_key`
-/// says whether its last member named `key` has a string value; `None` when it is not.
-pub fn object_with_string(json: &[u8], key: &str) -> Option<bool> {
+/// A value as it stands in the text, already checked: a string's raw content (between its
+/// quotes, escapes undecoded), or the whole text of anything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value<'a> {
+    String(&'a [u8]),
+    Number(&'a [u8]),
+    Object(&'a [u8]),
+    Array(&'a [u8]),
+    /// `true`, `false` or `null`.
+    Literal,
+}
+
+/// Calls `visit` with the raw name and the value of each member of `json`, in order, if
+/// `json` is one object (whitespace around it allowed); `None` when it is not.
+pub fn members<'a>(json: &'a [u8], mut visit: impl FnMut(&'a [u8], Value<'a>)) -> Option<()> {
     let r = Reader(json);
     let i = r.ws(0);
     if *json.get(i)? != b'{' {
         return None;
     }
-    let (end, found) = r.object(i, 1, key.as_bytes())?;
-    (r.ws(end) == json.len()).then_some(found)
+    let end = r.object(i, 1, &mut visit)?;
+    (r.ws(end) == json.len()).then_some(())
+}
+
+/// `Some(has_key)` when `json` is one object, where `has_key` says whether its last member
+/// named `key` has a string value; `None` when it is not an object.
+pub fn object_with_string(json: &[u8], key: &str) -> Option<bool> {
+    let mut found = false;
+    members(json, |name, value| {
+        if unescaped_equals(name, key.as_bytes()) {
+            found = matches!(value, Value::String(_));
+        }
+    })?;
+    Some(found)
+}
+
+/// The value of the last member named `key` of an object `members` has read.
+pub fn member<'a>(object: Value<'a>, key: &str) -> Option<Value<'a>> {
+    let Value::Object(text) = object else { return None };
+    let mut found = None;
+    members(text, |name, value| {
+        if unescaped_equals(name, key.as_bytes()) {
+            found = Some(value);
+        }
+    })?;
+    found
+}
+
+/// The first element of an array `members` has read.
+pub fn first(array: Value<'_>) -> Option<Value<'_>> {
+    let Value::Array(text) = array else { return None };
+    let r = Reader(text);
+    let i = r.ws(1);
+    if *text.get(i)? == b']' {
+        return None;
+    }
+    r.value(i, 1).map(|(_, value)| value)
+}
+
+/// A string's raw content as text, its escapes decoded: borrowed when it has none.
+pub fn unescape(raw: &[u8]) -> Option<Cow<'_, str>> {
+    let text = std::str::from_utf8(raw).ok()?;
+    if !raw.contains(&b'\\') {
+        return Some(Cow::Borrowed(text));
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        let escape = rest.get(at + 1..)?;
+        let hex = |from: usize| u16::from_str_radix(escape.get(from..from + 4)?, 16).ok();
+        let (c, used) = match escape.as_bytes().first()? {
+            b'u' => match hex(1)? {
+                // A surrogate comes as a pair (`Reader::unicode_escape` checked it).
+                high @ 0xd800..=0xdbff => {
+                    let units = [high, hex(7)?];
+                    (char::decode_utf16(units).next()?.ok()?, 11)
+                }
+                unit => (char::from_u32(u32::from(unit))?, 5),
+            },
+            b'b' => ('\u{8}', 1),
+            b'f' => ('\u{c}', 1),
+            b'n' => ('\n', 1),
+            b'r' => ('\r', 1),
+            b't' => ('\t', 1),
+            &other => (char::from(other), 1),
+        };
+        out.push(c);
+        rest = escape.get(used..)?;
+    }
+    out.push_str(rest);
+    Some(Cow::Owned(out))
 }
 
 /// Bytes that end a run of plain string content: the closing quote, an escape, a control
@@ -61,12 +145,6 @@ fn plain_prefix(s: &[u8]) -> Option<usize> {
     Some(skipped + at)
 }
 
-#[derive(PartialEq, Eq)]
-enum Kind {
-    String,
-    Other,
-}
-
 /// The JSON text. Each step takes the index where it starts and returns the index where it
 /// ended (`None`: not JSON), so the position lives in a register, not in memory.
 #[derive(Clone, Copy)]
@@ -88,38 +166,41 @@ impl<'a> Reader<'a> {
         (*self.0.get(i)? == want).then_some(i + 1)
     }
 
-    fn literal(self, i: usize, word: &[u8]) -> Option<(usize, Kind)> {
+    fn literal(self, i: usize, word: &[u8]) -> Option<(usize, Value<'a>)> {
         self.0
             .get(i..)?
             .starts_with(word)
-            .then(|| (i + word.len(), Kind::Other))
+            .then(|| (i + word.len(), Value::Literal))
     }
 
     /// A value at `i`, whitespace before it skipped.
     #[inline(always)]
-    fn value(self, i: usize, depth: usize) -> Option<(usize, Kind)> {
+    fn value(self, i: usize, depth: usize) -> Option<(usize, Value<'a>)> {
         let i = self.ws(i);
+        let text = |end: usize| &self.0[i..end];
         match *self.0.get(i)? {
-            b'{' => self.object(i, depth + 1, b"").map(|(i, _)| (i, Kind::Other)),
-            b'[' => self.array(i, depth + 1).map(|i| (i, Kind::Other)),
-            b'"' => self.string(i).map(|(i, _)| (i, Kind::String)),
+            b'{' => self
+                .object(i, depth + 1, &mut |_, _| {})
+                .map(|end| (end, Value::Object(text(end)))),
+            b'[' => self.array(i, depth + 1).map(|end| (end, Value::Array(text(end)))),
+            b'"' => self.string(i).map(|(end, raw)| (end, Value::String(raw))),
             b't' => self.literal(i, b"true"),
             b'f' => self.literal(i, b"false"),
             b'n' => self.literal(i, b"null"),
-            _ => self.number(i).map(|i| (i, Kind::Other)),
+            _ => self.number(i).map(|end| (end, Value::Number(text(end)))),
         }
     }
 
-    /// At `{`. Also returns whether the last member named `key` has a string value.
-    fn object(self, i: usize, depth: usize, key: &[u8]) -> Option<(usize, bool)> {
+    /// At `{`: each member's raw name and value go to `visit`.
+    /// One copy of the reader whoever visits (`dyn`): the binary is near its size budget.
+    fn object(self, i: usize, depth: usize, visit: &mut dyn FnMut(&'a [u8], Value<'a>)) -> Option<usize> {
         if depth > MAX_DEPTH {
             return None;
         }
         let mut i = self.ws(i + 1);
         if *self.0.get(i)? == b'}' {
-            return Some((i + 1, false));
+            return Some(i + 1);
         }
-        let mut found = false;
         loop {
             i = self.ws(i);
             if *self.0.get(i)? != b'"' {
@@ -127,14 +208,12 @@ impl<'a> Reader<'a> {
             }
             let (after_name, name) = self.string(i)?;
             let colon = self.ws(after_name);
-            let (after_value, kind) = self.value(self.expect(colon, b':')?, depth)?;
-            if !key.is_empty() && unescaped_equals(name, key) {
-                found = kind == Kind::String;
-            }
+            let (after_value, value) = self.value(self.expect(colon, b':')?, depth)?;
+            visit(name, value);
             i = self.ws(after_value);
             match *self.0.get(i)? {
                 b',' => i += 1,
-                b'}' => return Some((i + 1, found)),
+                b'}' => return Some(i + 1),
                 _ => return None,
             }
         }
@@ -338,6 +417,63 @@ mod tests {
         ];
         for (json, want) in cases {
             assert_eq!(object_with_string(json.as_bytes(), "alg"), want, "{json}");
+        }
+    }
+
+    #[test]
+    fn members_are_slices_of_the_text() {
+        let json = br#" {"s":"a\"b", "n":-1.5e3, "o":{"k":[1,{"v":"x"}]}, "a":[ "f" , 2], "t":true, "e\u0073":null} "#;
+        let mut seen = Vec::new();
+        members(json, |name, value| seen.push((name, value))).unwrap();
+        let want: [(&[u8], Value); 6] = [
+            (b"s", Value::String(br#"a\"b"#)),
+            (b"n", Value::Number(b"-1.5e3")),
+            (b"o", Value::Object(br#"{"k":[1,{"v":"x"}]}"#)),
+            (b"a", Value::Array(br#"[ "f" , 2]"#)),
+            (b"t", Value::Literal),
+            (br"e\u0073", Value::Literal),
+        ];
+        assert_eq!(seen, want);
+        let k = member(seen[2].1, "k").unwrap();
+        assert_eq!(first(k), Some(Value::Number(b"1")));
+        assert_eq!(first(seen[3].1), Some(Value::String(b"f")));
+        assert_eq!(first(Value::Array(b"[ ]")), None);
+        assert_eq!(member(seen[2].1, "v"), None, "members of members are not members");
+        assert_eq!(member(seen[0].1, "s"), None, "a string has no members");
+        assert_eq!(members(b"[]", |_, _| {}), None);
+    }
+
+    #[test]
+    fn unescape_decodes_what_the_reader_accepted() {
+        assert!(matches!(unescape(b"plain"), Some(Cow::Borrowed("plain"))));
+        let cases: [(&[u8], &str); 4] = [
+            (br#"a\"b\\c\/d\b\f\n\r\t"#, "a\"b\\c/d\u{8}\u{c}\n\r\t"),
+            (br"\u00e9\u20AC\ud83d\ude00!", "\u{e9}\u{20ac}\u{1f600}!"),
+            (br"x\u0041", "xA"),
+            ("\u{e9}\\n".as_bytes(), "\u{e9}\n"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(
+                unescape(raw).as_deref(),
+                Some(want),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+            // Whatever the reader accepts as a string, `unescape` decodes.
+            let quoted = [b"{\"k\":\"", raw, b"\"}"].concat();
+            assert_eq!(object_with_string(&quoted, "k"), Some(true));
+        }
+        // Text the reader would refuse is refused here too, never a panic.
+        let refused: [&[u8]; 6] = [
+            br"\",
+            br"\u12",
+            br"\ud800",
+            br"\ud800\u0041",
+            b"\xff",
+            b"\\\xc3\xa9",
+        ];
+        for raw in refused {
+            assert_eq!(unescape(raw), None, "{raw:?}");
         }
     }
 

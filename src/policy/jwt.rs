@@ -1,48 +1,228 @@
-//! The consumer's JWT: logged for audit, never trusted (PECS and GP Connect JWTs are often
-//! `alg: none`). Its shape is checked so that a malformed one is refused (SPEC section 1).
+//! The consumer's JWT (row 7). PECS and GP Connect JWTs are often `alg: none`: it is never
+//! trusted as a credential. Under `[jwt] mode = "shape"` (the default) it must be well-formed
+//! and is logged; under `"enforce"` its claims must also keep the rules the NHS audit and
+//! provenance pages publish (`Policy::judge`). One reader (`policy::json`) serves the
+//! decision and the audit: a token is read the same way by both.
 
-use super::json;
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 
-/// The claims the audit record keeps.
+use super::headers::SspHeaders;
+use super::json::{self, Value};
+use super::refusal::{JwtRule, Refusal};
+use crate::config::{self, JwtMode};
+
+/// The claims the audit record keeps, as text (numbers as written).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Claims {
     pub iss: Option<String>,
     pub sub: Option<String>,
+    pub aud: Option<String>,
+    pub exp: Option<String>,
+    pub iat: Option<String>,
     /// The ODS code of `requesting_organization.identifier[0].value`, or the claim if a string.
     pub requesting_organization: Option<String>,
     /// `requesting_practitioner.id`, or the claim if a string.
     pub requesting_practitioner: Option<String>,
     pub reason_for_request: Option<String>,
+    pub requested_scope: Option<String>,
+    /// `requesting_device.identifier[0].value`, or the claim if a string (PECS: the ASID).
+    pub requesting_device: Option<String>,
+    /// `requested_record.identifier[0].value` (the NHS number or ODS code), or the claim if a
+    /// string.
+    pub requested_record: Option<String>,
 }
 
-/// Parses an `Authorization` value of the form `Bearer <header>.<payload>.<signature>`.
-/// The signature may be empty (`alg: none`); header and payload must be base64url JSON objects,
-/// and the header must name an `alg`.
+/// `[jwt]` as row 7 applies it. The default is shape only.
+#[derive(Debug, Default)]
+pub struct Policy {
+    pub mode: JwtMode,
+    /// Seconds of clock skew allowed on `exp` and `iat`.
+    pub leeway: i64,
+    pub bind_sender: bool,
+    /// The allowed `requested_scope` values of each interaction.
+    scopes: BTreeMap<String, Vec<String>>,
+}
+
+/// The longest a token may live, `exp - iat`: "(now + 5 minutes)" in both published pages.
+pub const MAX_LIFETIME: i64 = 300;
+
+impl Policy {
+    pub fn new(c: &config::Jwt) -> Policy {
+        Policy {
+            mode: c.mode,
+            leeway: i64::try_from(c.leeway.as_secs()).unwrap_or(i64::MAX),
+            bind_sender: c.bind_sender,
+            scopes: c.scopes.clone(),
+        }
+    }
+
+    /// The published rules, in the order they are reported, for the claims of a well-formed
+    /// token sent by `ssp` at `now` (seconds since the epoch).
+    fn judge(&self, claims: &Payload<'_>, ssp: &SspHeaders<'_>, now: i64) -> Result<(), JwtRule> {
+        let exp = claims.exp.and_then(integer).ok_or(JwtRule::Exp)?;
+        let iat = claims.iat.and_then(integer).ok_or(JwtRule::Iat)?;
+        if exp < iat {
+            return Err(JwtRule::Exp);
+        }
+        if now > exp.saturating_add(self.leeway) {
+            return Err(JwtRule::Expired);
+        }
+        if iat > now.saturating_add(self.leeway) {
+            return Err(JwtRule::IssuedInTheFuture);
+        }
+        if exp.abs_diff(iat) > MAX_LIFETIME as u64 {
+            return Err(JwtRule::LifetimeTooLong);
+        }
+        if claims.reason_for_request.and_then(text).as_deref() != Some("directcare") {
+            return Err(JwtRule::ReasonNotDirectCare);
+        }
+        // Row 7 checked the interaction is UTF-8.
+        let interaction = std::str::from_utf8(ssp.interaction).unwrap_or_default();
+        let allowed = self.scopes.get(interaction).ok_or(JwtRule::NoScopes)?;
+        let scope = claims.requested_scope.and_then(text);
+        if !scope.is_some_and(|s| allowed.iter().any(|a| **a == *s)) {
+            return Err(JwtRule::ScopeNotAllowed);
+        }
+        if self.bind_sender {
+            let sender = |claim: Option<Cow<'_, str>>| claim.is_some_and(|c| ssp.from == &*c);
+            let from = || ssp.from.to_string();
+            if !sender(claims.iss.and_then(text)) {
+                return Err(JwtRule::IssNotSender { from: from() });
+            }
+            if !sender(claims.requesting_device.and_then(identifier)) {
+                return Err(JwtRule::DeviceNotSender { from: from() });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Row 7 for a present `Authorization` value: well-formed, and under enforce the rules.
+pub fn check(policy: &Policy, value: &[u8], ssp: &SspHeaders<'_>, now: i64) -> Result<(), Refusal> {
+    let judged = match policy.mode {
+        JwtMode::Shape => is_valid_bearer(value).then_some(Ok(())),
+        JwtMode::Enforce => read_bearer(value, |claims| policy.judge(claims, ssp, now)),
+    };
+    match judged {
+        Some(verdict) => verdict.map_err(Refusal::Jwt),
+        None => Err(Refusal::InvalidHeader("Authorization")),
+    }
+}
+
+/// Parses an `Authorization` value of the form `Bearer <header>.<payload>.<signature>` for the
+/// audit. The signature may be empty (`alg: none`); header and payload must be base64url JSON
+/// objects, and the header must name an `alg`.
 pub fn parse_bearer(value: &[u8]) -> Option<Claims> {
-    read_bearer::<Claims>(value)
+    read_bearer(value, |claims| claims.to_claims())
 }
 
 /// Whether `value` is a well-formed bearer JWT, read without keeping (or allocating) anything:
-/// the admission decision needs only this; the claims are read once, for the audit. Never
-/// looser than `parse_bearer` (see `json`).
+/// the shape-only decision needs no more.
 pub fn is_valid_bearer(value: &[u8]) -> bool {
     with_decoded(value, |header, payload| {
-        (json::object_with_string(header, "alg")? && json::object_with_string(payload, "").is_some())
-            .then_some(())
+        (has_alg(header) && json::members(payload, |_, _| {}).is_some()).then_some(())
     })
     .is_some()
 }
 
-fn read_bearer<T: Fields>(value: &[u8]) -> Option<T> {
+/// Runs `read` on the claims of a well-formed bearer JWT.
+fn read_bearer<R>(value: &[u8], read: impl FnOnce(&Payload<'_>) -> R) -> Option<R> {
     with_decoded(value, |header, payload| {
-        let header: Object<HeaderFields> = serde_json::from_slice(header).ok()?;
-        if !header.0.has_alg {
-            return None;
-        }
-        let payload: Object<T> = serde_json::from_slice(payload).ok()?;
-        Some(payload.0)
+        has_alg(header).then_some(())?;
+        Some(read(&Payload::read(payload)?))
     })
+}
+
+fn has_alg(header: &[u8]) -> bool {
+    json::object_with_string(header, "alg") == Some(true)
+}
+
+/// The claims of interest, as they stand in the decoded payload; the last of a repeated name.
+#[derive(Default)]
+struct Payload<'a> {
+    iss: Option<Value<'a>>,
+    sub: Option<Value<'a>>,
+    aud: Option<Value<'a>>,
+    exp: Option<Value<'a>>,
+    iat: Option<Value<'a>>,
+    reason_for_request: Option<Value<'a>>,
+    requested_scope: Option<Value<'a>>,
+    requesting_device: Option<Value<'a>>,
+    requesting_organization: Option<Value<'a>>,
+    requesting_practitioner: Option<Value<'a>>,
+    requested_record: Option<Value<'a>>,
+}
+
+impl<'a> Payload<'a> {
+    fn read(json: &'a [u8]) -> Option<Payload<'a>> {
+        let mut p = Payload::default();
+        json::members(json, |name, value| {
+            let slot = match json::unescape(name).as_deref() {
+                Some("iss") => &mut p.iss,
+                Some("sub") => &mut p.sub,
+                Some("aud") => &mut p.aud,
+                Some("exp") => &mut p.exp,
+                Some("iat") => &mut p.iat,
+                Some("reason_for_request") => &mut p.reason_for_request,
+                Some("requested_scope") => &mut p.requested_scope,
+                Some("requesting_device") => &mut p.requesting_device,
+                Some("requesting_organization") => &mut p.requesting_organization,
+                Some("requesting_practitioner") => &mut p.requesting_practitioner,
+                Some("requested_record") => &mut p.requested_record,
+                _ => return,
+            };
+            *slot = Some(value);
+        })?;
+        Some(p)
+    }
+
+    fn to_claims(&self) -> Claims {
+        let own = |v: Option<Value<'_>>, read: fn(Value<'_>) -> Option<Cow<'_, str>>| {
+            v.and_then(read).map(Cow::into_owned)
+        };
+        Claims {
+            iss: own(self.iss, text),
+            sub: own(self.sub, text),
+            aud: own(self.aud, text),
+            exp: own(self.exp, text),
+            iat: own(self.iat, text),
+            requesting_organization: own(self.requesting_organization, identifier),
+            requesting_practitioner: own(self.requesting_practitioner, practitioner),
+            reason_for_request: own(self.reason_for_request, text),
+            requested_scope: own(self.requested_scope, text),
+            requesting_device: own(self.requesting_device, identifier),
+            requested_record: own(self.requested_record, identifier),
+        }
+    }
+}
+
+/// A claim as text: strings decoded, numbers as written, anything else `None`.
+fn text(v: Value<'_>) -> Option<Cow<'_, str>> {
+    match v {
+        Value::String(raw) => json::unescape(raw),
+        Value::Number(raw) => std::str::from_utf8(raw).ok().map(Cow::Borrowed),
+        _ => None,
+    }
+}
+
+/// `requesting_practitioner`: the resource's `id`, or the claim if it is text.
+fn practitioner(v: Value<'_>) -> Option<Cow<'_, str>> {
+    text(v).or_else(|| text(json::member(v, "id")?))
+}
+
+/// A FHIR resource's business identifier, `identifier[0].value`, or the claim if it is text.
+fn identifier(v: Value<'_>) -> Option<Cow<'_, str>> {
+    let first = || json::first(json::member(v, "identifier")?);
+    text(v).or_else(|| text(json::member(first()?, "value")?))
+}
+
+/// A NumericDate (RFC 7519 section 2) in whole seconds, as both pages publish it.
+fn integer(v: Value<'_>) -> Option<i64> {
+    match v {
+        Value::Number(raw) => std::str::from_utf8(raw).ok()?.parse().ok(),
+        _ => None,
+    }
 }
 
 /// `<header>.<payload>.<signature>` out of `Bearer <token>`, still encoded.
@@ -92,166 +272,6 @@ fn decode_parts<'o>(token: &[u8], out: &'o mut [u8]) -> Option<(&'o [u8], &'o [u
 fn after_dot(s: &[u8], at: usize) -> Option<&[u8]> {
     match s.get(at..)? {
         [b'.', rest @ ..] => Some(rest),
-        _ => None,
-    }
-}
-
-/// A JSON object read key by key into `T`, without building a map of everything in it.
-struct Object<T>(T);
-
-trait Fields: Default {
-    /// Reads the value of `key` if it is one of ours; returns false to have it skipped.
-    fn read<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error>;
-}
-
-impl<'de, T: Fields> Deserialize<'de> for Object<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
-        impl<'de, T: Fields> Visitor<'de> for ObjectVisitor<T> {
-            type Value = Object<T>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object<T>, A::Error> {
-                let mut fields = T::default();
-                while let Some(Key(key)) = map.next_key::<Key>()? {
-                    if !fields.read(key, &mut map)? {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-                Ok(Object(fields))
-            }
-        }
-        d.deserialize_map(ObjectVisitor(std::marker::PhantomData))
-    }
-}
-
-/// An object key, borrowed from the input when it has no escapes (serde's `Cow<str>` would
-/// always allocate). Keys the claims do not use are not kept at all.
-struct Key(&'static str);
-
-impl<'de> Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl Visitor<'_> for KeyVisitor {
-            type Value = Key;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an object key")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
-                const KNOWN: [&str; 6] = [
-                    "alg",
-                    "iss",
-                    "sub",
-                    "reason_for_request",
-                    "requesting_organization",
-                    "requesting_practitioner",
-                ];
-                Ok(Key(KNOWN.iter().find(|k| **k == v).copied().unwrap_or("")))
-            }
-        }
-        d.deserialize_str(KeyVisitor)
-    }
-}
-
-#[derive(Default)]
-struct HeaderFields {
-    has_alg: bool,
-}
-
-impl Fields for HeaderFields {
-    fn read<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
-        if key != "alg" {
-            return Ok(false);
-        }
-        self.has_alg = matches!(map.next_value::<Scalar>()?, Scalar::Text(_));
-        Ok(true)
-    }
-}
-
-impl Fields for Claims {
-    fn read<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
-        let slot = match key {
-            "iss" => &mut self.iss,
-            "sub" => &mut self.sub,
-            "reason_for_request" => &mut self.reason_for_request,
-            "requesting_organization" => {
-                let org: serde_json::Value = map.next_value()?;
-                self.requesting_organization =
-                    text(&org).or_else(|| org.get("identifier")?.get(0)?.get("value").and_then(text));
-                return Ok(true);
-            }
-            "requesting_practitioner" => {
-                let who: serde_json::Value = map.next_value()?;
-                self.requesting_practitioner = text(&who).or_else(|| who.get("id").and_then(text));
-                return Ok(true);
-            }
-            _ => return Ok(false),
-        };
-        *slot = map.next_value::<Scalar>()?.into_text();
-        Ok(true)
-    }
-}
-
-/// A claim value: text kept, numbers as text, anything else skipped.
-enum Scalar {
-    Text(String),
-    Other,
-}
-
-impl Scalar {
-    fn into_text(self) -> Option<String> {
-        match self {
-            Scalar::Text(t) => Some(t),
-            Scalar::Other => None,
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Scalar {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct ScalarVisitor;
-        impl<'de> Visitor<'de> for ScalarVisitor {
-            type Value = Scalar;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
-                Ok(Scalar::Text(v.to_string()))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
-                Ok(Scalar::Text(v.to_string()))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
-                Ok(Scalar::Text(v.to_string()))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
-                Ok(Scalar::Text(v.to_string()))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Scalar, E> {
-                Ok(Scalar::Other)
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Scalar, E> {
-                Ok(Scalar::Other)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Scalar::Other)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Scalar::Other)
-            }
-        }
-        d.deserialize_any(ScalarVisitor)
-    }
-}
-
-/// A claim as text: strings as they are, numbers written out.
-fn text(v: &serde_json::Value) -> Option<String> {
-    match v {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
 }
@@ -381,6 +401,302 @@ mod tests {
         assert_eq!(claims.requesting_organization.as_deref(), Some("FA123"));
         assert_eq!(claims.requesting_practitioner.as_deref(), Some("10019"));
         assert_eq!(claims.reason_for_request.as_deref(), Some("directcare"));
+    }
+
+    /// Issue 17 item 3: the audit keeps what both published payloads carry, whether the
+    /// resources are FHIR objects (GP Connect) or plain ASIDs and codes (PECS).
+    #[test]
+    fn the_audit_keeps_the_published_claims_in_either_form() {
+        let gp_connect = r#"{"aud":"https://provider.thirdparty.nhs.uk/GP0001/STU3/1","exp":1469436987,"iat":1469436687,
+            "requested_scope":"patient/*.read",
+            "requested_record":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9000000033"}]},
+            "requesting_device":{"resourceType":"Device","identifier":[{"system":"Web Interface","value":"GP Connect Demonstrator"}],"model":"v1"}}"#;
+        let c = parse_bearer(token(HEADER, gp_connect, "").as_bytes()).unwrap();
+        assert_eq!(
+            [
+                &c.aud,
+                &c.exp,
+                &c.iat,
+                &c.requested_scope,
+                &c.requesting_device,
+                &c.requested_record
+            ]
+            .map(|v| v.as_deref()),
+            [
+                Some("https://provider.thirdparty.nhs.uk/GP0001/STU3/1"),
+                Some("1469436987"),
+                Some("1469436687"),
+                Some("patient/*.read"),
+                Some("GP Connect Demonstrator"),
+                Some("9000000033"),
+            ]
+        );
+        let c = parse_bearer(token(HEADER, &pecs().to_string(), "").as_bytes()).unwrap();
+        assert_eq!(c.requesting_device.as_deref(), Some(FROM));
+        assert_eq!(c.requesting_organization.as_deref(), Some("FML84"));
+        assert_eq!(c.requested_record, None);
+        // Escaped names and values read as what they stand for; the last of a repeated claim.
+        let escaped = r#"{"i\u0073s":"a\/b \u00e9\ud83d\ude00","sub":"1","sub":"2"}"#;
+        let c = parse_bearer(token(HEADER, escaped, "").as_bytes()).unwrap();
+        assert_eq!(c.iss.as_deref(), Some("a/b \u{e9}\u{1f600}"));
+        assert_eq!(c.sub.as_deref(), Some("2"));
+    }
+
+    const HEADER: &str = r#"{"alg":"none","typ":"JWT"}"#;
+    const NOW: i64 = 1_800_000_000;
+    const FROM: &str = "200000000001";
+    const SEARCH: &str = "urn:nhs:names:services:prescription-exemptions:custom:operation:search";
+    const SCOPE: &str = "Prescription-Exemption/1.0.0/search";
+
+    /// The PECS page's payload, issued a minute ago, valid four more.
+    fn pecs() -> serde_json::Value {
+        serde_json::json!({
+            "iss": FROM,
+            "sub": "313175813564",
+            "aud": "https://proxy.int.spine2.ncrs.nhs.uk/https://apps.nhsbsa.nhs.uk/Prescription-Exemption/1.0.0/search",
+            "exp": NOW + 240,
+            "iat": NOW - 60,
+            "reason_for_request": "directcare",
+            "requested_scope": SCOPE,
+            "requesting_device": FROM,
+            "requesting_organization": "FML84",
+            "requesting_practitioner": "313175813564"
+        })
+    }
+
+    /// `pecs()` with each claim set to the value given (`null`: removed).
+    fn pecs_with(edits: &[(&str, serde_json::Value)]) -> serde_json::Value {
+        let mut claims = pecs();
+        for (name, value) in edits {
+            match value {
+                serde_json::Value::Null => claims.as_object_mut().unwrap().remove(*name),
+                v => claims
+                    .as_object_mut()
+                    .unwrap()
+                    .insert(name.to_string(), v.clone()),
+            };
+        }
+        claims
+    }
+
+    fn enforce(leeway: u64, bind_sender: bool) -> Policy {
+        Policy::new(&config::Jwt {
+            mode: JwtMode::Enforce,
+            leeway: std::time::Duration::from_secs(leeway),
+            bind_sender,
+            scopes: [(SEARCH.to_string(), vec!["patient/*.read".into(), SCOPE.into()])].into(),
+        })
+    }
+
+    fn judged(
+        policy: &Policy,
+        interaction: &str,
+        claims: &serde_json::Value,
+        now: i64,
+    ) -> Result<(), Refusal> {
+        let ssp = SspHeaders {
+            trace_id: b"5b6f3f8e-7a1d-4c1e-9d3a-2f0b6c1e8a44",
+            from: super::super::headers::Asid::new(FROM.as_bytes()).unwrap(),
+            to: super::super::headers::Asid::new(b"200000000999").unwrap(),
+            interaction: interaction.as_bytes(),
+        };
+        check(
+            policy,
+            token(HEADER, &claims.to_string(), "").as_bytes(),
+            &ssp,
+            now,
+        )
+    }
+
+    /// Every rule `enforce` adds, each broken alone, with the token it is answered with.
+    #[test]
+    fn enforce_refuses_each_broken_rule_with_its_own_token() {
+        use serde_json::json;
+        let other = "200000000002";
+        let device = |value: &str| json!({"resourceType": "Device", "identifier": [{"system": "https://d", "value": value}]});
+        type Edits = Vec<(&'static str, serde_json::Value)>;
+        let cases: Vec<(Edits, Result<(), JwtRule>)> = vec![
+            (vec![], Ok(())),
+            (vec![("requested_scope", json!("patient/*.read"))], Ok(())),
+            (vec![("requesting_device", device(FROM))], Ok(())),
+            (vec![("exp", json!(null))], Err(JwtRule::Exp)),
+            (vec![("exp", json!("1800000240"))], Err(JwtRule::Exp)),
+            (vec![("exp", json!(1_800_000_240.5))], Err(JwtRule::Exp)),
+            (
+                vec![("exp", json!(NOW - 70)), ("iat", json!(NOW - 60))],
+                Err(JwtRule::Exp),
+            ),
+            (vec![("iat", json!(null))], Err(JwtRule::Iat)),
+            (vec![("iat", json!(true))], Err(JwtRule::Iat)),
+            (
+                vec![("exp", json!(NOW - 61)), ("iat", json!(NOW - 300))],
+                Err(JwtRule::Expired),
+            ),
+            (
+                vec![("exp", json!(NOW + 300)), ("iat", json!(NOW + 61))],
+                Err(JwtRule::IssuedInTheFuture),
+            ),
+            (
+                vec![("exp", json!(NOW + 241)), ("iat", json!(NOW - 60))],
+                Err(JwtRule::LifetimeTooLong),
+            ),
+            (
+                vec![("reason_for_request", json!(null))],
+                Err(JwtRule::ReasonNotDirectCare),
+            ),
+            (
+                vec![("reason_for_request", json!("DirectCare"))],
+                Err(JwtRule::ReasonNotDirectCare),
+            ),
+            (
+                vec![("reason_for_request", json!("secondaryuses"))],
+                Err(JwtRule::ReasonNotDirectCare),
+            ),
+            (
+                vec![("requested_scope", json!(null))],
+                Err(JwtRule::ScopeNotAllowed),
+            ),
+            (
+                vec![("requested_scope", json!("patient/*.write"))],
+                Err(JwtRule::ScopeNotAllowed),
+            ),
+            (
+                vec![("requested_scope", json!([SCOPE]))],
+                Err(JwtRule::ScopeNotAllowed),
+            ),
+            (
+                vec![("iss", json!(null))],
+                Err(JwtRule::IssNotSender { from: FROM.into() }),
+            ),
+            (
+                vec![("iss", json!(other))],
+                Err(JwtRule::IssNotSender { from: FROM.into() }),
+            ),
+            (
+                vec![("iss", json!(" 200000000001"))],
+                Err(JwtRule::IssNotSender { from: FROM.into() }),
+            ),
+            (
+                vec![("requesting_device", json!(null))],
+                Err(JwtRule::DeviceNotSender { from: FROM.into() }),
+            ),
+            (
+                vec![("requesting_device", json!(other))],
+                Err(JwtRule::DeviceNotSender { from: FROM.into() }),
+            ),
+            (
+                vec![("requesting_device", device(other))],
+                Err(JwtRule::DeviceNotSender { from: FROM.into() }),
+            ),
+        ];
+        let policy = enforce(60, true);
+        for (edits, want) in cases {
+            let claims = pecs_with(&edits);
+            assert_eq!(
+                judged(&policy, SEARCH, &claims, NOW),
+                want.clone().map_err(Refusal::Jwt),
+                "{claims}"
+            );
+            // The same token under shape only, as before issue 17: well-formed, so admitted.
+            assert_eq!(
+                judged(&Policy::default(), SEARCH, &claims, NOW),
+                Ok(()),
+                "{claims}"
+            );
+            // Without bind_sender, iss and requesting_device are only logged.
+            let unbound = match want {
+                Err(JwtRule::IssNotSender { .. } | JwtRule::DeviceNotSender { .. }) => Ok(()),
+                other => other.map_err(Refusal::Jwt),
+            };
+            assert_eq!(
+                judged(&enforce(60, false), SEARCH, &claims, NOW),
+                unbound,
+                "{claims}"
+            );
+        }
+        // Fail closed: an interaction with no `scopes` entry has no allowed scope.
+        assert_eq!(
+            judged(&policy, "urn:nhs:names:services:other", &pecs(), NOW),
+            Err(Refusal::Jwt(JwtRule::NoScopes))
+        );
+    }
+
+    /// The leeway covers clock skew both ways, to the second; the 300 s window is not skew
+    /// and has none.
+    #[test]
+    fn leeway_and_lifetime_edges() {
+        use serde_json::json;
+        let times = |exp: i64, iat: i64| pecs_with(&[("exp", json!(exp)), ("iat", json!(iat))]);
+        let rule = |leeway: u64, claims: &serde_json::Value, now: i64| {
+            judged(&enforce(leeway, false), SEARCH, claims, now).map_err(|r| match r {
+                Refusal::Jwt(rule) => rule,
+                other => panic!("{other:?}"),
+            })
+        };
+        for leeway in [0, 60, 300] {
+            let l = leeway as i64;
+            // exp: still good at exp + leeway, expired a second later.
+            let claims = times(NOW, NOW - 100);
+            assert_eq!(rule(leeway, &claims, NOW + l), Ok(()), "leeway {l}");
+            assert_eq!(
+                rule(leeway, &claims, NOW + l + 1),
+                Err(JwtRule::Expired),
+                "leeway {l}"
+            );
+            // iat: good up to leeway ahead of the clock.
+            assert_eq!(
+                rule(leeway, &times(NOW + l + 100, NOW + l), NOW),
+                Ok(()),
+                "leeway {l}"
+            );
+            assert_eq!(
+                rule(leeway, &times(NOW + l + 101, NOW + l + 1), NOW),
+                Err(JwtRule::IssuedInTheFuture),
+                "leeway {l}"
+            );
+            // exp - iat: 300 s exactly is allowed, 301 is not, whatever the leeway.
+            assert_eq!(rule(leeway, &times(NOW + 300, NOW), NOW), Ok(()), "leeway {l}");
+            assert_eq!(
+                rule(leeway, &times(NOW + 301, NOW), NOW),
+                Err(JwtRule::LifetimeTooLong),
+                "leeway {l}"
+            );
+            assert_eq!(rule(leeway, &times(NOW, NOW), NOW), Ok(()), "leeway {l}");
+        }
+        // Extreme values neither wrap nor panic.
+        assert_eq!(
+            rule(60, &times(i64::MAX, i64::MIN), NOW),
+            Err(JwtRule::LifetimeTooLong)
+        );
+        assert_eq!(
+            rule(60, &times(i64::MAX, NOW), i64::MIN),
+            Err(JwtRule::IssuedInTheFuture)
+        );
+        assert_eq!(
+            rule(60, &times(i64::MIN, i64::MIN), i64::MAX),
+            Err(JwtRule::Expired)
+        );
+    }
+
+    /// A token that is not well-formed is row 7's `Authorization` refusal in both modes.
+    #[test]
+    fn malformed_tokens_are_the_same_refusal_in_both_modes() {
+        let bad = Err(Refusal::InvalidHeader("Authorization"));
+        for policy in [Policy::default(), enforce(60, true)] {
+            let ssp = SspHeaders {
+                trace_id: b"5b6f3f8e-7a1d-4c1e-9d3a-2f0b6c1e8a44",
+                from: super::super::headers::Asid::new(FROM.as_bytes()).unwrap(),
+                to: super::super::headers::Asid::new(b"200000000999").unwrap(),
+                interaction: SEARCH.as_bytes(),
+            };
+            for value in [
+                "Bearer x",
+                "Basic eDp5",
+                &token(r#"{"typ":"JWT"}"#, &pecs().to_string(), ""),
+            ] {
+                assert_eq!(check(&policy, value.as_bytes(), &ssp, NOW), bad, "{value}");
+            }
+        }
     }
 
     fn base64url_decode(s: &[u8]) -> Option<Vec<u8>> {

@@ -24,6 +24,8 @@ use revocation::{Judgement, Revocations};
 pub struct Rules {
     pub methods: Vec<String>,
     pub require_jwt: bool,
+    /// `[jwt]`: shape only, or the published rules too.
+    pub jwt: jwt::Policy,
     pub max_body_bytes: u64,
     pub allowlist: Allowlist,
     pub revocations: Revocations,
@@ -40,7 +42,7 @@ pub struct Admission<'h> {
 
 /// Decides one request. `judgement` is the last full verification of the connection's chain,
 /// made under the configuration of `rules`; `now` is the wall clock in seconds since the epoch
-/// (the certificate's notAfter, CRL freshness).
+/// (the JWT's `exp` and `iat`, the certificate's notAfter, CRL freshness).
 pub fn admit<'h>(
     rules: &Rules,
     head: &'h RequestHead,
@@ -58,7 +60,7 @@ pub fn admit<'h>(
         });
     }
     // Row 7.
-    let ssp = headers::check(head, rules.require_jwt)?;
+    let ssp = headers::check(head, rules.require_jwt, &rules.jwt, now)?;
     // Row 8.
     revocation::check(&rules.revocations, identity, judgement, now)?;
     // Rows 9–12.

@@ -17,6 +17,8 @@ pub enum Refusal {
     MethodNotAllowed { allowed: String },
     /// Row 7; the header's canonical name, e.g. `Ssp-From`.
     InvalidHeader(&'static str),
+    /// Row 7 under `[jwt] mode = "enforce"`: a well-formed JWT that breaks a published rule.
+    Jwt(JwtRule),
     /// Row 8: on a CRL in force (or no longer trusted).
     CertificateRevoked,
     /// Row 8: past its notAfter.
@@ -56,6 +58,56 @@ pub enum Refusal {
     ProviderTimeout { target: String },
 }
 
+/// The rules `[jwt] mode = "enforce"` adds to row 7 (`policy::jwt`), one token each. Neither
+/// the Spine SSP nor GP Connect publishes tokens for them (GP Connect providers answer
+/// `BAD_REQUEST` for any bad claim), so these are ours, in Spine's style.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwtRule {
+    /// `exp` absent, not an integer, or before `iat`.
+    Exp,
+    /// `iat` absent or not an integer.
+    Iat,
+    /// `exp` passed, beyond the leeway.
+    Expired,
+    /// `iat` ahead of the clock, beyond the leeway.
+    IssuedInTheFuture,
+    /// `exp - iat` over 300 seconds.
+    LifetimeTooLong,
+    ReasonNotDirectCare,
+    /// No `[jwt] scopes` entry for the interaction: refused, as nothing says what is allowed.
+    NoScopes,
+    /// `requested_scope` absent or not one of the interaction's.
+    ScopeNotAllowed,
+    /// `bind_sender`: `iss` is not `Ssp-From`.
+    IssNotSender {
+        from: String,
+    },
+    /// `bind_sender`: the `requesting_device` identifier is not `Ssp-From`.
+    DeviceNotSender {
+        from: String,
+    },
+}
+
+impl JwtRule {
+    pub fn token(&self) -> String {
+        let (token, from) = match self {
+            JwtRule::Exp => ("MISSING_OR_INVALID_JWT_CLAIM_exp", None),
+            JwtRule::Iat => ("MISSING_OR_INVALID_JWT_CLAIM_iat", None),
+            JwtRule::Expired => ("JWT_EXPIRED", None),
+            JwtRule::IssuedInTheFuture => ("JWT_ISSUED_IN_THE_FUTURE", None),
+            JwtRule::LifetimeTooLong => ("JWT_LIFETIME_TOO_LONG", None),
+            JwtRule::ReasonNotDirectCare => ("JWT_REASON_FOR_REQUEST_NOT_DIRECTCARE", None),
+            JwtRule::NoScopes => ("JWT_NO_SCOPES_FOR_INTERACTION", None),
+            JwtRule::ScopeNotAllowed => ("JWT_REQUESTED_SCOPE_NOT_ALLOWED", None),
+            JwtRule::IssNotSender { from } => ("JWT_ISS_VARIES_FROM_MESSAGESENDER_", Some(from)),
+            JwtRule::DeviceNotSender { from } => {
+                ("JWT_REQUESTING_DEVICE_VARIES_FROM_MESSAGESENDER_", Some(from))
+            }
+        };
+        token.to_string() + from.map_or("", String::as_str)
+    }
+}
+
 impl Refusal {
     pub fn status(&self) -> u16 {
         match self {
@@ -63,6 +115,7 @@ impl Refusal {
             Refusal::InvalidRequest
             | Refusal::InvalidTarget
             | Refusal::InvalidHeader(_)
+            | Refusal::Jwt(_)
             | Refusal::EndpointMismatch { .. } => 400,
             Refusal::HeadTooLarge => 431,
             Refusal::MethodNotAllowed { .. } => 405,
@@ -99,6 +152,7 @@ impl Refusal {
             Refusal::InvalidTarget => "INVALID_TARGET_URL".into(),
             Refusal::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED".into(),
             Refusal::InvalidHeader(name) => format!("MISSING_OR_INVALID_HEADER_{name}"),
+            Refusal::Jwt(rule) => rule.token(),
             Refusal::CertificateRevoked => "CERTIFICATE_REVOKED".into(),
             Refusal::CertificateExpired => "CERTIFICATE_EXPIRED".into(),
             Refusal::SenderCheckFailed { from } => format!("ASID_CHECK_FAILED_MESSAGESENDER_{from}"),
@@ -328,6 +382,32 @@ mod tests {
                 false,
             ),
         ];
+        // Row 7 under `[jwt] mode = "enforce"`: 400, invalid, the connection kept.
+        let from = || "200000000001".to_string();
+        let jwt = [
+            (JwtRule::Exp, "MISSING_OR_INVALID_JWT_CLAIM_exp"),
+            (JwtRule::Iat, "MISSING_OR_INVALID_JWT_CLAIM_iat"),
+            (JwtRule::Expired, "JWT_EXPIRED"),
+            (JwtRule::IssuedInTheFuture, "JWT_ISSUED_IN_THE_FUTURE"),
+            (JwtRule::LifetimeTooLong, "JWT_LIFETIME_TOO_LONG"),
+            (
+                JwtRule::ReasonNotDirectCare,
+                "JWT_REASON_FOR_REQUEST_NOT_DIRECTCARE",
+            ),
+            (JwtRule::NoScopes, "JWT_NO_SCOPES_FOR_INTERACTION"),
+            (JwtRule::ScopeNotAllowed, "JWT_REQUESTED_SCOPE_NOT_ALLOWED"),
+            (
+                JwtRule::IssNotSender { from: from() },
+                "JWT_ISS_VARIES_FROM_MESSAGESENDER_200000000001",
+            ),
+            (
+                JwtRule::DeviceNotSender { from: from() },
+                "JWT_REQUESTING_DEVICE_VARIES_FROM_MESSAGESENDER_200000000001",
+            ),
+        ];
+        let rows = rows
+            .into_iter()
+            .chain(jwt.map(|(rule, token)| (Refusal::Jwt(rule), 400, "invalid", token, false)));
         for (refusal, status, code, token, close) in rows {
             let a = refusal.answer(ID);
             assert_eq!(

@@ -298,6 +298,7 @@ impl Shared {
         let rules = Rules {
             methods: config.limits.methods.clone(),
             require_jwt: config.server.require_jwt,
+            jwt: crate::policy::jwt::Policy::new(&config.jwt),
             max_body_bytes: config.limits.max_body_bytes,
             allowlist: Allowlist::new(&config.consumers, &config.providers),
             revocations,

@@ -95,6 +95,7 @@ pub fn facts(trace_id: &str) -> RequestFacts {
             requesting_organization: Some("FA123".into()),
             requesting_practitioner: Some("pract-1".into()),
             reason_for_request: Some("directcare".into()),
+            ..Claims::default()
         }),
     }
 }

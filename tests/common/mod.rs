@@ -149,6 +149,8 @@ pub struct Options {
     pub limits: String,
     /// `[throttle]` lines; by default limits high enough never to be met.
     pub throttle: String,
+    /// `[jwt]` lines; none by default (shape only).
+    pub jwt: String,
     /// The provider's registered endpoint; `{port}` is replaced by the provider's port.
     pub endpoint: String,
     /// The certificate the provider presents (`fixtures/pki/<name>.pem`).
@@ -172,6 +174,7 @@ impl Default for Options {
             upstream: String::new(),
             limits: String::new(),
             throttle: "rate = 10000\nburst = 10000".into(),
+            jwt: String::new(),
             endpoint: format!("https://localhost:{{port}}{ROOT}"),
             provider_identity: "provider",
             dead_provider: false,
@@ -420,6 +423,9 @@ path = "{dir}/transactions.log"
 [admin]
 listen = ""
 
+[jwt]
+{jwt}
+
 [[provider]]
 asid = "{PROVIDER_ASID}"
 endpoint = "{endpoint}"
@@ -449,6 +455,7 @@ connect = "{connect}"
         upstream = o.upstream,
         limits = o.limits,
         throttle = o.throttle,
+        jwt = o.jwt,
     );
     for c in REGISTERED {
         let providers = if c.agreement {
