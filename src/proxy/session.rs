@@ -142,6 +142,32 @@ impl Session {
         self.con.peer
     }
 
+    /// Plaintext it holds in buffers right now, both sides together (bounded by the stage
+    /// limit, `max_header_bytes` and one TLS record per side; `tests/simulate.rs` checks).
+    pub fn buffered(&self) -> usize {
+        let exchange = match &self.state {
+            State::Exchange(ex) => {
+                ex.to_upstream.len()
+                    + ex.to_client.len()
+                    + ex.upstream.as_ref().map_or(0, |up| up.inbuf.len())
+            }
+            _ => 0,
+        };
+        self.con.inbuf.len() + exchange
+    }
+
+    /// The request state it is in, for the simulator's reports.
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            State::ProxyHeader => "proxy-header",
+            State::Handshake => "handshake",
+            State::Head { .. } => "head",
+            State::Exchange(_) => "exchange",
+            State::Closing { .. } => "closing",
+            State::Done => "done",
+        }
+    }
+
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Done)
     }
