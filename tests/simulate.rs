@@ -107,6 +107,10 @@ struct Link {
     /// The proxy dropped its socket.
     proxy_closed: bool,
     window: usize,
+    /// A provider's link: it has answered every request it was sent.
+    provider_idle: bool,
+    /// What the proxy did on this link that it must not.
+    violation: Option<String>,
 }
 
 type LinkRef = Rc<RefCell<Link>>;
@@ -119,6 +123,8 @@ fn link(window: usize) -> LinkRef {
         event: false,
         proxy_closed: false,
         window,
+        provider_idle: false,
+        violation: None,
     }))
 }
 
@@ -182,6 +188,14 @@ impl Write for ProxyEnd {
         if room == 0 {
             l.from_proxy.writer_blocked = true;
             return Err(ErrorKind::WouldBlock.into());
+        }
+        // A kept provider connection must hold no unread byte when it carries a request: bytes
+        // that had arrived before the request was sent would be read as its answer.
+        if l.provider_idle && !l.to_proxy.arrived.is_empty() && l.violation.is_none() {
+            l.violation = Some(format!(
+                "a request went to a provider connection with {} unread bytes",
+                l.to_proxy.arrived.len()
+            ));
         }
         let n = room.min(buf.len());
         l.from_proxy.in_flight.extend(&buf[..n]);
@@ -400,6 +414,8 @@ struct ProviderSim {
     /// The previous answer, for `Doubled`.
     last_answer: Option<Vec<u8>>,
     dead: bool,
+    /// Requests it has answered.
+    answered: usize,
     answer_size: usize,
     consumer: usize,
 }
@@ -640,6 +656,7 @@ impl World {
                             pending: Vec::new(),
                             last_answer: None,
                             dead: false,
+                            answered: 0,
                             answer_size,
                             consumer,
                         },
@@ -653,6 +670,17 @@ impl World {
                     }
                 }
             }
+        }
+        let Some(p) = self.proxied[i].as_mut() else {
+            return;
+        };
+        let violation = p
+            .pipes
+            .providers
+            .iter()
+            .find_map(|(id, _, l)| l.borrow().violation.clone().map(|why| (*id, why)));
+        if let Some((id, why)) = violation {
+            self.fail(&format!("session {i}, provider {id}: {why}"));
         }
         let Some(p) = self.proxied[i].as_mut() else {
             return;
@@ -922,6 +950,7 @@ impl World {
             let answer_now = !*answered && (body_done || p.behaviour == Behaviour::Early);
             if answer_now {
                 *answered = true;
+                p.answered += 1;
                 let trace = trace.clone();
                 match p.behaviour {
                     Behaviour::Silent => {}
@@ -955,6 +984,10 @@ impl World {
                 continue;
             }
             break;
+        }
+        if let Some(p) = self.providers.get(&id) {
+            let idle = p.reading.is_none() && p.answered > 0;
+            p.link.borrow_mut().provider_idle = idle;
         }
         let p = self.providers.get_mut(&id).expect("provider");
         p.pending.extend_from_slice(&outgoing);
