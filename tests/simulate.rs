@@ -84,6 +84,9 @@ struct Direction {
     arrived: VecDeque<u8>,
     fin_sent: bool,
     fin_arrived: bool,
+    /// The sender reset the connection: after the bytes in flight, the reset arrives.
+    rst_sent: bool,
+    rst_arrived: bool,
     /// A write was refused for want of room: the writer is owed an event when room comes.
     writer_blocked: bool,
 }
@@ -94,7 +97,9 @@ impl Direction {
     }
 
     fn can_transmit(&self) -> bool {
-        !self.in_flight.is_empty() || (self.fin_sent && !self.fin_arrived)
+        !self.in_flight.is_empty()
+            || (self.fin_sent && !self.fin_arrived)
+            || (self.rst_sent && !self.rst_arrived)
     }
 }
 
@@ -140,6 +145,8 @@ fn transmit(link: &LinkRef, toward_proxy: bool, rng: &mut Rng) {
         let n = rng.piece(dir.in_flight.len());
         let moved: Vec<u8> = dir.in_flight.drain(..n).collect();
         dir.arrived.extend(moved);
+    } else if dir.rst_sent && !dir.rst_arrived {
+        dir.rst_arrived = true;
     } else if dir.fin_sent {
         dir.fin_arrived = true;
     }
@@ -157,10 +164,12 @@ impl Read for ProxyEnd {
         if l.reset {
             return Err(ErrorKind::ConnectionReset.into());
         }
-        let window = l.window;
         let dir = &mut l.to_proxy;
+        // What arrived before a reset is read first, then the reset, as on Linux.
         if dir.arrived.is_empty() {
-            return if dir.fin_arrived {
+            return if dir.rst_arrived {
+                Err(ErrorKind::ConnectionReset.into())
+            } else if dir.fin_arrived {
                 Ok(0)
             } else {
                 Err(ErrorKind::WouldBlock.into())
@@ -170,7 +179,6 @@ impl Read for ProxyEnd {
         for (slot, byte) in buf.iter_mut().zip(dir.arrived.drain(..n)) {
             *slot = byte;
         }
-        let _ = window;
         Ok(n)
     }
 }
@@ -178,7 +186,7 @@ impl Read for ProxyEnd {
 impl Write for ProxyEnd {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut l = self.0.borrow_mut();
-        if l.reset {
+        if l.reset || l.to_proxy.rst_arrived {
             return Err(ErrorKind::ConnectionReset.into());
         }
         if l.from_proxy.fin_sent {
@@ -259,7 +267,7 @@ impl Read for PeerEnd {
 impl Write for PeerEnd {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut l = self.0.borrow_mut();
-        if l.reset || l.proxy_closed {
+        if l.reset || l.proxy_closed || l.to_proxy.rst_sent {
             return Err(ErrorKind::ConnectionReset.into());
         }
         let room = l.to_proxy.room(l.window);
@@ -706,8 +714,7 @@ impl World {
             && con.steps > after
             && !con.done
         {
-            con.link.borrow_mut().reset = true;
-            con.link.borrow_mut().event = true;
+            con.link.borrow_mut().to_proxy.rst_sent = true;
             con.done = true;
             if let Some((trace, _)) = con.current.take() {
                 con.results.push((trace, Got::Cut));
@@ -863,8 +870,10 @@ impl World {
         }
         let l = con.link.borrow();
         let arrived = !l.from_proxy.arrived.is_empty() || (l.from_proxy.fin_arrived && !con.eof) || l.reset;
-        let can_write = (con.tls.wants_write() || !con.pending.is_empty()) && l.to_proxy.room(l.window) > 0;
-        let next = con.current.is_none() && !con.tls.is_handshaking() && !con.closed;
+        let open = !(l.reset || l.proxy_closed || l.to_proxy.rst_sent);
+        let can_write =
+            open && (con.tls.wants_write() || !con.pending.is_empty()) && l.to_proxy.room(l.window) > 0;
+        let next = open && con.current.is_none() && !con.tls.is_handshaking() && !con.closed;
         let resets = con.reset_after.is_some_and(|a| con.steps <= a);
         arrived || can_write || next || (resets && !con.tls.is_handshaking())
     }
@@ -1000,9 +1009,7 @@ impl World {
             p.dead = true;
         }
         if reset {
-            let mut l = p.link.borrow_mut();
-            l.reset = true;
-            l.event = true;
+            p.link.borrow_mut().to_proxy.rst_sent = true;
             p.dead = true;
         }
     }
@@ -1090,6 +1097,9 @@ impl World {
                 continue;
             }
             let chosen = steps[self.rng.below(steps.len())];
+            if self.steps > MAX_STEPS - 5 {
+                self.log.push(format!("{}: (looping) {chosen:?}", self.steps));
+            }
             self.take(chosen);
         }
         self.check_books();
@@ -1114,7 +1124,7 @@ impl World {
                 let (closing, readable) = {
                     let mut l = p.link.borrow_mut();
                     l.event = false;
-                    (l.reset || l.to_proxy.fin_arrived, true)
+                    (l.reset || l.to_proxy.fin_arrived || l.to_proxy.rst_arrived, true)
                 };
                 p.pipes.consumer.ready(readable, closing);
                 self.log
@@ -1129,7 +1139,7 @@ impl World {
                 let closing = {
                     let mut l = l.borrow_mut();
                     l.event = false;
-                    l.reset || l.to_proxy.fin_arrived
+                    l.reset || l.to_proxy.fin_arrived || l.to_proxy.rst_arrived
                 };
                 wire.ready(true, closing);
                 self.log.push(format!(
@@ -1181,6 +1191,20 @@ impl World {
     /// Nothing is left to happen without the clock: every exchange whose peers are both
     /// willing must be finished.
     fn check_liveness(&self) {
+        for (i, p) in self.proxied.iter().enumerate() {
+            let Some(p) = p else { continue };
+            let (reset, unread) = {
+                let l = p.link.borrow();
+                (l.to_proxy.rst_arrived, l.to_proxy.arrived.len())
+            };
+            let provider_willing = !matches!(self.consumers[i].behaviour, Behaviour::Silent);
+            if reset && provider_willing {
+                self.fail(&format!(
+                    "session {i} ({}) has not noticed its consumer's reset ({unread} bytes unread before it) with nothing left to happen",
+                    p.session.state_name()
+                ));
+            }
+        }
         for (c, con) in self.consumers.iter().enumerate() {
             if con.done || !con.expects_prompt_answer() {
                 continue;
