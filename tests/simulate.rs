@@ -419,7 +419,7 @@ struct ProviderSim {
     reading: Option<(String, Option<BodyReader>, bool)>,
     /// Plaintext not yet taken by rustls.
     pending: Vec<u8>,
-    /// The previous answer, for `Doubled`.
+    /// The answer a `Doubled` provider owes a second time.
     last_answer: Option<Vec<u8>>,
     dead: bool,
     /// Requests it has answered.
@@ -978,12 +978,10 @@ impl World {
                             reset = true;
                         }
                         outgoing.extend_from_slice(&answer);
-                        if p.behaviour == Behaviour::Doubled
-                            && let Some(previous) = p.last_answer.replace(answer.clone())
-                        {
-                            outgoing.extend_from_slice(&previous);
-                        } else if p.behaviour == Behaviour::Doubled {
-                            outgoing.extend_from_slice(&answer);
+                        // The copy goes as a write of its own, whenever the scheduler says:
+                        // at once, or after the proxy has sent its next request.
+                        if p.behaviour == Behaviour::Doubled {
+                            p.last_answer = Some(answer);
                         }
                     }
                 }
@@ -1072,6 +1070,9 @@ impl World {
             if self.provider_wants_step(id) {
                 steps.push(Step::Provider(id));
             }
+            if p.last_answer.is_some() && !p.dead {
+                steps.push(Step::Stale(id));
+            }
         }
         for k in 0..self.connects.len() {
             steps.push(Step::Connect(k));
@@ -1156,6 +1157,18 @@ impl World {
             }
             Step::Consumer(c) => self.consumer_step(c),
             Step::Provider(id) => self.provider_step(id),
+            Step::Stale(id) => {
+                let Some(p) = self.providers.get_mut(&id) else {
+                    return;
+                };
+                if let Some(copy) = p.last_answer.take() {
+                    p.pending.extend_from_slice(&copy);
+                    let mut end = PeerEnd(p.link.clone());
+                    write_out(&mut p.tls, &mut p.pending, &mut end);
+                    self.log
+                        .push(format!("{n}: provider {id} sends its answer again"));
+                }
+            }
             Step::Connect(k) => {
                 let (i, id, refused) = self.connects.remove(k);
                 let result = if refused {
@@ -1353,6 +1366,8 @@ enum Step {
     Transmit(usize, Option<u64>, bool),
     Consumer(usize),
     Provider(u64),
+    /// A `Doubled` provider sends its answer again.
+    Stale(u64),
     Connect(usize),
     Audit(usize),
 }
