@@ -269,6 +269,25 @@ fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     assert!(ssp.wait_exit().success(), "exit 0 after draining");
 }
 
+/// A balancer may hand over a connection just before SIGTERM: it gets its first request
+/// served, with `Connection: close`, instead of a close before its request is read (one
+/// request in 400 failed that way during a rolling restart behind HAProxy).
+#[test]
+fn sigterm_serves_the_first_request_of_a_connection_accepted_before_it() {
+    let setup = Setup::new(&Options::default());
+    let mut ssp = Ssp::start(&setup.config, None);
+    let mut early = ssp.consumer(&CONSUMER_A);
+    // Accepted (the worker has it), but not a byte sent yet: not even the TLS handshake.
+    std::thread::sleep(Duration::from_millis(300));
+    ssp.signal(libc::SIGTERM);
+    ssp.wait_for_log("stopping");
+    let r = early.exchange(&request(&setup, &CONSUMER_A, SEARCH));
+    assert_eq!(r.status, 200, "the first request is served");
+    assert_eq!(r.field("connection"), Some("close"), "and says it is the last");
+    early.assert_closed();
+    assert!(ssp.wait_exit().success(), "exit 0 after draining");
+}
+
 #[test]
 fn sigterm_past_drain_timeout_still_gives_the_request_in_flight_its_res_record() {
     let setup = Setup::new(&Options {
