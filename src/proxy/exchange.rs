@@ -267,8 +267,9 @@ fn connect(
     let route_index = ex.route;
     // Only the connection this consumer connection kept from its own last request (see
     // `upstream::Kept`). Anything the provider sent, or a close, while it was kept drops it
-    // (`Session::provider_ready`), but that event may still be queued behind this request's:
-    // so it is checked once more here, one read that finds nothing.
+    // (`Input::ProviderReady`), but that event may still be queued behind this request's, and
+    // bytes may come while the request waits for its `req` record: so it is looked at once
+    // more just before the request's first byte goes (`pump`), one read that finds nothing.
     if let Some(kept) = kept
         && kept.fits(
             route_index,
@@ -277,16 +278,13 @@ fn connect(
             ex.shared.config.upstream.pool_idle_timeout,
         )
     {
-        let mut up = kept.up;
-        if io.provider(up.id).is_some_and(|pipe| up.still_idle(pipe)) {
-            ex.upstream = Some(up);
-            ex.reused = true;
-            ex.timings.tcp_connected = Some(now);
-            ex.timings.tls_done = Some(now);
-            ex.awaiting_handshake = false;
-            ex.deadline = now + wait_limit(&ex.shared, ex.request_body.is_some());
-            return Step::Moved;
-        }
+        ex.upstream = Some(kept.up);
+        ex.reused = true;
+        ex.timings.tcp_connected = Some(now);
+        ex.timings.tls_done = Some(now);
+        ex.awaiting_handshake = false;
+        ex.deadline = now + wait_limit(&ex.shared, ex.request_body.is_some());
+        return Step::Moved;
     }
     ex.reused = false;
     ex.awaiting_handshake = true;
@@ -479,6 +477,18 @@ pub fn pump(ex: &mut Exchange, con: &mut Consumer, cx: &mut Cx, io: &mut dyn Io,
         return moved(progress);
     };
     ex.timings.tcp_connected.get_or_insert(now);
+    // A kept connection is looked at just before the request's first byte goes (not when the
+    // request takes it: it waits for its `req` record after that, and whatever the provider
+    // sends meanwhile would be read as the answer; `tests/simulate.rs` found that, seed 8952).
+    // Nothing has gone yet, so a new connection can take the request whole.
+    if ex.audited && ex.reused && ex.timings.forwarded.is_none() && !up.still_idle(pipe) {
+        log::debug!(
+            "upstream: {}: the kept connection spoke while idle; a new one",
+            ex.target()
+        );
+        ex.upstream = None;
+        return connect(ex, con, cx, io, None, now);
+    }
     // Nothing goes to the provider before its `req` record is durable (SPEC section 5).
     if ex.audited && tls_io::stage(&mut up.tls, &mut ex.to_upstream) > 0 {
         ex.timings.forwarded.get_or_insert(now);
