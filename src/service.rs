@@ -118,15 +118,61 @@ pub fn handle_signals(
                         runtime.shutdown("second stop signal");
                         std::process::exit(1);
                     }
-                    _ => {
-                        log::info!("stopping: finishing requests in flight");
+                    SIGTERM if !runtime.is_leaving() && !stop_delay(&runtime).is_zero() => {
+                        let delay = stop_delay(&runtime);
+                        log::info!(
+                            "stopping in {delay:?} ([server] stop_delay): /readyz says \"stopping\" \
+                             and requests are served as usual until then"
+                        );
                         systemd::notify("STOPPING=1");
-                        runtime.stop();
+                        runtime.announce_stop();
+                        let later = runtime.clone();
+                        let spawned =
+                            std::thread::Builder::new()
+                                .name("ssp-stop-delay".into())
+                                .spawn(move || {
+                                    std::thread::sleep(delay);
+                                    if !later.is_stopping() {
+                                        stop_now(&later);
+                                    }
+                                });
+                        if let Err(e) = spawned {
+                            log::warn!("stop delay: {e}; stopping at once");
+                            stop_now(&runtime);
+                        }
+                    }
+                    // SIGINT (a person at a terminal), a second SIGTERM during the delay, or
+                    // no delay: stop accepting now.
+                    _ => {
+                        if !runtime.is_leaving() {
+                            systemd::notify("STOPPING=1");
+                        }
+                        stop_now(&runtime);
                     }
                 }
             }
         })?;
     Ok(())
+}
+
+/// Whether this process serves an admin endpoint (and so a `/readyz` a balancer can watch).
+static ADMIN_SERVING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// SIGTERM's `[server] stop_delay` in force; zero without an admin endpoint, where nothing
+/// would tell a balancer that the stop is coming.
+pub fn stop_delay(runtime: &Runtime) -> std::time::Duration {
+    if ADMIN_SERVING.load(std::sync::atomic::Ordering::Acquire) {
+        runtime.current().config.server.stop_delay
+    } else {
+        std::time::Duration::ZERO
+    }
+}
+
+/// Stops accepting and drains (`[limits] drain_timeout`).
+fn stop_now(runtime: &Runtime) {
+    log::info!("stopping: no new connections; finishing requests in flight");
+    runtime.announce_stop();
+    runtime.stop();
 }
 
 /// How often the kernel is asked about the clock.
@@ -205,12 +251,14 @@ pub fn start_admin(runtime: &Arc<Runtime>) -> std::io::Result<()> {
             samples
         }),
     )?;
+    ADMIN_SERVING.store(true, std::sync::atomic::Ordering::Release);
     log::info!("admin endpoint on http://{bound}/ (healthz, readyz, metrics)");
     Ok(())
 }
 
 /// `/readyz`: not ready while the audit cannot be written, while a CRL is stale under
-/// `crl_expired = "deny"` (every handshake is refused), or while stopping.
+/// `crl_expired = "deny"` (every handshake is refused), or from the SIGTERM on (during
+/// `[server] stop_delay` too, while it still serves: that is what the delay is for).
 pub fn health(runtime: &Runtime) -> Health {
     let mut reasons = Vec::new();
     if !runtime.audit.healthy() {
@@ -236,7 +284,7 @@ pub fn health(runtime: &Runtime) -> Health {
                 .to_string(),
         );
     }
-    if runtime.is_stopping() {
+    if runtime.is_leaving() {
         reasons.push("stopping".to_string());
     }
     Health {
