@@ -6,8 +6,13 @@
 //! instances serve, the consumer's own address reaches each audit through PROXY v2, a
 //! rate-limited consumer stays limited through the balancer, and both audits verify.
 //!
-//! Needs `haproxy` (Debian: `apt-get install haproxy`; `.ci/run` installs it). Without it the
-//! test says so and passes, except under CI (`CI` set), where it fails.
+//! With Debian's `rsyslog` too, each instance's audit is shipped as `packaging/fleet` has it
+//! (imfile across rotations, TCP, a central rsyslogd writing a file per instance), and the
+//! central copy must be the audit byte for byte and pass `ssp audit verify --witness`.
+//!
+//! Needs `haproxy` and `rsyslogd` (Debian: `apt-get install haproxy rsyslog`; `.ci/run`
+//! installs them). Without haproxy the test says so and passes, without rsyslogd it does not
+//! ship; under CI (`CI` set) either missing fails it.
 //!
 //! Sized for a 2-core box: debug binaries, four load threads, about 20 s.
 
@@ -40,12 +45,54 @@ const SOURCES: [Ipv4Addr; 8] = [
 /// Between one answer and the next request, per load thread.
 const THINK: Duration = Duration::from_millis(4);
 
-fn find_haproxy() -> Option<PathBuf> {
+/// A program on PATH or in the sbin folders (Debian puts haproxy and rsyslogd there).
+fn find(program: &str) -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
     dirs.extend(["/usr/sbin".into(), "/usr/local/sbin".into()]);
-    dirs.into_iter().map(|d| d.join("haproxy")).find(|p| p.is_file())
+    dirs.into_iter().map(|d| d.join(program)).find(|p| p.is_file())
+}
+
+/// `template` from packaging/fleet with its @VARS@ filled in.
+fn packaged(template: &str, vars: &[(&str, String)]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("packaging/fleet")
+        .join(template);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    for (name, value) in vars {
+        text = text.replace(&format!("@{name}@"), value);
+    }
+    text
+}
+
+/// A running program, killed when dropped (the test's end, or its failure).
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `rsyslogd -n` on `config` (written into `dir`), its messages in `dir/rsyslogd.log`.
+fn rsyslogd(binary: &Path, dir: &Path, config: String) -> Daemon {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("rsyslog.conf");
+    std::fs::write(&path, config).unwrap();
+    let log = std::fs::File::create(dir.join("rsyslogd.log")).unwrap();
+    let child = Command::new(binary)
+        .arg("-n")
+        .arg("-f")
+        .arg(&path)
+        .arg("-i")
+        .arg(dir.join("rsyslogd.pid"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start rsyslogd");
+    Daemon(child)
 }
 
 /// A TCP connection to `to` from `source` (a loopback address other than 127.0.0.1).
@@ -156,6 +203,11 @@ impl Instance {
             .replace(
                 &format!("asid = \"{}\"\n", ECDSA.asid),
                 &format!("asid = \"{}\"\nrate = 1\nburst = 3\n", ECDSA.asid),
+            )
+            // Rotations (renames) while the shipper follows the audit, and seals to witness.
+            .replace(
+                "sync = \"off\"",
+                "sync = \"off\"\nrotate_bytes = 262144\nseal_interval = \"1s\"",
             );
         std::fs::write(&setup.config, text).unwrap();
         Instance {
@@ -222,8 +274,30 @@ impl Instance {
             .collect()
     }
 
+    /// The audit's bytes, file after file in chain order: what the central copy must be.
+    fn chain_bytes(&self) -> Vec<u8> {
+        self.chain()
+            .iter()
+            .flat_map(|p| std::fs::read(p).unwrap())
+            .collect()
+    }
+
     /// Every audit record, in chain order, parsed.
     fn records(&self) -> Vec<serde_json::Value> {
+        self.chain()
+            .iter()
+            .flat_map(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap()
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// The audit files, rotated ones by first seq, then the active one.
+    fn chain(&self) -> Vec<PathBuf> {
         let dir = self.setup.dir.path().join("audit");
         let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(&dir)
             .unwrap()
@@ -239,27 +313,21 @@ impl Instance {
             })
             .collect();
         files.sort();
-        files
-            .iter()
-            .flat_map(|(_, p)| {
-                std::fs::read_to_string(p)
-                    .unwrap()
-                    .lines()
-                    .map(|l| serde_json::from_str(l).unwrap())
-                    .collect::<Vec<_>>()
-            })
-            .collect()
+        files.into_iter().map(|(_, p)| p).collect()
     }
 
-    /// `ssp audit verify DIR --key-file K0`: exit code and output.
-    fn verify(&self) -> (Option<i32>, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_ssp"))
+    /// `ssp audit verify DIR --key-file K0 [--witness W]`: exit code and output.
+    fn verify(&self, witness: Option<&Path>) -> (Option<i32>, String) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ssp"));
+        command
             .args(["audit", "verify"])
             .arg(self.setup.dir.path().join("audit"))
             .arg("--key-file")
-            .arg(self.setup.dir.path().join("audit.k0"))
-            .output()
-            .unwrap();
+            .arg(self.setup.dir.path().join("audit.k0"));
+        if let Some(w) = witness {
+            command.arg("--witness").arg(w);
+        }
+        let out = command.output().unwrap();
         (
             out.status.code(),
             format!(
@@ -290,17 +358,17 @@ impl Haproxy {
     fn start(binary: &Path, dir: &Path, a: &Instance, b: &Instance) -> Haproxy {
         let front = unused_port();
         let stats = unused_port();
-        let template = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/fleet/haproxy.cfg"),
-        )
-        .unwrap();
-        let config = template
-            .replace("@FRONT@", &front.to_string())
-            .replace("@STATS@", &stats.to_string())
-            .replace("@A@", &format!("127.0.0.1:{}", a.port))
-            .replace("@B@", &format!("127.0.0.1:{}", b.port))
-            .replace("@A_ADMIN@", &a.admin.port().to_string())
-            .replace("@B_ADMIN@", &b.admin.port().to_string());
+        let config = packaged(
+            "haproxy.cfg",
+            &[
+                ("FRONT", front.to_string()),
+                ("STATS", stats.to_string()),
+                ("A", format!("127.0.0.1:{}", a.port)),
+                ("B", format!("127.0.0.1:{}", b.port)),
+                ("A_ADMIN", a.admin.port().to_string()),
+                ("B_ADMIN", b.admin.port().to_string()),
+            ],
+        );
         let path = dir.join("haproxy.cfg");
         std::fs::write(&path, config).unwrap();
         let log = std::fs::File::create(dir.join("haproxy.log")).unwrap();
@@ -503,18 +571,65 @@ fn burst(front: SocketAddr, endpoint: &str, who: &Who, source: Ipv4Addr, n: usiz
 
 #[test]
 fn a_fleet_behind_haproxy_loses_no_request_to_reloads_or_a_rolling_restart() {
-    let Some(haproxy_bin) = find_haproxy() else {
+    let ci = std::env::var_os("CI").is_some();
+    let Some(haproxy_bin) = find("haproxy") else {
         assert!(
-            std::env::var_os("CI").is_none(),
+            !ci,
             "haproxy is not installed, and CI must run this test (.ci/run installs it)"
         );
         eprintln!("note: haproxy not installed (apt-get install haproxy); skipping the fleet test");
         return;
     };
+    let rsyslog_bin = find("rsyslogd");
+    assert!(
+        rsyslog_bin.is_some() || !ci,
+        "rsyslogd is not installed, and CI must ship the audit (.ci/run installs rsyslog)"
+    );
+    if rsyslog_bin.is_none() {
+        eprintln!("note: rsyslogd not installed (apt-get install rsyslog); not shipping the audit");
+    }
     let mut a = Instance::new("ssp-a", None);
     let mut b = Instance::new("ssp-b", Some(a.setup.provider_addr));
     a.start();
     b.start();
+    // The central store and a shipper per instance, as packaging/fleet has them.
+    let store = a.setup.dir.path().join("central/store");
+    let mut shipping = Vec::new();
+    if let Some(bin) = &rsyslog_bin {
+        let port = unused_port().port();
+        let central = a.setup.dir.path().join("central");
+        std::fs::create_dir_all(&store).unwrap();
+        shipping.push(rsyslogd(
+            bin,
+            &central,
+            packaged(
+                "rsyslog-central.conf",
+                &[
+                    ("WORK", central.display().to_string()),
+                    ("LISTEN_HOST", "127.0.0.1".into()),
+                    ("LISTEN_PORT", port.to_string()),
+                    ("STORE", store.display().to_string()),
+                ],
+            ),
+        ));
+        for instance in [&a, &b] {
+            let dir = instance.setup.dir.path();
+            shipping.push(rsyslogd(
+                bin,
+                &dir.join("shipper"),
+                packaged(
+                    "rsyslog-instance.conf",
+                    &[
+                        ("WORK", dir.join("shipper").display().to_string()),
+                        ("AUDIT_DIR", dir.join("audit").display().to_string()),
+                        ("NAME", instance.name.into()),
+                        ("CENTRAL_HOST", "127.0.0.1".into()),
+                        ("CENTRAL_PORT", port.to_string()),
+                    ],
+                ),
+            ));
+        }
+    }
     let haproxy = Haproxy::start(&haproxy_bin, a.setup.dir.path(), &a, &b);
     let endpoint = a.setup.endpoint.clone();
 
@@ -636,8 +751,34 @@ fn a_fleet_behind_haproxy_loses_no_request_to_reloads_or_a_rolling_restart() {
             );
         }
         eprintln!("{}: {} req records", instance.name, reqs.len());
-        let (code, out) = instance.verify();
+        let (code, out) = instance.verify(None);
         assert_eq!(code, Some(0), "{}: audit verify: {out}", instance.name);
+        if rsyslog_bin.is_some() {
+            // The central copy: every record, byte for byte, once the shipper has caught up.
+            let box_bytes = instance.chain_bytes();
+            let central = store.join(format!("{}.jsonl", instance.name));
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let shipped = loop {
+                let shipped = std::fs::read(&central).unwrap_or_default();
+                if shipped.len() >= box_bytes.len() || Instant::now() >= deadline {
+                    break shipped;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            let lines = |b: &[u8]| b.iter().filter(|c| **c == b'\n').count();
+            assert!(
+                shipped == box_bytes,
+                "{}: the central copy ({} bytes, {} lines) is not the audit ({} bytes, {} lines)",
+                instance.name,
+                shipped.len(),
+                lines(&shipped),
+                box_bytes.len(),
+                lines(&box_bytes)
+            );
+            let (code, out) = instance.verify(Some(&central));
+            assert_eq!(code, Some(0), "{}: audit verify --witness: {out}", instance.name);
+            eprintln!("{}: central copy byte for byte; {}", instance.name, out.trim());
+        }
         assert_eq!(
             records.iter().filter(|r| r["type"] == "start").count(),
             2,
