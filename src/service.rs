@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
@@ -118,14 +119,15 @@ pub fn handle_signals(
                         runtime.shutdown("second stop signal");
                         std::process::exit(1);
                     }
-                    SIGTERM if !runtime.is_leaving() && !stop_delay(&runtime).is_zero() => {
+                    SIGTERM if !leaving(&runtime) && !stop_delay(&runtime).is_zero() => {
                         let delay = stop_delay(&runtime);
+                        // First, so that /readyz says so by the time the log does.
+                        STOP_ANNOUNCED.store(true, Ordering::Release);
                         log::info!(
                             "stopping in {delay:?} ([server] stop_delay): /readyz says \"stopping\" \
                              and requests are served as usual until then"
                         );
                         systemd::notify("STOPPING=1");
-                        runtime.announce_stop();
                         let later = runtime.clone();
                         let spawned =
                             std::thread::Builder::new()
@@ -144,7 +146,7 @@ pub fn handle_signals(
                     // SIGINT (a person at a terminal), a second SIGTERM during the delay, or
                     // no delay: stop accepting now.
                     _ => {
-                        if !runtime.is_leaving() {
+                        if !leaving(&runtime) {
                             systemd::notify("STOPPING=1");
                         }
                         stop_now(&runtime);
@@ -156,12 +158,22 @@ pub fn handle_signals(
 }
 
 /// Whether this process serves an admin endpoint (and so a `/readyz` a balancer can watch).
-static ADMIN_SERVING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static ADMIN_SERVING: AtomicBool = AtomicBool::new(false);
+
+/// Set by SIGTERM before `Runtime::stop`, for `[server] stop_delay`: `/readyz` says
+/// "stopping" while the workers, which never read it, go on as before. Process-wide, as the
+/// signals are (one `Runtime` per process).
+static STOP_ANNOUNCED: AtomicBool = AtomicBool::new(false);
+
+/// A stop is coming, or has begun.
+fn leaving(runtime: &Runtime) -> bool {
+    STOP_ANNOUNCED.load(Ordering::Acquire) || runtime.is_stopping()
+}
 
 /// SIGTERM's `[server] stop_delay` in force; zero without an admin endpoint, where nothing
 /// would tell a balancer that the stop is coming.
 pub fn stop_delay(runtime: &Runtime) -> std::time::Duration {
-    if ADMIN_SERVING.load(std::sync::atomic::Ordering::Acquire) {
+    if ADMIN_SERVING.load(Ordering::Acquire) {
         runtime.current().config.server.stop_delay
     } else {
         std::time::Duration::ZERO
@@ -170,9 +182,9 @@ pub fn stop_delay(runtime: &Runtime) -> std::time::Duration {
 
 /// Stops accepting and drains (`[limits] drain_timeout`).
 fn stop_now(runtime: &Runtime) {
-    log::info!("stopping: no new connections; finishing requests in flight");
-    runtime.announce_stop();
+    STOP_ANNOUNCED.store(true, Ordering::Release);
     runtime.stop();
+    log::info!("stopping: no new connections; finishing requests in flight");
 }
 
 /// How often the kernel is asked about the clock.
@@ -251,7 +263,7 @@ pub fn start_admin(runtime: &Arc<Runtime>) -> std::io::Result<()> {
             samples
         }),
     )?;
-    ADMIN_SERVING.store(true, std::sync::atomic::Ordering::Release);
+    ADMIN_SERVING.store(true, Ordering::Release);
     log::info!("admin endpoint on http://{bound}/ (healthz, readyz, metrics)");
     Ok(())
 }
@@ -284,7 +296,7 @@ pub fn health(runtime: &Runtime) -> Health {
                 .to_string(),
         );
     }
-    if runtime.is_leaving() {
+    if leaving(runtime) {
         reasons.push("stopping".to_string());
     }
     Health {

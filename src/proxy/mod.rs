@@ -79,9 +79,6 @@ pub struct Runtime {
     pub clock: crate::clock::ClockWatch,
     /// Set by SIGTERM: stop accepting, finish what is in flight, exit.
     stopping: AtomicBool,
-    /// Set by SIGTERM before `stopping`, for `[server] stop_delay`: `/readyz` says so while
-    /// everything else goes on (`service::handle_signals`).
-    leaving: AtomicBool,
     /// Each worker's last turn of its loop (nanos), for the systemd watchdog.
     heartbeats: RwLock<Vec<Arc<AtomicU64>>>,
 }
@@ -132,7 +129,6 @@ impl Runtime {
             refusals,
             clock: Default::default(),
             stopping: AtomicBool::new(false),
-            leaving: AtomicBool::new(false),
             heartbeats: RwLock::new(Vec::new()),
         })
     }
@@ -155,16 +151,6 @@ impl Runtime {
 
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
-    }
-
-    /// A stop is coming: `/readyz` turns 503 while the workers go on as before.
-    pub fn announce_stop(&self) {
-        self.leaving.store(true, Ordering::Release);
-    }
-
-    /// Whether a stop was announced or has begun.
-    pub fn is_leaving(&self) -> bool {
-        self.leaving.load(Ordering::Acquire) || self.is_stopping()
     }
 
     /// A heartbeat slot for one worker's loop.
