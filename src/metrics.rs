@@ -80,6 +80,7 @@ const FAMILIES: &[(&str, Shape)] = &[
     ("JWT_REQUESTED_SCOPE_NOT_ALLOWED", Shape::Exact),
     ("JWT_ISS_VARIES_FROM_MESSAGESENDER", Shape::Suffixed),
     ("JWT_REQUESTING_DEVICE_VARIES_FROM_MESSAGESENDER", Shape::Suffixed),
+    ("DRAIN_TIMEOUT", Shape::Exact),
     ("OTHER", Shape::Never),
 ];
 const FORWARDED: usize = 0;
@@ -117,6 +118,22 @@ const REASONS: [&str; 9] = [
     "protocol",
     // A full handshake from an address past `[limits] refused_handshakes` (resumption only).
     "blocked",
+    "other",
+];
+
+/// Reasons for `ssp_provider_failures_total{reason}` (`proxy::outcome::ProviderFailure::label`).
+pub const PROVIDER_FAILURES: [&str; 12] = [
+    "resolve",
+    "connect",
+    "connect_timeout",
+    "tls",
+    "write",
+    "closed",
+    "closed_mid_head",
+    "invalid_head",
+    "switched_protocols",
+    "broken_body",
+    "stalled",
     "other",
 ];
 
@@ -312,6 +329,7 @@ pub struct Metrics {
     handshake_failures: [AtomicU64; REASONS.len()],
     throttled: AtomicU64,
     provider_busy: AtomicU64,
+    provider_failures: [AtomicU64; PROVIDER_FAILURES.len()],
     crl_refresh_failures: [AtomicU64; CRL_FAILURES.len()],
     crl_updates: AtomicU64,
     config: Mutex<ConfigLoad>,
@@ -337,6 +355,7 @@ impl Metrics {
             handshake_failures: [const { AtomicU64::new(0) }; REASONS.len()],
             throttled: AtomicU64::new(0),
             provider_busy: AtomicU64::new(0),
+            provider_failures: [const { AtomicU64::new(0) }; PROVIDER_FAILURES.len()],
             crl_refresh_failures: [const { AtomicU64::new(0) }; CRL_FAILURES.len()],
             crl_updates: AtomicU64::new(0),
             config: Mutex::new(ConfigLoad::default()),
@@ -384,6 +403,16 @@ impl Metrics {
     /// provider's cap, not the consumer's rate, that refused.
     pub fn provider_busy(&self) {
         self.provider_busy.fetch_add(1, Relaxed);
+    }
+
+    /// A provider that could not answer (a 502) or whose answer was cut off; `reason` is one
+    /// of [`PROVIDER_FAILURES`] (anything else counts as `other`).
+    pub fn provider_failed(&self, reason: &str) {
+        let slot = PROVIDER_FAILURES
+            .iter()
+            .position(|&r| r == reason)
+            .unwrap_or(PROVIDER_FAILURES.len() - 1);
+        self.provider_failures[slot].fetch_add(1, Relaxed);
     }
 
     /// A fetched CRL that was not put in force (or not stored); `reason` is one of
@@ -472,6 +501,19 @@ impl Metrics {
             "ssp_provider_busy_total {}",
             self.provider_busy.load(Relaxed)
         );
+        header(
+            &mut out,
+            "ssp_provider_failures_total",
+            "Exchanges a provider failed, by cause: 502s (row 17) and responses cut off after they began.",
+            "counter",
+        );
+        for (reason, count) in PROVIDER_FAILURES.iter().zip(&self.provider_failures) {
+            let _ = writeln!(
+                out,
+                "ssp_provider_failures_total{{reason=\"{reason}\"}} {}",
+                count.load(Relaxed)
+            );
+        }
         header(
             &mut out,
             "ssp_crl_refresh_failures_total",
@@ -765,6 +807,8 @@ mod tests {
             ("SERVICE_UNAVAILABLE", "SERVICE_UNAVAILABLE"),
             ("AUDIT_UNAVAILABLE", "AUDIT_UNAVAILABLE"),
             ("CLOCK_NOT_SYNCHRONISED", "CLOCK_NOT_SYNCHRONISED"),
+            // Not an answer but a `res` record's word for an exchange SIGTERM cut short.
+            ("DRAIN_TIMEOUT", "DRAIN_TIMEOUT"),
             (
                 "ENDPOINT_https://h/a_CPAID_S1_VARIES_FROM_TARGETURL_https://h/b",
                 "ENDPOINT_VARIES_FROM_TARGETURL",

@@ -7,6 +7,7 @@ pub mod headers;
 pub mod identity;
 pub mod json;
 pub mod jwt;
+pub mod limits;
 pub mod refusal;
 pub mod revocation;
 pub mod throttle;

@@ -1,17 +1,21 @@
 //! One request in flight: forwarding its head and body to the provider and streaming the
 //! provider's response back, with the failure answers of SPEC section 4 rows 13, 17 and 18.
+//! Each function takes the exchange, the consumer's side and the pipes, and says what became
+//! of the exchange (`Step`); the session acts on the end of it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::Shared;
-use super::client::{Client, Phase};
+use super::consumer::Consumer;
+use super::cx::{Action, Cx};
+use super::outcome::{Outcome, ProviderFailure};
 use super::report;
+use super::shared::Shared;
 use super::tls_io;
-use super::upstream::{Owner, Upstream};
-use super::worker::{Cx, upstream_token};
-use crate::audit::{Event, RequestFacts};
+use super::upstream::{Kept, Upstream};
+use super::wire::Io;
+use crate::audit::{Event, RequestFacts, Transaction};
 use crate::http::answer::{self, Context, OutcomeId};
 use crate::http::body::BodyReader;
 use crate::http::forward::{self, Persistence};
@@ -19,11 +23,31 @@ use crate::http::head::trim_ows;
 use crate::http::request::{BodyFraming, RequestHead, Version};
 use crate::http::response::{self, ResponseFraming};
 use crate::policy::Admission;
+use crate::policy::limits::RateFields;
 use crate::policy::refusal::Refusal;
 use crate::policy::throttle::{self, Permit};
 
-/// `X-Rate-Limit-Limit`, `-Remaining` and `-Reset` for an admitted request's answer (row 14).
-pub type RateFields = [(&'static str, u64); 3];
+/// What became of an exchange after a call.
+pub enum Step {
+    /// Nothing moved.
+    Idle,
+    /// Bytes or state moved; another round may move more.
+    Moved,
+    /// It ended, reported (`res` record, transactions line, metrics); the session goes on.
+    End(End),
+}
+
+/// How the consumer connection goes on after an exchange.
+pub enum End {
+    /// Its answer (the provider's, or our own) is queued: the next request may follow, with
+    /// the provider connection `kept` for it, unless `close`.
+    Next {
+        close: bool,
+        kept: Option<Box<Upstream>>,
+    },
+    /// Nothing sensible can be said on the connection any more: close it now.
+    Abort,
+}
 
 /// Plaintext staged for one side before we stop reading from the other (backpressure).
 pub const STAGE_LIMIT: usize = 64 * 1024;
@@ -68,7 +92,7 @@ pub struct Exchange {
     pub http10: bool,
     /// Whether the consumer's connection may carry another request after this one.
     pub keep_alive: bool,
-    pub upstream: Option<Upstream>,
+    pub upstream: Option<Box<Upstream>>,
     /// The resolver question this exchange waits on.
     pub ticket: Option<u64>,
     /// Provider addresses not tried yet, should the connect under way fail.
@@ -107,6 +131,16 @@ impl Exchange {
         self.request_body.is_some()
     }
 
+    /// The provider connection it holds, by id (`Action::Connect`).
+    pub fn provider_id(&self) -> Option<u64> {
+        self.upstream.as_ref().map(|up| up.id)
+    }
+
+    /// When it must next have moved.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
     fn context(&self) -> Context<'_> {
         Context {
             trace_id: self.facts.text.trace_id().map(str::as_bytes),
@@ -134,22 +168,25 @@ fn wait_limit(shared: &Shared, body_pending: bool) -> std::time::Duration {
     }
 }
 
-/// Begins forwarding an admitted request.
+/// Begins forwarding an admitted request: stages its head, asks for its `req` record to be
+/// made durable, and finds a provider connection (`kept`, this consumer connection's own from
+/// its last request, if it fits).
 #[allow(clippy::too_many_arguments)]
 pub fn start(
-    c: &mut Client,
-    key: usize,
+    con: &mut Consumer,
     cx: &mut Cx,
+    io: &mut dyn Io,
     head: &RequestHead,
     admission: Admission,
     permit: Permit,
     rate_fields: RateFields,
+    kept: Option<Kept>,
     now: Instant,
-) {
+) -> (Box<Exchange>, Step) {
     let shared = cx.shared.clone();
     let mut to_upstream = cx.buffers.take();
     to_upstream.reserve(head.len() + 96);
-    let forwarded_for = shared.config.server.forwarded.then_some(c.peer);
+    let forwarded_for = shared.config.server.forwarded.then_some(con.peer);
     forward::write_request(&mut to_upstream, head, &admission.target, forwarded_for);
     let request_body = match head.framing {
         BodyFraming::None => None,
@@ -164,16 +201,13 @@ pub fn start(
             .field("expect")
             .is_some_and(|e| trim_ows(e).eq_ignore_ascii_case(b"100-continue"));
     if continue_sent {
-        c.write_plaintext(b"HTTP/1.1 100 Continue\r\n\r\n");
+        con.write_plaintext(b"HTTP/1.1 100 Continue\r\n\r\n");
     }
-    let facts = Arc::new(report::facts(c, Some(head)));
-    let ticket = cx.audit_durable(
-        Event::Req {
-            request: facts.clone(),
-        },
-        key,
-    );
-    let ex = Exchange {
+    let facts = Arc::new(report::facts(con, Some(head)));
+    let ticket = cx.audit_durable(Event::Req {
+        request: facts.clone(),
+    });
+    let mut ex = Box::new(Exchange {
         audit_ticket: Some(ticket),
         facts,
         audited: false,
@@ -211,27 +245,31 @@ pub fn start(
         answered_with: None,
         bytes_up: 0,
         bytes_down: 0,
-    };
-    c.exchange = Some(Box::new(ex));
-    c.enter(Phase::Exchange, now);
-    connect(c, key, cx, true, now);
+    });
+    let step = connect(&mut ex, con, cx, io, kept, now);
+    (ex, step)
 }
 
-/// Finds a provider connection: a pooled one if allowed, else a new one (via the resolver
-/// unless the provider has a fixed address).
-fn connect(c: &mut Client, key: usize, cx: &mut Cx, allow_pooled: bool, now: Instant) {
-    let Some(ex) = c.exchange.as_mut() else { return };
+/// Finds a provider connection: `kept` if it fits and is still idle, else a new one (via the
+/// resolver unless the provider has a fixed address).
+fn connect(
+    ex: &mut Exchange,
+    con: &mut Consumer,
+    cx: &mut Cx,
+    io: &mut dyn Io,
+    kept: Option<Kept>,
+    now: Instant,
+) -> Step {
     ex.timings = Timings {
         connect_started: Some(now),
         ..Timings::default()
     };
     let route_index = ex.route;
     // Only the connection this consumer connection kept from its own last request (see
-    // `upstream::Kept`). Anything the provider sent, or a close, while it was kept is read by
-    // `Worker::upstream_event`, which drops it, but that event may still be queued behind this
-    // request's: so it is checked once more here, one recv(2) that finds nothing.
-    if let Some(kept) = c.kept.take()
-        && allow_pooled
+    // `upstream::Kept`). Anything the provider sent, or a close, while it was kept drops it
+    // (`Session::provider_ready`), but that event may still be queued behind this request's:
+    // so it is checked once more here, one read that finds nothing.
+    if let Some(kept) = kept
         && kept.fits(
             route_index,
             &ex.shared.client_tls,
@@ -240,15 +278,14 @@ fn connect(c: &mut Client, key: usize, cx: &mut Cx, allow_pooled: bool, now: Ins
         )
     {
         let mut up = kept.up;
-        if up.still_idle() {
-            cx.owners.set(up.id(), Owner::Consumer(key));
+        if io.provider(up.id).is_some_and(|pipe| up.still_idle(pipe)) {
             ex.upstream = Some(up);
             ex.reused = true;
             ex.timings.tcp_connected = Some(now);
             ex.timings.tls_done = Some(now);
             ex.awaiting_handshake = false;
             ex.deadline = now + wait_limit(&ex.shared, ex.request_body.is_some());
-            return;
+            return Step::Moved;
         }
     }
     ex.reused = false;
@@ -257,97 +294,144 @@ fn connect(c: &mut Client, key: usize, cx: &mut Cx, allow_pooled: bool, now: Ins
     ex.deadline = ex.connect_by;
     let route = &ex.shared.routes[route_index];
     if route.fixed_addrs.is_empty() {
-        let ticket = cx.ask_resolver(&route.host, route.port, key);
+        let ticket = cx.ticket();
+        cx.actions.push(Action::Resolve {
+            host: route.host.clone(),
+            port: route.port,
+            ticket,
+        });
         ex.ticket = Some(ticket);
+        Step::Moved
     } else {
         let addrs = route.fixed_addrs.clone();
-        open(c, key, cx, addrs, now);
+        open(ex, con, cx, io, addrs, now)
     }
 }
 
-/// Opens a new provider connection to the first of `addrs` (the fixed addresses or the
-/// resolver's answer) that takes a connect; the others are kept for `connect_failed`.
-pub fn open(c: &mut Client, key: usize, cx: &mut Cx, mut addrs: Vec<SocketAddr>, now: Instant) {
-    let Some(ex) = c.exchange.as_mut() else { return };
+/// The resolver's answer for this exchange's `ticket`.
+pub fn resolved(
+    ex: &mut Exchange,
+    con: &mut Consumer,
+    cx: &mut Cx,
+    io: &mut dyn Io,
+    ticket: u64,
+    addrs: Result<Vec<SocketAddr>, String>,
+    now: Instant,
+) -> Step {
+    if ex.ticket != Some(ticket) {
+        return Step::Idle;
+    }
+    match addrs {
+        Ok(addrs) => open(ex, con, cx, io, addrs, now),
+        Err(why) => provider_failed(ex, con, cx, io, ProviderFailure::Resolve(why), now),
+    }
+}
+
+/// Asks for a new provider connection to the first of `addrs` (the fixed addresses or the
+/// resolver's answer); the others are kept for `connect_failed`.
+fn open(
+    ex: &mut Exchange,
+    con: &mut Consumer,
+    cx: &mut Cx,
+    io: &mut dyn Io,
+    mut addrs: Vec<SocketAddr>,
+    now: Instant,
+) -> Step {
     ex.ticket = None;
     let route_index = ex.route;
     let route = &ex.shared.routes[route_index];
-    let mut why = String::from("no address");
-    // Tried from the front; few enough that removing the first is cheaper than a deque.
-    while !addrs.is_empty() {
-        let addr = addrs.remove(0);
-        let opened = Upstream::connect(
-            addr,
-            ex.shared.client_tls.clone(),
-            route.server_name.clone(),
-            route_index,
-        )
-        .and_then(|mut up| {
-            up.register(&cx.registry, upstream_token(up.id()))
-                .map_err(|e| e.to_string())?;
-            cx.owners.set(up.id(), Owner::Consumer(key));
-            Ok(up)
-        });
-        match opened {
-            Ok(up) => {
-                ex.upstream = Some(up);
-                // Each address gets an equal share of what is left of `connect_timeout`, so
-                // one that never answers leaves time for the others.
-                let left = ex.connect_by.saturating_duration_since(now);
-                ex.deadline = now + left / (addrs.len() as u32 + 1);
-                ex.untried = addrs;
-                return;
-            }
-            Err(e) => {
-                log::warn!("upstream: {}: {e}", ex.target());
-                why = e;
-            }
-        }
+    if addrs.is_empty() {
+        return provider_failed(
+            ex,
+            con,
+            cx,
+            io,
+            ProviderFailure::Connect("no address".into()),
+            now,
+        );
     }
-    provider_failed(c, key, cx, &why, now);
+    // Tried from the front; few enough that removing the first is cheaper than a deque.
+    let addr = addrs.remove(0);
+    let id = cx.ticket();
+    match Upstream::new(
+        id,
+        ex.shared.client_tls.clone(),
+        route.server_name.clone(),
+        route_index,
+    ) {
+        Ok(up) => {
+            cx.actions.push(Action::Connect { id, addr });
+            ex.upstream = Some(up);
+            // Each address gets an equal share of what is left of `connect_timeout`, so
+            // one that never answers leaves time for the others.
+            let left = ex.connect_by.saturating_duration_since(now);
+            ex.deadline = now + left / (addrs.len() as u32 + 1);
+            ex.untried = addrs;
+            Step::Moved
+        }
+        Err(why) => provider_failed(ex, con, cx, io, ProviderFailure::Tls(why), now),
+    }
+}
+
+/// The driver's word on the TCP connect of provider connection `id`.
+pub fn connected(
+    ex: &mut Exchange,
+    con: &mut Consumer,
+    cx: &mut Cx,
+    io: &mut dyn Io,
+    id: u64,
+    result: Result<(), String>,
+    now: Instant,
+) -> Step {
+    let Some(up) = ex.upstream.as_mut().filter(|up| up.id == id) else {
+        return Step::Idle;
+    };
+    match result {
+        Ok(()) => {
+            up.connected = true;
+            Step::Moved
+        }
+        Err(why) => connect_failed(ex, con, cx, io, why, now),
+    }
 }
 
 /// The TCP connect to the provider failed (refused, unreachable) or its share of the connect
 /// time ran out: nothing reached the provider, so the next address, if there is one, gets the
 /// same request within what is left of `connect_timeout`.
-pub fn connect_failed(c: &mut Client, key: usize, cx: &mut Cx, why: &str, now: Instant) {
-    let Some(ex) = c.exchange.as_mut() else { return };
+fn connect_failed(
+    ex: &mut Exchange,
+    con: &mut Consumer,
+    cx: &mut Cx,
+    io: &mut dyn Io,
+    why: String,
+    now: Instant,
+) -> Step {
     if ex.untried.is_empty() {
-        provider_failed(c, key, cx, why, now);
-        return;
+        return provider_failed(ex, con, cx, io, ProviderFailure::Connect(why), now);
     }
     log::warn!("upstream: {}: {why}; trying the next address", ex.target());
     ex.upstream = None;
     let addrs = std::mem::take(&mut ex.untried);
-    open(c, key, cx, addrs, now);
+    open(ex, con, cx, io, addrs, now)
 }
 
-/// The resolver could not find the provider.
-pub fn unresolved(c: &mut Client, key: usize, cx: &mut Cx, why: &str, now: Instant) {
-    provider_failed(c, key, cx, &format!("resolve: {why}"), now);
-}
-
-/// Moves bytes one step in every direction; returns whether anything changed.
-pub fn pump(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
-    let Some(ex) = c.exchange.as_mut() else {
-        return false;
-    };
-    if c.eof {
-        consumer_gone(c, cx, now);
-        return true;
+/// Moves bytes one step in every direction.
+pub fn pump(ex: &mut Exchange, con: &mut Consumer, cx: &mut Cx, io: &mut dyn Io, now: Instant) -> Step {
+    if con.eof {
+        return Step::End(ended(ex, con, cx, Outcome::ConsumerGone, End::Abort, now));
     }
     let mut progress = false;
 
     // The consumer's body, as far as its framing goes and the provider keeps up.
     if let Some(reader) = ex.request_body.as_mut()
-        && !c.inbuf.is_empty()
+        && !con.inbuf.is_empty()
         && ex.to_upstream.len() < STAGE_LIMIT
     {
-        let take = c.inbuf.len().min(STAGE_LIMIT - ex.to_upstream.len());
+        let take = con.inbuf.len().min(STAGE_LIMIT - ex.to_upstream.len());
         // Staged as framed, less a chunked body's trailer fields (`BodyReader::relay`).
-        match reader.relay(&c.inbuf[..take], &mut ex.to_upstream) {
+        match reader.relay(&con.inbuf[..take], &mut ex.to_upstream) {
             Ok(p) => {
-                c.inbuf.drain(..p.consumed);
+                con.inbuf.drain(..p.consumed);
                 ex.bytes_up += p.consumed as u64;
                 let too_large = match reader {
                     BodyReader::Chunked(d) => d.payload_len() > ex.shared.rules.max_body_bytes,
@@ -374,35 +458,35 @@ pub fn pump(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
                 }
                 progress |= p.consumed > 0 || p.done;
                 if too_large {
-                    return request_failed(c, cx, Refusal::PayloadTooLarge, now);
+                    return request_failed(ex, con, cx, Refusal::PayloadTooLarge, now);
                 }
             }
             Err(e) => {
-                log::info!("http: {} sent a malformed body: {e}", c.peer);
-                return request_failed(c, cx, Refusal::InvalidRequest, now);
+                log::info!("http: {} sent a malformed body: {e}", con.peer);
+                return request_failed(ex, con, cx, Refusal::InvalidRequest, now);
             }
         }
     }
 
     // The provider's side: send what is staged, read what came back.
     let Some(up) = ex.upstream.as_mut() else {
-        return progress;
+        return moved(progress);
     };
     if !up.connected {
-        return progress;
+        return moved(progress);
     }
+    let Some(pipe) = io.provider(up.id) else {
+        return moved(progress);
+    };
     ex.timings.tcp_connected.get_or_insert(now);
     // Nothing goes to the provider before its `req` record is durable (SPEC section 5).
     if ex.audited && tls_io::stage(&mut up.tls, &mut ex.to_upstream) > 0 {
         ex.timings.forwarded.get_or_insert(now);
         progress = true;
     }
-    match tls_io::flush(&mut up.sock, &mut up.tls) {
+    match tls_io::flush(pipe, &mut up.tls) {
         Ok(written) => progress |= written > 0,
-        Err(e) => {
-            provider_failed(c, key, cx, &format!("write: {e}"), now);
-            return true;
-        }
+        Err(e) => return provider_failed(ex, con, cx, io, ProviderFailure::Write(e.to_string()), now),
     }
     if ex.awaiting_handshake && !up.tls.is_handshaking() {
         ex.awaiting_handshake = false;
@@ -410,58 +494,78 @@ pub fn pump(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
         ex.deadline = now + wait_limit(&ex.shared, ex.request_body.is_some());
         progress = true;
     }
-    if up.read_ready && ex.to_client.len() < STAGE_LIMIT {
+    if ex.to_client.len() < STAGE_LIMIT {
         match tls_io::read(
-            &mut up.sock,
+            pipe,
             &mut up.tls,
             &mut up.inbuf,
             STAGE_LIMIT,
-            up.peer_closing,
             Some(&mut up.framing),
         ) {
             Ok(o) => {
-                up.read_ready = !o.drained;
+                up.drained = o.drained;
                 up.eof |= o.eof;
                 up.close_notify |= o.close_notify;
                 progress |= o.bytes > 0 || o.eof;
             }
             Err(e) => {
-                provider_failed(c, key, cx, &format!("tls: {}", crate::tls::describe(&e)), now);
-                return true;
+                let why = ProviderFailure::Tls(crate::tls::describe(&e).to_string());
+                return provider_failed(ex, con, cx, io, why, now);
             }
         }
     }
     // Head and body in one go when both are in: one TLS record and one write to the consumer.
-    while response_step(c, key, cx, now) {
-        progress = true;
+    loop {
+        match response_step(ex, con, cx, io, now) {
+            Step::Idle => break,
+            Step::Moved => progress = true,
+            end @ Step::End(_) => return end,
+        }
     }
 
     // What the provider sent, on to the consumer.
-    let Some(ex) = c.exchange.as_mut() else {
-        return true;
-    };
     if !ex.to_client.is_empty() {
-        progress |= tls_io::stage(&mut c.tls, &mut ex.to_client) > 0;
+        progress |= tls_io::stage(&mut con.tls, &mut ex.to_client) > 0;
     }
     if matches!(ex.response, ResponseState::Done) && ex.to_client.is_empty() {
-        // The answer leaves before the bookkeeping (records, pool) that follows it.
-        c.flush();
-        finish(c, cx, now);
-        progress = true;
+        // The answer leaves before the bookkeeping (records, keeping) that follows it.
+        let _ = con.flush(io.consumer());
+        return Step::End(finish(ex, con, cx, now));
     }
-    progress
+    moved(progress)
 }
 
-fn response_step(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool {
-    let Some(ex) = c.exchange.as_mut() else {
-        return false;
+/// Writes what is queued for the provider.
+pub fn flush_provider(
+    ex: &mut Exchange,
+    con: &mut Consumer,
+    cx: &mut Cx,
+    io: &mut dyn Io,
+    now: Instant,
+) -> Step {
+    let Some(up) = ex.upstream.as_mut().filter(|up| up.connected) else {
+        return Step::Idle;
     };
+    let Some(pipe) = io.provider(up.id) else {
+        return Step::Idle;
+    };
+    match tls_io::flush(pipe, &mut up.tls) {
+        Ok(written) => moved(written > 0),
+        Err(e) => provider_failed(ex, con, cx, io, ProviderFailure::Write(e.to_string()), now),
+    }
+}
+
+fn moved(progress: bool) -> Step {
+    if progress { Step::Moved } else { Step::Idle }
+}
+
+fn response_step(ex: &mut Exchange, con: &mut Consumer, cx: &mut Cx, io: &mut dyn Io, now: Instant) -> Step {
     // The provider's input is read a stage (64 KiB) at a time: a head that fills a stage
     // without ending can never be read whole, and would wait for `response_timeout` instead
     // of being refused.
     let max_head = ex.shared.config.limits.max_header_bytes.min(STAGE_LIMIT - 1);
     let Some(up) = ex.upstream.as_mut() else {
-        return false;
+        return Step::Idle;
     };
     match &mut ex.response {
         ResponseState::AwaitingHead => {
@@ -469,31 +573,35 @@ fn response_step(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool 
                 Ok(Some(head)) => head,
                 Ok(None) if up.eof => {
                     let why = if up.inbuf.is_empty() {
-                        "closed without answering"
+                        ProviderFailure::ClosedWithoutAnswer
                     } else {
-                        "closed mid-head"
+                        ProviderFailure::ClosedMidHead
                     };
-                    provider_failed(c, key, cx, why, now);
-                    return true;
+                    return provider_failed(ex, con, cx, io, why, now);
                 }
-                Ok(None) => return false,
+                Ok(None) => return Step::Idle,
                 Err(e) => {
-                    provider_failed(c, key, cx, &format!("invalid response head: {e}"), now);
-                    return true;
+                    return provider_failed(
+                        ex,
+                        con,
+                        cx,
+                        io,
+                        ProviderFailure::InvalidHead(e.to_string()),
+                        now,
+                    );
                 }
             };
             up.inbuf.drain(..head.len());
             if head.is_interim() {
                 if head.status == 101 {
-                    provider_failed(c, key, cx, "provider switched protocols", now);
-                    return true;
+                    return provider_failed(ex, con, cx, io, ProviderFailure::SwitchedProtocols, now);
                 }
                 // HTTP/1.0 consumers do not understand interim answers.
                 let repeat_of_ours = head.status == 100 && ex.continue_sent;
                 if !ex.http10 && !repeat_of_ours {
                     forward::write_response(&mut ex.to_client, &head, Persistence::Default, false, &[]);
                 }
-                return true;
+                return Step::Moved;
             }
             let dechunk = ex.http10 && head.framing == ResponseFraming::Chunked;
             // A provider that answers before the consumer's body is all read: the rest of the
@@ -510,7 +618,7 @@ fn response_step(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool 
             forward::write_response(&mut ex.to_client, &head, persistence, dechunk, &ex.rate_fields);
             ex.status = head.status;
             ex.timings.response_head = Some(now);
-            cx.runtime
+            cx.counters
                 .metrics
                 .upstream(now.saturating_duration_since(ex.timings.forwarded.unwrap_or(ex.started)));
             ex.provider_keeps_alive = head.reusable;
@@ -531,7 +639,7 @@ fn response_step(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool 
                     dechunk: false,
                 },
             };
-            true
+            Step::Moved
         }
         ResponseState::Body { reader, dechunk } => {
             if !up.inbuf.is_empty() && ex.to_client.len() < STAGE_LIMIT {
@@ -552,12 +660,11 @@ fn response_step(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool 
                         if p.done {
                             ex.response = ResponseState::Done;
                         }
-                        true
+                        Step::Moved
                     }
                     Err(e) => {
-                        log::warn!("upstream: provider broke its response framing: {e}");
-                        abort(c, cx, now);
-                        true
+                        let failure = ProviderFailure::BrokenBody(e.to_string());
+                        Step::End(cut(ex, con, cx, failure, now))
                     }
                 }
             } else if up.inbuf.is_empty() && up.eof {
@@ -565,46 +672,48 @@ fn response_step(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) -> bool 
                     Ok(()) => {
                         ex.provider_keeps_alive = false;
                         ex.response = ResponseState::Done;
+                        Step::Moved
                     }
                     Err(_) => {
-                        log::warn!("upstream: provider closed mid-response (or without close_notify)");
-                        abort(c, cx, now);
+                        let failure = ProviderFailure::BrokenBody(
+                            "closed mid-response (or without close_notify)".into(),
+                        );
+                        Step::End(cut(ex, con, cx, failure, now))
                     }
                 }
-                true
             } else {
-                false
+                Step::Idle
             }
         }
-        ResponseState::Done => false,
+        ResponseState::Done => Step::Idle,
     }
 }
 
 /// The response is out: keep the provider connection for this consumer connection's next
-/// request if it is clean, report, and get ready for that request.
-fn finish(c: &mut Client, cx: &mut Cx, now: Instant) {
-    let Some(mut ex) = c.exchange.take() else { return };
+/// request if it is clean, and report.
+fn finish(ex: &mut Exchange, con: &Consumer, cx: &mut Cx, now: Instant) -> End {
     let request_complete = ex.request_body.is_none() && ex.to_upstream.is_empty();
     let consumer_stays = !ex.close_client && request_complete;
-    ended(c, cx, &ex, ex.status, None, now);
-    give_back_buffers(cx, &mut ex);
-    if let Some(up) = ex.upstream
-        && consumer_stays
-        && ex.provider_keeps_alive
-        && up.is_clean()
-    {
-        c.kept = cx.keep(up, &ex.shared, now);
-    }
-    c.served += 1;
-    if !consumer_stays {
-        c.start_closing(now);
-    } else {
-        c.enter(Phase::Head, now);
-    }
+    let kept = ex
+        .upstream
+        .take()
+        .filter(|up| consumer_stays && ex.provider_keeps_alive && up.is_clean());
+    let status = ex.status;
+    ended(
+        ex,
+        con,
+        cx,
+        Outcome::Relayed { status },
+        End::Next {
+            close: !consumer_stays,
+            kept,
+        },
+        now,
+    )
 }
 
 /// The exchange's byte buffers go back to the worker for the next request.
-fn give_back_buffers(cx: &mut Cx, ex: &mut Exchange) {
+pub fn retire(mut ex: Box<Exchange>, cx: &mut Cx) {
     for buf in [
         std::mem::take(&mut ex.to_upstream),
         std::mem::take(&mut ex.to_client),
@@ -615,71 +724,83 @@ fn give_back_buffers(cx: &mut Cx, ex: &mut Exchange) {
 }
 
 /// The audit's answer about this exchange's `req` record (row 16).
-pub fn audited(c: &mut Client, cx: &mut Cx, seq: Option<u64>, now: Instant) {
-    let Some(ex) = c.exchange.as_mut() else { return };
-    ex.audit_ticket = None;
-    match seq {
-        Some(seq) => {
-            ex.audited = true;
-            ex.req_seq = Some(seq);
-        }
-        None => {
-            log::error!(
-                "audit: the req record of {} is not durable; refusing",
-                ex.facts.text.trace_id().unwrap_or("-")
-            );
-            // No `req` was written, so no `res` either: the refusal is a `deny`.
-            let refusal = Refusal::AuditUnavailable;
-            let outcome_id = cx.outcome_id();
-            cx.audit(Event::Deny {
-                request: ex.facts.clone(),
-                status: refusal.status(),
-                token: refusal.token(),
-                refusals: 1,
-                outcome_id,
-            });
-            cx.runtime.metrics.request(
-                refusal.status(),
-                Some(&refusal.token()),
-                now.saturating_duration_since(ex.started),
-            );
-            let Some(ex) = c.exchange.take() else { return };
-            c.served += 1;
-            c.answer(
-                &refusal,
-                outcome_id,
-                ex.context(),
-                ex.request_body.is_some() || !ex.keep_alive,
-                now,
-            );
-        }
+pub fn audited(
+    ex: &mut Exchange,
+    con: &mut Consumer,
+    cx: &mut Cx,
+    ticket: u64,
+    seq: Option<u64>,
+    now: Instant,
+) -> Step {
+    if ex.audit_ticket != Some(ticket) {
+        return Step::Idle;
     }
+    ex.audit_ticket = None;
+    if let Some(seq) = seq {
+        ex.audited = true;
+        ex.req_seq = Some(seq);
+        return Step::Moved;
+    }
+    log::error!(
+        "audit: the req record of {} is not durable; refusing",
+        ex.facts.text.trace_id().unwrap_or("-")
+    );
+    // No `req` was written, so no `res` either: the refusal is a `deny`.
+    let refusal = Refusal::AuditUnavailable;
+    let outcome_id = cx.outcome_id(now);
+    cx.audit(Event::Deny {
+        request: ex.facts.clone(),
+        status: refusal.status(),
+        token: refusal.token(),
+        refusals: 1,
+        outcome_id,
+    });
+    cx.counters.metrics.request(
+        refusal.status(),
+        Some(&refusal.token()),
+        now.saturating_duration_since(ex.started),
+    );
+    ex.upstream = None;
+    let close = ex.request_body.is_some() || !ex.keep_alive;
+    Step::End(answer(ex, con, &refusal, outcome_id, close))
 }
 
 /// Rows 17 and 18 before the response started; a cut-off response after.
-pub fn provider_failed(c: &mut Client, key: usize, cx: &mut Cx, why: &str, now: Instant) {
-    let Some(ex) = c.exchange.as_mut() else { return };
+fn provider_failed(
+    ex: &mut Exchange,
+    con: &mut Consumer,
+    cx: &mut Cx,
+    io: &mut dyn Io,
+    failure: ProviderFailure,
+    now: Instant,
+) -> Step {
     let target = ex.target().to_string();
-    log::warn!("upstream: {target}: {why}");
+    log::warn!("upstream: {target}: {failure}");
     let dead = ex.upstream.take();
     if ex.response_started {
-        abort(c, cx, now);
-        return;
+        return Step::End(cut(ex, con, cx, failure, now));
     }
-    // A pooled connection the provider had already closed: try once more on a new one.
+    // A kept connection the provider had already closed: try once more on a new one.
     let nothing_received = dead.as_ref().is_none_or(|up| up.inbuf.is_empty());
     if ex.reused && nothing_received && ex.replay.is_some() && restage(ex) {
         // Once only: a second failure is the provider's.
         if let Some(spent) = ex.replay.take() {
             cx.buffers.give(spent);
         }
-        connect(c, key, cx, false, now);
-        return;
+        return connect(ex, con, cx, io, None, now);
     }
-    respond_with(c, cx, Refusal::ProviderFailed { target }, false, now);
+    Step::End(respond_with(
+        ex,
+        con,
+        cx,
+        Refusal::ProviderFailed { target },
+        Some(failure),
+        false,
+        now,
+    ))
 }
 
-/// Before the request moves to another provider connection (a pooled one found dead, or one
+/// Before the request moves to another provider connection (a kept one found dead, or one
 /// whose handshake did not finish): what was handed to the old one is lost with it, so the
 /// bytes to send are the request's again. Possible when nothing was handed over, or when the
 /// whole request is kept for replay (it has no body).
@@ -696,97 +817,132 @@ fn restage(ex: &mut Exchange) -> bool {
 }
 
 /// A deadline passed while the exchange was in flight.
-pub fn timed_out(c: &mut Client, key: usize, cx: &mut Cx, now: Instant) {
-    let Some(ex) = c.exchange.as_mut() else { return };
+pub fn timed_out(ex: &mut Exchange, con: &mut Consumer, cx: &mut Cx, io: &mut dyn Io, now: Instant) -> Step {
     if ex.response_started {
         log::warn!("upstream: {}: response stalled", ex.target());
-        abort(c, cx, now);
+        Step::End(cut(ex, con, cx, ProviderFailure::Stalled, now))
     } else if ex.awaiting_handshake {
         if ex.upstream.is_some() && !ex.untried.is_empty() && restage(ex) {
-            connect_failed(c, key, cx, "connect timeout", now);
-            return;
+            return connect_failed(ex, con, cx, io, "connect timeout".into(), now);
         }
         ex.replay = None;
-        provider_failed(c, key, cx, "connect timeout", now);
+        provider_failed(ex, con, cx, io, ProviderFailure::ConnectTimeout, now)
     } else if ex.request_body.is_some() {
         // The consumer stopped sending its body: the provider never had the whole request.
-        log::debug!("{}: request body stalled", c.peer);
+        log::debug!("{}: request body stalled", con.peer);
         ex.upstream = None;
-        respond_with(c, cx, Refusal::RequestTimeout, true, now);
+        Step::End(respond_with(
+            ex,
+            con,
+            cx,
+            Refusal::RequestTimeout,
+            None,
+            true,
+            now,
+        ))
     } else {
         let target = ex.target().to_string();
         log::warn!("upstream: {target}: no response head within response_timeout");
         ex.upstream = None;
-        respond_with(c, cx, Refusal::ProviderTimeout { target }, false, now);
+        Step::End(respond_with(
+            ex,
+            con,
+            cx,
+            Refusal::ProviderTimeout { target },
+            None,
+            false,
+            now,
+        ))
     }
 }
 
 /// Answers the exchange with one of our own answers and ends it; the connection closes when
 /// asked, when the consumer's body was not read to its end, or when it asked for it.
-fn respond_with(c: &mut Client, cx: &mut Cx, refusal: Refusal, close: bool, now: Instant) {
-    let Some(mut ex) = c.exchange.take() else { return };
-    let unread_body = ex.request_body.is_some();
-    let outcome_id = cx.outcome_id();
+fn respond_with(
+    ex: &mut Exchange,
+    con: &mut Consumer,
+    cx: &mut Cx,
+    refusal: Refusal,
+    failure: Option<ProviderFailure>,
+    close: bool,
+    now: Instant,
+) -> End {
+    ex.upstream = None;
+    let close = close || ex.request_body.is_some() || !ex.keep_alive;
+    let outcome_id = cx.outcome_id(now);
     ex.answered_with = Some(outcome_id);
-    ended(c, cx, &ex, refusal.status(), Some(refusal.token()), now);
-    give_back_buffers(cx, &mut ex);
-    c.served += 1;
-    c.answer(
-        &refusal,
-        outcome_id,
-        ex.context(),
-        close || unread_body || !ex.keep_alive,
-        now,
-    );
+    let end = answer(ex, con, &refusal, outcome_id, close);
+    ended(ex, con, cx, Outcome::Answered { refusal, failure }, end, now)
+}
+
+/// Queues our own answer to the consumer.
+fn answer(ex: &Exchange, con: &mut Consumer, refusal: &Refusal, id: OutcomeId, close: bool) -> End {
+    let mut a = refusal.answer(id);
+    a.close |= close;
+    let mut out = Vec::with_capacity(512);
+    answer::render(&a, ex.context(), &mut out);
+    if !con.write_plaintext(&out) {
+        return End::Abort;
+    }
+    End::Next {
+        close: a.close,
+        kept: None,
+    }
 }
 
 /// The consumer's request broke a rule while its body streamed (rows 3 and 13). Part of it
 /// may have reached the provider, whose connection is dropped: the connection closes too.
-fn request_failed(c: &mut Client, cx: &mut Cx, refusal: Refusal, now: Instant) -> bool {
-    if c.exchange.as_ref().is_some_and(|ex| ex.response_started) {
-        abort(c, cx, now);
+fn request_failed(
+    ex: &mut Exchange,
+    con: &mut Consumer,
+    cx: &mut Cx,
+    refusal: Refusal,
+    now: Instant,
+) -> Step {
+    if ex.response_started {
+        let status = ex.status;
+        Step::End(ended(
+            ex,
+            con,
+            cx,
+            Outcome::BrokenRequest { status },
+            End::Abort,
+            now,
+        ))
     } else {
-        respond_with(c, cx, refusal, true, now);
+        Step::End(respond_with(ex, con, cx, refusal, None, true, now))
     }
-    true
 }
 
 /// The consumer went away before its answer was complete: SPEC section 4's 499. Also how a
 /// connection dropped for a broken TLS session or a failed write ends its exchange.
-pub fn consumer_gone(c: &mut Client, cx: &mut Cx, now: Instant) {
-    if let Some(ex) = c.exchange.take() {
-        ended(c, cx, &ex, 499, None, now);
-    }
-    c.done = true;
+pub fn consumer_gone(ex: &mut Exchange, con: &Consumer, cx: &mut Cx, now: Instant) {
+    let _ = ended(ex, con, cx, Outcome::ConsumerGone, End::Abort, now);
 }
 
 /// SIGTERM's `drain_timeout` ran out with this exchange in flight: the proxy stops without
-/// answering (or mid-answer). Its `res` record says so, with the status the consumer was
-/// given (503 if none) and the token `DRAIN_TIMEOUT`, so no `req` is left without a `res`.
-pub fn drain_expired(c: &mut Client, cx: &mut Cx, now: Instant) {
-    if let Some(ex) = c.exchange.take() {
-        let status = if ex.response_started { ex.status } else { 503 };
-        ended(c, cx, &ex, status, Some("DRAIN_TIMEOUT".to_string()), now);
-    }
-    c.done = true;
+/// answering (or mid-answer). Its `res` record says so, so no `req` is left without a `res`.
+pub fn drain_expired(ex: &mut Exchange, con: &Consumer, cx: &mut Cx, now: Instant) {
+    let status = if ex.response_started { ex.status } else { 503 };
+    let _ = ended(ex, con, cx, Outcome::Drained { status }, End::Abort, now);
 }
 
-/// Nothing sensible can be said on this connection any more: close it. The consumer got a
-/// truncated answer; the record keeps the status it started with.
-fn abort(c: &mut Client, cx: &mut Cx, now: Instant) {
-    if let Some(ex) = c.exchange.take() {
-        ended(c, cx, &ex, ex.status, None, now);
-    }
-    c.done = true;
+/// The provider's response broke off after it began: the consumer got a truncated answer,
+/// and the connection is closed; the record keeps the status it started with.
+fn cut(ex: &mut Exchange, con: &Consumer, cx: &mut Cx, failure: ProviderFailure, now: Instant) -> End {
+    let status = ex.status;
+    ended(ex, con, cx, Outcome::Cut { status, failure }, End::Abort, now)
 }
 
-/// Every exchange ends here, whichever way: its `res` record, its transactions line, a log
-/// line.
-fn ended(c: &Client, cx: &mut Cx, ex: &Exchange, status: u16, token: Option<String>, now: Instant) {
+/// Every exchange ends here, whichever way: its `res` record, its transactions line, its
+/// metrics, a log line. Returns `end`.
+fn ended(ex: &Exchange, con: &Consumer, cx: &mut Cx, outcome: Outcome, end: End, now: Instant) -> End {
+    let status = outcome.status();
+    let token = outcome.token();
     let text = ex.facts.text.get();
     log::debug!(
         "{} {}->{} {} {} {} up={} down={} reused={} {}ms",
-        c.peer,
+        con.peer,
         text.from.unwrap_or("-"),
         text.to.unwrap_or("-"),
         text.method,
@@ -797,11 +953,54 @@ fn ended(c: &Client, cx: &mut Cx, ex: &Exchange, status: u16, token: Option<Stri
         ex.reused,
         now.saturating_duration_since(ex.started).as_millis()
     );
-    cx.runtime.metrics.request(
+    let metrics = &cx.counters.metrics;
+    metrics.request(
         status,
         token.as_deref(),
         now.saturating_duration_since(ex.started),
     );
-    cx.transaction(report::transaction(c, ex, status, now));
-    cx.audit(report::res(ex, status, token, now));
+    if let Some(failure) = outcome.failure() {
+        metrics.provider_failed(failure.label());
+    }
+    cx.transaction(transaction(con, ex, status, now));
+    cx.audit(res(ex, status, token, now));
+    end
+}
+
+/// The `res` record of an exchange that ended with `status` (and `token` when the proxy
+/// answered itself).
+fn res(ex: &Exchange, status: u16, token: Option<String>, now: Instant) -> Event {
+    Event::Res {
+        request: ex.facts.clone(),
+        req_seq: ex.req_seq,
+        status,
+        token,
+        outcome_id: ex.answered_with,
+        bytes_in: ex.bytes_up,
+        bytes_out: ex.bytes_down,
+        duration_ms: report::ms(ex.started, now),
+        upstream_ms: ex
+            .timings
+            .response_head
+            .map(|t| report::ms(ex.timings.forwarded.unwrap_or(ex.started), t)),
+    }
+}
+
+/// The transactions-log line of an exchange.
+fn transaction(con: &Consumer, ex: &Exchange, status: u16, now: Instant) -> Transaction {
+    let t = &ex.timings;
+    let ms = report::ms;
+    Transaction {
+        request: ex.facts.clone(),
+        status,
+        bytes_in: ex.bytes_up,
+        bytes_out: ex.bytes_down,
+        tls_handshake_ms: con.handshake_ms,
+        queue_ms: t.connect_started.map_or(0.0, |s| ms(ex.started, s)),
+        upstream_connect_ms: t.connect_started.zip(t.tcp_connected).map(|(a, b)| ms(a, b)),
+        upstream_tls_ms: t.tcp_connected.zip(t.tls_done).map(|(a, b)| ms(a, b)),
+        ttfb_ms: t.response_head.map(|h| ms(ex.started, h)),
+        total_ms: ms(ex.started, now),
+        reused: ex.reused,
+    }
 }

@@ -6,9 +6,8 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::client::Client;
-use super::exchange::Exchange;
-use crate::audit::{Event, RequestFacts, RequestText, Text, Transaction, floor_char_boundary};
+use super::consumer::Consumer;
+use crate::audit::{Event, RequestFacts, RequestText, Text, floor_char_boundary};
 use crate::http::answer::OutcomeId;
 use crate::http::head;
 use crate::http::request::RequestHead;
@@ -33,8 +32,8 @@ fn cut(s: &str, max: usize) -> &str {
 
 /// The facts of a request as far as it was parsed: all of it when a head was read, the
 /// sniffed trace id only when the head was refused before parsing.
-pub fn facts(c: &Client, head: Option<&RequestHead>) -> RequestFacts {
-    request_facts(head, &c.inbuf, c.peer, c.identity.as_ref())
+pub fn facts(con: &Consumer, head: Option<&RequestHead>) -> RequestFacts {
+    request_facts(head, &con.inbuf, con.peer, con.identity.as_ref())
 }
 
 /// [`facts`] from values: the parsed head if there is one, else the bytes received, which are
@@ -98,9 +97,9 @@ pub fn handshake_reason(error: &rustls::Error) -> &'static str {
     }
 }
 
-pub fn deny(c: &Client, head: Option<&RequestHead>, refusal: &Refusal, outcome_id: OutcomeId) -> Event {
+pub fn deny(con: &Consumer, head: Option<&RequestHead>, refusal: &Refusal, outcome_id: OutcomeId) -> Event {
     Event::Deny {
-        request: facts(c, head).into(),
+        request: facts(con, head).into(),
         status: refusal.status(),
         token: refusal.token(),
         refusals: 1,
@@ -110,43 +109,6 @@ pub fn deny(c: &Client, head: Option<&RequestHead>, refusal: &Refusal, outcome_i
 
 pub fn ms(from: Instant, to: Instant) -> f64 {
     to.saturating_duration_since(from).as_secs_f64() * 1000.0
-}
-
-/// The `res` record of an exchange that ended with `status` (and `token` when the proxy
-/// answered itself).
-pub fn res(ex: &Exchange, status: u16, token: Option<String>, now: Instant) -> Event {
-    Event::Res {
-        request: ex.facts.clone(),
-        req_seq: ex.req_seq,
-        status,
-        token,
-        outcome_id: ex.answered_with,
-        bytes_in: ex.bytes_up,
-        bytes_out: ex.bytes_down,
-        duration_ms: ms(ex.started, now),
-        upstream_ms: ex
-            .timings
-            .response_head
-            .map(|t| ms(ex.timings.forwarded.unwrap_or(ex.started), t)),
-    }
-}
-
-/// The transactions-log line of an exchange.
-pub fn transaction(c: &Client, ex: &Exchange, status: u16, now: Instant) -> Transaction {
-    let t = &ex.timings;
-    Transaction {
-        request: ex.facts.clone(),
-        status,
-        bytes_in: ex.bytes_up,
-        bytes_out: ex.bytes_down,
-        tls_handshake_ms: c.handshake_ms,
-        queue_ms: t.connect_started.map_or(0.0, |s| ms(ex.started, s)),
-        upstream_connect_ms: t.connect_started.zip(t.tcp_connected).map(|(a, b)| ms(a, b)),
-        upstream_tls_ms: t.tcp_connected.zip(t.tls_done).map(|(a, b)| ms(a, b)),
-        ttfb_ms: t.response_head.map(|h| ms(ex.started, h)),
-        total_ms: ms(ex.started, now),
-        reused: ex.reused,
-    }
 }
 
 #[cfg(test)]

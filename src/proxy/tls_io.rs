@@ -1,10 +1,10 @@
-//! Moving bytes between a nonblocking socket and a rustls connection, the same way for both
-//! sides of the proxy. Nothing here decides anything about HTTP.
+//! Moving bytes between a pipe (`wire::Pipe`) and a rustls connection, the same way for both
+//! sides of the proxy. Nothing here decides anything about HTTP, and nothing here knows
+//! whether the pipe is a socket.
 
 use std::io::{self, BufRead, ErrorKind, Read, Write};
 use std::ops::{Deref, DerefMut};
 
-use mio::net::TcpStream;
 use rustls::ConnectionCommon;
 
 /// What a read pass found.
@@ -12,7 +12,7 @@ use rustls::ConnectionCommon;
 pub struct ReadOutcome {
     /// Plaintext bytes appended to the buffer.
     pub bytes: usize,
-    /// The socket has nothing more for now (readiness consumed).
+    /// The pipe has nothing more for now.
     pub drained: bool,
     /// The peer closed: cleanly (close_notify) or not.
     pub eof: bool,
@@ -20,19 +20,13 @@ pub struct ReadOutcome {
     pub close_notify: bool,
 }
 
-/// Reads from the socket through TLS into `plaintext` until the socket would block (or gave
-/// less than asked for, see below), the peer closes, or `plaintext` holds `cap` bytes. TLS
-/// errors are returned for the caller to log.
-///
-/// `peer_closing`: epoll said the peer closed or reset. A short read then proves nothing: the
-/// close was reported with the data and will not be reported again, so reading goes on until
-/// the socket says EOF, error or would-block.
+/// Reads from `pipe` through TLS into `plaintext` until the pipe would block, the peer closes,
+/// or `plaintext` holds `cap` bytes. TLS errors are returned for the caller to log.
 pub fn read<C, S>(
-    sock: &mut TcpStream,
+    pipe: &mut dyn Read,
     tls: &mut C,
     plaintext: &mut Vec<u8>,
     cap: usize,
-    peer_closing: bool,
     mut framing: Option<&mut RecordFraming>,
 ) -> Result<ReadOutcome, rustls::Error>
 where
@@ -40,17 +34,12 @@ where
 {
     let mut out = ReadOutcome::default();
     while plaintext.len() < cap {
-        let mut probe = ShortReadProbe {
-            sock,
-            short: false,
+        let mut framed = Framed {
+            pipe: &mut *pipe,
             framing: framing.as_deref_mut(),
         };
-        match tls.read_tls(&mut probe) {
+        match tls.read_tls(&mut framed) {
             Ok(0) => out.eof = true,
-            // The kernel gave less than was asked for: the socket is empty now, and epoll
-            // (edge-triggered, as mio registers) reports the next bytes, or close, that arrive.
-            // Asking again would only earn an EAGAIN, a wasted system call per request.
-            Ok(_) if probe.short && !peer_closing => out.drained = true,
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::WouldBlock => out.drained = true,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -69,18 +58,15 @@ where
     Ok(out)
 }
 
-/// A socket reader that remembers whether a read returned fewer bytes than asked for, and
-/// follows the record framing of what it read when asked to.
-struct ShortReadProbe<'a, 'f> {
-    sock: &'a mut TcpStream,
-    short: bool,
+/// A reader that follows the record framing of what it reads when asked to.
+struct Framed<'a, 'f> {
+    pipe: &'a mut dyn Read,
     framing: Option<&'f mut RecordFraming>,
 }
 
-impl Read for ShortReadProbe<'_, '_> {
+impl Read for Framed<'_, '_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.sock.read(buf)?;
-        self.short = n > 0 && n < buf.len();
+        let n = self.pipe.read(buf)?;
         if let Some(framing) = self.framing.as_deref_mut() {
             framing.feed(&buf[..n]);
         }
@@ -153,13 +139,13 @@ where
 /// more plaintext, and if the socket took them all no writable event will come to say so
 /// (the kernel reports room only after a write was refused). A caller that stopped here
 /// would leave its staged bytes waiting for an event that never comes.
-pub fn flush<C, S>(sock: &mut TcpStream, tls: &mut C) -> io::Result<usize>
+pub fn flush<C, S>(pipe: &mut dyn Write, tls: &mut C) -> io::Result<usize>
 where
     C: DerefMut + Deref<Target = ConnectionCommon<S>>,
 {
     let mut written = 0;
     while tls.wants_write() {
-        match tls.write_tls(sock) {
+        match tls.write_tls(pipe) {
             Ok(n) => written += n,
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -180,11 +166,6 @@ where
     let n = tls.writer().write(staged).unwrap_or(0);
     staged.drain(..n);
     n
-}
-
-/// Shuts the write side only, so an answer already queued is not cut off by a reset.
-pub fn shutdown_write(sock: &TcpStream) {
-    let _ = sock.shutdown(std::net::Shutdown::Write);
 }
 
 #[cfg(test)]
