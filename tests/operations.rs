@@ -360,10 +360,9 @@ fn sigterm_says_stopping_on_readyz_and_serves_on_for_the_stop_delay() {
 /// closed by the drain before its request was read. Expected: every connection accepted before
 /// the proxy stopped accepting gets its first request served, with `Connection: close`,
 /// within `header_timeout`; only connections that have already been served and sit idle are
-/// closed at once. Ignored until the connection code (`src/proxy/worker.rs::close_idle`,
-/// being rewritten) does this; `stop_delay` alone covers it behind a balancer.
+/// closed at once. (The connection code of issue 19 does this; before it, `close_idle` closed
+/// them. Behind a balancer `stop_delay` covers it too.)
 #[test]
-#[ignore = "needs src/proxy/worker.rs: a connection accepted before the stop gets its first request served"]
 fn a_connection_accepted_before_sigterm_gets_its_first_request_served() {
     let setup = Setup::new(&Options::default());
     let mut ssp = Ssp::start(&setup.config, None);
