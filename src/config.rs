@@ -74,6 +74,10 @@ pub struct Server {
     pub hsts: Option<String>,
     /// Every connection starts with a PROXY protocol v2 header (behind an L4 balancer).
     pub proxy_protocol: bool,
+    /// SIGTERM: how long `/readyz` says "stopping" while the proxy still serves as usual, so
+    /// that a balancer health-checking it takes it out before it stops accepting; zero stops
+    /// accepting at once. Only with an admin endpoint (nothing else could tell a balancer).
+    pub stop_delay: Duration,
 }
 
 /// One CRL: the file it is loaded from and, when it is kept fresh, where it is published.

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
@@ -118,15 +119,72 @@ pub fn handle_signals(
                         runtime.shutdown("second stop signal");
                         std::process::exit(1);
                     }
-                    _ => {
-                        log::info!("stopping: finishing requests in flight");
+                    SIGTERM if !leaving(&runtime) && !stop_delay(&runtime).is_zero() => {
+                        let delay = stop_delay(&runtime);
+                        // First, so that /readyz says so by the time the log does.
+                        STOP_ANNOUNCED.store(true, Ordering::Release);
+                        log::info!(
+                            "stopping in {delay:?} ([server] stop_delay): /readyz says \"stopping\" \
+                             and requests are served as usual until then"
+                        );
                         systemd::notify("STOPPING=1");
-                        runtime.stop();
+                        let later = runtime.clone();
+                        let spawned =
+                            std::thread::Builder::new()
+                                .name("ssp-stop-delay".into())
+                                .spawn(move || {
+                                    std::thread::sleep(delay);
+                                    if !later.is_stopping() {
+                                        stop_now(&later);
+                                    }
+                                });
+                        if let Err(e) = spawned {
+                            log::warn!("stop delay: {e}; stopping at once");
+                            stop_now(&runtime);
+                        }
+                    }
+                    // SIGINT (a person at a terminal), a second SIGTERM during the delay, or
+                    // no delay: stop accepting now.
+                    _ => {
+                        if !leaving(&runtime) {
+                            systemd::notify("STOPPING=1");
+                        }
+                        stop_now(&runtime);
                     }
                 }
             }
         })?;
     Ok(())
+}
+
+/// Whether this process serves an admin endpoint (and so a `/readyz` a balancer can watch).
+static ADMIN_SERVING: AtomicBool = AtomicBool::new(false);
+
+/// Set by SIGTERM before `Runtime::stop`, for `[server] stop_delay`: `/readyz` says
+/// "stopping" while the workers, which never read it, go on as before. Process-wide, as the
+/// signals are (one `Runtime` per process).
+static STOP_ANNOUNCED: AtomicBool = AtomicBool::new(false);
+
+/// A stop is coming, or has begun.
+fn leaving(runtime: &Runtime) -> bool {
+    STOP_ANNOUNCED.load(Ordering::Acquire) || runtime.is_stopping()
+}
+
+/// SIGTERM's `[server] stop_delay` in force; zero without an admin endpoint, where nothing
+/// would tell a balancer that the stop is coming.
+pub fn stop_delay(runtime: &Runtime) -> std::time::Duration {
+    if ADMIN_SERVING.load(Ordering::Acquire) {
+        runtime.current().config.server.stop_delay
+    } else {
+        std::time::Duration::ZERO
+    }
+}
+
+/// Stops accepting and drains (`[limits] drain_timeout`).
+fn stop_now(runtime: &Runtime) {
+    STOP_ANNOUNCED.store(true, Ordering::Release);
+    runtime.stop();
+    log::info!("stopping: no new connections; finishing requests in flight");
 }
 
 /// How often the kernel is asked about the clock.
@@ -205,12 +263,14 @@ pub fn start_admin(runtime: &Arc<Runtime>) -> std::io::Result<()> {
             samples
         }),
     )?;
+    ADMIN_SERVING.store(true, Ordering::Release);
     log::info!("admin endpoint on http://{bound}/ (healthz, readyz, metrics)");
     Ok(())
 }
 
 /// `/readyz`: not ready while the audit cannot be written, while a CRL is stale under
-/// `crl_expired = "deny"` (every handshake is refused), or while stopping.
+/// `crl_expired = "deny"` (every handshake is refused), or from the SIGTERM on (during
+/// `[server] stop_delay` too, while it still serves: that is what the delay is for).
 pub fn health(runtime: &Runtime) -> Health {
     let mut reasons = Vec::new();
     if !runtime.audit.healthy() {
@@ -236,7 +296,7 @@ pub fn health(runtime: &Runtime) -> Health {
                 .to_string(),
         );
     }
-    if runtime.is_stopping() {
+    if leaving(runtime) {
         reasons.push("stopping".to_string());
     }
     Health {

@@ -325,6 +325,101 @@ fn sigterm_past_drain_timeout_still_gives_the_request_in_flight_its_res_record()
     );
 }
 
+/// `[server] stop_delay`: SIGTERM turns `/readyz` 503 at once, and for the delay the proxy
+/// still accepts and serves, new connections and kept-alive ones alike; then it drains and
+/// exits 0.
+#[test]
+fn sigterm_says_stopping_on_readyz_and_serves_on_for_the_stop_delay() {
+    let setup = Setup::new(&Options {
+        server: "stop_delay = \"1500ms\"".into(),
+        ..Options::default()
+    });
+    let admin = unused_port();
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        text.replace(
+            "[admin]\nlisten = \"\"",
+            &format!("[admin]\nlisten = \"{admin}\""),
+        ),
+    )
+    .unwrap();
+    let mut ssp = Ssp::start(&setup.config, None);
+    assert_eq!(http_get(admin, "/readyz"), (200, "ready\n".to_string()));
+    let mut kept = ssp.consumer(&CONSUMER_A);
+    assert_eq!(kept.exchange(&request(&setup, &CONSUMER_A, SEARCH)).status, 200);
+
+    let signalled = Instant::now();
+    ssp.signal(libc::SIGTERM);
+    ssp.wait_for_log("stop_delay");
+    assert_eq!(http_get(admin, "/readyz"), (503, "stopping\n".to_string()));
+    // Still serving, well inside the delay: a new connection and the kept-alive one.
+    assert_eq!(
+        ssp.consumer(&CONSUMER_A)
+            .exchange(&request(&setup, &CONSUMER_A, SEARCH))
+            .status,
+        200
+    );
+    assert_eq!(kept.exchange(&request(&setup, &CONSUMER_A, SEARCH)).status, 200);
+    assert!(
+        signalled.elapsed() < Duration::from_millis(1500),
+        "the checks above took longer than the delay: the test proves nothing"
+    );
+    ssp.wait_for_log("no new connections");
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(1400),
+        "stopped accepting after {:?}, before the delay",
+        signalled.elapsed()
+    );
+    assert!(ssp.wait_exit().success(), "exit 0 after the delay and the drain");
+}
+
+/// As `sigterm_serves_the_first_request_of_a_connection_accepted_before_it`, for a connection
+/// that has also finished its TLS handshake before the stop, and with the drain already
+/// under way when the request comes: it is served, with `Connection: close`.
+#[test]
+fn sigterm_serves_the_first_request_of_a_connection_that_finished_its_handshake_before_it() {
+    let setup = Setup::new(&Options::default());
+    let mut ssp = Ssp::start(&setup.config, None);
+    // No admin endpoint in the harness: no stop delay, the drain starts at once.
+    let mut handshaken = ssp.consumer(&CONSUMER_A);
+    handshaken.handshake().expect("handshake");
+    ssp.signal(libc::SIGTERM);
+    ssp.wait_for_log("no new connections");
+    std::thread::sleep(Duration::from_millis(200));
+    handshaken
+        .send(&request(&setup, &CONSUMER_A, SEARCH))
+        .expect("send");
+    let r = handshaken
+        .read_response()
+        .unwrap_or_else(|e| panic!("closed before its first request was read: {e}"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.field("connection"), Some("close"));
+    assert!(ssp.wait_exit().success());
+}
+
+/// SIGINT (Ctrl-C) does not wait for `stop_delay`.
+#[test]
+fn sigint_skips_the_stop_delay() {
+    let setup = Setup::new(&Options {
+        server: "stop_delay = \"30s\"".into(),
+        ..Options::default()
+    });
+    let admin = unused_port();
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        text.replace(
+            "[admin]\nlisten = \"\"",
+            &format!("[admin]\nlisten = \"{admin}\""),
+        ),
+    )
+    .unwrap();
+    let mut ssp = Ssp::start(&setup.config, None);
+    ssp.signal(libc::SIGINT);
+    assert!(ssp.wait_exit().success(), "exit 0 without waiting 30 s");
+}
+
 #[test]
 fn systemd_hears_ready_reloading_and_stopping() {
     let setup = Setup::new(&Options::default());

@@ -57,6 +57,7 @@ pub(super) struct RawServer {
     pub hsts: Field<String>,
     pub clock_unsynced: Field<String>,
     pub proxy_protocol: Field<bool>,
+    pub stop_delay: Field<String>,
 }
 
 /// One `crl` element: a path, or `{ path, url, issuer }` for a CRL that is kept fresh.

@@ -171,6 +171,7 @@ fn spec_sections() -> Sections {
             clock_unsynced: ClockUnsynced::Warn,
             hsts: Some("max-age=31536000".into()),
             proxy_protocol: false,
+            stop_delay: secs(5),
         },
         Upstream {
             ca: etc("tls/nhs-ca.pem"),

@@ -178,6 +178,7 @@ fn server(src: &Source<'_>, raw: Field<raw::RawServer>) -> Result<Server, Config
         )?,
         hsts: t.or(s.hsts, "hsts", Some(DEFAULT_HSTS.to_string()), hsts)?,
         proxy_protocol: t.or(s.proxy_protocol, "proxy_protocol", false, Ok)?,
+        stop_delay: t.or(s.stop_delay, "stop_delay", secs(5), duration)?,
     })
 }
 

@@ -661,7 +661,8 @@ impl Consumer {
         Ok(Consumer::over(TcpStream::connect(addr)?, config))
     }
 
-    fn over(sock: TcpStream, config: Arc<ClientConfig>) -> Consumer {
+    /// Over a socket the caller connected (e.g. from a chosen source address).
+    pub fn over(sock: TcpStream, config: Arc<ClientConfig>) -> Consumer {
         sock.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
         sock.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
         let conn = ClientConnection::new(config, ServerName::try_from("localhost").unwrap()).unwrap();
