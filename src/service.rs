@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
@@ -119,10 +118,10 @@ pub fn handle_signals(
                         runtime.shutdown("second stop signal");
                         std::process::exit(1);
                     }
-                    SIGTERM if !leaving(&runtime) && !stop_delay(&runtime).is_zero() => {
+                    SIGTERM if !runtime.is_leaving() && !stop_delay(&runtime).is_zero() => {
                         let delay = stop_delay(&runtime);
                         // First, so that /readyz says so by the time the log does.
-                        STOP_ANNOUNCED.store(true, Ordering::Release);
+                        runtime.announce_stop();
                         log::info!(
                             "stopping in {delay:?} ([server] stop_delay): /readyz says \"stopping\" \
                              and requests are served as usual until then"
@@ -146,7 +145,7 @@ pub fn handle_signals(
                     // SIGINT (a person at a terminal), a second SIGTERM during the delay, or
                     // no delay: stop accepting now.
                     _ => {
-                        if !leaving(&runtime) {
+                        if !runtime.is_leaving() {
                             systemd::notify("STOPPING=1");
                         }
                         stop_now(&runtime);
@@ -157,23 +156,10 @@ pub fn handle_signals(
     Ok(())
 }
 
-/// Whether this process serves an admin endpoint (and so a `/readyz` a balancer can watch).
-static ADMIN_SERVING: AtomicBool = AtomicBool::new(false);
-
-/// Set by SIGTERM before `Runtime::stop`, for `[server] stop_delay`: `/readyz` says
-/// "stopping" while the workers, which never read it, go on as before. Process-wide, as the
-/// signals are (one `Runtime` per process).
-static STOP_ANNOUNCED: AtomicBool = AtomicBool::new(false);
-
-/// A stop is coming, or has begun.
-fn leaving(runtime: &Runtime) -> bool {
-    STOP_ANNOUNCED.load(Ordering::Acquire) || runtime.is_stopping()
-}
-
 /// SIGTERM's `[server] stop_delay` in force; zero without an admin endpoint, where nothing
 /// would tell a balancer that the stop is coming.
 pub fn stop_delay(runtime: &Runtime) -> std::time::Duration {
-    if ADMIN_SERVING.load(Ordering::Acquire) {
+    if runtime.admin_serving() {
         runtime.current().config.server.stop_delay
     } else {
         std::time::Duration::ZERO
@@ -182,7 +168,6 @@ pub fn stop_delay(runtime: &Runtime) -> std::time::Duration {
 
 /// Stops accepting and drains (`[limits] drain_timeout`).
 fn stop_now(runtime: &Runtime) {
-    STOP_ANNOUNCED.store(true, Ordering::Release);
     runtime.stop();
     log::info!("stopping: no new connections; finishing requests in flight");
 }
@@ -263,7 +248,7 @@ pub fn start_admin(runtime: &Arc<Runtime>) -> std::io::Result<()> {
             samples
         }),
     )?;
-    ADMIN_SERVING.store(true, Ordering::Release);
+    runtime.set_admin_serving();
     log::info!("admin endpoint on http://{bound}/ (healthz, readyz, metrics)");
     Ok(())
 }
@@ -296,7 +281,7 @@ pub fn health(runtime: &Runtime) -> Health {
                 .to_string(),
         );
     }
-    if leaving(runtime) {
+    if runtime.is_leaving() {
         reasons.push("stopping".to_string());
     }
     Health {

@@ -453,6 +453,13 @@ struct World {
     steps: usize,
     log: Vec<String>,
     shared: Arc<Shared>,
+    /// Some seeds stop the proxy: at the first step a stop is announced
+    /// (`[server] stop_delay`), at the second SIGTERM's drain begins; the drain runs out
+    /// (`Input::Stop`) when nothing else can happen.
+    stop: Option<(usize, usize)>,
+    draining: bool,
+    /// Sessions that stopped at their round limit with work left.
+    busy: Vec<usize>,
 }
 
 const MAX_STEPS: usize = 60_000;
@@ -493,7 +500,14 @@ impl World {
             log: Vec::new(),
             shared: fixture.shared.clone(),
             rng: Rng(0),
+            stop: None,
+            draining: false,
+            busy: Vec::new(),
         };
+        if rng.percent(15) {
+            let announce = rng.below(400);
+            world.stop = Some((announce, announce + rng.below(200)));
+        }
         let connections = 1 + rng.below(3);
         for _ in 0..connections {
             world.add_consumer(&mut rng, fixture);
@@ -627,7 +641,11 @@ impl World {
         let Some(p) = self.proxied[i].as_mut() else {
             return;
         };
-        p.session.handle(input, &mut self.cx, &mut p.pipes, now);
+        // Work left after its round limit: driven again before anything else can wake it, as
+        // the worker's `busy` list does.
+        if p.session.handle(input, &mut self.cx, &mut p.pipes, now) && !self.busy.contains(&i) {
+            self.busy.push(i);
+        }
         for action in std::mem::take(&mut self.cx.actions) {
             match action {
                 Action::Audit(event) => self.records.push(event),
@@ -1077,6 +1095,9 @@ impl World {
         for k in 0..self.connects.len() {
             steps.push(Step::Connect(k));
         }
+        for &i in &self.busy {
+            steps.push(Step::Busy(i));
+        }
         for k in 0..self.audit_waits.len() {
             steps.push(Step::Audit(k));
         }
@@ -1089,9 +1110,27 @@ impl World {
             if self.steps > MAX_STEPS {
                 self.fail("no end in sight (livelock?)");
             }
+            if let Some((announce, drain)) = self.stop {
+                if self.steps == announce {
+                    self.log.push(format!("{}: a stop is announced", self.steps));
+                    self.each(|| Input::Leaving);
+                }
+                if self.steps == drain {
+                    self.log
+                        .push(format!("{}: SIGTERM: the drain begins", self.steps));
+                    self.draining = true;
+                    self.each(|| Input::Drain);
+                }
+            }
             let steps = self.enabled();
             if steps.is_empty() {
                 self.check_liveness();
+                if self.draining && self.proxied.iter().flatten().next().is_some() {
+                    // Everything left waits for the clock: the drain runs out.
+                    self.log.push(format!("{}: the drain runs out", self.steps));
+                    self.each(|| Input::Stop);
+                    continue;
+                }
                 if !self.advance_clock() {
                     break;
                 }
@@ -1114,7 +1153,18 @@ impl World {
             }
         }
         tally.steps = self.steps;
+        tally.drained = self
+            .records
+            .iter()
+            .filter(|r| matches!(r, Event::Res { token: Some(t), .. } if t == "DRAIN_TIMEOUT"))
+            .count();
         tally
+    }
+
+    fn each(&mut self, input: fn() -> Input) {
+        for i in 0..self.proxied.len() {
+            self.handle(i, input());
+        }
     }
 
     fn take(&mut self, step: Step) {
@@ -1156,6 +1206,10 @@ impl World {
                 transmit(&l, toward_proxy, &mut self.rng);
             }
             Step::Consumer(c) => self.consumer_step(c),
+            Step::Busy(i) => {
+                self.busy.retain(|&b| b != i);
+                self.handle(i, Input::Ready);
+            }
             Step::Provider(id) => self.provider_step(id),
             Step::Stale(id) => {
                 let Some(p) = self.providers.get_mut(&id) else {
@@ -1356,6 +1410,8 @@ struct Tally {
     statuses: std::collections::BTreeMap<u16, usize>,
     cut: usize,
     steps: usize,
+    /// Exchanges a drain that ran out ended (`res` records with `DRAIN_TIMEOUT`).
+    drained: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -1368,6 +1424,8 @@ enum Step {
     Provider(u64),
     /// A `Doubled` provider sends its answer again.
     Stale(u64),
+    /// A session with work left is driven again.
+    Busy(usize),
     Connect(usize),
     Audit(usize),
 }
@@ -1441,14 +1499,16 @@ fn every_interleaving_keeps_the_invariants() {
             *total.statuses.entry(status).or_default() += n;
         }
         total.cut += tally.cut;
+        total.drained += tally.drained;
         total.steps += tally.steps;
     }
     eprintln!(
-        "simulated {seeds} seeds from {first} in {:.1} s: {} steps; answers by status {:?}, {} cut off",
+        "simulated {seeds} seeds from {first} in {:.1} s: {} steps; answers by status {:?}, {} cut off, {} ended by a drain that ran out",
         started.elapsed().as_secs_f64(),
         total.steps,
         total.statuses,
-        total.cut
+        total.cut,
+        total.drained
     );
     // The seeds must have exercised the proxy: forwarded answers, refusals and failures.
     if seeds >= 100 {

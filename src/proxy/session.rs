@@ -54,6 +54,9 @@ pub enum Input {
     Audited { ticket: u64, seq: Option<u64> },
     /// Time passed: deadlines are checked.
     Tick,
+    /// A stop is coming (`[server] stop_delay`): every answer from now on closes its
+    /// connection, so that its consumer comes back through the balancer, elsewhere.
+    Leaving,
     /// SIGTERM: an idle connection closes; one that is busy, or has not yet made its first
     /// request, is served once more and closes after that answer.
     Drain,
@@ -247,6 +250,7 @@ impl Session {
                     self.timed_out(cx, io, now);
                 }
             }
+            Input::Leaving => self.draining = true,
             Input::Drain => {
                 self.draining = true;
                 let idle = matches!(self.state, State::Head { started: None, .. })

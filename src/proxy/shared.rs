@@ -70,6 +70,12 @@ pub struct Runtime {
     pub clock: crate::clock::ClockWatch,
     /// Set by SIGTERM: stop accepting, finish what is in flight, exit.
     stopping: AtomicBool,
+    /// Set by SIGTERM before `stopping`, for `[server] stop_delay`: `/readyz` says
+    /// "stopping", and every answer from then on closes its connection, while the workers
+    /// still accept and serve.
+    leaving: AtomicBool,
+    /// An admin endpoint serves `/readyz`, so a balancer can be told of a stop.
+    admin_serving: AtomicBool,
     /// Each worker's last turn of its loop (nanos), for the systemd watchdog.
     heartbeats: RwLock<Vec<Arc<AtomicU64>>>,
 }
@@ -123,6 +129,8 @@ impl Runtime {
             refusals,
             clock: Default::default(),
             stopping: AtomicBool::new(false),
+            leaving: AtomicBool::new(false),
+            admin_serving: AtomicBool::new(false),
             heartbeats: RwLock::new(Vec::new()),
         })
     }
@@ -140,7 +148,28 @@ impl Runtime {
 
     /// Asks the workers to stop accepting and to finish once what is in flight is done.
     pub fn stop(&self) {
+        self.leaving.store(true, Ordering::Release);
         self.stopping.store(true, Ordering::Release);
+    }
+
+    /// A stop is coming (`[server] stop_delay`): connections are closed after their next
+    /// answer, and `/readyz` says "stopping"; accepting and serving go on.
+    pub fn announce_stop(&self) {
+        self.leaving.store(true, Ordering::Release);
+    }
+
+    /// A stop is coming, or has begun.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::Acquire)
+    }
+
+    /// The admin endpoint is up (`service::start_admin`).
+    pub fn set_admin_serving(&self) {
+        self.admin_serving.store(true, Ordering::Release);
+    }
+
+    pub fn admin_serving(&self) -> bool {
+        self.admin_serving.load(Ordering::Acquire)
     }
 
     pub fn is_stopping(&self) -> bool {

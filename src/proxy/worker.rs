@@ -106,6 +106,8 @@ struct Worker {
     waker: Arc<Waker>,
     /// Resolver and audit tickets in flight, to the connection that asked.
     waits: HashMap<u64, usize>,
+    /// A stop was announced (`Runtime::is_leaving`) and the sessions told.
+    leaving: bool,
 }
 
 /// Binds every `listen` address; done before the workers start so errors surface at once.
@@ -196,6 +198,7 @@ impl Worker {
             audit_replies,
             waker,
             waits: HashMap::new(),
+            leaving: false,
         })
     }
 
@@ -229,6 +232,10 @@ impl Worker {
             if now >= next_tick {
                 self.tick(now);
                 next_tick = now + TICK;
+            }
+            if !self.leaving && self.runtime.is_leaving() {
+                self.leaving = true;
+                self.each(|| Input::Leaving, now);
             }
             held_due = self.flush_logs(now, false);
             heartbeat.store(self.runtime.nanos(now), Ordering::Release);
@@ -482,6 +489,7 @@ impl Worker {
                             Interest::READABLE | Interest::WRITABLE,
                         )
                         .map_err(|e| e.to_string())?;
+                    let key = entry.key();
                     entry.insert(Conn {
                         session,
                         sockets: Sockets {
@@ -490,11 +498,15 @@ impl Worker {
                         },
                     });
                     self.runtime.metrics.connection_opened();
-                    Ok(())
+                    Ok(key)
                 });
-            if let Err(e) = registered {
-                self.runtime.connections.fetch_sub(1, Ordering::Relaxed);
-                log::warn!("accept: {peer}: {e}");
+            match registered {
+                Ok(key) if self.leaving => self.handle(key, Input::Leaving, now),
+                Ok(_) => {}
+                Err(e) => {
+                    self.runtime.connections.fetch_sub(1, Ordering::Relaxed);
+                    log::warn!("accept: {peer}: {e}");
+                }
             }
         }
     }
