@@ -764,7 +764,8 @@ fn a_fleet_behind_haproxy_loses_no_request_to_reloads_or_a_rolling_restart() {
             // The central copy: every record, byte for byte, once the shipper has caught up.
             let box_bytes = instance.chain_bytes();
             let central = store.join(format!("{}.jsonl", instance.name));
-            let deadline = Instant::now() + Duration::from_secs(20);
+            // rsyslog polls and ships in its own time; a loaded CI box can take a while.
+            let deadline = Instant::now() + Duration::from_secs(60);
             let shipped = loop {
                 let shipped = std::fs::read(&central).unwrap_or_default();
                 if shipped.len() >= box_bytes.len() || Instant::now() >= deadline {
@@ -773,14 +774,23 @@ fn a_fleet_behind_haproxy_loses_no_request_to_reloads_or_a_rolling_restart() {
                 std::thread::sleep(Duration::from_millis(100));
             };
             let lines = |b: &[u8]| b.iter().filter(|c| **c == b'\n').count();
+            let same = shipped.iter().zip(&box_bytes).take_while(|(a, b)| a == b).count();
             assert!(
                 shipped == box_bytes,
-                "{}: the central copy ({} bytes, {} lines) is not the audit ({} bytes, {} lines)",
+                "{}: the central copy ({} bytes, {} lines) is not the audit ({} bytes, {} lines): {}",
                 instance.name,
                 shipped.len(),
                 lines(&shipped),
                 box_bytes.len(),
-                lines(&box_bytes)
+                lines(&box_bytes),
+                if same == shipped.len() {
+                    "a prefix of it (the shipper is behind)".to_string()
+                } else {
+                    format!(
+                        "they differ from byte {same} (line {})",
+                        lines(&box_bytes[..same]) + 1
+                    )
+                }
             );
             let (code, out) = instance.verify(Some(&central));
             assert_eq!(code, Some(0), "{}: audit verify --witness: {out}", instance.name);
