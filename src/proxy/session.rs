@@ -723,6 +723,10 @@ impl Session {
 
     fn start_closing(&mut self, now: Instant) {
         if !matches!(self.state, State::Closing { .. } | State::Done) {
+            // Nothing it sent from here on is handled: what is held would only stop the
+            // reads that drain the input and see the consumer's close (`tests/simulate.rs`
+            // found a closing connection waiting out its linger behind a body it held).
+            self.con.inbuf.clear();
             self.con.tls.send_close_notify();
             self.state = State::Closing { shut: false };
             self.since = now;
