@@ -1444,23 +1444,89 @@ struct Fixture {
     _setup: Setup,
 }
 
+/// A leaf certificate under the fixture PKI's Level 1C CA with an Ed25519 key, written to
+/// `dir` as `<name>.pem` (leaf, then Level 1C) and `<name>.key`. Ed25519 because a seed is
+/// mostly handshakes: its signatures cost a small fraction of RSA's, and are the same length
+/// every time, so a seed's bytes (and so its schedule) replay exactly.
+fn ed25519_leaf(
+    dir: &std::path::Path,
+    name: &str,
+    cn: &str,
+    sans: &[&str],
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{
+        CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    };
+    let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("key");
+    let mut params =
+        CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("params");
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "nhs");
+    dn.push(DnType::OrganizationalUnitName, "Devices");
+    dn.push(DnType::CommonName, cn);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    let cert = params
+        .signed_by(&key, &common::mint::level1c())
+        .expect("certificate");
+    let mut chain = cert.pem();
+    chain.push_str(&std::fs::read_to_string(pki("level1c.pem")).expect("level1c.pem"));
+    let (pem, key_file) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+    std::fs::write(&pem, chain).expect("write certificate");
+    std::fs::write(&key_file, key.serialize_pem()).expect("write key");
+    (pem, key_file)
+}
+
 fn fixture() -> Fixture {
     let setup = Setup::new(&Options {
         dead_provider: true,
         ..Options::default()
     });
+    let dir = setup.dir.path();
+    let (ssp_pem, ssp_key) = ed25519_leaf(
+        dir,
+        "ssp",
+        "ssp.localhost",
+        &["localhost", "ssp.localhost", "127.0.0.1"],
+    );
+    let (provider_pem, provider_key) =
+        ed25519_leaf(dir, "provider", "localhost", &["localhost", "127.0.0.1"]);
+    let text = std::fs::read_to_string(&setup.config).expect("config");
+    let text = text
+        .replace(
+            &pki("ssp.pem").display().to_string(),
+            &ssp_pem.display().to_string(),
+        )
+        .replace(
+            &pki("ssp.key").display().to_string(),
+            &ssp_key.display().to_string(),
+        );
+    std::fs::write(&setup.config, text).expect("config");
     let config = ssp::config::load(&setup.config).expect("config");
     let shared = Arc::new(Shared::load(config).expect("shared"));
-    let provider =
-        ssp::demo::provider::server_config(&pki("provider.pem"), &pki("provider.key"), &pki("nhs-ca.pem"))
-            .expect("provider tls");
+    let provider = ssp::demo::provider::server_config(&provider_pem, &provider_key, &pki("nhs-ca.pem"))
+        .expect("provider tls");
     // No session tickets to the proxy: every seed's provider handshakes are full ones, so a
     // seed replays the same bytes whatever ran before it.
     let mut provider = (*provider).clone();
     provider.send_tls13_tickets = 0;
     provider.session_storage = Arc::new(NoServerSessionStorage {});
     let consumer = |who: &Who| {
-        let mut c = (*common::client_config(who)).clone();
+        let (pem, key) = ed25519_leaf(dir, who.file, who.fqdn, &[who.fqdn]);
+        let chain = ssp::tls::files::certificates(&pem).expect("chain");
+        let key = ssp::tls::files::private_key(&key).expect("key");
+        let mut c = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(common::roots())
+            .with_client_auth_cert(chain, key)
+            .expect("client config");
         c.resumption = rustls::client::Resumption::disabled();
         Arc::new(c)
     };
