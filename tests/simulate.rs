@@ -114,6 +114,8 @@ struct Link {
     window: usize,
     /// A provider's link: it has answered every request it was sent.
     provider_idle: bool,
+    /// The proxy has written since the provider last became idle (a next request began).
+    written_since_idle: bool,
     /// What the proxy did on this link that it must not.
     violation: Option<String>,
 }
@@ -129,6 +131,7 @@ fn link(window: usize) -> LinkRef {
         proxy_closed: false,
         window,
         provider_idle: false,
+        written_since_idle: false,
         violation: None,
     }))
 }
@@ -199,7 +202,10 @@ impl Write for ProxyEnd {
         }
         // A kept provider connection must hold no unread byte when it carries a request: bytes
         // that had arrived before the request was sent would be read as its answer.
-        if l.provider_idle && !l.to_proxy.arrived.is_empty() && l.violation.is_none() {
+        // (Only its first write: after that, bytes that arrive may be an early answer, or
+        // late ones no reader could tell from it, as on a direct connection.)
+        if l.provider_idle && !l.written_since_idle && !l.to_proxy.arrived.is_empty() && l.violation.is_none()
+        {
             l.violation = Some(format!(
                 "a request went to a provider connection with {} unread bytes",
                 l.to_proxy.arrived.len()
@@ -207,6 +213,9 @@ impl Write for ProxyEnd {
         }
         let n = room.min(buf.len());
         l.from_proxy.in_flight.extend(&buf[..n]);
+        if l.provider_idle {
+            l.written_since_idle = true;
+        }
         Ok(n)
     }
 
@@ -1012,7 +1021,11 @@ impl World {
         }
         if let Some(p) = self.providers.get(&id) {
             let idle = p.reading.is_none() && p.answered > 0;
-            p.link.borrow_mut().provider_idle = idle;
+            let mut l = p.link.borrow_mut();
+            if idle && !l.provider_idle {
+                l.written_since_idle = false;
+            }
+            l.provider_idle = idle;
         }
         let p = self.providers.get_mut(&id).expect("provider");
         p.pending.extend_from_slice(&outgoing);
