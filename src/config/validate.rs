@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Display;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -18,9 +18,14 @@ use super::error::{ConfigError, ConfigErrors, Source};
 use super::raw::{self, Field, List};
 use super::{
     Admin, Audit, AuditSync, ClockUnsynced, Config, Consumer, CrlCheck, CrlExpired, CrlRefresh, CrlSource,
-    Jwt, JwtMode, Limits, Provider, ProviderEndpoint, Server, Throttle, Transactions, Upstream,
+    Jwt, JwtMode, Limits, Provider, ProviderEndpoint, Sds, Server, Throttle, Transactions, Upstream,
     parse_duration,
 };
+use crate::sds::{self, Export};
+
+/// Reads the SDS export `[sds] ldif` names: the path it read (`ssp check --sds` reads another)
+/// and the bytes.
+pub(super) type ReadExport<'a> = &'a dyn Fn(&Path) -> std::io::Result<(PathBuf, Vec<u8>)>;
 
 const DEFAULT_AUDIT_DIR: &str = "/var/log/ssp";
 const DEFAULT_AUDIT_KEY: &str = "/var/lib/ssp/audit.key";
@@ -30,7 +35,11 @@ const SUBJECT_ATTRIBUTES: [&str; 7] = ["CN", "O", "OU", "C", "L", "ST", "DC"];
 /// Checks every section and entry, noting each problem and carrying on, so that one pass
 /// reports them all (within one table, a missing or malformed required key still stops that
 /// table: what follows may depend on it).
-pub(super) fn validate(raw: raw::RawConfig, src: &Source<'_>) -> Result<Config, ConfigErrors> {
+pub(super) fn validate(
+    raw: raw::RawConfig,
+    src: &Source<'_>,
+    read_export: ReadExport<'_>,
+) -> Result<Config, ConfigErrors> {
     let server = src.keep(server(src, raw.server));
     let upstream = src.keep(upstream(src, raw.upstream));
     let limits = src.keep(limits(src, raw.limits));
@@ -38,15 +47,32 @@ pub(super) fn validate(raw: raw::RawConfig, src: &Source<'_>) -> Result<Config, 
     let audit = src.keep(audit(src, raw.audit));
     let transactions = src.keep(transactions(src, raw.transactions));
     let admin = src.keep(admin(src, raw.admin));
+    let sds_given = raw.sds.is_some();
+    let sds = src.keep(sds_export(src, raw.sds, read_export)).flatten();
+    let export = sds.as_ref().map(|(_, export)| export);
     // Consumers' agreements must name providers: any ASID a [[provider]] gives, so that a
-    // provider entry with a problem elsewhere is reported once, not again by each agreement.
-    let provider_asids: HashSet<String> = raw
+    // provider entry with a problem elsewhere is reported once, not again by each agreement;
+    // and with [sds], any provider of the export.
+    let mut provider_asids: HashSet<String> = raw
         .provider
         .iter()
         .filter_map(|p| p.get_ref().asid.as_ref().map(|a| a.get_ref().clone()))
         .collect();
-    let providers = src.keep(providers(src, raw.provider));
-    let consumers = src.keep(consumers(src, raw.consumer, &provider_asids));
+    provider_asids.extend(
+        export
+            .iter()
+            .flat_map(|e| e.providers.iter().map(|p| p.asid.clone())),
+    );
+    // An [sds] export that did not load leaves the entries that lean on it unchecked: its
+    // problems come first.
+    let (providers, consumers) = match (sds_given, export) {
+        (true, None) => (None, None),
+        _ => (
+            src.keep(providers(src, raw.provider, export)),
+            src.keep(consumers(src, raw.consumer, &provider_asids, export)),
+        ),
+    };
+    let sds = sds.map(|(sds, _)| sds);
     let jwt = providers
         .as_ref()
         .and_then(|providers| src.keep(jwt(src, raw.jwt.is_some(), providers)));
@@ -86,6 +112,7 @@ pub(super) fn validate(raw: raw::RawConfig, src: &Source<'_>) -> Result<Config, 
             jwt,
             consumers,
             providers,
+            sds,
         }),
         _ => None,
     };
@@ -349,8 +376,16 @@ fn admin(src: &Source<'_>, raw: Field<raw::RawAdmin>) -> Result<Admin, ConfigErr
 
 /// Every entry that checks out; each one that does not is noted, and checking goes on with the
 /// next.
-fn providers(src: &Source<'_>, raw: Vec<Spanned<raw::RawProvider>>) -> Result<Vec<Provider>, ConfigError> {
-    if raw.is_empty() {
+fn providers(
+    src: &Source<'_>,
+    raw: Vec<Spanned<raw::RawProvider>>,
+    export: Option<&Export>,
+) -> Result<Vec<Provider>, ConfigError> {
+    let exported: HashMap<&str, &sds::SdsProvider> = export
+        .iter()
+        .flat_map(|e| e.providers.iter().map(|p| (p.asid.as_str(), p)))
+        .collect();
+    if raw.is_empty() && exported.is_empty() {
         return Err(src.error(
             None,
             Some("provider".into()),
@@ -400,7 +435,33 @@ fn providers(src: &Source<'_>, raw: Vec<Spanned<raw::RawProvider>>) -> Result<Ve
                         "give either `endpoint` (one service root) or `endpoints` (one per SDS MHS record), not both",
                     ));
                 }
-                (None, None) => return Err(t.missing("endpoint", "missing required key (or `endpoints`)")),
+                // With [sds], the export's endpoints; `connect` and `max_in_flight` stay local.
+                (None, None) => match (exported.get(asid.as_str()), p.interactions, p.cpaid) {
+                    (Some(from_sds), None, None) => from_sds.endpoints.clone(),
+                    (Some(_), Some(stray), _) => {
+                        return Err(t.located(
+                            stray.span(),
+                            "interactions",
+                            "give `endpoint` with them, or leave both to the SDS export".into(),
+                        ));
+                    }
+                    (Some(_), None, Some(stray)) => {
+                        return Err(t.located(
+                            stray.span(),
+                            "cpaid",
+                            "give `endpoint` with it, or leave both to the SDS export".into(),
+                        ));
+                    }
+                    (None, ..) if export.is_some() => {
+                        return Err(t.missing(
+                            "endpoint",
+                            &format!(
+                                "missing required key (or `endpoints`); the SDS export has no provider {asid}"
+                            ),
+                        ));
+                    }
+                    (None, ..) => return Err(t.missing("endpoint", "missing required key (or `endpoints`)")),
+                },
             };
             let interactions = endpoints
                 .iter()
@@ -416,6 +477,19 @@ fn providers(src: &Source<'_>, raw: Vec<Spanned<raw::RawProvider>>) -> Result<Ve
             })
         })();
         providers.extend(src.keep(provider));
+    }
+    // The export's providers that no [[provider]] overrides, in the export's order.
+    for p in export.iter().flat_map(|e| e.providers.iter()) {
+        if !first_lines.contains_key(&p.asid) {
+            providers.push(Provider {
+                asid: p.asid.clone(),
+                endpoints: p.endpoints.clone(),
+                interactions: p.interactions().cloned().collect(),
+                connect: Vec::new(),
+                max_in_flight: None,
+                line: p.line,
+            });
+        }
     }
     Ok(providers)
 }
@@ -458,7 +532,7 @@ fn provider_endpoints(
 
 /// An SDS CPA id (`nhsMhsCPAId`, e.g. `S918999494042`): it is quoted in answers, so letters,
 /// digits, `-` and `_` only.
-fn cpaid(id: String) -> Result<String, String> {
+pub(crate) fn cpaid(id: String) -> Result<String, String> {
     let fits = !id.is_empty()
         && id.len() <= 64
         && id
@@ -478,8 +552,13 @@ fn consumers(
     src: &Source<'_>,
     raw: Vec<Spanned<raw::RawConsumer>>,
     known: &HashSet<String>,
+    export: Option<&Export>,
 ) -> Result<Vec<Consumer>, ConfigError> {
-    if raw.is_empty() {
+    let exported: HashMap<&str, &sds::SdsConsumer> = export
+        .iter()
+        .flat_map(|e| e.consumers.iter().map(|c| (c.asid.as_str(), c)))
+        .collect();
+    if raw.is_empty() && exported.is_empty() {
         return Err(src.error(
             None,
             Some("consumer".into()),
@@ -492,12 +571,35 @@ fn consumers(
         let line = src.line(entry.span().start);
         let (t, c) = Table::open(src, format!("consumer[{}]", i + 1), Some(entry));
         let consumer = (|| {
+            let asid = t.required(c.asid, "asid", |s| {
+                unique_asid(s, &mut first_lines, line, "consumer")
+            })?;
+            // With [sds], what the [[consumer]] leaves out comes from the export.
+            let from_sds = exported.get(asid.as_str());
+            let missing = |key: &str| match export {
+                Some(_) => t.missing(
+                    key,
+                    &format!("missing required key; the SDS export has no consumer {asid}"),
+                ),
+                None => t.missing(key, "missing required key"),
+            };
+            let fqdn = match (t.optional(c.fqdn, "fqdn", fqdn)?, from_sds) {
+                (Some(name), _) => name,
+                (None, Some(sds)) => sds.fqdn.clone(),
+                (None, None) => return Err(missing("fqdn")),
+            };
+            let interactions = match (
+                t.list(c.interactions, "interactions", Empty::Refused, interaction)?,
+                from_sds,
+            ) {
+                (Some(list), _) => list,
+                (None, Some(sds)) => sds.interactions.clone(),
+                (None, None) => return Err(missing("interactions")),
+            };
             Ok(Consumer {
-                asid: t.required(c.asid, "asid", |s| {
-                    unique_asid(s, &mut first_lines, line, "consumer")
-                })?,
-                fqdn: t.required(c.fqdn, "fqdn", fqdn)?,
-                interactions: t.required_list(c.interactions, "interactions", Empty::Refused, interaction)?,
+                asid,
+                fqdn,
+                interactions,
                 providers: t.required_list(c.providers, "providers", Empty::Allowed, |asid| {
                     if known.contains(&asid) {
                         Ok(asid)
@@ -512,7 +614,83 @@ fn consumers(
         })();
         consumers.extend(src.keep(consumer));
     }
+    // The export's consumers without a [[consumer]]: known (row 9 passes) but with no
+    // agreement, so they can call nothing (row 11): agreements are not in SDS.
+    for c in export.iter().flat_map(|e| e.consumers.iter()) {
+        if !first_lines.contains_key(&c.asid) {
+            consumers.push(Consumer {
+                asid: c.asid.clone(),
+                fqdn: c.fqdn.clone(),
+                interactions: c.interactions.clone(),
+                providers: Vec::new(),
+                rate: None,
+                burst: None,
+                line: c.line,
+            });
+        }
+    }
     Ok(consumers)
+}
+
+/// `[sds]`: reads and derives the export. An export that does not parse, or yields no consumer
+/// and no provider, is refused whole (an LDAP outage must never empty the allowlist).
+fn sds_export(
+    src: &Source<'_>,
+    raw: Field<raw::RawSds>,
+    read: ReadExport<'_>,
+) -> Result<Option<(Sds, Export)>, ConfigError> {
+    if raw.is_none() {
+        return Ok(None);
+    }
+    let (t, s) = Table::open(src, "sds", raw);
+    let at = s.ldif.as_ref().map(Spanned::span).or(t.span.clone());
+    let ldif = t.required(s.ldif, "ldif", |p| src.path(p))?;
+    let max_shrink = t.or(s.max_shrink, "max_shrink", 0.10, |share| {
+        if (0.0..=1.0).contains(&share) {
+            Ok(share)
+        } else {
+            Err(format!(
+                "must be a share between 0 and 1 (0.10 is 10 %), found {share}"
+            ))
+        }
+    })?;
+    let interactions = t.list(s.interactions, "interactions", Empty::Refused, interaction)?;
+    let refuse = |message: String| src.error(at.clone(), Some("sds.ldif".into()), message);
+    let (read_from, bytes) =
+        read(&ldif).map_err(|e| refuse(format!("cannot read the SDS export {}: {e}", ldif.display())))?;
+    let entries = sds::ldif::parse(&bytes).map_err(|mut errors| {
+        let located = |e: sds::ldif::LdifError| ConfigError {
+            file: read_from.clone(),
+            line: Some(e.line),
+            key: None,
+            message: format!("SDS export: {}", e.message),
+        };
+        let last = errors.pop().map(located);
+        for e in errors {
+            src.note(located(e));
+        }
+        last.unwrap_or_else(|| refuse("the SDS export does not parse".into()))
+    })?;
+    let export = sds::derive(&entries, interactions.as_deref());
+    let asids = export.asids();
+    if asids.is_empty() {
+        return Err(refuse(format!(
+            "the SDS export {} yields no consumer and no provider ({} nhsAs/nhsMhs records, {} skipped): refused, so that an empty or failed export cannot empty the allowlist",
+            read_from.display(),
+            export.records,
+            export.skipped.len()
+        )));
+    }
+    let sds = Sds {
+        ldif,
+        max_shrink,
+        interactions,
+        sha256: Sha256::digest(&bytes).into(),
+        asids,
+        records: export.records,
+        skipped: export.skipped.len(),
+    };
+    Ok(Some((sds, export)))
 }
 
 /// `[jwt]`, read from toml's own tree of the document (the one `ConfigError` walks for key
@@ -887,7 +1065,7 @@ fn non_empty(text: String) -> Result<String, String> {
     }
 }
 
-fn asid(text: String) -> Result<String, String> {
+pub(crate) fn asid(text: String) -> Result<String, String> {
     if (1..=20).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit()) {
         Ok(text)
     } else {
@@ -918,7 +1096,7 @@ fn unique_asid(
 }
 
 /// Lowercased because certificate CNs are compared case-insensitively, as DNS names are.
-fn fqdn(text: String) -> Result<String, String> {
+pub(crate) fn fqdn(text: String) -> Result<String, String> {
     if is_dns_name(&text) {
         Ok(text.to_ascii_lowercase())
     } else {
@@ -930,7 +1108,7 @@ fn fqdn(text: String) -> Result<String, String> {
 
 /// Interaction IDs are URNs matched against the `Ssp-InteractionID` header, whose value never
 /// carries whitespace; one that does could never match.
-fn interaction(text: String) -> Result<String, String> {
+pub(crate) fn interaction(text: String) -> Result<String, String> {
     if !text.is_empty() && !text.chars().any(|c| c.is_whitespace() || c.is_control()) {
         Ok(text)
     } else {
