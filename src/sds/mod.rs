@@ -15,6 +15,7 @@
 //! So an AS record with interactions is a consumer (its FQDN from its MHS records), and one
 //! whose MHS records carry interactions and an endpoint is a provider; a system can be both.
 
+pub mod cli;
 pub mod ldif;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -377,6 +378,22 @@ pub fn shrink(old: &[String], new: &[String]) -> (usize, f64) {
     }
     let removed = old.iter().filter(|a| new.binary_search(a).is_err()).count();
     (removed, removed as f64 / old.len() as f64)
+}
+
+/// Whether an export registering `new` (sorted ASIDs) may replace one registering `known`:
+/// not when it drops more than `max_shrink` of them (issue 18: an LDAP outage or a truncated
+/// export must not shrink the allowlist by itself).
+pub fn check_shrink(known: &[String], new: &[String], max_shrink: f64) -> Result<(), String> {
+    let (removed, share) = shrink(known, new);
+    if share <= max_shrink {
+        return Ok(());
+    }
+    Err(format!(
+        "the SDS export drops {removed} of the {} known ASIDs ({:.1} %), more than [sds] max_shrink = {max_shrink} allows; \
+         see `ssp sds diff OLD NEW`, and raise max_shrink for one reload if the change is real",
+        known.len(),
+        share * 100.0
+    ))
 }
 
 /// What an operator reads before a reload: one line per change, `+` added, `-` removed, `~`
