@@ -30,10 +30,13 @@ fn on_path(tool: &str) -> bool {
 }
 
 /// A slapd of our own: its database in a temp folder, loaded with `slapadd` before it starts,
-/// listening on 127.0.0.1 only; killed when dropped.
+/// listening on 127.0.0.1 only, in the clear (`url`, for the test's own edits) and over LDAPS
+/// with the fixture PKI's provider certificate, demanding a client certificate (`ldaps`), as
+/// SDS does; killed when dropped.
 struct Directory {
     child: Child,
     url: String,
+    ldaps: String,
     _dir: TempDir,
 }
 
@@ -62,6 +65,10 @@ impl Directory {
                  include /etc/ldap/schema/cosine.schema\n\
                  include {schema}\n\
                  pidfile {dir}/slapd.pid\n\
+                 TLSCertificateFile {pki}/provider.pem\n\
+                 TLSCertificateKeyFile {pki}/provider.key\n\
+                 TLSCACertificateFile {pki}/nhs-ca.pem\n\
+                 TLSVerifyClient demand\n\
                  modulepath /usr/lib/ldap\n\
                  moduleload back_mdb\n\
                  database mdb\n\
@@ -72,6 +79,7 @@ impl Directory {
                  maxsize 10485760\n",
                 schema = fixture("sds.schema").display(),
                 dir = dir.path().display(),
+                pki = pki_dir().display(),
             ),
         )
         .unwrap();
@@ -93,12 +101,13 @@ impl Directory {
                 .arg(&data_file),
             "slapadd",
         );
-        let port = unused_port().port();
-        let url = format!("ldap://127.0.0.1:{port}");
+        let url = format!("ldap://127.0.0.1:{}", unused_port().port());
+        // By address: libldap checks "localhost" against the machine's own name instead.
+        let ldaps = format!("ldaps://127.0.0.1:{}", unused_port().port());
         let child = Command::new(SLAPD)
             .arg("-f")
             .arg(&conf)
-            .args(["-h", &format!("{url}/"), "-d", "0"])
+            .args(["-h", &format!("{url}/ {ldaps}/"), "-d", "0"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -107,6 +116,7 @@ impl Directory {
         let directory = Directory {
             child,
             url,
+            ldaps,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -414,4 +424,100 @@ fn the_allowlist_comes_from_a_real_sds_export_and_follows_it_on_reload() {
         2,
         "start and the one reload that passed name the export"
     );
+}
+
+/// `packaging/ssp-sds-refresh` as the timer runs it: LDAPS with the box's certificate, `ssp
+/// check --sds`, then the move; an export that shrinks too far, a directory that is down, or a
+/// URL in the clear change nothing.
+#[test]
+fn the_refresh_script_changes_nothing_unless_every_step_passes() {
+    let tls =
+        provider::server_config(&pki("provider.pem"), &pki("provider.key"), &pki("nhs-ca.pem")).unwrap();
+    let p = provider::start("127.0.0.1:0".parse().unwrap(), tls, default_handler()).expect("provider");
+    let Some(directory) = Directory::start(p.addr.port()) else {
+        return;
+    };
+    let dir = TempDir::new("sds-refresh");
+    assert_eq!(ssp::audit::cli::keygen(&dir.path().join("audit.key")), 0);
+    let config = dir.path().join("ssp.toml");
+    std::fs::write(&config, config_text(dir.path(), p.addr)).unwrap();
+    let ldif = dir.path().join("sds.ldif");
+    let bin = Path::new(env!("CARGO_BIN_EXE_ssp"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap();
+    let refresh = |url: &str| {
+        let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/ssp-sds-refresh"))
+            .env("PATH", &path)
+            .env("SSP_SDS_URL", url)
+            .env("SSP_CONFIG", &config)
+            .env("SSP_SDS_LDIF", &ldif)
+            .env("LDAPTLS_CERT", pki("ssp.pem"))
+            .env("LDAPTLS_KEY", pki("ssp.key"))
+            .env("LDAPTLS_CACERT", pki("nhs-ca.pem"))
+            .output()
+            .expect("run ssp-sds-refresh");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let leftovers = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".new.")
+            })
+            .count()
+    };
+
+    // First run: nothing in place yet.
+    let (code, out) = refresh(&directory.ldaps);
+    assert_eq!(code, Some(0), "{out}");
+    let first = std::fs::read_to_string(&ldif).unwrap();
+    assert!(first.contains("uniqueIdentifier: 200000000999"), "{first}");
+    // Only the two classes: the person and the organisational units are not asked for.
+    assert!(
+        !first.contains("cn=someone") && !first.contains("dn: ou=services"),
+        "{first}"
+    );
+    assert!(!dir.path().join("sds.ldif.previous").exists());
+    let (code, out) = refresh(&directory.ldaps);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("sds.ldif.previous")).unwrap(),
+        first
+    );
+
+    // Too many ASIDs gone: `ssp check --sds` refuses, the export in place stays.
+    let gone: Vec<String> = (100..103)
+        .map(|n| format!("uniqueIdentifier=200000000{n},{BASE}"))
+        .collect();
+    directory.delete(&gone);
+    let (code, out) = refresh(&directory.ldaps);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("max_shrink"), "{out}");
+    assert_eq!(std::fs::read_to_string(&ldif).unwrap(), first);
+
+    // In the clear: refused before asking.
+    let (code, out) = refresh(&directory.url);
+    assert_eq!(code, Some(2), "{out}");
+
+    // The directory is down: ldapsearch fails, nothing changes.
+    let ldaps = directory.ldaps.clone();
+    drop(directory);
+    let (code, out) = refresh(&ldaps);
+    assert_ne!(code, Some(0), "{out}");
+    assert_eq!(std::fs::read_to_string(&ldif).unwrap(), first);
+    assert_eq!(leftovers(), 0, "no temporary file is left behind");
 }
