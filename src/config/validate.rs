@@ -658,7 +658,11 @@ fn sds_export(
     let refuse = |message: String| src.error(at.clone(), Some("sds.ldif".into()), message);
     let (read_from, bytes) =
         read(&ldif).map_err(|e| refuse(format!("cannot read the SDS export {}: {e}", ldif.display())))?;
-    let entries = sds::ldif::parse(&bytes).map_err(|mut errors| {
+    let sha256 = Sha256::digest(&bytes).into();
+    let parsed = sds::ldif::parse(&bytes);
+    // Not held while the export is derived: a national export is tens of megabytes.
+    drop(bytes);
+    let entries = parsed.map_err(|mut errors| {
         let located = |e: sds::ldif::LdifError| ConfigError {
             file: read_from.clone(),
             line: Some(e.line),
@@ -685,7 +689,7 @@ fn sds_export(
         ldif,
         max_shrink,
         interactions,
-        sha256: Sha256::digest(&bytes).into(),
+        sha256,
         asids,
         records: export.records,
         skipped: export.skipped.len(),

@@ -22,25 +22,50 @@ pub struct Entry {
     /// 1-based line of its `dn:`.
     pub line: usize,
     pub dn: String,
-    /// (lowercased name, value), in file order; a multi-valued attribute appears once per value.
-    pub attributes: Vec<(String, String)>,
+    /// Every lowercased name and value, back to back: one allocation per entry rather than two
+    /// per attribute (an export of 40,000 records peaked at 88 MB with a `String` each).
+    text: String,
+    /// (start, end of name, end of value) in `text`, in file order; a multi-valued attribute
+    /// appears once per value.
+    spans: Vec<(u32, u32, u32)>,
 }
 
 impl Entry {
+    fn new(line: usize, dn: String) -> Entry {
+        Entry {
+            line,
+            dn,
+            text: String::new(),
+            spans: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, name: &str, value: &str) -> Result<(), String> {
+        let at = |n: usize| u32::try_from(n).map_err(|_| "an entry over 4 GiB".to_string());
+        let start = at(self.text.len())?;
+        self.text.push_str(name);
+        let name_end = at(self.text.len())?;
+        self.text.push_str(value);
+        self.spans.push((start, name_end, at(self.text.len())?));
+        Ok(())
+    }
+
+    /// (lowercased name, value) of every attribute, in file order.
+    pub fn attributes(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.spans.iter().map(|&(start, name_end, end)| {
+            let cut = |from: u32, to: u32| self.text.get(from as usize..to as usize).unwrap_or_default();
+            (cut(start, name_end), cut(name_end, end))
+        })
+    }
+
     /// Every value of attribute `name` (lowercase), in file order.
     pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.attributes
-            .iter()
-            .filter(move |(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.attributes().filter(move |(n, _)| *n == name).map(|(_, v)| v)
     }
 
     /// The first value of attribute `name` (lowercase).
     pub fn first(&self, name: &str) -> Option<&str> {
-        self.attributes
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.attributes().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
     /// Whether one of its `objectClass` values is `class`, in any case.
@@ -95,11 +120,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, Vec<LdifError>> {
                 }
                 None if name == "dn" => {
                     first_record = false;
-                    current = Some(Entry {
-                        line,
-                        dn: value,
-                        attributes: Vec::new(),
-                    });
+                    current = Some(Entry::new(line, value));
                     Ok(())
                 }
                 None => Err(format!(
@@ -109,10 +130,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, Vec<LdifError>> {
                     "changetype {value:?}: a change record is not an export (ldapsearch writes none)"
                 )),
                 Some(_) if name == "changetype" => Ok(()),
-                Some(entry) => {
-                    entry.attributes.push((name, value));
-                    Ok(())
-                }
+                Some(entry) => entry.push(&name, &value),
             }
         })();
         if let Err(message) = outcome {
@@ -329,7 +347,7 @@ mod tests {
     #[test]
     fn comments_and_their_continuations_are_skipped() {
         let e = one("# an export\n#  folded\n  comment line\ndn: cn=x\n# inside\nnhsIDCode: A1\n");
-        assert_eq!(e.attributes, vec![("nhsidcode".to_string(), "A1".to_string())]);
+        assert_eq!(e.attributes().collect::<Vec<_>>(), [("nhsidcode", "A1")]);
     }
 
     #[test]
@@ -353,7 +371,7 @@ mod tests {
     fn version_crlf_dashes_and_changetype_add_are_accepted() {
         let entries = parse(b"version: 1\r\n\r\ndn: cn=x\r\nchangetype: add\r\ncn: x\r\n-\r\n\r\n").unwrap();
         assert_eq!(entries.len(), 1);
-        assert_eq!(entries[0].attributes, vec![("cn".to_string(), "x".to_string())]);
+        assert_eq!(entries[0].attributes().collect::<Vec<_>>(), [("cn", "x")]);
         assert_eq!(entries[0].line, 3);
     }
 
