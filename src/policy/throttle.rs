@@ -474,6 +474,25 @@ mod tests {
     }
 
     #[test]
+    fn an_sds_sized_table_costs_a_row_only_for_consumers_that_send() {
+        // 20,000 consumers and 10,000 providers, as an SDS export gives (issue 18): a full
+        // table would be 800 MB; rows are made for the consumers that reach row 15.
+        let in_flight = InFlight::new(vec![64; 10_000], 0.5, 20_000);
+        assert_eq!(in_flight.held.iter().filter(|row| row.get().is_some()).count(), 0);
+        let permit = in_flight.try_acquire(19_999, 9_999).unwrap().unwrap();
+        assert_eq!(in_flight.held.iter().filter(|row| row.get().is_some()).count(), 1);
+        assert_eq!(in_flight.current(9_999), 1);
+        drop(permit);
+        assert_eq!(in_flight.current(9_999), 0);
+        let row = in_flight.held[19_999].get().unwrap();
+        assert_eq!(
+            row[9_999].load(Ordering::Acquire),
+            0,
+            "the consumer's place is given back"
+        );
+    }
+
+    #[test]
     fn one_consumer_holds_at_most_its_share_and_leaves_the_rest_to_others() {
         // Four places at provider 0, half of them (rounded up) for any one consumer.
         let in_flight = InFlight::new(vec![4, 3], 0.5, 3);
