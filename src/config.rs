@@ -66,8 +66,8 @@ pub struct Sds {
     pub interactions: Option<Vec<String>>,
     /// SHA-256 of the export's bytes, for the audit's `config` record.
     pub sha256: [u8; 32],
-    /// Every ASID the export registers (consumers and providers), sorted: the known ASIDs the
-    /// next reload's export is compared with.
+    /// Every ASID the export registers (consumers and providers), once each: the known ASIDs
+    /// the next reload's export is compared with.
     pub asids: Vec<String>,
     /// nhsAs and nhsMhs records read, and how many were skipped (`ssp sds show` says why).
     pub records: usize,

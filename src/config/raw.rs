@@ -26,7 +26,8 @@ pub(super) struct RawConfig {
     pub admin: Field<RawAdmin>,
     /// Read by `validate::jwt` from toml's own tree, not through serde (see there).
     pub jwt: Option<serde::de::IgnoredAny>,
-    pub sds: Field<RawSds>,
+    /// Read by `validate::sds_settings` from toml's own tree, as `[jwt]` is.
+    pub sds: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     pub consumer: Vec<Spanned<RawConsumer>>,
     #[serde(default)]
@@ -183,13 +184,4 @@ pub(super) struct RawProvider {
     pub endpoints: List<RawEndpoint>,
     pub connect: Field<String>,
     pub max_in_flight: Field<u32>,
-}
-
-/// `[sds]`: consumers and providers from a Spine Directory Service export (issue 18).
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, expecting = "a table")]
-pub(super) struct RawSds {
-    pub ldif: Field<String>,
-    pub max_shrink: Field<f64>,
-    pub interactions: List<String>,
 }

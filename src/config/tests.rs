@@ -1332,7 +1332,7 @@ fn sds_consumers_and_providers_come_from_the_export_and_agreements_stay_local() 
     let sds = c.sds.as_ref().expect("[sds]");
     assert_eq!(sds.ldif, etc("sds.ldif"));
     assert_eq!(sds.max_shrink, 0.10);
-    assert_eq!(sds.asids, ["200000000001", "200000000002", "200000000999"]);
+    assert_eq!(sds.asids, ["200000000999", "200000000001", "200000000002"]);
     assert_eq!((sds.records, sds.skipped), (5, 0));
     let consumers: Vec<(&str, &str, &[String], Option<f64>)> = c
         .consumers
@@ -1456,7 +1456,22 @@ fn sds_keys_are_checked() {
     assert_error(&errors.0[1], Some(13), "sds.interactions", "must not be empty");
     let text = SDS_HEAD.replace("ldif = \"sds.ldif\"", "ldfi = \"sds.ldif\"");
     let errors = with_export(&text, SDS_EXPORT).expect_err("refused");
-    assert_error(&errors.0[0], Some(11), "sds.ldfi", "unknown key");
+    assert_error(&errors.0[0], Some(10), "sds.ldif", "missing required key");
+    assert_error(&errors.0[1], Some(11), "sds.ldfi", "unknown key");
+    let text = SDS_HEAD.replace(
+        "ldif = \"sds.ldif\"",
+        "ldif = 7\nmax_shrink = 1\ninteractions = [\"urn:a\", \"with space\"]",
+    );
+    let errors = with_export(&text, SDS_EXPORT).expect_err("refused");
+    assert_eq!(errors.0.len(), 2, "{errors}");
+    assert_error(&errors.0[0], Some(11), "sds.ldif", "expected a path");
+    let text = SDS_HEAD.replace(
+        "ldif = \"sds.ldif\"",
+        "ldif = \"sds.ldif\"\nmax_shrink = 1\ninteractions = [\"urn:x\", \"with space\"]",
+    );
+    let errors = with_export(&text, SDS_EXPORT).expect_err("refused");
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    assert_error(&errors.0[0], Some(13), "sds.interactions[2]", "without spaces");
     let errors = parse_text(SDS_HEAD).expect_err("parse reads no export");
     assert_error(&errors.0[0], Some(11), "sds.ldif", "cannot read the SDS export");
 }

@@ -48,7 +48,7 @@ pub(super) fn validate(
     let transactions = src.keep(transactions(src, raw.transactions));
     let admin = src.keep(admin(src, raw.admin));
     let sds_given = raw.sds.is_some();
-    let sds = src.keep(sds_export(src, raw.sds, read_export)).flatten();
+    let sds = src.keep(sds_export(src, sds_given, read_export)).flatten();
     let export = sds.as_ref().map(|(_, export)| export);
     // Consumers' agreements must name providers: any ASID a [[provider]] gives, so that a
     // provider entry with a problem elsewhere is reported once, not again by each agreement;
@@ -381,10 +381,9 @@ fn providers(
     raw: Vec<Spanned<raw::RawProvider>>,
     export: Option<&Export>,
 ) -> Result<Vec<Provider>, ConfigError> {
-    let exported: HashMap<&str, &sds::SdsProvider> = export
-        .iter()
-        .flat_map(|e| e.providers.iter().map(|p| (p.asid.as_str(), p)))
-        .collect();
+    let none = Vec::new();
+    let exported = export.map_or(&none, |e| &e.providers);
+    let position = positions(exported.iter().map(|p| &p.asid));
     if raw.is_empty() && exported.is_empty() {
         return Err(src.error(
             None,
@@ -436,7 +435,11 @@ fn providers(
                     ));
                 }
                 // With [sds], the export's endpoints; `connect` and `max_in_flight` stay local.
-                (None, None) => match (exported.get(asid.as_str()), p.interactions, p.cpaid) {
+                (None, None) => match (
+                    position.get(&asid).map(|&i| &exported[i]),
+                    p.interactions,
+                    p.cpaid,
+                ) {
                     (Some(from_sds), None, None) => from_sds.endpoints.clone(),
                     (Some(_), Some(stray), _) => {
                         return Err(t.located(
@@ -554,10 +557,9 @@ fn consumers(
     known: &HashSet<String>,
     export: Option<&Export>,
 ) -> Result<Vec<Consumer>, ConfigError> {
-    let exported: HashMap<&str, &sds::SdsConsumer> = export
-        .iter()
-        .flat_map(|e| e.consumers.iter().map(|c| (c.asid.as_str(), c)))
-        .collect();
+    let none = Vec::new();
+    let exported = export.map_or(&none, |e| &e.consumers);
+    let position = positions(exported.iter().map(|c| &c.asid));
     if raw.is_empty() && exported.is_empty() {
         return Err(src.error(
             None,
@@ -575,7 +577,7 @@ fn consumers(
                 unique_asid(s, &mut first_lines, line, "consumer")
             })?;
             // With [sds], what the [[consumer]] leaves out comes from the export.
-            let from_sds = exported.get(asid.as_str());
+            let from_sds = position.get(&asid).map(|&i| &exported[i]);
             let missing = |key: &str| match export {
                 Some(_) => t.missing(
                     key,
@@ -632,29 +634,123 @@ fn consumers(
     Ok(consumers)
 }
 
+/// Position of each ASID of the export (`HashMap<String, usize>`: a table this file has already).
+fn positions<'a>(asids: impl Iterator<Item = &'a String>) -> HashMap<String, usize> {
+    let mut at = HashMap::new();
+    for (i, asid) in asids.enumerate() {
+        at.entry(asid.clone()).or_insert(i);
+    }
+    at
+}
+
+/// `[sds]` as written: `ldif` (and the span to report the export's problems at).
+struct SdsSettings {
+    ldif: (PathBuf, Option<Range<usize>>),
+    max_shrink: f64,
+    interactions: Option<Vec<String>>,
+}
+
+/// `[sds]`, read from toml's own tree of the document as `[jwt]` is (serde's code for one more
+/// table costs the static binary about 14 KiB). Every problem is noted; a missing or bad
+/// `ldif` stops the table.
+fn sds_settings(src: &Source<'_>) -> Result<SdsSettings, ConfigError> {
+    let document = DeTable::parse(src.text).map_err(|e| src.toml_error(&e))?;
+    let table = document.get_ref().get("sds");
+    let span = table.map(Spanned::span);
+    let Some(DeValue::Table(keys)) = table.map(Spanned::get_ref) else {
+        return Err(src.error(span, Some("sds".into()), "expected a table"));
+    };
+    let mut settings = SdsSettings {
+        ldif: (PathBuf::new(), None),
+        max_shrink: 0.10,
+        interactions: None,
+    };
+    let mut ldif = None;
+    for (key, value) in keys {
+        let name = key.get_ref();
+        let at = |suffix: &str, span| src.error(Some(span), Some(format!("sds.{name}{suffix}")), "");
+        let note = |suffix: &str, span, message: String| {
+            src.note(ConfigError {
+                message,
+                ..at(suffix, span)
+            });
+        };
+        match (name.as_ref(), value.get_ref()) {
+            ("ldif", DeValue::String(path)) => match src.path(path.to_string()) {
+                Ok(path) => ldif = Some((path, Some(value.span()))),
+                Err(m) => {
+                    return Err(ConfigError {
+                        message: m,
+                        ..at("", value.span())
+                    });
+                }
+            },
+            ("max_shrink", DeValue::Float(n)) => match n.as_str().replace('_', "").parse::<f64>() {
+                Ok(share) if (0.0..=1.0).contains(&share) => settings.max_shrink = share,
+                _ => note(
+                    "",
+                    value.span(),
+                    format!("must be a share between 0 and 1 (0.10 is 10 %), found {n}"),
+                ),
+            },
+            ("max_shrink", DeValue::Integer(n)) => match n.as_str() {
+                "0" => settings.max_shrink = 0.0,
+                "1" => settings.max_shrink = 1.0,
+                _ => note(
+                    "",
+                    value.span(),
+                    format!("must be a share between 0 and 1 (0.10 is 10 %), found {n}"),
+                ),
+            },
+            ("interactions", DeValue::Array(list)) if list.is_empty() => {
+                note("", value.span(), "must not be empty".into())
+            }
+            ("interactions", DeValue::Array(list)) => {
+                let mut urns = Vec::new();
+                for (i, item) in list.iter().enumerate() {
+                    let urn = match item.get_ref() {
+                        DeValue::String(urn) => interaction(urn.to_string()),
+                        _ => Err("expected an interaction ID".to_string()),
+                    };
+                    match urn {
+                        Ok(urn) => urns.push(urn),
+                        Err(m) => note(&format!("[{}]", i + 1), item.span(), m),
+                    }
+                }
+                settings.interactions = Some(urns);
+            }
+            ("ldif", _) => {
+                return Err(ConfigError {
+                    message: "expected a path".into(),
+                    ..at("", value.span())
+                });
+            }
+            ("max_shrink", _) => note("", value.span(), "expected a share such as 0.10".into()),
+            ("interactions", _) => note("", value.span(), "expected a list of interaction IDs".into()),
+            _ => note(
+                "",
+                key.span(),
+                format!("unknown key `{name}`, expected `ldif`, `max_shrink` or `interactions`"),
+            ),
+        }
+    }
+    settings.ldif = ldif.ok_or_else(|| src.error(span, Some("sds.ldif".into()), "missing required key"))?;
+    Ok(settings)
+}
+
 /// `[sds]`: reads and derives the export. An export that does not parse, or yields no consumer
 /// and no provider, is refused whole (an LDAP outage must never empty the allowlist).
 fn sds_export(
     src: &Source<'_>,
-    raw: Field<raw::RawSds>,
+    present: bool,
     read: ReadExport<'_>,
 ) -> Result<Option<(Sds, Export)>, ConfigError> {
-    if raw.is_none() {
+    if !present {
         return Ok(None);
     }
-    let (t, s) = Table::open(src, "sds", raw);
-    let at = s.ldif.as_ref().map(Spanned::span).or(t.span.clone());
-    let ldif = t.required(s.ldif, "ldif", |p| src.path(p))?;
-    let max_shrink = t.or(s.max_shrink, "max_shrink", 0.10, |share| {
-        if (0.0..=1.0).contains(&share) {
-            Ok(share)
-        } else {
-            Err(format!(
-                "must be a share between 0 and 1 (0.10 is 10 %), found {share}"
-            ))
-        }
-    })?;
-    let interactions = t.list(s.interactions, "interactions", Empty::Refused, interaction)?;
+    let settings = sds_settings(src)?;
+    let (ldif, at) = settings.ldif;
+    let (max_shrink, interactions) = (settings.max_shrink, settings.interactions);
     let refuse = |message: String| src.error(at.clone(), Some("sds.ldif".into()), message);
     let (read_from, bytes) =
         read(&ldif).map_err(|e| refuse(format!("cannot read the SDS export {}: {e}", ldif.display())))?;

@@ -52,13 +52,9 @@ pub fn show(file: &Path) -> u8 {
         export.providers.len(),
         export.skipped.len()
     );
-    let asids = export.asids();
-    let in_export = |asid: &str| {
-        if asids.binary_search_by(|a| a.as_str().cmp(asid)).is_ok() {
-            "sds"
-        } else {
-            "local"
-        }
+    let asids: std::collections::HashSet<String> = export.asids().into_iter().collect();
+    let in_export = |asid: &String| {
+        if asids.contains(asid) { "sds" } else { "local" }
     };
     for c in &cfg.consumers {
         let agreements = match c.providers.is_empty() {

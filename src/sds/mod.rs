@@ -18,7 +18,7 @@
 pub mod cli;
 pub mod ldif;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use crate::config::{self, Endpoint, ProviderEndpoint};
@@ -128,21 +128,26 @@ pub struct Export {
 }
 
 impl Export {
-    /// Every ASID it registers (consumers and providers), sorted, once each.
+    /// Every ASID it registers (consumers, then providers), once each, in export order.
     pub fn asids(&self) -> Vec<String> {
-        let all: BTreeSet<&String> = self
-            .consumers
-            .iter()
-            .map(|c| &c.asid)
-            .chain(self.providers.iter().map(|p| &p.asid))
-            .collect();
-        all.into_iter().cloned().collect()
+        let mut seen = HashSet::new();
+        let all = self.consumers.iter().map(|c| &c.asid);
+        all.chain(self.providers.iter().map(|p| &p.asid))
+            .filter(|asid| seen.insert(asid.to_string()))
+            .cloned()
+            .collect()
     }
 }
 
+// The tables here are `HashMap<String, usize>` and `HashSet<String>`, which the configuration
+// loader has already: no ordered map and no sort, each of which costs the static binary kilobytes
+// of code per type (its budget is 3 MiB).
+
 /// One MHS record, checked.
-struct Mhs<'a> {
-    entry: &'a Entry,
+struct Mhs {
+    /// Its position among the entries, and its line.
+    at: usize,
+    line: usize,
     fqdn: Option<String>,
     /// With at least one interaction: a provider's endpoint.
     endpoint: Option<ProviderEndpoint>,
@@ -153,25 +158,28 @@ struct Mhs<'a> {
 pub fn derive(entries: &[Entry], only: Option<&[String]>) -> Export {
     let mut export = Export::default();
     let keep = |urn: &str| only.is_none_or(|only| only.iter().any(|o| o == urn));
-    let skip = |skipped: &mut Vec<Skipped>, entry: &Entry, reason| {
-        skipped.push(Skipped {
-            line: entry.line,
-            dn: entry.dn.clone(),
-            reason,
-        })
-    };
-    // MHS records by party key.
-    let mut mhs: HashMap<&str, Vec<Mhs<'_>>> = HashMap::new();
-    for entry in entries.iter().filter(|e| e.is("nhsMhs")) {
+    // Reasons by entry position: they come out in file order without a sort.
+    let mut reasons: Vec<Vec<Reason>> = entries.iter().map(|_| Vec::new()).collect();
+    // MHS records grouped by party key: the key's group number, and the groups.
+    let mut group_of: HashMap<String, usize> = HashMap::new();
+    let mut groups: Vec<Vec<Mhs>> = Vec::new();
+    for (at, entry) in entries.iter().enumerate().filter(|(_, e)| e.is("nhsMhs")) {
         export.records += 1;
-        match mhs_record(entry, &keep) {
-            Ok((key, record)) => mhs.entry(key).or_default().push(record),
-            Err(reason) => skip(&mut export.skipped, entry, reason),
+        match mhs_record(at, entry, &keep) {
+            Ok((key, record)) => {
+                let next = groups.len();
+                let group = *group_of.entry(key.to_string()).or_insert(next);
+                if group == next {
+                    groups.push(Vec::new());
+                }
+                groups[group].push(record);
+            }
+            Err(reason) => reasons[at].push(reason),
         }
     }
-    let mut first_line: HashMap<&str, usize> = HashMap::new();
-    let mut used_keys: BTreeSet<&str> = BTreeSet::new();
-    for entry in entries.iter().filter(|e| e.is("nhsAs")) {
+    let mut used = vec![false; groups.len()];
+    let mut first_line: HashMap<String, usize> = HashMap::new();
+    for (at, entry) in entries.iter().enumerate().filter(|(_, e)| e.is("nhsAs")) {
         export.records += 1;
         let checked = (|| {
             let asid = required(entry, "uniqueIdentifier")?;
@@ -183,38 +191,40 @@ pub fn derive(entries: &[Entry], only: Option<&[String]>) -> Export {
         let (asid, key) = match checked {
             Ok(found) => found,
             Err(reason) => {
-                skip(&mut export.skipped, entry, reason);
+                reasons[at].push(reason);
                 continue;
             }
         };
-        if let Some(&first) = first_line.get(asid.as_str()) {
-            skip(&mut export.skipped, entry, Reason::DuplicateAsid(first));
+        if let Some(&first) = first_line.get(&asid) {
+            reasons[at].push(Reason::DuplicateAsid(first));
             continue;
         }
-        first_line.insert(entry.first("uniqueidentifier").unwrap_or_default(), entry.line);
-        let Some(records) = mhs.get(key) else {
-            skip(
-                &mut export.skipped,
-                entry,
-                Reason::UnknownPartyKey(key.to_string()),
-            );
+        first_line.insert(asid.clone(), entry.line);
+        let Some(&group) = group_of.get(key) else {
+            reasons[at].push(Reason::UnknownPartyKey(key.to_string()));
             continue;
         };
-        used_keys.insert(key);
+        used[group] = true;
+        let records = &groups[group];
         let ods = entry.first("nhsidcode").map(str::to_string);
         let mut interactions = Vec::new();
         for urn in entry.all("nhsassvcia").filter(|u| keep(u)) {
             match config::check_interaction(urn.to_string()) {
                 Ok(urn) if !interactions.contains(&urn) => interactions.push(urn),
                 Ok(_) => {}
-                Err(why) => skip(&mut export.skipped, entry, invalid("nhsAsSvcIA", urn, why)),
+                Err(why) => reasons[at].push(invalid("nhsAsSvcIA", urn, why)),
             }
         }
-        let endpoints = endpoints(records, &mut export.skipped);
+        let endpoints = endpoints(records, &mut reasons);
         let mut role = false;
         if !interactions.is_empty() {
-            let names: BTreeSet<&String> = records.iter().filter_map(|r| r.fqdn.as_ref()).collect();
-            match names.into_iter().collect::<Vec<_>>()[..] {
+            let mut names: Vec<&String> = Vec::new();
+            for name in records.iter().filter_map(|r| r.fqdn.as_ref()) {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+            match names[..] {
                 [fqdn] => {
                     role = true;
                     export.consumers.push(SdsConsumer {
@@ -226,11 +236,7 @@ pub fn derive(entries: &[Entry], only: Option<&[String]>) -> Export {
                         line: entry.line,
                     });
                 }
-                ref names => skip(
-                    &mut export.skipped,
-                    entry,
-                    Reason::Fqdn(names.iter().map(|n| n.to_string()).collect()),
-                ),
+                ref names => reasons[at].push(Reason::Fqdn(names.iter().map(|n| n.to_string()).collect())),
             }
         }
         if !endpoints.is_empty() {
@@ -243,22 +249,26 @@ pub fn derive(entries: &[Entry], only: Option<&[String]>) -> Export {
                 line: entry.line,
             });
         }
-        if !role && export.skipped.last().is_none_or(|s| s.line != entry.line) {
-            skip(&mut export.skipped, entry, Reason::Nothing);
+        if !role && reasons[at].is_empty() {
+            reasons[at].push(Reason::Nothing);
         }
     }
-    for (key, records) in &mhs {
-        if !used_keys.contains(key) {
-            for r in records {
-                skip(
-                    &mut export.skipped,
-                    r.entry,
-                    Reason::NoAccreditedSystem(key.to_string()),
-                );
+    for (key, &group) in &group_of {
+        if !used[group] {
+            for r in &groups[group] {
+                reasons[r.at].push(Reason::NoAccreditedSystem(key.clone()));
             }
         }
     }
-    export.skipped.sort_by_key(|s| s.line);
+    for (entry, reasons) in entries.iter().zip(reasons) {
+        for reason in reasons {
+            export.skipped.push(Skipped {
+                line: entry.line,
+                dn: entry.dn.clone(),
+                reason,
+            });
+        }
+    }
     export
 }
 
@@ -274,7 +284,11 @@ fn invalid(attribute: &'static str, value: &str, why: String) -> Reason {
 }
 
 /// An MHS record's party key, FQDN, and endpoint when it serves interactions.
-fn mhs_record<'a>(entry: &'a Entry, keep: &dyn Fn(&str) -> bool) -> Result<(&'a str, Mhs<'a>), Reason> {
+fn mhs_record<'a>(
+    at: usize,
+    entry: &'a Entry,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<(&'a str, Mhs), Reason> {
     let key = required(entry, "nhsMhsPartyKey")?;
     let fqdn = match entry.first("nhsmhsfqdn") {
         Some(name) => {
@@ -308,58 +322,62 @@ fn mhs_record<'a>(entry: &'a Entry, keep: &dyn Fn(&str) -> bool) -> Result<(&'a 
             })
         }
     };
+    let line = entry.line;
     Ok((
         key,
         Mhs {
-            entry,
+            at,
+            line,
             fqdn,
             endpoint,
         },
     ))
 }
 
-/// A provider's endpoints from its MHS records: an interaction two records serve with different
-/// endpoints is served by neither (and reported once); the same endpoint twice is one.
-fn endpoints(records: &[Mhs<'_>], skipped: &mut Vec<Skipped>) -> Vec<ProviderEndpoint> {
-    let serving: Vec<(&Mhs<'_>, &ProviderEndpoint)> = records
-        .iter()
-        .filter_map(|r| r.endpoint.as_ref().map(|e| (r, e)))
-        .collect();
-    // Interaction -> the first record serving it.
-    let mut first: HashMap<&str, (&Mhs<'_>, &ProviderEndpoint)> = HashMap::new();
-    let mut conflicted: BTreeSet<&str> = BTreeSet::new();
-    for &(r, e) in &serving {
+fn same_endpoint(a: &ProviderEndpoint, b: &ProviderEndpoint) -> bool {
+    a.url == b.url && a.cpaid == b.cpaid
+}
+
+/// A provider's endpoints from its MHS records (a party key has a few): an interaction two
+/// records serve with different endpoints is served by neither (and reported once); the same
+/// endpoint twice is one.
+fn endpoints(records: &[Mhs], reasons: &mut [Vec<Reason>]) -> Vec<ProviderEndpoint> {
+    // (interaction, the position in `records` of the first record serving it).
+    let mut first: Vec<(&str, usize)> = Vec::new();
+    let mut conflicted: Vec<&str> = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        let Some(e) = &r.endpoint else { continue };
         for urn in &e.interactions {
-            match first.get(urn.as_str()) {
-                None => {
-                    first.insert(urn, (r, e));
-                }
-                Some((other, o)) if (&o.url, &o.cpaid) != (&e.url, &e.cpaid) => {
-                    if conflicted.insert(urn) && !skipped.iter().any(|s| s.line == r.entry.line) {
-                        skipped.push(Skipped {
-                            line: r.entry.line,
-                            dn: r.entry.dn.clone(),
-                            reason: Reason::TwoEndpoints(urn.clone(), other.entry.line),
-                        });
+            match first.iter().find(|(u, _)| u == urn) {
+                None => first.push((urn, i)),
+                Some(&(_, other)) => {
+                    let served_by = records[other].endpoint.as_ref();
+                    if served_by.is_some_and(|o| !same_endpoint(o, e)) && !conflicted.contains(&urn.as_str())
+                    {
+                        conflicted.push(urn);
+                        let here = &mut reasons[r.at];
+                        if !here.iter().any(|x| matches!(x, Reason::TwoEndpoints(..))) {
+                            here.push(Reason::TwoEndpoints(urn.clone(), records[other].line));
+                        }
                     }
                 }
-                Some(_) => {}
             }
         }
     }
     let mut out: Vec<ProviderEndpoint> = Vec::new();
-    for (r, e) in serving {
+    for (i, r) in records.iter().enumerate() {
+        let Some(e) = &r.endpoint else { continue };
         let mine: Vec<String> = e
             .interactions
             .iter()
-            .filter(|urn| !conflicted.contains(urn.as_str()))
-            .filter(|urn| first.get(urn.as_str()).is_some_and(|(f, _)| std::ptr::eq(*f, r)))
+            .filter(|urn| !conflicted.contains(&urn.as_str()))
+            .filter(|urn| first.iter().any(|(u, at)| u == urn && *at == i))
             .cloned()
             .collect();
         if mine.is_empty() {
             continue;
         }
-        match out.iter_mut().find(|o| (&o.url, &o.cpaid) == (&e.url, &e.cpaid)) {
+        match out.iter_mut().find(|o| same_endpoint(o, e)) {
             Some(same) => same.interactions.extend(mine),
             None => out.push(ProviderEndpoint {
                 url: e.url.clone(),
@@ -371,18 +389,19 @@ fn endpoints(records: &[Mhs<'_>], skipped: &mut Vec<Skipped>) -> Vec<ProviderEnd
     out
 }
 
-/// The share of `old`'s ASIDs (sorted) that `new` (sorted) no longer has, and how many.
+/// How many of `old`'s ASIDs `new` no longer has, and their share of `old`.
 pub fn shrink(old: &[String], new: &[String]) -> (usize, f64) {
     if old.is_empty() {
         return (0, 0.0);
     }
-    let removed = old.iter().filter(|a| new.binary_search(a).is_err()).count();
+    let new: HashSet<String> = new.iter().cloned().collect();
+    let removed = old.iter().filter(|a| !new.contains(*a)).count();
     (removed, removed as f64 / old.len() as f64)
 }
 
-/// Whether an export registering `new` (sorted ASIDs) may replace one registering `known`:
-/// not when it drops more than `max_shrink` of them (issue 18: an LDAP outage or a truncated
-/// export must not shrink the allowlist by itself).
+/// Whether an export registering `new` may replace one registering `known`: not when it drops
+/// more than `max_shrink` of them (issue 18: an LDAP outage or a truncated export must not
+/// shrink the allowlist by itself).
 pub fn check_shrink(known: &[String], new: &[String], max_shrink: f64) -> Result<(), String> {
     let (removed, share) = shrink(known, new);
     if share <= max_shrink {
@@ -396,89 +415,102 @@ pub fn check_shrink(known: &[String], new: &[String], max_shrink: f64) -> Result
     ))
 }
 
+/// Position of each ASID in `asids`.
+fn index<'a>(asids: impl Iterator<Item = &'a String>) -> HashMap<String, usize> {
+    let mut at = HashMap::new();
+    for (i, asid) in asids.enumerate() {
+        at.entry(asid.clone()).or_insert(i);
+    }
+    at
+}
+
+/// Where a provider serves each interaction: (interaction, url, CPA id).
+fn served(p: &SdsProvider) -> Vec<(&String, &String, &Option<String>)> {
+    p.endpoints
+        .iter()
+        .flat_map(|e| e.interactions.iter().map(move |u| (u, &e.url.url, &e.cpaid)))
+        .collect()
+}
+
+fn at(url: &str, cpaid: &Option<String>) -> String {
+    match cpaid {
+        Some(id) => format!("{url} (CPA id {id})"),
+        None => url.to_string(),
+    }
+}
+
 /// What an operator reads before a reload: one line per change, `+` added, `-` removed, `~`
-/// changed, by ASID.
+/// changed, by ASID, in the old export's order and then the new one's.
 pub fn diff(old: &Export, new: &Export) -> Vec<String> {
     let mut lines = Vec::new();
-    let consumers = |e: &Export| -> BTreeMap<String, SdsConsumer> {
-        e.consumers.iter().map(|c| (c.asid.clone(), c.clone())).collect()
-    };
-    let (before, after) = (consumers(old), consumers(new));
-    for (asid, c) in &before {
-        match after.get(asid) {
-            None => lines.push(format!("- consumer {asid} ({})", c.fqdn)),
-            Some(n) => {
-                if n.fqdn != c.fqdn {
-                    lines.push(format!("~ consumer {asid}: fqdn {} -> {}", c.fqdn, n.fqdn));
-                }
-                for urn in c.interactions.iter().filter(|u| !n.interactions.contains(u)) {
-                    lines.push(format!("~ consumer {asid}: - interaction {urn}"));
-                }
-                for urn in n.interactions.iter().filter(|u| !c.interactions.contains(u)) {
-                    lines.push(format!("~ consumer {asid}: + interaction {urn}"));
-                }
-            }
+    let (before, after) = (
+        index(old.consumers.iter().map(|c| &c.asid)),
+        index(new.consumers.iter().map(|c| &c.asid)),
+    );
+    for c in &old.consumers {
+        let asid = &c.asid;
+        let Some(&n) = after.get(asid) else {
+            lines.push(format!("- consumer {asid} ({})", c.fqdn));
+            continue;
+        };
+        let n = &new.consumers[n];
+        if n.fqdn != c.fqdn {
+            lines.push(format!("~ consumer {asid}: fqdn {} -> {}", c.fqdn, n.fqdn));
+        }
+        for urn in c.interactions.iter().filter(|u| !n.interactions.contains(u)) {
+            lines.push(format!("~ consumer {asid}: - interaction {urn}"));
+        }
+        for urn in n.interactions.iter().filter(|u| !c.interactions.contains(u)) {
+            lines.push(format!("~ consumer {asid}: + interaction {urn}"));
         }
     }
-    for (asid, c) in after.iter().filter(|(a, _)| !before.contains_key(*a)) {
+    for c in new.consumers.iter().filter(|c| !before.contains_key(&c.asid)) {
         lines.push(format!(
-            "+ consumer {asid} ({}): {} interaction(s)",
+            "+ consumer {} ({}): {} interaction(s)",
+            c.asid,
             c.fqdn,
             c.interactions.len()
         ));
     }
-    // Provider ASID -> interaction -> (url, cpaid).
-    type Served = BTreeMap<String, BTreeMap<String, (String, Option<String>)>>;
-    let served = |e: &Export| -> Served {
-        e.providers
-            .iter()
-            .map(|p| {
-                let map = p
-                    .endpoints
-                    .iter()
-                    .flat_map(|e| {
-                        e.interactions
-                            .iter()
-                            .map(move |u| (u.clone(), (e.url.url.clone(), e.cpaid.clone())))
-                    })
-                    .collect();
-                (p.asid.clone(), map)
-            })
-            .collect()
-    };
-    let (before, after) = (served(old), served(new));
-    let at = |(url, cpaid): &(String, Option<String>)| match cpaid {
-        Some(id) => format!("{url} (CPA id {id})"),
-        None => url.clone(),
-    };
-    for (asid, was) in &before {
-        let Some(now) = after.get(asid) else {
+    let (before, after) = (
+        index(old.providers.iter().map(|p| &p.asid)),
+        index(new.providers.iter().map(|p| &p.asid)),
+    );
+    for p in &old.providers {
+        let asid = &p.asid;
+        let was = served(p);
+        let Some(&n) = after.get(asid) else {
             lines.push(format!("- provider {asid}: {} interaction(s)", was.len()));
             continue;
         };
-        for (urn, where_) in was {
-            match now.get(urn) {
+        let now = served(&new.providers[n]);
+        for &(urn, url, cpaid) in &was {
+            match now.iter().find(|(u, ..)| *u == urn) {
                 None => lines.push(format!(
                     "~ provider {asid}: - interaction {urn} at {}",
-                    at(where_)
+                    at(url, cpaid)
                 )),
-                Some(moved) if moved != where_ => lines.push(format!(
+                Some(&(_, to, to_cpaid)) if (to, to_cpaid) != (url, cpaid) => lines.push(format!(
                     "~ provider {asid}: interaction {urn}: {} -> {}",
-                    at(where_),
-                    at(moved)
+                    at(url, cpaid),
+                    at(to, to_cpaid)
                 )),
                 Some(_) => {}
             }
         }
-        for (urn, where_) in now.iter().filter(|(u, _)| !was.contains_key(*u)) {
+        for &(urn, url, cpaid) in now.iter().filter(|(u, ..)| !was.iter().any(|(w, ..)| w == u)) {
             lines.push(format!(
                 "~ provider {asid}: + interaction {urn} at {}",
-                at(where_)
+                at(url, cpaid)
             ));
         }
     }
-    for (asid, now) in after.iter().filter(|(a, _)| !before.contains_key(*a)) {
-        lines.push(format!("+ provider {asid}: {} interaction(s)", now.len()));
+    for p in new.providers.iter().filter(|p| !before.contains_key(&p.asid)) {
+        lines.push(format!(
+            "+ provider {}: {} interaction(s)",
+            p.asid,
+            served(p).len()
+        ));
     }
     lines
 }

@@ -100,7 +100,7 @@ fn a_provider_has_one_endpoint_per_mhs_record_with_its_cpa_id() {
             ),
         ]
     );
-    assert_eq!(e.asids(), ["200000000001", "200000000999"]);
+    assert_eq!(e.asids(), ["200000000999", "200000000001"]);
 }
 
 fn reasons(e: &Export) -> Vec<(usize, String)> {
