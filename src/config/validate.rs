@@ -383,7 +383,7 @@ fn providers(
 ) -> Result<Vec<Provider>, ConfigError> {
     let none = Vec::new();
     let exported = export.map_or(&none, |e| &e.providers);
-    let position = positions(exported.iter().map(|p| &p.asid));
+    let position = sds::index(exported.iter().map(|p| &p.asid));
     if raw.is_empty() && exported.is_empty() {
         return Err(src.error(
             None,
@@ -436,7 +436,7 @@ fn providers(
                 }
                 // With [sds], the export's endpoints; `connect` and `max_in_flight` stay local.
                 (None, None) => match (
-                    position.get(&asid).map(|&i| &exported[i]),
+                    sds::find(&position, &asid).map(|i| &exported[i]),
                     p.interactions,
                     p.cpaid,
                 ) {
@@ -559,7 +559,7 @@ fn consumers(
 ) -> Result<Vec<Consumer>, ConfigError> {
     let none = Vec::new();
     let exported = export.map_or(&none, |e| &e.consumers);
-    let position = positions(exported.iter().map(|c| &c.asid));
+    let position = sds::index(exported.iter().map(|c| &c.asid));
     if raw.is_empty() && exported.is_empty() {
         return Err(src.error(
             None,
@@ -577,7 +577,7 @@ fn consumers(
                 unique_asid(s, &mut first_lines, line, "consumer")
             })?;
             // With [sds], what the [[consumer]] leaves out comes from the export.
-            let from_sds = position.get(&asid).map(|&i| &exported[i]);
+            let from_sds = sds::find(&position, &asid).map(|i| &exported[i]);
             let missing = |key: &str| match export {
                 Some(_) => t.missing(
                     key,
@@ -632,15 +632,6 @@ fn consumers(
         }
     }
     Ok(consumers)
-}
-
-/// Position of each ASID of the export (`HashMap<String, usize>`: a table this file has already).
-fn positions<'a>(asids: impl Iterator<Item = &'a String>) -> HashMap<String, usize> {
-    let mut at = HashMap::new();
-    for (i, asid) in asids.enumerate() {
-        at.entry(asid.clone()).or_insert(i);
-    }
-    at
 }
 
 /// `[sds]` as written: `ldif` (and the span to report the export's problems at).

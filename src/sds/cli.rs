@@ -52,9 +52,17 @@ pub fn show(file: &Path) -> u8 {
         export.providers.len(),
         export.skipped.len()
     );
-    let asids: std::collections::HashSet<String> = export.asids().into_iter().collect();
+    let asids = super::index(export.consumers.iter().map(|c| &c.asid));
+    let providers = super::index(export.providers.iter().map(|p| &p.asid));
     let in_export = |asid: &String| {
-        if asids.contains(asid) { "sds" } else { "local" }
+        if super::find(&asids, asid)
+            .or(super::find(&providers, asid))
+            .is_some()
+        {
+            "sds"
+        } else {
+            "local"
+        }
     };
     for c in &cfg.consumers {
         let agreements = match c.providers.is_empty() {

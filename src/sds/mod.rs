@@ -18,7 +18,7 @@
 pub mod cli;
 pub mod ldif;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 
 use crate::config::{self, Endpoint, ProviderEndpoint};
@@ -130,18 +130,36 @@ pub struct Export {
 impl Export {
     /// Every ASID it registers (consumers, then providers), once each, in export order.
     pub fn asids(&self) -> Vec<String> {
-        let mut seen = HashSet::new();
+        let mut seen = HashMap::new();
         let all = self.consumers.iter().map(|c| &c.asid);
         all.chain(self.providers.iter().map(|p| &p.asid))
-            .filter(|asid| seen.insert(asid.to_string()))
+            .filter(|asid| put(&mut seen, asid, 0).is_none())
             .cloned()
             .collect()
     }
 }
 
-// The tables here are `HashMap<String, usize>` and `HashSet<String>`, which the configuration
-// loader has already: no ordered map and no sort, each of which costs the static binary kilobytes
-// of code per type (its budget is 3 MiB).
+// The one table here is `HashMap<String, usize>`, which the configuration loader has already,
+// used through `put` and `find` only: no ordered map, no sort, no second hash table type, each
+// of which costs the static binary kilobytes of code (its budget is 3 MiB).
+
+/// Inserts `key` with `value` unless it is there; the value it had, if it was.
+#[inline(never)]
+pub(crate) fn put(map: &mut HashMap<String, usize>, key: &str, value: usize) -> Option<usize> {
+    match map.get(key) {
+        Some(&had) => Some(had),
+        None => {
+            map.insert(key.to_string(), value);
+            None
+        }
+    }
+}
+
+/// The value of `key`.
+#[inline(never)]
+pub(crate) fn find(map: &HashMap<String, usize>, key: &str) -> Option<usize> {
+    map.get(key).copied()
+}
 
 /// One MHS record, checked.
 struct Mhs {
@@ -167,11 +185,10 @@ pub fn derive(entries: &[Entry], only: Option<&[String]>) -> Export {
         export.records += 1;
         match mhs_record(at, entry, &keep) {
             Ok((key, record)) => {
-                let next = groups.len();
-                let group = *group_of.entry(key.to_string()).or_insert(next);
-                if group == next {
+                let group = put(&mut group_of, key, groups.len()).unwrap_or_else(|| {
                     groups.push(Vec::new());
-                }
+                    groups.len() - 1
+                });
                 groups[group].push(record);
             }
             Err(reason) => reasons[at].push(reason),
@@ -195,12 +212,11 @@ pub fn derive(entries: &[Entry], only: Option<&[String]>) -> Export {
                 continue;
             }
         };
-        if let Some(&first) = first_line.get(&asid) {
+        if let Some(first) = put(&mut first_line, &asid, entry.line) {
             reasons[at].push(Reason::DuplicateAsid(first));
             continue;
         }
-        first_line.insert(asid.clone(), entry.line);
-        let Some(&group) = group_of.get(key) else {
+        let Some(group) = find(&group_of, key) else {
             reasons[at].push(Reason::UnknownPartyKey(key.to_string()));
             continue;
         };
@@ -394,8 +410,8 @@ pub fn shrink(old: &[String], new: &[String]) -> (usize, f64) {
     if old.is_empty() {
         return (0, 0.0);
     }
-    let new: HashSet<String> = new.iter().cloned().collect();
-    let removed = old.iter().filter(|a| !new.contains(*a)).count();
+    let new = index(new.iter());
+    let removed = old.iter().filter(|a| find(&new, a).is_none()).count();
     (removed, removed as f64 / old.len() as f64)
 }
 
@@ -415,11 +431,11 @@ pub fn check_shrink(known: &[String], new: &[String], max_shrink: f64) -> Result
     ))
 }
 
-/// Position of each ASID in `asids`.
-fn index<'a>(asids: impl Iterator<Item = &'a String>) -> HashMap<String, usize> {
+/// Position of each ASID in `asids` (the first, for one given twice).
+pub(crate) fn index<'a>(asids: impl Iterator<Item = &'a String>) -> HashMap<String, usize> {
     let mut at = HashMap::new();
     for (i, asid) in asids.enumerate() {
-        at.entry(asid.clone()).or_insert(i);
+        put(&mut at, asid, i);
     }
     at
 }
@@ -449,7 +465,7 @@ pub fn diff(old: &Export, new: &Export) -> Vec<String> {
     );
     for c in &old.consumers {
         let asid = &c.asid;
-        let Some(&n) = after.get(asid) else {
+        let Some(n) = find(&after, asid) else {
             lines.push(format!("- consumer {asid} ({})", c.fqdn));
             continue;
         };
@@ -464,7 +480,7 @@ pub fn diff(old: &Export, new: &Export) -> Vec<String> {
             lines.push(format!("~ consumer {asid}: + interaction {urn}"));
         }
     }
-    for c in new.consumers.iter().filter(|c| !before.contains_key(&c.asid)) {
+    for c in new.consumers.iter().filter(|c| find(&before, &c.asid).is_none()) {
         lines.push(format!(
             "+ consumer {} ({}): {} interaction(s)",
             c.asid,
@@ -479,7 +495,7 @@ pub fn diff(old: &Export, new: &Export) -> Vec<String> {
     for p in &old.providers {
         let asid = &p.asid;
         let was = served(p);
-        let Some(&n) = after.get(asid) else {
+        let Some(n) = find(&after, asid) else {
             lines.push(format!("- provider {asid}: {} interaction(s)", was.len()));
             continue;
         };
@@ -505,7 +521,7 @@ pub fn diff(old: &Export, new: &Export) -> Vec<String> {
             ));
         }
     }
-    for p in new.providers.iter().filter(|p| !before.contains_key(&p.asid)) {
+    for p in new.providers.iter().filter(|p| find(&before, &p.asid).is_none()) {
         lines.push(format!(
             "+ provider {}: {} interaction(s)",
             p.asid,
