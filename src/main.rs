@@ -377,6 +377,14 @@ fn check(file: PathBuf, sds_new: Option<PathBuf>) -> ExitCode {
         println!("  WARNING: crl = []: revocation is not checked");
     }
     let mut refused = false;
+    if let (Some(new), None) = (&sds_new, &cfg.sds) {
+        eprintln!(
+            "{}: --sds {}: the configuration has no [sds] section to put it in",
+            cfg.path.display(),
+            new.display()
+        );
+        refused = true;
+    }
     if let Some(sds) = &cfg.sds {
         let export = sds_new.as_deref().unwrap_or(&sds.ldif);
         println!(
