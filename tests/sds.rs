@@ -380,6 +380,18 @@ fn the_allowlist_comes_from_a_real_sds_export_and_follows_it_on_reload() {
     );
     let r = request(&proxy, &CONSUMER_A, &new_root);
     assert_eq!(r.status, 200, "the old allowlist keeps serving: {}", r.text());
+    // An LDAP outage that leaves an empty (or unparsable) file never empties the allowlist.
+    for broken in ["", "dn: ou=services,o=nhs\nthis is not LDIF\n"] {
+        std::fs::write(proxy.dir().join("sds.ldif"), broken).unwrap();
+        let refused = ssp::service::reload(&proxy.runtime, &config).expect_err("refused");
+        assert!(
+            refused.contains("yields no consumer and no provider")
+                || refused.contains("sds.ldif:2: SDS export"),
+            "{refused}"
+        );
+        let r = request(&proxy, &CONSUMER_A, &new_root);
+        assert_eq!(r.status, 200, "the old allowlist keeps serving: {}", r.text());
+    }
 
     // `ssp check --sds` refuses it before a refresh would move it into place.
     std::fs::copy(&v2, proxy.dir().join("sds.ldif")).unwrap();
