@@ -6,7 +6,9 @@
 //! problem becomes one [`ConfigError`] naming file, line and dotted key.
 //!
 //! Nothing here opens the certificates, keys or CRLs it names: `parse` is pure so that a reload
-//! can be validated before anything is swapped, and the TLS layer loads the files itself.
+//! can be validated before anything is swapped, and the TLS layer loads the files itself. The
+//! one file it reads besides its own is the SDS export of `[sds] ldif` (issue 18), because the
+//! consumers and providers it yields are part of what is validated, with the same errors.
 
 mod duration;
 mod endpoint;
@@ -24,6 +26,9 @@ use std::time::Duration;
 pub use duration::parse_duration;
 pub use endpoint::{Endpoint, HttpUrl};
 pub use error::{ConfigError, ConfigErrors};
+pub(crate) use validate::{
+    asid as check_asid, cpaid as check_cpaid, fqdn as check_fqdn, interaction as check_interaction,
+};
 
 use error::Source;
 
@@ -46,6 +51,27 @@ pub struct Config {
     pub consumers: Vec<Consumer>,
     /// At least one.
     pub providers: Vec<Provider>,
+    /// `[sds]`: the export the consumers and providers were (partly) derived from.
+    pub sds: Option<Sds>,
+}
+
+/// `[sds]`, and what the export held when it was loaded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sds {
+    /// The LDIF export (`ldapsearch -LLL`), resolved against the config file's folder.
+    pub ldif: PathBuf,
+    /// A reload whose export drops more than this share of the known ASIDs is refused; in [0, 1].
+    pub max_shrink: f64,
+    /// Only these interactions are taken from the export; `None`: all of them.
+    pub interactions: Option<Vec<String>>,
+    /// SHA-256 of the export's bytes, for the audit's `config` record.
+    pub sha256: [u8; 32],
+    /// Every ASID the export registers (consumers and providers), once each: the known ASIDs
+    /// the next reload's export is compared with.
+    pub asids: Vec<String>,
+    /// nhsAs and nhsMhs records read, and how many were skipped (`ssp sds show` says why).
+    pub records: usize,
+    pub skipped: usize,
 }
 
 /// `[server]`: the consumer-facing side.
@@ -279,7 +305,8 @@ pub struct Consumer {
     pub rate: Option<f64>,
     /// Overrides `throttle.burst`.
     pub burst: Option<u32>,
-    /// Line of its `[[consumer]]` header, for later messages.
+    /// Line of its `[[consumer]]` header, for later messages; of its AS record in the SDS
+    /// export when it has no `[[consumer]]`.
     pub line: usize,
 }
 
@@ -298,7 +325,8 @@ pub struct Provider {
     pub connect: Vec<SocketAddr>,
     /// Overrides `throttle.max_in_flight`.
     pub max_in_flight: Option<u32>,
-    /// Line of its `[[provider]]` header, for later messages.
+    /// Line of its `[[provider]]` header, for later messages; of its AS record in the SDS
+    /// export when it has no `[[provider]]`.
     pub line: usize,
 }
 
@@ -323,17 +351,33 @@ pub fn all_endpoints(providers: &[Provider]) -> impl Iterator<Item = (usize, &Pr
 
 /// Reads and validates the configuration file at `path`, reporting every problem it finds.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with(path, None)
+}
+
+/// `load`, with the SDS export read from `sds_ldif` instead of `[sds] ldif` when given: what
+/// `ssp check --sds NEW` checks before the refresh moves NEW into place.
+pub fn load_with(path: &Path, sds_ldif: Option<&Path>) -> Result<Config, ConfigErrors> {
     let text = crate::regular_file::read_to_string(path)
         .map_err(|e| Source::whole_file(path, format!("cannot read the configuration: {e}")))?;
-    parse(&text, path)
+    let source = Source::new(&text, path);
+    let raw: raw::RawConfig = toml::from_str(&text).map_err(|e| source.toml_error(&e))?;
+    validate::validate(raw, &source, &|ldif| {
+        crate::regular_file::read(sds_ldif.unwrap_or(ldif))
+            .map(|bytes| (sds_ldif.unwrap_or(ldif).to_path_buf(), bytes))
+    })
 }
 
 /// Validates configuration `text` as if read from `path`, without touching the file system:
-/// `path` only names the file in errors and anchors relative paths.
+/// `path` only names the file in errors and anchors relative paths. An `[sds] ldif` export
+/// cannot be read here (use `load`).
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     let source = Source::new(text, path);
     let raw: raw::RawConfig = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
-    validate::validate(raw, &source)
+    validate::validate(raw, &source, &|_| {
+        Err(std::io::Error::other(
+            "`parse` reads no files; load the configuration with `load`",
+        ))
+    })
 }
 
 /// The admin endpoint is plain HTTP without authentication, and its metrics name consumers'

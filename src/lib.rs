@@ -13,6 +13,7 @@ pub mod policy;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod regular_file;
+pub mod sds;
 pub mod service;
 pub mod startup;
 pub mod systemd;

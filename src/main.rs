@@ -39,12 +39,14 @@ RUST_LOG (default info).",
     },
     Command {
         name: "check",
-        args: "--config FILE",
+        args: "--config FILE [--sds NEW]",
         about: "check the configuration and every file it names, as run and a reload do",
         details: "Prints a summary and exits 0, or prints every problem it finds, one a line \
 (FILE:LINE: `key`: message, or the offending file's path), and exits 2. Also exits 2 when a \
 CRL is past its nextUpdate under crl_expired = \"deny\": run would start, but refuse every \
-consumer until a fresh CRL arrives. Creates and changes nothing.",
+consumer until a fresh CRL arrives. With --sds, NEW is checked as the [sds] export in place of \
+the one [sds] ldif names, and exit 2 also when it drops more than [sds] max_shrink of that \
+one's ASIDs, as a reload would refuse it. Creates and changes nothing.",
     },
     Command {
         name: "crl fetch",
@@ -53,6 +55,24 @@ consumer until a fresh CRL arrives. Creates and changes nothing.",
         details: "One line per CRL (updated, unchanged, failed: reason). Exit 0 when none failed, 1 \
 when any did, 2 when the configuration does not load. A running proxy picks the stored files \
 up at its next refresh or reload.",
+    },
+    Command {
+        name: "sds show",
+        args: "--config FILE",
+        about: "print the consumers and providers this configuration and its SDS export yield",
+        details: "Each consumer with its FQDN, interactions and agreements (\"sds\" when the \
+export has its ASID, \"local\" when only the file does), each provider with its endpoints and \
+CPA ids, and every entry of the export left out with the reason (missing attribute, unknown \
+party key, two endpoints for one interaction). Exit 0, or 2 when the configuration or the \
+export does not load (FILE:LINE: message).",
+    },
+    Command {
+        name: "sds diff",
+        args: "OLD NEW",
+        about: "print what changes between two SDS exports",
+        details: "One line per change, by ASID: + added, - removed, ~ changed (an interaction, an \
+FQDN, an endpoint or CPA id), then how many of OLD's ASIDs NEW drops. Read it before a \
+reload. Exit 0 no change, 1 changes, 2 a file that does not load.",
     },
     // Not in the gateway build (`scripts/build-static`): it needs the repository's fixtures.
     #[cfg(feature = "demo")]
@@ -197,7 +217,10 @@ fn dispatch(args: &[&str]) -> ExitCode {
             init_logging("info");
             run(PathBuf::from(file))
         }
-        ("check", ["--config", file]) => check(PathBuf::from(file)),
+        ("check", ["--config", file]) => check(PathBuf::from(file), None),
+        ("check", ["--config", file, "--sds", new]) => check(PathBuf::from(file), Some(PathBuf::from(new))),
+        ("sds show", ["--config", file]) => ExitCode::from(ssp::sds::cli::show(Path::new(file))),
+        ("sds diff", [old, new]) => ExitCode::from(ssp::sds::cli::diff(Path::new(old), Path::new(new))),
         ("crl fetch", ["--config", file]) => {
             init_logging("warn");
             crl_fetch(PathBuf::from(file))
@@ -314,8 +337,8 @@ fn under_journald() -> bool {
 
 /// Loads everything `run` would (`startup::load`, the one code path of check, run and
 /// reload), or prints every problem found and says what that means.
-fn load(file: &Path, command: &str) -> Result<Shared, ExitCode> {
-    startup::load(file).map_err(|problems| {
+fn load(file: &Path, sds: Option<&Path>, command: &str) -> Result<Shared, ExitCode> {
+    startup::load_with(file, sds).map_err(|problems| {
         for problem in &problems.0 {
             eprintln!("{problem}");
         }
@@ -329,8 +352,8 @@ fn load(file: &Path, command: &str) -> Result<Shared, ExitCode> {
     })
 }
 
-fn check(file: PathBuf) -> ExitCode {
-    let shared = match load(&file, "check") {
+fn check(file: PathBuf, sds_new: Option<PathBuf>) -> ExitCode {
+    let shared = match load(&file, sds_new.as_deref(), "check") {
         Ok(shared) => shared,
         Err(code) => return code,
     };
@@ -352,6 +375,40 @@ fn check(file: PathBuf) -> ExitCode {
     );
     if shared.crls.is_empty() {
         println!("  WARNING: crl = []: revocation is not checked");
+    }
+    let mut refused = false;
+    if let (Some(new), None) = (&sds_new, &cfg.sds) {
+        eprintln!(
+            "{}: --sds {}: the configuration has no [sds] section to put it in",
+            cfg.path.display(),
+            new.display()
+        );
+        refused = true;
+    }
+    if let Some(sds) = &cfg.sds {
+        let export = sds_new.as_deref().unwrap_or(&sds.ldif);
+        println!(
+            "  sds {}: {} nhsAs/nhsMhs records, {} ASIDs, {} entries skipped (`ssp sds show` says why)",
+            export.display(),
+            sds.records,
+            sds.asids.len(),
+            sds.skipped
+        );
+        // The export in place is what a running proxy holds (or will at its next reload).
+        if let Some(new) = &sds_new {
+            match ssp::sds::cli::read(&sds.ldif, sds.interactions.as_deref()) {
+                Ok(in_place) => {
+                    if let Err(why) = ssp::sds::check_shrink(&in_place.asids(), &sds.asids, sds.max_shrink) {
+                        eprintln!("{}: {why}", new.display());
+                        refused = true;
+                    }
+                }
+                Err(_) => println!(
+                    "  sds: no export that loads at {} to compare with",
+                    sds.ldif.display()
+                ),
+            }
+        }
     }
     // The clock as this process sees it now; `ssp run` watches it (`[server] clock_unsynced`).
     let clock = ssp::clock::KernelClock::read(&ssp::clock::Adjtimex);
@@ -386,7 +443,7 @@ fn check(file: PathBuf) -> ExitCode {
             crl.path.display()
         );
     }
-    if refuses_everyone.is_empty() {
+    if refuses_everyone.is_empty() && !refused {
         println!("{}: configuration ok", cfg.path.display());
         ExitCode::SUCCESS
     } else {
@@ -397,7 +454,7 @@ fn check(file: PathBuf) -> ExitCode {
 /// One refresh of every CRL with a `url`, in the foreground: one line per CRL. A running
 /// proxy keeps using what it holds until its own refresh or a reload reads the stored file.
 fn crl_fetch(file: PathBuf) -> ExitCode {
-    let shared = match load(&file, "crl fetch") {
+    let shared = match load(&file, None, "crl fetch") {
         Ok(shared) => shared,
         Err(code) => return code,
     };
@@ -428,7 +485,7 @@ fn crl_fetch(file: PathBuf) -> ExitCode {
 }
 
 fn run(file: PathBuf) -> ExitCode {
-    let shared = match load(&file, "run") {
+    let shared = match load(&file, None, "run") {
         Ok(shared) => shared,
         Err(code) => return code,
     };

@@ -24,18 +24,24 @@ use crate::tls::CrlSummary;
 /// whole. Either way the outcome is in `/metrics`, and in the audit: a `config` record for
 /// the new configuration, an `alarm` for a refusal.
 pub fn reload(runtime: &Runtime, path: &Path) -> Result<(), String> {
+    let refuse = |why: String| {
+        runtime.metrics.config_refused(unix_now());
+        runtime.audit.record(Event::Alarm {
+            message: format!("reload refused, the previous configuration keeps serving: {why}"),
+        });
+        Err(why)
+    };
     let shared = match startup::load(path) {
         Ok(shared) => shared,
-        Err(problems) => {
-            let why = problems.0.join("; ");
-            runtime.metrics.config_refused(unix_now());
-            runtime.audit.record(Event::Alarm {
-                message: format!("reload refused, the previous configuration keeps serving: {why}"),
-            });
-            return Err(why);
-        }
+        Err(problems) => return refuse(problems.0.join("; ")),
     };
     let current = runtime.current();
+    // An SDS export that drops too many of the ASIDs in force is refused (issue 18).
+    if let (Some(known), Some(new)) = (&current.config.sds, &shared.config.sds)
+        && let Err(why) = crate::sds::check_shrink(&known.asids, &new.asids, new.max_shrink)
+    {
+        return refuse(format!("{}: {why}", new.ldif.display()));
+    }
     if shared.config.server.listen != current.config.server.listen
         || shared.config.server.workers != current.config.server.workers
     {
@@ -53,6 +59,8 @@ pub fn config_in_force(runtime: &Runtime, cause: &'static str) {
     let cfg = &shared.config;
     runtime.metrics.config_loaded(unix_now(), cfg.sha256);
     let text = |path: &Path| path.display().to_string();
+    // The SDS export is one of the files the allowlist comes from.
+    let sds = cfg.sds.iter().map(|sds| (text(&sds.ldif), sds.sha256));
     runtime.audit.record(Event::Config(Box::new(ConfigFacts {
         cause,
         path: text(&cfg.path),
@@ -62,6 +70,7 @@ pub fn config_in_force(runtime: &Runtime, cause: &'static str) {
             .files
             .iter()
             .map(|(path, sha256)| (text(path), *sha256))
+            .chain(sds)
             .collect(),
         consumers: cfg.consumers.len(),
         providers: cfg.providers.len(),
@@ -245,6 +254,7 @@ pub fn start_admin(runtime: &Arc<Runtime>) -> std::io::Result<()> {
             let mut samples = audit_samples(&samples_of);
             samples.extend(crl_samples(&samples_of.current().crls, unix_now()));
             samples.extend(clock_samples(&samples_of.clock));
+            samples.extend(sds_samples(samples_of.current().config.sds.as_ref()));
             samples
         }),
     )?;
@@ -309,6 +319,31 @@ pub fn crl_samples(crls: &[CrlSummary], now: i64) -> Vec<Sample> {
             value: crl.next_update.map_or(f64::INFINITY, |next| (next - now) as f64),
         })
         .collect()
+}
+
+/// The SDS export in force for `/metrics`: how many ASIDs it registers and how many of its
+/// entries were skipped. A refused reload shows as `ssp_config_last_reload_success 0`.
+pub fn sds_samples(sds: Option<&crate::config::Sds>) -> Vec<Sample> {
+    let Some(sds) = sds else { return Vec::new() };
+    let sample = |name, help, value: usize| Sample {
+        name,
+        help,
+        kind: Kind::Gauge,
+        labels: Vec::new(),
+        value: value as f64,
+    };
+    vec![
+        sample(
+            "ssp_sds_asids",
+            "ASIDs (consumers and providers) the SDS export in force registers.",
+            sds.asids.len(),
+        ),
+        sample(
+            "ssp_sds_skipped_entries",
+            "Entries of the SDS export in force left out (ssp sds show says why).",
+            sds.skipped,
+        ),
+    ]
 }
 
 /// The clock's state for `/metrics`: synchronised (1) or not (0, also when unknown), and the

@@ -26,7 +26,12 @@ impl fmt::Display for Problems {
 
 /// Loads the configuration at `path` and everything it names, as `run` will use it.
 pub fn load(path: &Path) -> Result<Shared, Problems> {
-    let (cfg, mut problems) = match config::load(path) {
+    load_with(path, None)
+}
+
+/// `load`, with the SDS export read from `sds_ldif` instead of `[sds] ldif` (`ssp check --sds`).
+pub fn load_with(path: &Path, sds_ldif: Option<&Path>) -> Result<Shared, Problems> {
+    let (cfg, mut problems) = match config::load_with(path, sds_ldif) {
         Ok(cfg) => (cfg, Vec::new()),
         // Defaults stand in for the bad values: the files are checked all the same.
         Err(ConfigErrors(errors, Some(cfg))) => (*cfg, lines(&errors)),

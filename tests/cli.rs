@@ -228,6 +228,23 @@ fn log_lines_carry_their_time_unless_stderr_is_the_journal() {
 }
 
 #[test]
+fn check_with_an_sds_export_needs_an_sds_section() {
+    let dir = TempDir::new("cli-demo-check-sds");
+    let key = dir.path().join("audit.key");
+    assert_eq!(ssp::audit::cli::keygen(&key), 0, "audit keygen");
+    let path = demo_config(dir.path(), |t| {
+        t.replace("../target/ssp-demo/audit.key", &key.display().to_string())
+    });
+    let out = ssp(&["check", "--config", &path, "--sds", "/nonexistent/sds.ldif"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{}{stderr}", text(&out.stdout));
+    assert!(
+        stderr.contains("--sds /nonexistent/sds.ldif: the configuration has no [sds] section"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn check_accepts_the_demo_config_and_summarises_its_crl() {
     // With its audit key made, as `ssp demo` makes it on its first run.
     let dir = TempDir::new("cli-demo-check");

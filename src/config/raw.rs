@@ -26,6 +26,8 @@ pub(super) struct RawConfig {
     pub admin: Field<RawAdmin>,
     /// Read by `validate::jwt` from toml's own tree, not through serde (see there).
     pub jwt: Option<serde::de::IgnoredAny>,
+    /// Read by `validate::sds_settings` from toml's own tree, as `[jwt]` is.
+    pub sds: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     pub consumer: Vec<Spanned<RawConsumer>>,
     #[serde(default)]

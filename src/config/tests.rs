@@ -1265,3 +1265,236 @@ fn jwt_errors_name_line_and_key() {
     // Shape needs no scopes, and may name interactions no provider serves.
     assert!(parse_text(&jwt("scopes = { \"urn:y\" = [\"a\"] }")).is_ok());
 }
+
+// [sds]: consumers and providers from an SDS export (issue 18).
+
+const SDS_HEAD: &str = r#"[server]
+certificate = "tls/ssp.pem"
+private_key = "tls/ssp.key"
+client_ca = "tls/nhs-ca.pem"
+crl = []
+
+[upstream]
+ca = "tls/nhs-ca.pem"
+
+[sds]
+ldif = "sds.ldif"
+"#;
+
+/// Provider 200000000999 (one endpoint, CPA id) and consumers 200000000001 and 200000000002.
+const SDS_EXPORT: &str = "\
+dn: uniqueIdentifier=200000000999,ou=services,o=nhs
+objectClass: nhsAs
+uniqueIdentifier: 200000000999
+nhsMhsPartyKey: P-1
+nhsAsSvcIA: urn:x
+
+dn: uniqueIdentifier=m1,ou=services,o=nhs
+objectClass: nhsMhs
+nhsMhsPartyKey: P-1
+nhsMhsFQDN: pecs.example.nhs.uk
+nhsMHSEndPoint: https://pecs.example.nhs.uk/Prescription-Exemptions/1.0.0
+nhsMhsCPAId: S1
+nhsMhsSvcIA: urn:x
+
+dn: uniqueIdentifier=200000000001,ou=services,o=nhs
+objectClass: nhsAs
+uniqueIdentifier: 200000000001
+nhsMhsPartyKey: C-1
+nhsAsSvcIA: urn:x
+
+dn: uniqueIdentifier=200000000002,ou=services,o=nhs
+objectClass: nhsAs
+uniqueIdentifier: 200000000002
+nhsMhsPartyKey: C-1
+nhsAsSvcIA: urn:x
+
+dn: uniqueIdentifier=m2,ou=services,o=nhs
+objectClass: nhsMhs
+nhsMhsPartyKey: C-1
+nhsMhsFQDN: Dispenser-A.example.nhs.uk
+";
+
+/// `text` validated with `ldif` as the bytes of any export it names.
+fn with_export(text: &str, ldif: &str) -> Result<Config, ConfigErrors> {
+    let source = Source::new(text, Path::new(FILE));
+    let raw: raw::RawConfig = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
+    validate::validate(raw, &source, &|path| {
+        Ok((path.to_path_buf(), ldif.as_bytes().to_vec()))
+    })
+}
+
+#[test]
+fn sds_consumers_and_providers_come_from_the_export_and_agreements_stay_local() {
+    let text = format!(
+        "{SDS_HEAD}\n[[consumer]]\nasid = \"200000000001\"\nproviders = [\"200000000999\"]\nrate = 5\n"
+    );
+    let c = with_export(&text, SDS_EXPORT).unwrap_or_else(|e| panic!("{e}"));
+    let sds = c.sds.as_ref().expect("[sds]");
+    assert_eq!(sds.ldif, etc("sds.ldif"));
+    assert_eq!(sds.max_shrink, 0.10);
+    assert_eq!(sds.asids, ["200000000999", "200000000001", "200000000002"]);
+    assert_eq!((sds.records, sds.skipped), (5, 0));
+    let consumers: Vec<(&str, &str, &[String], Option<f64>)> = c
+        .consumers
+        .iter()
+        .map(|c| (c.asid.as_str(), c.fqdn.as_str(), c.providers.as_slice(), c.rate))
+        .collect();
+    let agreed = ["200000000999".to_string()];
+    assert_eq!(
+        consumers,
+        [
+            (
+                "200000000001",
+                "dispenser-a.example.nhs.uk",
+                &agreed[..],
+                Some(5.0)
+            ),
+            // In the export without a local entry: known, but they can call nothing. A provider
+            // whose AS record lists interactions is a consumer too (GP Connect: a provider's
+            // interactions are on its AS record as well).
+            ("200000000999", "pecs.example.nhs.uk", &[][..], None),
+            ("200000000002", "dispenser-a.example.nhs.uk", &[][..], None),
+        ]
+    );
+    assert_eq!(c.consumers[0].interactions, ["urn:x"]);
+    assert_eq!(c.providers.len(), 1);
+    assert_eq!(c.providers[0].asid, "200000000999");
+    assert_eq!(c.providers[0].endpoints[0].cpaid.as_deref(), Some("S1"));
+    assert_eq!(c.providers[0].interactions, ["urn:x"]);
+    assert_eq!(c.providers[0].line, 1, "the AS record's line in the export");
+}
+
+#[test]
+fn sds_local_entries_override_the_export_per_asid() {
+    let text = format!(
+        "{SDS_HEAD}\n[[consumer]]\nasid = \"200000000002\"\nfqdn = \"other.example.nhs.uk\"\ninteractions = [\"urn:y\"]\nproviders = []\n\n\
+         [[provider]]\nasid = \"200000000999\"\nconnect = \"10.0.0.7:443\"\nmax_in_flight = 3\n\n\
+         [[provider]]\nasid = \"200000000777\"\nendpoint = \"https://local.example.nhs.uk/api\"\ninteractions = [\"urn:y\"]\n"
+    );
+    let c = with_export(&text, SDS_EXPORT).unwrap_or_else(|e| panic!("{e}"));
+    let b = c.consumers.iter().find(|c| c.asid == "200000000002").unwrap();
+    assert_eq!(
+        (b.fqdn.as_str(), b.interactions.as_slice()),
+        ("other.example.nhs.uk", &["urn:y".to_string()][..])
+    );
+    let p = c.providers.iter().find(|p| p.asid == "200000000999").unwrap();
+    // `connect` and `max_in_flight` are local, the endpoints the export's.
+    assert_eq!(p.connect, ["10.0.0.7:443".parse::<SocketAddr>().unwrap()]);
+    assert_eq!(p.max_in_flight, Some(3));
+    assert_eq!(
+        p.endpoints[0].url.url,
+        "https://pecs.example.nhs.uk/Prescription-Exemptions/1.0.0"
+    );
+    assert_eq!(c.providers.len(), 2);
+    assert_eq!(c.consumers.len(), 3);
+}
+
+#[test]
+fn sds_a_short_local_entry_whose_asid_is_not_in_the_export_is_refused_at_its_line() {
+    let text = format!("{SDS_HEAD}\n[[consumer]]\nasid = \"200000000003\"\nproviders = []\n");
+    let errors = with_export(&text, SDS_EXPORT).expect_err("refused");
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    assert_error(
+        &errors.0[0],
+        Some(13),
+        "consumer[1].fqdn",
+        "the SDS export has no consumer 200000000003",
+    );
+    let text = format!("{SDS_HEAD}\n[[consumer]]\nasid = \"200000000001\"\nproviders = [\"200000000555\"]\n");
+    let errors = with_export(&text, SDS_EXPORT).expect_err("refused");
+    assert_error(
+        &errors.0[0],
+        Some(15),
+        "consumer[1].providers[1]",
+        "no [[provider]] has the ASID",
+    );
+}
+
+#[test]
+fn sds_an_export_that_does_not_parse_is_refused_with_its_own_file_and_lines() {
+    let errors = with_export(
+        SDS_HEAD,
+        "dn: cn=a\nobjectClass: nhsAs\nbroken\n\ndn: cn=b\nx:: !!\n",
+    )
+    .expect_err("refused");
+    let shown: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+    assert_eq!(shown.len(), 2, "{errors}");
+    assert!(
+        shown[0].starts_with("/etc/ssp/sds.ldif:3: SDS export: expected `name: value`"),
+        "{}",
+        shown[0]
+    );
+    assert!(
+        shown[1].starts_with("/etc/ssp/sds.ldif:6: SDS export: the base64 value"),
+        "{}",
+        shown[1]
+    );
+}
+
+#[test]
+fn sds_an_empty_export_is_refused_so_an_outage_cannot_empty_the_allowlist() {
+    for empty in ["", "# nothing\n", "dn: cn=x\nobjectClass: person\n"] {
+        let errors = with_export(SDS_HEAD, empty).expect_err("refused");
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        assert_error(
+            &errors.0[0],
+            Some(11),
+            "sds.ldif",
+            "yields no consumer and no provider",
+        );
+    }
+}
+
+#[test]
+fn sds_keys_are_checked() {
+    let text = SDS_HEAD.replace(
+        "ldif = \"sds.ldif\"",
+        "ldif = \"sds.ldif\"\nmax_shrink = 1.5\ninteractions = []",
+    );
+    let errors = with_export(&text, SDS_EXPORT).expect_err("refused");
+    assert_error(&errors.0[0], Some(12), "sds.max_shrink", "between 0 and 1");
+    assert_error(&errors.0[1], Some(13), "sds.interactions", "must not be empty");
+    let text = SDS_HEAD.replace("ldif = \"sds.ldif\"", "ldfi = \"sds.ldif\"");
+    let errors = with_export(&text, SDS_EXPORT).expect_err("refused");
+    assert_error(&errors.0[0], Some(10), "sds.ldif", "missing required key");
+    assert_error(&errors.0[1], Some(11), "sds.ldfi", "unknown key");
+    let text = SDS_HEAD.replace(
+        "ldif = \"sds.ldif\"",
+        "ldif = 7\nmax_shrink = 1\ninteractions = [\"urn:a\", \"with space\"]",
+    );
+    let errors = with_export(&text, SDS_EXPORT).expect_err("refused");
+    assert_eq!(errors.0.len(), 2, "{errors}");
+    assert_error(&errors.0[0], Some(11), "sds.ldif", "expected a path");
+    let text = SDS_HEAD.replace(
+        "ldif = \"sds.ldif\"",
+        "ldif = \"sds.ldif\"\nmax_shrink = 1\ninteractions = [\"urn:x\", \"with space\"]",
+    );
+    let errors = with_export(&text, SDS_EXPORT).expect_err("refused");
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    assert_error(&errors.0[0], Some(13), "sds.interactions[2]", "without spaces");
+    let errors = parse_text(SDS_HEAD).expect_err("parse reads no export");
+    assert_error(&errors.0[0], Some(11), "sds.ldif", "cannot read the SDS export");
+}
+
+#[test]
+fn sds_the_interactions_filter_narrows_the_export() {
+    let text = SDS_HEAD.replace(
+        "ldif = \"sds.ldif\"",
+        "ldif = \"sds.ldif\"\ninteractions = [\"urn:x\"]",
+    );
+    let c = with_export(
+        &text,
+        &SDS_EXPORT.replace(
+            "nhsAsSvcIA: urn:x\n\ndn: uniqueIdentifier=200000000002",
+            "nhsAsSvcIA: urn:z\n\ndn: uniqueIdentifier=200000000002",
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.sds.as_ref().unwrap().skipped, 1);
+    assert!(
+        c.consumers.iter().all(|c| c.asid != "200000000001"),
+        "{:?}",
+        c.consumers
+    );
+}

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Display;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -18,9 +18,14 @@ use super::error::{ConfigError, ConfigErrors, Source};
 use super::raw::{self, Field, List};
 use super::{
     Admin, Audit, AuditSync, ClockUnsynced, Config, Consumer, CrlCheck, CrlExpired, CrlRefresh, CrlSource,
-    Jwt, JwtMode, Limits, Provider, ProviderEndpoint, Server, Throttle, Transactions, Upstream,
+    Jwt, JwtMode, Limits, Provider, ProviderEndpoint, Sds, Server, Throttle, Transactions, Upstream,
     parse_duration,
 };
+use crate::sds::{self, Export};
+
+/// Reads the SDS export `[sds] ldif` names: the path it read (`ssp check --sds` reads another)
+/// and the bytes.
+pub(super) type ReadExport<'a> = &'a dyn Fn(&Path) -> std::io::Result<(PathBuf, Vec<u8>)>;
 
 const DEFAULT_AUDIT_DIR: &str = "/var/log/ssp";
 const DEFAULT_AUDIT_KEY: &str = "/var/lib/ssp/audit.key";
@@ -30,7 +35,11 @@ const SUBJECT_ATTRIBUTES: [&str; 7] = ["CN", "O", "OU", "C", "L", "ST", "DC"];
 /// Checks every section and entry, noting each problem and carrying on, so that one pass
 /// reports them all (within one table, a missing or malformed required key still stops that
 /// table: what follows may depend on it).
-pub(super) fn validate(raw: raw::RawConfig, src: &Source<'_>) -> Result<Config, ConfigErrors> {
+pub(super) fn validate(
+    raw: raw::RawConfig,
+    src: &Source<'_>,
+    read_export: ReadExport<'_>,
+) -> Result<Config, ConfigErrors> {
     let server = src.keep(server(src, raw.server));
     let upstream = src.keep(upstream(src, raw.upstream));
     let limits = src.keep(limits(src, raw.limits));
@@ -38,15 +47,32 @@ pub(super) fn validate(raw: raw::RawConfig, src: &Source<'_>) -> Result<Config, 
     let audit = src.keep(audit(src, raw.audit));
     let transactions = src.keep(transactions(src, raw.transactions));
     let admin = src.keep(admin(src, raw.admin));
+    let sds_given = raw.sds.is_some();
+    let sds = src.keep(sds_export(src, sds_given, read_export)).flatten();
+    let export = sds.as_ref().map(|(_, export)| export);
     // Consumers' agreements must name providers: any ASID a [[provider]] gives, so that a
-    // provider entry with a problem elsewhere is reported once, not again by each agreement.
-    let provider_asids: HashSet<String> = raw
+    // provider entry with a problem elsewhere is reported once, not again by each agreement;
+    // and with [sds], any provider of the export.
+    let mut provider_asids: HashSet<String> = raw
         .provider
         .iter()
         .filter_map(|p| p.get_ref().asid.as_ref().map(|a| a.get_ref().clone()))
         .collect();
-    let providers = src.keep(providers(src, raw.provider));
-    let consumers = src.keep(consumers(src, raw.consumer, &provider_asids));
+    provider_asids.extend(
+        export
+            .iter()
+            .flat_map(|e| e.providers.iter().map(|p| p.asid.clone())),
+    );
+    // An [sds] export that did not load leaves the entries that lean on it unchecked: its
+    // problems come first.
+    let (providers, consumers) = match (sds_given, export) {
+        (true, None) => (None, None),
+        _ => (
+            src.keep(providers(src, raw.provider, export)),
+            src.keep(consumers(src, raw.consumer, &provider_asids, export)),
+        ),
+    };
+    let sds = sds.map(|(sds, _)| sds);
     let jwt = providers
         .as_ref()
         .and_then(|providers| src.keep(jwt(src, raw.jwt.is_some(), providers)));
@@ -86,6 +112,7 @@ pub(super) fn validate(raw: raw::RawConfig, src: &Source<'_>) -> Result<Config, 
             jwt,
             consumers,
             providers,
+            sds,
         }),
         _ => None,
     };
@@ -350,8 +377,15 @@ fn admin(src: &Source<'_>, raw: Field<raw::RawAdmin>) -> Result<Admin, ConfigErr
 
 /// Every entry that checks out; each one that does not is noted, and checking goes on with the
 /// next.
-fn providers(src: &Source<'_>, raw: Vec<Spanned<raw::RawProvider>>) -> Result<Vec<Provider>, ConfigError> {
-    if raw.is_empty() {
+fn providers(
+    src: &Source<'_>,
+    raw: Vec<Spanned<raw::RawProvider>>,
+    export: Option<&Export>,
+) -> Result<Vec<Provider>, ConfigError> {
+    let none = Vec::new();
+    let exported = export.map_or(&none, |e| &e.providers);
+    let position = sds::index(exported.iter().map(|p| &p.asid));
+    if raw.is_empty() && exported.is_empty() {
         return Err(src.error(
             None,
             Some("provider".into()),
@@ -401,7 +435,37 @@ fn providers(src: &Source<'_>, raw: Vec<Spanned<raw::RawProvider>>) -> Result<Ve
                         "give either `endpoint` (one service root) or `endpoints` (one per SDS MHS record), not both",
                     ));
                 }
-                (None, None) => return Err(t.missing("endpoint", "missing required key (or `endpoints`)")),
+                // With [sds], the export's endpoints; `connect` and `max_in_flight` stay local.
+                (None, None) => match (
+                    sds::find(&position, &asid).map(|i| &exported[i]),
+                    p.interactions,
+                    p.cpaid,
+                ) {
+                    (Some(from_sds), None, None) => from_sds.endpoints.clone(),
+                    (Some(_), Some(stray), _) => {
+                        return Err(t.located(
+                            stray.span(),
+                            "interactions",
+                            "give `endpoint` with them, or leave both to the SDS export".into(),
+                        ));
+                    }
+                    (Some(_), None, Some(stray)) => {
+                        return Err(t.located(
+                            stray.span(),
+                            "cpaid",
+                            "give `endpoint` with it, or leave both to the SDS export".into(),
+                        ));
+                    }
+                    (None, ..) if export.is_some() => {
+                        return Err(t.missing(
+                            "endpoint",
+                            &format!(
+                                "missing required key (or `endpoints`); the SDS export has no provider {asid}"
+                            ),
+                        ));
+                    }
+                    (None, ..) => return Err(t.missing("endpoint", "missing required key (or `endpoints`)")),
+                },
             };
             let interactions = endpoints
                 .iter()
@@ -417,6 +481,19 @@ fn providers(src: &Source<'_>, raw: Vec<Spanned<raw::RawProvider>>) -> Result<Ve
             })
         })();
         providers.extend(src.keep(provider));
+    }
+    // The export's providers that no [[provider]] overrides, in the export's order.
+    for p in export.iter().flat_map(|e| e.providers.iter()) {
+        if !first_lines.contains_key(&p.asid) {
+            providers.push(Provider {
+                asid: p.asid.clone(),
+                endpoints: p.endpoints.clone(),
+                interactions: p.interactions().cloned().collect(),
+                connect: Vec::new(),
+                max_in_flight: None,
+                line: p.line,
+            });
+        }
     }
     Ok(providers)
 }
@@ -459,7 +536,7 @@ fn provider_endpoints(
 
 /// An SDS CPA id (`nhsMhsCPAId`, e.g. `S918999494042`): it is quoted in answers, so letters,
 /// digits, `-` and `_` only.
-fn cpaid(id: String) -> Result<String, String> {
+pub(crate) fn cpaid(id: String) -> Result<String, String> {
     let fits = !id.is_empty()
         && id.len() <= 64
         && id
@@ -479,8 +556,12 @@ fn consumers(
     src: &Source<'_>,
     raw: Vec<Spanned<raw::RawConsumer>>,
     known: &HashSet<String>,
+    export: Option<&Export>,
 ) -> Result<Vec<Consumer>, ConfigError> {
-    if raw.is_empty() {
+    let none = Vec::new();
+    let exported = export.map_or(&none, |e| &e.consumers);
+    let position = sds::index(exported.iter().map(|c| &c.asid));
+    if raw.is_empty() && exported.is_empty() {
         return Err(src.error(
             None,
             Some("consumer".into()),
@@ -493,12 +574,35 @@ fn consumers(
         let line = src.line(entry.span().start);
         let (t, c) = Table::open(src, format!("consumer[{}]", i + 1), Some(entry));
         let consumer = (|| {
+            let asid = t.required(c.asid, "asid", |s| {
+                unique_asid(s, &mut first_lines, line, "consumer")
+            })?;
+            // With [sds], what the [[consumer]] leaves out comes from the export.
+            let from_sds = sds::find(&position, &asid).map(|i| &exported[i]);
+            let missing = |key: &str| match export {
+                Some(_) => t.missing(
+                    key,
+                    &format!("missing required key; the SDS export has no consumer {asid}"),
+                ),
+                None => t.missing(key, "missing required key"),
+            };
+            let fqdn = match (t.optional(c.fqdn, "fqdn", fqdn)?, from_sds) {
+                (Some(name), _) => name,
+                (None, Some(sds)) => sds.fqdn.clone(),
+                (None, None) => return Err(missing("fqdn")),
+            };
+            let interactions = match (
+                t.list(c.interactions, "interactions", Empty::Refused, interaction)?,
+                from_sds,
+            ) {
+                (Some(list), _) => list,
+                (None, Some(sds)) => sds.interactions.clone(),
+                (None, None) => return Err(missing("interactions")),
+            };
             Ok(Consumer {
-                asid: t.required(c.asid, "asid", |s| {
-                    unique_asid(s, &mut first_lines, line, "consumer")
-                })?,
-                fqdn: t.required(c.fqdn, "fqdn", fqdn)?,
-                interactions: t.required_list(c.interactions, "interactions", Empty::Refused, interaction)?,
+                asid,
+                fqdn,
+                interactions,
                 providers: t.required_list(c.providers, "providers", Empty::Allowed, |asid| {
                     if known.contains(&asid) {
                         Ok(asid)
@@ -513,7 +617,172 @@ fn consumers(
         })();
         consumers.extend(src.keep(consumer));
     }
+    // The export's consumers without a [[consumer]]: known (row 9 passes) but with no
+    // agreement, so they can call nothing (row 11): agreements are not in SDS.
+    for c in export.iter().flat_map(|e| e.consumers.iter()) {
+        if !first_lines.contains_key(&c.asid) {
+            consumers.push(Consumer {
+                asid: c.asid.clone(),
+                fqdn: c.fqdn.clone(),
+                interactions: c.interactions.clone(),
+                providers: Vec::new(),
+                rate: None,
+                burst: None,
+                line: c.line,
+            });
+        }
+    }
     Ok(consumers)
+}
+
+/// `[sds]` as written: `ldif` (and the span to report the export's problems at).
+struct SdsSettings {
+    ldif: (PathBuf, Option<Range<usize>>),
+    max_shrink: f64,
+    interactions: Option<Vec<String>>,
+}
+
+/// `[sds]`, read from toml's own tree of the document as `[jwt]` is (serde's code for one more
+/// table costs the static binary about 14 KiB). Every problem is noted; a missing or bad
+/// `ldif` stops the table.
+fn sds_settings(src: &Source<'_>) -> Result<SdsSettings, ConfigError> {
+    let document = DeTable::parse(src.text).map_err(|e| src.toml_error(&e))?;
+    let table = document.get_ref().get("sds");
+    let span = table.map(Spanned::span);
+    let Some(DeValue::Table(keys)) = table.map(Spanned::get_ref) else {
+        return Err(src.error(span, Some("sds".into()), "expected a table"));
+    };
+    let mut settings = SdsSettings {
+        ldif: (PathBuf::new(), None),
+        max_shrink: 0.10,
+        interactions: None,
+    };
+    let mut ldif = None;
+    for (key, value) in keys {
+        let name = key.get_ref();
+        let at = |suffix: &str, span| src.error(Some(span), Some(format!("sds.{name}{suffix}")), "");
+        let note = |suffix: &str, span, message: String| {
+            src.note(ConfigError {
+                message,
+                ..at(suffix, span)
+            });
+        };
+        match (name.as_ref(), value.get_ref()) {
+            ("ldif", DeValue::String(path)) => match src.path(path.to_string()) {
+                Ok(path) => ldif = Some((path, Some(value.span()))),
+                Err(m) => {
+                    return Err(ConfigError {
+                        message: m,
+                        ..at("", value.span())
+                    });
+                }
+            },
+            ("max_shrink", DeValue::Float(n)) => match n.as_str().replace('_', "").parse::<f64>() {
+                Ok(share) if (0.0..=1.0).contains(&share) => settings.max_shrink = share,
+                _ => note(
+                    "",
+                    value.span(),
+                    format!("must be a share between 0 and 1 (0.10 is 10 %), found {n}"),
+                ),
+            },
+            ("max_shrink", DeValue::Integer(n)) => match n.as_str() {
+                "0" => settings.max_shrink = 0.0,
+                "1" => settings.max_shrink = 1.0,
+                _ => note(
+                    "",
+                    value.span(),
+                    format!("must be a share between 0 and 1 (0.10 is 10 %), found {n}"),
+                ),
+            },
+            ("interactions", DeValue::Array(list)) if list.is_empty() => {
+                note("", value.span(), "must not be empty".into())
+            }
+            ("interactions", DeValue::Array(list)) => {
+                let mut urns = Vec::new();
+                for (i, item) in list.iter().enumerate() {
+                    let urn = match item.get_ref() {
+                        DeValue::String(urn) => interaction(urn.to_string()),
+                        _ => Err("expected an interaction ID".to_string()),
+                    };
+                    match urn {
+                        Ok(urn) => urns.push(urn),
+                        Err(m) => note(&format!("[{}]", i + 1), item.span(), m),
+                    }
+                }
+                settings.interactions = Some(urns);
+            }
+            ("ldif", _) => {
+                return Err(ConfigError {
+                    message: "expected a path".into(),
+                    ..at("", value.span())
+                });
+            }
+            ("max_shrink", _) => note("", value.span(), "expected a share such as 0.10".into()),
+            ("interactions", _) => note("", value.span(), "expected a list of interaction IDs".into()),
+            _ => note(
+                "",
+                key.span(),
+                format!("unknown key `{name}`, expected `ldif`, `max_shrink` or `interactions`"),
+            ),
+        }
+    }
+    settings.ldif = ldif.ok_or_else(|| src.error(span, Some("sds.ldif".into()), "missing required key"))?;
+    Ok(settings)
+}
+
+/// `[sds]`: reads and derives the export. An export that does not parse, or yields no consumer
+/// and no provider, is refused whole (an LDAP outage must never empty the allowlist).
+fn sds_export(
+    src: &Source<'_>,
+    present: bool,
+    read: ReadExport<'_>,
+) -> Result<Option<(Sds, Export)>, ConfigError> {
+    if !present {
+        return Ok(None);
+    }
+    let settings = sds_settings(src)?;
+    let (ldif, at) = settings.ldif;
+    let (max_shrink, interactions) = (settings.max_shrink, settings.interactions);
+    let refuse = |message: String| src.error(at.clone(), Some("sds.ldif".into()), message);
+    let (read_from, bytes) =
+        read(&ldif).map_err(|e| refuse(format!("cannot read the SDS export {}: {e}", ldif.display())))?;
+    let sha256 = Sha256::digest(&bytes).into();
+    let parsed = sds::ldif::parse(&bytes);
+    // Not held while the export is derived: a national export is tens of megabytes.
+    drop(bytes);
+    let entries = parsed.map_err(|mut errors| {
+        let located = |e: sds::ldif::LdifError| ConfigError {
+            file: read_from.clone(),
+            line: Some(e.line),
+            key: None,
+            message: format!("SDS export: {}", e.message),
+        };
+        let last = errors.pop().map(located);
+        for e in errors {
+            src.note(located(e));
+        }
+        last.unwrap_or_else(|| refuse("the SDS export does not parse".into()))
+    })?;
+    let export = sds::derive(&entries, interactions.as_deref());
+    let asids = export.asids();
+    if asids.is_empty() {
+        return Err(refuse(format!(
+            "the SDS export {} yields no consumer and no provider ({} nhsAs/nhsMhs records, {} skipped): refused, so that an empty or failed export cannot empty the allowlist",
+            read_from.display(),
+            export.records,
+            export.skipped.len()
+        )));
+    }
+    let sds = Sds {
+        ldif,
+        max_shrink,
+        interactions,
+        sha256,
+        asids,
+        records: export.records,
+        skipped: export.skipped.len(),
+    };
+    Ok(Some((sds, export)))
 }
 
 /// `[jwt]`, read from toml's own tree of the document (the one `ConfigError` walks for key
@@ -888,7 +1157,7 @@ fn non_empty(text: String) -> Result<String, String> {
     }
 }
 
-fn asid(text: String) -> Result<String, String> {
+pub(crate) fn asid(text: String) -> Result<String, String> {
     if (1..=20).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit()) {
         Ok(text)
     } else {
@@ -919,7 +1188,7 @@ fn unique_asid(
 }
 
 /// Lowercased because certificate CNs are compared case-insensitively, as DNS names are.
-fn fqdn(text: String) -> Result<String, String> {
+pub(crate) fn fqdn(text: String) -> Result<String, String> {
     if is_dns_name(&text) {
         Ok(text.to_ascii_lowercase())
     } else {
@@ -931,7 +1200,7 @@ fn fqdn(text: String) -> Result<String, String> {
 
 /// Interaction IDs are URNs matched against the `Ssp-InteractionID` header, whose value never
 /// carries whitespace; one that does could never match.
-fn interaction(text: String) -> Result<String, String> {
+pub(crate) fn interaction(text: String) -> Result<String, String> {
     if !text.is_empty() && !text.chars().any(|c| c.is_whitespace() || c.is_control()) {
         Ok(text)
     } else {

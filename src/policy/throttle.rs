@@ -2,8 +2,8 @@
 //! allocation per request) and per-provider concurrency caps. The arithmetic is a pure
 //! function of the stored state and the time passed in; the state is a slot of atomics.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use crate::config::{Consumer, Provider, Throttle};
 
@@ -133,8 +133,11 @@ pub struct InFlight {
     /// Places one consumer may hold at each provider (`[throttle] consumer_share` of its cap,
     /// rounded up), so that one consumer's slow requests cannot take them all.
     shares: Vec<u32>,
-    /// Places held, by consumer × provider.
-    held: Vec<AtomicU32>,
+    /// Places held, by consumer, then provider. A consumer's row is made at its first request
+    /// that reaches row 15: with `[sds]` tens of thousands of consumers and providers are
+    /// known, but only those with an agreement ever get here, and a full consumer × provider
+    /// table was 800 MB for 20,000 × 10,000 (issue 18).
+    held: Box<[OnceLock<Box<[AtomicU32]>>]>,
 }
 
 /// Why no place was given.
@@ -154,7 +157,7 @@ impl InFlight {
             .iter()
             .map(|&cap| ((f64::from(cap) * share).ceil() as u32).clamp(1, cap.max(1)))
             .collect();
-        let held = (0..consumers * caps.len()).map(|_| AtomicU32::new(0)).collect();
+        let held = (0..consumers).map(|_| OnceLock::new()).collect();
         Arc::new(InFlight {
             caps,
             counts,
@@ -168,8 +171,9 @@ impl InFlight {
     /// it does not know.
     pub fn try_acquire(self: &Arc<Self>, consumer: usize, provider: usize) -> Option<Result<Permit, Busy>> {
         let (cap, count) = (*self.caps.get(provider)?, self.counts.get(provider)?);
-        let slot = consumer.checked_mul(self.caps.len())?.checked_add(provider)?;
-        let (share, held) = (*self.shares.get(provider)?, self.held.get(slot)?);
+        let row = self.held.get(consumer)?;
+        let row = row.get_or_init(|| self.caps.iter().map(|_| AtomicU32::new(0)).collect());
+        let (share, held) = (*self.shares.get(provider)?, row.get(provider)?);
         let take = |counter: &AtomicU32, limit: u32| {
             counter
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -186,8 +190,8 @@ impl InFlight {
         }
         Some(Ok(Permit {
             in_flight: self.clone(),
+            consumer,
             provider,
-            slot,
         }))
     }
 
@@ -199,8 +203,8 @@ impl InFlight {
 #[derive(Debug)]
 pub struct Permit {
     in_flight: Arc<InFlight>,
+    consumer: usize,
     provider: usize,
-    slot: usize,
 }
 
 impl Drop for Permit {
@@ -208,7 +212,8 @@ impl Drop for Permit {
         if let Some(count) = self.in_flight.counts.get(self.provider) {
             count.fetch_sub(1, Ordering::AcqRel);
         }
-        if let Some(held) = self.in_flight.held.get(self.slot) {
+        let row = self.in_flight.held.get(self.consumer).and_then(OnceLock::get);
+        if let Some(held) = row.and_then(|row| row.get(self.provider)) {
             held.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -466,6 +471,25 @@ mod tests {
         assert!(in_flight.try_acquire(0, 0).unwrap().is_ok());
         assert!(in_flight.try_acquire(0, 7).is_none(), "unknown provider");
         assert!(in_flight.try_acquire(1, 0).is_none(), "unknown consumer");
+    }
+
+    #[test]
+    fn an_sds_sized_table_costs_a_row_only_for_consumers_that_send() {
+        // 20,000 consumers and 10,000 providers, as an SDS export gives (issue 18): a full
+        // table would be 800 MB; rows are made for the consumers that reach row 15.
+        let in_flight = InFlight::new(vec![64; 10_000], 0.5, 20_000);
+        assert_eq!(in_flight.held.iter().filter(|row| row.get().is_some()).count(), 0);
+        let permit = in_flight.try_acquire(19_999, 9_999).unwrap().unwrap();
+        assert_eq!(in_flight.held.iter().filter(|row| row.get().is_some()).count(), 1);
+        assert_eq!(in_flight.current(9_999), 1);
+        drop(permit);
+        assert_eq!(in_flight.current(9_999), 0);
+        let row = in_flight.held[19_999].get().unwrap();
+        assert_eq!(
+            row[9_999].load(Ordering::Acquire),
+            0,
+            "the consumer's place is given back"
+        );
     }
 
     #[test]
