@@ -122,7 +122,7 @@ const REASONS: [&str; 9] = [
 ];
 
 /// Reasons for `ssp_provider_failures_total{reason}` (`proxy::outcome::ProviderFailure::label`).
-pub const PROVIDER_FAILURES: [&str; 12] = [
+pub const PROVIDER_FAILURES: [&str; 13] = [
     "resolve",
     "connect",
     "connect_timeout",
@@ -134,6 +134,7 @@ pub const PROVIDER_FAILURES: [&str; 12] = [
     "switched_protocols",
     "broken_body",
     "stalled",
+    "unasked",
     "other",
 ];
 

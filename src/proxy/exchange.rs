@@ -524,6 +524,22 @@ pub fn pump(ex: &mut Exchange, con: &mut Consumer, cx: &mut Cx, io: &mut dyn Io,
             }
         }
     }
+    // Nothing the provider sends before the request has gone can be its answer: on a kept
+    // connection it is what the provider sent after its last answer (a new connection takes
+    // the request whole, since nothing has gone); on a new one the provider is broken.
+    // (`tests/simulate.rs` found such bytes read as the answer while the request waited for
+    // its `req` record, seed 553848.)
+    if ex.timings.forwarded.is_none() && !up.inbuf.is_empty() {
+        if ex.reused {
+            log::debug!(
+                "upstream: {}: the kept connection spoke while idle; a new one",
+                ex.target()
+            );
+            ex.upstream = None;
+            return connect(ex, con, cx, io, None, now);
+        }
+        return provider_failed(ex, con, cx, io, ProviderFailure::Unasked, now);
+    }
     // Head and body in one go when both are in: one TLS record and one write to the consumer.
     loop {
         match response_step(ex, con, cx, io, now) {

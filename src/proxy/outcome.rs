@@ -28,6 +28,8 @@ pub enum ProviderFailure {
     BrokenBody(String),
     /// Its response stopped moving for `response_timeout` once it had begun.
     Stalled,
+    /// It sent bytes on a new connection before it was sent a request.
+    Unasked,
 }
 
 impl ProviderFailure {
@@ -45,6 +47,7 @@ impl ProviderFailure {
             ProviderFailure::SwitchedProtocols => "switched_protocols",
             ProviderFailure::BrokenBody(_) => "broken_body",
             ProviderFailure::Stalled => "stalled",
+            ProviderFailure::Unasked => "unasked",
         }
     }
 }
@@ -63,6 +66,7 @@ impl std::fmt::Display for ProviderFailure {
             ProviderFailure::SwitchedProtocols => f.write_str("provider switched protocols"),
             ProviderFailure::BrokenBody(why) => write!(f, "response body: {why}"),
             ProviderFailure::Stalled => f.write_str("response stalled"),
+            ProviderFailure::Unasked => f.write_str("sent bytes before the request"),
         }
     }
 }
