@@ -452,7 +452,8 @@ impl Writer {
         let pipelined = !force_sync
             && self.syncers.is_some()
             && items.iter().all(|i| matches!(i.what, Pending::Entry(_)));
-        if !self.settle(!pipelined, now) {
+        // A file to (re)open: nothing may be under way on the one before.
+        if !self.settle(!pipelined || self.file.is_none(), now) {
             self.hold_back(items);
             return false;
         }
