@@ -186,3 +186,25 @@ busy_of_cpus() {
   done
   awk -v t="$total" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", t / hz }'
 }
+
+# UTC time as the audit writes it, SECONDS from now (may be fractional).
+utc_in() {
+  date -u -d "@$(awk -v now="$(date +%s.%N)" -v s="$1" 'BEGIN { printf "%.3f", now + s }')" +%Y-%m-%dT%H:%M:%S.%3NZ
+}
+
+# ssp's own time per request between two UTC times: from its audit `res` records, the
+# exchange's duration (admission to the last byte written) less the provider's time
+# (forwarded to the response head). Prints "p50 / p99 / p99.9" in ms.
+own_time() { # AUDIT-DIR FROM TO
+  cat "$1"/*.jsonl | awk -v from="$2" -v to="$3" '
+    /"type":"res"/ && match($0, /"ts":"[^"]*"/) {
+      ts = substr($0, RSTART + 6, RLENGTH - 7)
+      if (ts < from || ts > to) next
+      if (!match($0, /"duration_ms":[0-9.]+/)) next
+      d = substr($0, RSTART + 14, RLENGTH - 14)
+      if (!match($0, /"upstream_ms":[0-9.]+/)) next
+      print d - substr($0, RSTART + 14, RLENGTH - 14)
+    }' | sort -n | awk '{ v[NR] = $1 }
+    function at(q,  i) { i = int(q * NR); if (i < 1) i = 1; return v[i] }
+    END { if (NR) printf "%.2f / %.2f / %.2f", at(0.5), at(0.99), at(0.999); else printf "n/a" }'
+}

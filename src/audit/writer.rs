@@ -2,8 +2,11 @@
 //! seal key, so none of them needs a lock.
 //!
 //! One turn: block for the first message, drain what else is queued (bounded), serialise it
-//! all, one write(2) and (with `sync = "batch"`) one fdatasync, then tell the durable waiters.
-//! `"always"` writes and syncs record by record; `"off"` never syncs.
+//! all, one write(2), then (with `sync = "batch"`) hand its fdatasync to a sync thread, which
+//! tells the durable waiters once it has ended (`pipeline.rs`: a batch written while a sync is
+//! under way gets its own at once). `"always"` writes and syncs record by record on this
+//! thread, as do the records that must be durable before the writer goes on (start, stop,
+//! seals, rotation, the end of an outage); `"off"` never syncs.
 //!
 //! When a write or sync fails the file is not trusted again: the descriptor is dropped, and
 //! the retry reopens the file and cuts it back to the last byte known good, so a partial batch
@@ -13,6 +16,7 @@
 use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
@@ -25,8 +29,10 @@ use super::{AuditError, Durable, Event, Notifier, Settings, recover};
 use crate::config::AuditSync;
 use crate::durable_file::WRITEBACK_EVERY;
 use active::{Displaced, next_midnight};
+use pipeline::{Batch, Syncers};
 
 mod active;
+mod pipeline;
 
 /// Records drained into one batch at most.
 const MAX_BATCH: usize = 512;
@@ -158,6 +164,8 @@ pub(crate) struct Writer {
     /// Records waiting for the audit to be writable, oldest first.
     retained: VecDeque<Event>,
     outage: Option<Outage>,
+    /// `sync = "batch"`: the threads that sync written batches and answer their waiters.
+    syncers: Option<Syncers>,
     next_seal: Instant,
     next_retry: Instant,
     next_check: Instant,
@@ -197,6 +205,7 @@ impl Writer {
         let today = record::day(&format_ts(now)).to_owned();
         let first = found.first.as_ref().or(found.last.as_ref());
         let file_first_seq = first.map_or(found.head.next_seq, |r| r.seq);
+        let (writer_shared, dir_for_error) = (shared.clone(), dir.clone());
         let mut writer = Writer {
             dir,
             sync: settings.sync,
@@ -218,6 +227,12 @@ impl Writer {
             closed_as: None,
             retained: VecDeque::new(),
             outage: None,
+            syncers: match settings.sync {
+                AuditSync::Batch => {
+                    Some(Syncers::start(&writer_shared).map_err(|e| AuditError::io(&dir_for_error, e))?)
+                }
+                AuditSync::Always | AuditSync::Off => None,
+            },
             next_seal: Instant::now() + settings.seal_interval,
             next_retry: Instant::now(),
             next_check: Instant::now() + HOUSEKEEPING,
@@ -342,6 +357,7 @@ impl Writer {
     /// Timed work: retry, lost-record alarms, moved files, rotation, seals, held-back records.
     fn housekeeping(&mut self) {
         let now = SystemTime::now();
+        self.settle(false, now);
         let instant = Instant::now();
         if self.outage.is_some() {
             if instant >= self.next_retry {
@@ -388,6 +404,7 @@ impl Writer {
     /// The last records: `stop`, then a seal over it, so a clean stop leaves nothing unsealed.
     fn stop(&mut self, reason: &str) {
         let now = SystemTime::now();
+        self.settle(true, now);
         if self.outage.is_some() {
             self.try_recover(now);
         }
@@ -431,6 +448,15 @@ impl Writer {
 
     /// [`Writer::write`] without the outage check, for the retry that ends an outage.
     fn write_unchecked(&mut self, items: Vec<Item>, now: SystemTime, force_sync: bool) -> bool {
+        // Seals and the end of an outage change the writer's state once durable: synced here.
+        let pipelined = !force_sync
+            && self.syncers.is_some()
+            && items.iter().all(|i| matches!(i.what, Pending::Entry(_)));
+        // A file to (re)open: nothing may be under way on the one before.
+        if !self.settle(!pipelined || self.file.is_none(), now) {
+            self.hold_back(items);
+            return false;
+        }
         if let Err(e) = self.ensure_file(now) {
             self.fail(e, items, now);
             return false;
@@ -445,6 +471,9 @@ impl Writer {
         all.extend(items);
         let ts = format_ts(now);
         let (buf, ends) = self.serialise(&mut all, &ts);
+        if pipelined {
+            return self.write_pipelined(all, &buf, &ends, now);
+        }
         let unit = if self.sync == AuditSync::Always {
             1
         } else {
@@ -472,6 +501,112 @@ impl Writer {
             done = until;
         }
         true
+    }
+
+    /// `sync = "batch"`: one write(2), and the batch goes to the sync threads, which answer
+    /// its waiters once a sync begun after this write has ended (`pipeline.rs`).
+    fn write_pipelined(
+        &mut self,
+        all: Vec<Item>,
+        buf: &[u8],
+        ends: &[(usize, Head)],
+        now: SystemTime,
+    ) -> bool {
+        let Some(&(end, head)) = ends.last() else {
+            return true;
+        };
+        let written = self.open_for_syncers().and_then(|()| match &mut self.file {
+            Some(file) => file.write_all(&buf[..end]),
+            None => Err(io::Error::other("no active file")),
+        });
+        if let Err(e) = written {
+            // The batches before this one end first, durable or not.
+            if self.settle(true, now) {
+                self.fail(e, all, now);
+            } else {
+                self.hold_back(all);
+            }
+            return false;
+        }
+        let n = all.len() as u64;
+        let batch = Batch {
+            before: (self.good_len, self.head),
+            opening: self.opening.take(),
+            first_seq: head.next_seq - n,
+            items: all,
+        };
+        self.good_len += end as u64;
+        self.head = head;
+        self.shared.records.fetch_add(n, Ordering::Relaxed);
+        let Some(syncers) = &self.syncers else {
+            return true;
+        };
+        if let Err(batch) = syncers.push(batch) {
+            // A sync failed meanwhile: this batch is rolled back with the ones it failed.
+            (self.good_len, self.head) = batch.before;
+            self.opening = batch.opening;
+            self.shared.records.fetch_sub(n, Ordering::Relaxed);
+            self.settle(true, now);
+            self.hold_back(batch.items);
+            return false;
+        }
+        true
+    }
+
+    /// The active file opened again for each sync thread, once per file: each its own open
+    /// file description, so each sees every writeback error (`pipeline.rs`).
+    fn open_for_syncers(&mut self) -> io::Result<()> {
+        let Some(syncers) = &self.syncers else {
+            return Ok(());
+        };
+        if syncers.has_files() {
+            return Ok(());
+        }
+        let path = self.dir.join(ACTIVE);
+        let open = || -> io::Result<Arc<File>> {
+            let file = File::open(&path)?;
+            let meta = file.metadata()?;
+            if Some((meta.dev(), meta.ino())) != self.ident {
+                return Err(io::Error::other(format!(
+                    "{ACTIVE} is not the file being written"
+                )));
+            }
+            Ok(Arc::new(file))
+        };
+        syncers.set_files(Some([open()?, open()?]));
+        Ok(())
+    }
+
+    /// Waits for the sync threads (until nothing is under way with `all`, else only if a sync
+    /// failed). After a failure: the chain rolls back to the last durable batch, the records
+    /// after it are held back (their waiters were refused), the file is failed. Returns false
+    /// when it found a failure.
+    fn settle(&mut self, all: bool, now: SystemTime) -> bool {
+        let Some((error, batches, refused)) = self.syncers.as_ref().and_then(|s| s.settle(all)) else {
+            return true;
+        };
+        if let Some(first) = batches.first() {
+            (self.good_len, self.head) = first.before;
+            if first.opening.is_some() {
+                self.opening.clone_from(&first.opening);
+            }
+        }
+        let items: Vec<Item> = batches.into_iter().flat_map(|b| b.items).collect();
+        let rolled_back = items.len() as u64 + refused;
+        self.shared.records.fetch_sub(rolled_back, Ordering::Relaxed);
+        self.fail(error, items, now);
+        if let Some(outage) = &mut self.outage {
+            outage.refused += refused;
+        }
+        false
+    }
+
+    /// The active file is not trusted any more: dropped, here and by the sync threads.
+    fn forget_file(&mut self) {
+        self.file = None;
+        if let Some(syncers) = &self.syncers {
+            syncers.set_files(None);
+        }
     }
 
     /// The bytes of `all` (items that cannot be built any more are dropped from it) and, per
@@ -575,7 +710,7 @@ impl Writer {
 
     /// The audit is failing: stop trusting the file, refuse the durable waiters, hold the rest.
     fn fail(&mut self, error: io::Error, items: Vec<Item>, now: SystemTime) {
-        self.file = None;
+        self.forget_file();
         self.shared.healthy.store(false, Ordering::SeqCst);
         self.next_retry = Instant::now() + RETRY_EVERY;
         if self.outage.is_none() {

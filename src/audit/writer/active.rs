@@ -55,7 +55,7 @@ impl Writer {
                 Ok(())
             }
         };
-        self.file = None;
+        self.forget_file();
         self.ident = None;
         self.good_len = 0;
         match placed.and_then(|()| self.ensure_file(now)) {
