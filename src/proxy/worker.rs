@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::TcpListener as StdListener;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -30,6 +31,8 @@ const TICK: Duration = Duration::from_millis(100);
 /// worker pays for; a turn that only finished responses need not cause one.
 const HOLD: Duration = Duration::from_millis(20);
 const HELD_MAX: usize = 64;
+/// Connections the kernel may hold completed before they are accepted (nginx uses 511).
+const LISTEN_BACKLOG: i32 = 1024;
 
 const LISTENER: usize = 0;
 const CONSUMER: usize = 1;
@@ -116,6 +119,18 @@ pub fn bind(shared: &Shared) -> std::io::Result<Vec<StdListener>> {
     for addr in &shared.config.server.listen {
         let listener = StdListener::bind(addr)
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        // The standard library listens with a backlog of 128: 512 consumers connecting at
+        // once overflowed it hundreds of times, each overflow a SYN retried a second later
+        // (issue 22). Listening again on a listening socket only sets the backlog; the kernel
+        // caps it at `net.core.somaxconn`.
+        // SAFETY: listen(2) on a descriptor this function owns; no memory is passed.
+        if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on {addr}: {e}"),
+            ));
+        }
         listener.set_nonblocking(true)?;
         listeners.push(listener);
     }
