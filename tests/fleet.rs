@@ -766,32 +766,56 @@ fn a_fleet_behind_haproxy_loses_no_request_to_reloads_or_a_rolling_restart() {
             let central = store.join(format!("{}.jsonl", instance.name));
             // rsyslog polls and ships in its own time; a loaded CI box can take a while.
             let deadline = Instant::now() + Duration::from_secs(60);
+            let box_lines = box_bytes.split_inclusive(|c| *c == b'\n').count();
             let shipped = loop {
                 let shipped = std::fs::read(&central).unwrap_or_default();
-                if shipped.len() >= box_bytes.len() || Instant::now() >= deadline {
+                let distinct = shipped
+                    .split_inclusive(|c| *c == b'\n')
+                    .zip(std::iter::once(&b""[..]).chain(shipped.split_inclusive(|c| *c == b'\n')))
+                    .filter(|(line, before)| line != before)
+                    .count();
+                if distinct >= box_lines || Instant::now() >= deadline {
                     break shipped;
                 }
                 std::thread::sleep(Duration::from_millis(100));
             };
-            let lines = |b: &[u8]| b.iter().filter(|c| **c == b'\n').count();
-            let same = shipped.iter().zip(&box_bytes).take_while(|(a, b)| a == b).count();
+            // rsyslog forwards at least once: around a restart of either end a line can arrive
+            // twice (seen in 2 of about 8 runs under load, a whole line repeated at once). The
+            // central copy must hold every record, byte for byte and in order; a line that
+            // repeats the one before it is counted and shown, not taken for a record.
+            let box_lines: Vec<&[u8]> = box_bytes.split_inclusive(|c| *c == b'\n').collect();
+            let mut central_lines: Vec<&[u8]> = Vec::new();
+            let mut repeated = 0;
+            for line in shipped.split_inclusive(|c| *c == b'\n') {
+                if central_lines.last() == Some(&line) {
+                    repeated += 1;
+                } else {
+                    central_lines.push(line);
+                }
+            }
+            let same = central_lines
+                .iter()
+                .zip(&box_lines)
+                .take_while(|(a, b)| a == b)
+                .count();
             assert!(
-                shipped == box_bytes,
-                "{}: the central copy ({} bytes, {} lines) is not the audit ({} bytes, {} lines): {}",
+                central_lines == box_lines,
+                "{}: the central copy ({} lines, {repeated} repeated) is not the audit ({} lines): {}",
                 instance.name,
-                shipped.len(),
-                lines(&shipped),
-                box_bytes.len(),
-                lines(&box_bytes),
-                if same == shipped.len() {
+                central_lines.len(),
+                box_lines.len(),
+                if same == central_lines.len() {
                     "a prefix of it (the shipper is behind)".to_string()
                 } else {
-                    format!(
-                        "they differ from byte {same} (line {})",
-                        lines(&box_bytes[..same]) + 1
-                    )
+                    format!("they differ from line {}", same + 1)
                 }
             );
+            if repeated > 0 {
+                eprintln!(
+                    "{}: the shipper delivered {repeated} line(s) twice (at-least-once)",
+                    instance.name
+                );
+            }
             let (code, out) = instance.verify(Some(&central));
             assert_eq!(code, Some(0), "{}: audit verify --witness: {out}", instance.name);
             eprintln!("{}: central copy byte for byte; {}", instance.name, out.trim());
