@@ -766,15 +766,10 @@ fn a_fleet_behind_haproxy_loses_no_request_to_reloads_or_a_rolling_restart() {
             let central = store.join(format!("{}.jsonl", instance.name));
             // rsyslog polls and ships in its own time; a loaded CI box can take a while.
             let deadline = Instant::now() + Duration::from_secs(60);
-            let box_lines = box_bytes.split_inclusive(|c| *c == b'\n').count();
+            let box_lines: Vec<&[u8]> = box_bytes.split_inclusive(|c| *c == b'\n').collect();
             let shipped = loop {
                 let shipped = std::fs::read(&central).unwrap_or_default();
-                let distinct = shipped
-                    .split_inclusive(|c| *c == b'\n')
-                    .zip(std::iter::once(&b""[..]).chain(shipped.split_inclusive(|c| *c == b'\n')))
-                    .filter(|(line, before)| line != before)
-                    .count();
-                if distinct >= box_lines || Instant::now() >= deadline {
+                if distinct_lines(&shipped).0.len() >= box_lines.len() || Instant::now() >= deadline {
                     break shipped;
                 }
                 std::thread::sleep(Duration::from_millis(100));
@@ -783,16 +778,7 @@ fn a_fleet_behind_haproxy_loses_no_request_to_reloads_or_a_rolling_restart() {
             // twice (seen in 2 of about 8 runs under load, a whole line repeated at once). The
             // central copy must hold every record, byte for byte and in order; a line that
             // repeats the one before it is counted and shown, not taken for a record.
-            let box_lines: Vec<&[u8]> = box_bytes.split_inclusive(|c| *c == b'\n').collect();
-            let mut central_lines: Vec<&[u8]> = Vec::new();
-            let mut repeated = 0;
-            for line in shipped.split_inclusive(|c| *c == b'\n') {
-                if central_lines.last() == Some(&line) {
-                    repeated += 1;
-                } else {
-                    central_lines.push(line);
-                }
-            }
+            let (central_lines, repeated) = distinct_lines(&shipped);
             let same = central_lines
                 .iter()
                 .zip(&box_lines)
@@ -827,4 +813,18 @@ fn a_fleet_behind_haproxy_loses_no_request_to_reloads_or_a_rolling_restart() {
             instance.name
         );
     }
+}
+
+/// `bytes`' lines, less each line equal to the one before it, and how many those were.
+fn distinct_lines(bytes: &[u8]) -> (Vec<&[u8]>, usize) {
+    let mut lines: Vec<&[u8]> = Vec::new();
+    let mut repeated = 0;
+    for line in bytes.split_inclusive(|c| *c == b'\n') {
+        if lines.last() == Some(&line) {
+            repeated += 1;
+        } else {
+            lines.push(line);
+        }
+    }
+    (lines, repeated)
 }

@@ -482,12 +482,7 @@ pub fn pump(ex: &mut Exchange, con: &mut Consumer, cx: &mut Cx, io: &mut dyn Io,
     // sends meanwhile would be read as the answer; `tests/simulate.rs` found that, seed 8952).
     // Nothing has gone yet, so a new connection can take the request whole.
     if ex.audited && ex.reused && ex.timings.forwarded.is_none() && !up.still_idle(pipe) {
-        log::debug!(
-            "upstream: {}: the kept connection spoke while idle; a new one",
-            ex.target()
-        );
-        ex.upstream = None;
-        return connect(ex, con, cx, io, None, now);
+        return replace_kept(ex, con, cx, io, now);
     }
     // Nothing goes to the provider before its `req` record is durable (SPEC section 5).
     if ex.audited && tls_io::stage(&mut up.tls, &mut ex.to_upstream) > 0 {
@@ -531,12 +526,7 @@ pub fn pump(ex: &mut Exchange, con: &mut Consumer, cx: &mut Cx, io: &mut dyn Io,
     // its `req` record, seed 553848.)
     if ex.timings.forwarded.is_none() && !up.inbuf.is_empty() {
         if ex.reused {
-            log::debug!(
-                "upstream: {}: the kept connection spoke while idle; a new one",
-                ex.target()
-            );
-            ex.upstream = None;
-            return connect(ex, con, cx, io, None, now);
+            return replace_kept(ex, con, cx, io, now);
         }
         return provider_failed(ex, con, cx, io, ProviderFailure::Unasked, now);
     }
@@ -579,6 +569,17 @@ pub fn flush_provider(
         Ok(written) => moved(written > 0),
         Err(e) => provider_failed(ex, con, cx, io, ProviderFailure::Write(e.to_string()), now),
     }
+}
+
+/// The kept connection the request took spoke before the request went: a new connection takes
+/// the request whole (nothing has gone).
+fn replace_kept(ex: &mut Exchange, con: &mut Consumer, cx: &mut Cx, io: &mut dyn Io, now: Instant) -> Step {
+    log::debug!(
+        "upstream: {}: the kept connection spoke while idle; a new one",
+        ex.target()
+    );
+    ex.upstream = None;
+    connect(ex, con, cx, io, None, now)
 }
 
 fn moved(progress: bool) -> Step {
